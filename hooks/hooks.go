@@ -1,0 +1,108 @@
+// Package hooks is forkd's hook vocabulary — Gunicorn's lifecycle hooks,
+// each fired at one moment of the arbiter — and the sinks that publish them:
+// D-Bus signals, exec hooks, Go callbacks and the log.
+//
+// The arbiter calls Sink.Emit, which never blocks: sinks queue what they
+// cannot deliver at once and count what they drop.
+package hooks
+
+import (
+	"strings"
+	"time"
+)
+
+// Hook names one lifecycle moment, spelled as in Gunicorn.
+type Hook string
+
+// The hooks, in the order of a master's life.
+const (
+	OnStarting      Hook = "on_starting"      // master: before sockets and workers; once per instance
+	OnReload        Hook = "on_reload"        // master: a reload begins
+	WhenReady       Hook = "when_ready"       // master: a generation's workers all serve
+	PreFork         Hook = "pre_fork"         // master: just before a worker is spawned
+	PostFork        Hook = "post_fork"        // master: a worker process exists (pid known)
+	PostWorkerInit  Hook = "post_worker_init" // worker sent READY=1 (or ready_delay passed)
+	WorkerInt       Hook = "worker_int"       // a worker was asked to quit quickly (INT/QUIT)
+	WorkerAbort     Hook = "worker_abort"     // a worker timed out and got SIGABRT
+	PreExec         Hook = "pre_exec"         // master: before re-executing itself (upgrade)
+	PreRequest      Hook = "pre_request"      // worker: before a request (SDK, aggregated)
+	PostRequest     Hook = "post_request"     // worker: after a request (SDK, aggregated)
+	ChildExit       Hook = "child_exit"       // master: a worker process was reaped
+	WorkerExit      Hook = "worker_exit"      // master: a worker's slot is done with it
+	NworkersChanged Hook = "nworkers_changed" // master: the target worker count changed
+	OnExit          Hook = "on_exit"          // master: just before the master exits
+)
+
+// All lists every hook in the order of a master's life.
+var All = []Hook{
+	OnStarting, OnReload, WhenReady, PreFork, PostFork, PostWorkerInit,
+	WorkerInt, WorkerAbort, PreExec, PreRequest, PostRequest, ChildExit,
+	WorkerExit, NworkersChanged, OnExit,
+}
+
+// Signal returns the hook's D-Bus signal name, CamelCase ("on_starting" →
+// "OnStarting").
+func (h Hook) Signal() string {
+	var b strings.Builder
+	for _, part := range strings.Split(string(h), "_") {
+		if part == "" {
+			continue
+		}
+		b.WriteString(strings.ToUpper(part[:1]))
+		b.WriteString(part[1:])
+	}
+	return b.String()
+}
+
+// Valid reports whether h is one of the hooks in All.
+func (h Hook) Valid() bool {
+	for _, k := range All {
+		if k == h {
+			return true
+		}
+	}
+	return false
+}
+
+// Event is one occurrence of a hook. Fields a hook does not use are zero;
+// WorkerID is -1 for hooks about the master.
+type Event struct {
+	Hook       Hook
+	Time       time.Time
+	Instance   string
+	Generation uint64
+	WorkerID   int
+	PID        int
+	// ExitCode is the exit status of an exited worker (-1 if it was killed).
+	ExitCode int
+	// Signal is the signal that killed or is sent to a worker (0 if none).
+	Signal int
+	// Reason says why, in a word or a phrase: "timeout", "boot timeout",
+	// "crashed", "reload", "scale down", "config error: …".
+	Reason string
+	// Workers is the target worker count (nworkers_changed: the new one).
+	Workers int
+	// OldWorkers is the previous target (nworkers_changed).
+	OldWorkers int
+}
+
+// Sink receives events. Emit must not block the caller.
+type Sink interface {
+	Emit(Event)
+}
+
+// Sinks fans an event out to several sinks, in order.
+type Sinks []Sink
+
+// Emit sends e to every sink.
+func (s Sinks) Emit(e Event) {
+	for _, sink := range s {
+		sink.Emit(e)
+	}
+}
+
+// Func adapts a Go callback to a Sink; the callback must not block.
+type Func func(Event)
+
+// Emit calls f(e).
+func (f Func) Emit(e Event) { f(e) }
