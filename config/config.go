@@ -1,24 +1,9 @@
-// Package config is forkd's TOML schema: the types a config file decodes
-// into, strict decoding (an unknown key or a wrong type is an error naming
-// file:line:column), defaults and validation.
-//
-// A minimal config:
-//
-//	[server]
-//	name = "myapp"
-//	workers = 4
-//	bind = ["tcp://127.0.0.1:8000"]
-//
-//	[worker]
-//	command = "/usr/bin/myapp"
-//	args = ["--fd", "3"]
 package config
 
 import (
 	"time"
 )
 
-// Config is one instance's configuration, as decoded from a TOML file.
 type Config struct {
 	// Path is the file the config was read from ("" when parsed from memory).
 	Path string `toml:"-"`
@@ -26,20 +11,29 @@ type Config struct {
 	Server Server `toml:"server"`
 	// Worker describes the program forked N times.
 	Worker Worker `toml:"worker"`
+	// Hooks maps a hook name (hooks.Hook, e.g. "on_starting") to the
+	// commands the master runs when the hook fires, in file order. Written
+	// as [[hooks.on_starting]] tables. pre_request and post_request cannot
+	// have commands: they happen inside workers.
+	Hooks map[string][]HookExec `toml:"hooks"`
 }
 
-// Server holds the master's settings; names follow Gunicorn's where the
-// meaning is the same.
 type Server struct {
-	// Name is the instance name (FORKD_INSTANCE, D-Bus name). Default: the
-	// config file's base name without ".toml".
+	// Name is the instance name (FORKD_INSTANCE, D-Bus name): 1–64
+	// characters of A–Z a–z 0–9 _ . @ -. Default: the config file's base
+	// name without ".toml" ("forkd" when parsed from memory).
 	Name string `toml:"name"`
-	// Workers is the number of worker processes. Default 1, range 0…4096.
+	// Workers is the number of worker processes. Default 1, range 1…4096.
 	Workers int `toml:"workers"`
+	// MinReady is how many workers must serve before the instance (or a
+	// new generation on reload) counts as ready. Written 0 or left out, it
+	// means all of them; after Load or Parse it is always 1…Workers.
+	MinReady int `toml:"min_ready"`
 	// Bind lists the addresses forkd binds when systemd passed no sockets.
-	// Default ["tcp://127.0.0.1:8000"].
+	// Default ["tcp://127.0.0.1:8000"]; never empty after Load or Parse.
 	Bind []Bind `toml:"bind"`
-	// Backlog is the listen(2) backlog of sockets forkd binds. Default 2048.
+	// Backlog is the listen(2) backlog of sockets forkd binds. Default
+	// 2048, range 1…65535.
 	Backlog int `toml:"backlog"`
 	// Timeout is the worker heartbeat timeout (WATCHDOG_USEC); 0 disables.
 	// Default 30s.
@@ -47,35 +41,40 @@ type Server struct {
 	// GracefulTimeout is how long stopping workers may drain before KILL.
 	// Default 30s.
 	GracefulTimeout Duration `toml:"graceful_timeout"`
-	// BootTimeout is how long a worker may take to become ready. Default 30s.
+	// BootTimeout is how long a worker may take to become ready; always
+	// more than 0. Default 30s.
 	BootTimeout Duration `toml:"boot_timeout"`
 	// KillTimeout is the wait between SIGABRT (or a quick-stop signal) and
 	// SIGKILL. Default 5s.
 	KillTimeout Duration `toml:"kill_timeout"`
 }
 
-// Worker describes the worker program.
 type Worker struct {
 	// Command is the program: an absolute path, a path relative to Dir, or
-	// a name looked up in PATH. Required.
+	// a name looked up in PATH (worker.env's PATH if it sets one, else the
+	// master's). Required; it must be an executable regular file.
 	Command string `toml:"command"`
+	// Path is Command resolved when the config was loaded: an absolute,
+	// cleaned path to the executable. It is not read from the file.
+	Path string `toml:"-"`
 	// Args are the program's arguments (argv[1:]).
 	Args []string `toml:"args"`
-	// Env is added to the master's environment for each worker.
+	// Env is added to the master's environment for each worker. Keys are
+	// non-empty and contain no '='.
 	Env map[string]string `toml:"env"`
-	// Dir is the worker's working directory. Default: the master's.
+	// Dir is the worker's working directory; if set, it must be an
+	// existing directory. Default: the master's.
 	Dir string `toml:"dir"`
 	// Ready says when a worker counts as serving: ReadyNotify (it sends
 	// READY=1) or ReadyStarted (ReadyDelay after it started). Default notify.
 	Ready ReadyMode `toml:"ready"`
-	// ReadyDelay is the delay for ReadyStarted. Default 0.
+	// ReadyDelay is the delay for ReadyStarted; it must be 0 with
+	// ReadyNotify. Default 0.
 	ReadyDelay Duration `toml:"ready_delay"`
 }
 
-// ReadyMode says how forkd learns a worker serves.
 type ReadyMode string
 
-// The readiness modes.
 const (
 	// ReadyNotify: the worker sends READY=1 on NOTIFY_SOCKET and heartbeats
 	// with WATCHDOG=1.
@@ -85,19 +84,40 @@ const (
 	ReadyStarted ReadyMode = "started"
 )
 
-// Duration is a time.Duration written in TOML as a Go duration string
-// ("30s", "1m30s", "250ms").
+func (m ReadyMode) Valid() bool {
+	return m == ReadyNotify || m == ReadyStarted
+}
+
+type HookExec struct {
+	// Exec is the command and its arguments (argv); required, and argv[0]
+	// is not empty.
+	Exec []string `toml:"exec"`
+	// Timeout is how long the command may run before it is killed; more
+	// than 0. Default 30s.
+	Timeout Duration `toml:"timeout"`
+	// OnFailure says what a failed or timed-out command does: OnFailureIgnore
+	// (the default) or OnFailureAbort, which stops what the hook precedes
+	// and is allowed only for on_starting, on_reload, pre_fork and pre_exec.
+	OnFailure string `toml:"on_failure"`
+}
+
+const (
+	// OnFailureIgnore: a failing command is logged and otherwise ignored.
+	OnFailureIgnore = "ignore"
+	// OnFailureAbort: a failing command aborts what the hook precedes
+	// (starting, reloading, forking a worker, re-executing the master).
+	OnFailureAbort = "abort"
+)
+
 type Duration struct{ time.Duration }
 
-// Bind is one listening address: "tcp://host:port" (IPv4, or IPv6 in
-// brackets) or "unix:/path". Options follow a "?": mode=0660 for unix
-// sockets, name=web for the socket's LISTEN_FDNAMES entry.
 type Bind struct {
 	// Raw is the string as written.
 	Raw string
 	// Network is "tcp" or "unix".
 	Network string
-	// Address is host:port for tcp, the path for unix.
+	// Address is host:port for tcp (IPv6 hosts in brackets), the path for
+	// unix.
 	Address string
 	// Mode is the unix socket file's permission bits (0 = leave the umask's).
 	Mode uint32

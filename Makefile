@@ -1,0 +1,108 @@
+# forkd — `make` lists the targets.
+
+# Go may not be on PATH (it lives in /usr/local/go/bin on fresh machines).
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+GODIR := $(patsubst %/,%,$(dir $(GO)))
+ifneq ($(findstring /,$(GO)),)
+# Tools that run go themselves (staticcheck, tests that build binaries) find it too.
+export PATH := $(GODIR):$(PATH)
+endif
+GOFMT ?= $(shell command -v gofmt || echo $(GODIR)/gofmt)
+GOBIN_DIR = $(shell $(GO) env GOPATH)/bin
+STATICCHECK ?= $(GOBIN_DIR)/staticcheck
+NFPM ?= $(shell command -v nfpm || echo $(GOBIN_DIR)/nfpm)
+VERSION ?= $(or $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//'),0.0.0)
+ARCH ?= $(shell $(GO) env GOARCH)
+
+# Debian packages the tests need (a private dbus-daemon, systemd-nspawn, ip, curl)
+# and the ones the benchmarks need.
+TEST_PACKAGES := dbus systemd-container iproute2 curl
+BENCH_PACKAGES := gunicorn wrk
+
+# Binaries: name:package. `build` skips those whose package has no sources yet.
+BINARIES := forkd:./cmd/forkd forkctl:./cmd/forkctl forkd-demo:./examples/demo
+
+.DEFAULT_GOAL := help
+.PHONY: help build test deps run lint bench e2e deb rpm clean
+
+# apt-ensure is a shell snippet that installs the Debian packages $(1) that are
+# missing, as root, saying what it does; it says nothing when all are present,
+# and only warns when not root or not on Debian (tests that need them skip).
+define apt-ensure
+missing=""; \
+if command -v dpkg-query >/dev/null 2>&1; then \
+	for p in $(1); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+else \
+	echo "$@: no dpkg-query (not Debian?); make sure these are installed: $(1)"; \
+fi; \
+if [ -n "$$missing" ]; then \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "$@: installing missing packages:$$missing"; \
+		echo "+ apt-get update"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q || exit 1; \
+		echo "+ apt-get install -y$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q$$missing || exit 1; \
+	else \
+		echo "$@: missing packages:$$missing (run 'make $@' as root to install them)"; \
+	fi; \
+fi
+endef
+
+help: ## list the targets
+	@echo "Targets:"
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z0-9 -]*:.*## / { printf "  %-7s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+build: ## build bin/forkd, bin/forkctl and bin/forkd-demo (those whose sources exist)
+	@mkdir -p bin
+	@set -e; for b in $(BINARIES); do \
+		name=$${b%%:*}; pkg=$${b#*:}; \
+		if ls $$pkg/*.go >/dev/null 2>&1; then \
+			echo "$(GO) build -o bin/$$name $$pkg"; \
+			$(GO) build -o bin/$$name $$pkg; \
+		else \
+			echo "build: skipping bin/$$name: no sources in $$pkg yet"; \
+		fi; \
+	done
+
+test: deps ## run all tests with the race detector
+	$(GO) test -race -count=1 ./...
+
+deps: ## install the Debian packages the tests need (as root, only if missing)
+	@$(call apt-ensure,$(TEST_PACKAGES))
+
+run: build ## build, then run bin/forkd with examples/demo.toml (Ctrl-C stops it)
+	@test -x bin/forkd || { echo "run: bin/forkd was not built (no cmd/forkd sources yet)"; exit 1; }
+	bin/forkd --config examples/demo.toml
+
+lint: ## gofmt (must list nothing), go vet, staticcheck (installed if missing)
+	@echo "$(GOFMT) -l ."; out=$$($(GOFMT) -l .); \
+	if [ -n "$$out" ]; then echo "lint: not gofmt'ed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@test -x $(STATICCHECK) || { \
+		echo "+ $(GO) install honnef.co/go/tools/cmd/staticcheck@latest"; \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@latest; }
+	$(STATICCHECK) ./...
+
+bench: ## benchmarks side by side with Gunicorn (installs gunicorn and wrk as root)
+	@if [ ! -d bench ]; then echo "bench: no bench/ directory yet, nothing to run"; exit 0; fi; \
+	$(call apt-ensure,$(BENCH_PACKAGES)); \
+	echo "$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/..."; \
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/...
+
+e2e: deps ## end-to-end tests against real systemd (nspawn) and D-Bus; run as root
+	@if ! find e2e -name '*_test.go' 2>/dev/null | grep -q .; then echo "e2e: no tests in e2e/ yet"; exit 1; fi
+	$(GO) test -count=1 -v ./e2e/...
+
+deb rpm: ## build the .deb / .rpm into dist/ with nfpm (installed if missing)
+	@if [ ! -f packaging/nfpm.yaml ]; then echo "$@: not yet: packaging/nfpm.yaml does not exist"; exit 1; fi
+	@$(MAKE) --no-print-directory build
+	@test -x $(NFPM) || { \
+		echo "+ $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@latest"; \
+		$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@latest; }
+	@mkdir -p dist
+	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager $@ --target dist/
+
+clean: ## remove bin/ and dist/
+	rm -rf bin dist

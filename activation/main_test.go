@@ -1,0 +1,272 @@
+package activation_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdactivation "github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/config"
+)
+
+// The test binary doubles as the processes the tests need, chosen by
+// os.Args[1]: the exec shim itself and the workers it execs.
+const (
+	helperListeners   = "helper-listeners"    // worker: go-systemd's Listeners, then accept on each
+	helperCloexecShim = "helper-cloexec-shim" // marks fds 3… close-on-exec, then runs the shim in-process
+	helperListen      = "helper-listen"       // master: activation.Listen, then Close
+	helperMarker      = "helper-marker"       // creates the file os.Args[2]
+)
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case activation.ShimArg:
+			shimMain(os.Args[2:])
+		case helperCloexecShim:
+			n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+			for fd := 3; fd < 3+n; fd++ {
+				unix.CloseOnExec(fd)
+			}
+			shimMain(os.Args[2:])
+		case helperListeners:
+			os.Exit(runListeners())
+		case helperListen:
+			os.Exit(runListen())
+		case helperMarker:
+			if err := os.WriteFile(os.Args[2], []byte("started\n"), 0o600); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			os.Exit(0)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// shimMain is what forkd's main does with ShimArg.
+func shimMain(args []string) {
+	err := activation.Shim(args)
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(127)
+}
+
+// listenersReport is what a helperListeners worker saw.
+type listenersReport struct {
+	Pid, Ppid     int
+	Argv0         string
+	ListenPID     string
+	WatchdogPID   string
+	ShimParentSet bool
+	Listeners     int // usable ones
+	Addrs         []string
+}
+
+func runListeners() int {
+	_, parentSet := os.LookupEnv("FORKD_SHIM_PARENT")
+	rep := listenersReport{
+		Pid:           os.Getpid(),
+		Ppid:          os.Getppid(),
+		Argv0:         os.Args[0],
+		ListenPID:     os.Getenv("LISTEN_PID"),
+		WatchdogPID:   os.Getenv("WATCHDOG_PID"),
+		ShimParentSet: parentSet,
+	}
+	ls, err := sdactivation.Listeners()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var usable []net.Listener
+	for _, l := range ls {
+		if l != nil {
+			usable = append(usable, l)
+			rep.Addrs = append(rep.Addrs, l.Addr().String())
+		}
+	}
+	rep.Listeners = len(usable)
+	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+		return 1
+	}
+	for i, l := range usable {
+		c, err := l.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Fprintf(c, "listener %d pid %d\n", i, os.Getpid())
+		c.Close()
+	}
+	return 0
+}
+
+// listenReport is what a helperListen master got from activation.Listen.
+type listenReport struct {
+	Err        string
+	Activated  bool
+	Names      []string
+	Addrs      []string
+	Cloexec    []bool
+	EnvLeft    []string // LISTEN_* still in the environment
+	CloseErr   string
+	PathsAfter map[string]bool // unix socket path → exists after Close
+}
+
+func runListen() int {
+	var binds []config.Bind
+	if b := os.Getenv("FORKD_TEST_BIND"); b != "" {
+		network, address, _ := strings.Cut(b, " ")
+		binds = append(binds, config.Bind{Raw: b, Network: network, Address: address})
+	}
+	var rep listenReport
+	socks, activated, err := activation.Listen(binds, 16, "dflt")
+	if err != nil {
+		rep.Err = err.Error()
+	}
+	rep.Activated = activated
+	for _, s := range socks {
+		rep.Names = append(rep.Names, s.Name)
+		rep.Addrs = append(rep.Addrs, s.Addr)
+		flags, err := unix.FcntlInt(s.File.Fd(), unix.F_GETFD, 0)
+		rep.Cloexec = append(rep.Cloexec, err == nil && flags&unix.FD_CLOEXEC != 0)
+	}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "LISTEN_") {
+			rep.EnvLeft = append(rep.EnvLeft, kv)
+		}
+	}
+	if err := activation.Close(socks); err != nil {
+		rep.CloseErr = err.Error()
+	}
+	rep.PathsAfter = map[string]bool{}
+	for _, a := range rep.Addrs {
+		if p, ok := strings.CutPrefix(a, "unix:"); ok {
+			_, err := os.Lstat(p)
+			rep.PathsAfter[p] = err == nil
+		}
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// testBinary is the path of the running test binary.
+func testBinary(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("find test binary: %v", err)
+	}
+	return exe
+}
+
+// helperCmd returns a command running argv (argv[0] is the path) with the
+// test's environment plus env and files as fds 3…, killed when the test
+// ends or after a minute.
+func helperCmd(t *testing.T, argv []string, env []string, files []*os.File) *exec.Cmd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, argv[0])
+	cmd.Args = argv
+	cmd.Env = append(cleanEnv(), env...)
+	cmd.ExtraFiles = files
+	cmd.Stderr = &syncBuffer{}
+	return cmd
+}
+
+// syncBuffer collects a child's stderr; the test may read it while the
+// child still writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// cleanEnv is the test's environment without what the tests set.
+func cleanEnv() []string {
+	var env []string
+	gorace := false
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", "FORKD_SHIM_PARENT", "FORKD_TEST_BIND":
+			continue
+		case "GORACE":
+			gorace = true
+		}
+		env = append(env, kv)
+	}
+	if !gorace {
+		// Under -race a helper otherwise sleeps a second before exiting.
+		env = append(env, "GORACE=atexit_sleep_ms=0")
+	}
+	return env
+}
+
+// runJSON runs cmd to completion and decodes its stdout into v.
+func runJSON(t *testing.T, cmd *exec.Cmd, v any) {
+	t.Helper()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %v\nstderr:\n%s", cmd.Args, err, cmd.Stderr)
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatalf("%v: decode report %q: %v\nstderr:\n%s", cmd.Args, out, err, cmd.Stderr)
+	}
+}
+
+// startJSON starts cmd and returns its first stdout line decoded into v,
+// failing the test if it does not arrive within the deadline.
+func startJSON(t *testing.T, cmd *exec.Cmd, v any) {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatalf("stdout pipe: %v", err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", cmd.Args, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line := make(chan []byte, 1)
+	go func() {
+		b, _ := bufio.NewReader(stdout).ReadBytes('\n')
+		line <- b
+	}()
+	select {
+	case b := <-line:
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%v: decode report %q: %v\nstderr:\n%s", cmd.Args, b, err, cmd.Stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%v: no report within 30s\nstderr:\n%s", cmd.Args, cmd.Stderr)
+	}
+}

@@ -1,0 +1,36 @@
+"""The bench's WSGI app for Gunicorn: the counterpart of the Go bench worker.
+
+GET /      -> 200 "ok <pid>"
+GET /hang  -> reports "hang <pid> <unix-nanos>" to the BENCH_PROBE socket, then
+              never answers (a hung sync worker: no heartbeat either).
+
+Run by bench_test.go as:
+
+    gunicorn --config bench/gunicorn.conf.py --chdir bench -w 4 -b 127.0.0.1:PORT app:app
+"""
+
+import os
+import socket
+import time
+
+
+def _probe(kind):
+    """Send "<kind> <pid> <unix-nanos>" to the probe socket, if there is one."""
+    now = time.time_ns()
+    path = os.environ.get("BENCH_PROBE")
+    if not path:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(("%s %d %d" % (kind, os.getpid(), now)).encode(), path)
+
+
+def app(environ, start_response):
+    """Answer "ok <pid>"; hang forever on /hang."""
+    if environ.get("PATH_INFO") == "/hang":
+        _probe("hang")
+        while True:
+            time.sleep(3600)
+    body = ("ok %d\n" % os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,673 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// forkdPath is where the benchmarks build forkd.
+const forkdPath = "/tmp/forkd-bench/forkd"
+
+// setup is what every benchmark needs, found or built once per run.
+type setup struct {
+	forkd    string // built forkd
+	gunicorn string // gunicorn's path; "" when not installed
+	benchDir string // this directory: app.py and gunicorn.conf.py
+	self     string // the test binary, i.e. the bench worker
+	err      error
+
+	bootOnce sync.Once
+	boot     workerBoot
+	bootErr  error
+}
+
+// workerBoot is the bench worker's own boot, run alone.
+type workerBoot struct {
+	toStart, toReady Sample // ms from exec
+}
+
+var (
+	setupOnce sync.Once
+	shared    setup
+)
+
+// env returns the shared setup, building forkd on first use; it fails b
+// when forkd cannot be built and logs (once) when gunicorn is missing.
+func env(b *testing.B) *setup {
+	b.Helper()
+	setupOnce.Do(func() {
+		s := &shared
+		var err error
+		if s.self, err = os.Executable(); err != nil {
+			s.err = fmt.Errorf("find the test binary: %w", err)
+			return
+		}
+		if s.benchDir, err = filepath.Abs("."); err != nil {
+			s.err = err
+			return
+		}
+		root, err := ModuleRoot(".")
+		if err != nil {
+			s.err = err
+			return
+		}
+		if err := os.MkdirAll(filepath.Dir(forkdPath), 0o755); err != nil {
+			s.err = fmt.Errorf("make %s: %w", filepath.Dir(forkdPath), err)
+			return
+		}
+		if err := BuildForkd(root, forkdPath); err != nil {
+			s.err = err
+			return
+		}
+		s.forkd = forkdPath
+		if g, err := exec.LookPath("gunicorn"); err == nil {
+			s.gunicorn = g
+		} else {
+			report.Note("Gunicorn column empty: gunicorn is not installed (apt-get install gunicorn, or make bench as root).")
+		}
+	})
+	if shared.err != nil {
+		b.Fatal(shared.err)
+	}
+	if shared.gunicorn == "" {
+		b.Log("gunicorn not installed: measuring forkd only (apt-get install gunicorn)")
+	}
+	return &shared
+}
+
+// workerEnv is [worker.env] for forkd running the bench worker.
+func (s *setup) workerEnv() map[string]string {
+	return map[string]string{EnvWorker: "1", "GOMAXPROCS": "1"}
+}
+
+// forkdSpec is a forkd Spec running the bench worker.
+func (s *setup) forkdSpec(workers int, timeout time.Duration) Spec {
+	return Spec{Workers: workers, Timeout: timeout, Command: s.self, Env: s.workerEnv()}
+}
+
+// start starts forkd (gunicorn false) or Gunicorn and stops it, failing b
+// if stopping leaves anything behind, when b ends.
+func (s *setup) start(b *testing.B, gunicorn bool, spec Spec) *Master {
+	b.Helper()
+	var m *Master
+	var err error
+	if gunicorn {
+		m, err = StartGunicorn(s.gunicorn, s.benchDir, spec)
+	} else {
+		m, err = StartForkd(s.forkd, spec)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { closeMaster(b, m) })
+	return m
+}
+
+// closeMaster closes m, failing b when that went wrong.
+func closeMaster(b *testing.B, m *Master) {
+	b.Helper()
+	if err := m.Close(); err != nil {
+		b.Errorf("%s: %v\n%s", m.Name, err, m.Output())
+	}
+}
+
+// sides returns the masters to measure: forkd, and Gunicorn when installed.
+func (s *setup) sides() []bool {
+	if s.gunicorn == "" {
+		return []bool{false}
+	}
+	return []bool{false, true}
+}
+
+// workerBoot runs the bench worker alone 10 times, handing it a listening
+// socket itself, and times exec → "start" and exec → "ready".
+func (s *setup) workerBoot(b *testing.B) workerBoot {
+	b.Helper()
+	s.bootOnce.Do(func() {
+		for range 10 {
+			toStart, toReady, err := s.bootAlone()
+			if err != nil {
+				s.bootErr = err
+				return
+			}
+			s.boot.toStart = append(s.boot.toStart, toStart)
+			s.boot.toReady = append(s.boot.toReady, toReady)
+		}
+	})
+	if s.bootErr != nil {
+		b.Fatal(s.bootErr)
+	}
+	return s.boot
+}
+
+// bootAlone starts one lone bench worker and returns exec → start and
+// exec → ready in ms, after checking that it serves.
+func (s *setup) bootAlone() (toStart, toReady float64, err error) {
+	dir, err := os.MkdirTemp("", "forkd-bench-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(dir)
+	probe, err := ListenInbox(filepath.Join(dir, "probe.sock"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer probe.Close()
+	notify, err := ListenInbox(filepath.Join(dir, "notify.sock"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer notify.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	envv := append(os.Environ(), EnvWorker+"=1", EnvAlone+"=1", "GOMAXPROCS=1", "LISTEN_FDS=1",
+		EnvProbe+"="+probe.Path(), "NOTIFY_SOCKET="+notify.Path())
+	p, err := Start([]string{s.self}, envv, "", f)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.Stop(5 * time.Second)
+	evs, err := probe.WaitEvents(10*time.Second, "the lone worker's ready probe", func(evs []Event) bool {
+		return len(ReadyPIDs(evs)) > 0 || p.Err() != nil
+	})
+	if err == nil {
+		err = p.Err()
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("boot the bench worker alone: %w\n%s", err, p.Output())
+	}
+	if _, err := notify.Wait(5*time.Second, "the lone worker's READY=1", func(m []Message) bool {
+		_, ok := FirstReady(m)
+		return ok
+	}); err != nil {
+		return 0, 0, err
+	}
+	resp, err := (&Master{Name: "lone worker", Port: l.Addr().(*net.TCPAddr).Port}).Get("/")
+	if err != nil || resp != fmt.Sprintf("ok %d\n", p.PID()) {
+		return 0, 0, fmt.Errorf("lone bench worker answered %q, %v; want \"ok %d\"", resp, err, p.PID())
+	}
+	for _, ev := range evs {
+		switch ev.Kind {
+		case KindStart:
+			toStart = ms(ev.At.Sub(p.Started))
+		case KindReady:
+			toReady = ms(ev.At.Sub(p.Started))
+		}
+	}
+	if err := p.Stop(5 * time.Second); err != nil {
+		return 0, 0, err
+	}
+	return toStart, toReady, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// name is a side's name in metric units.
+func name(gunicorn bool) string {
+	if gunicorn {
+		return "gunicorn"
+	}
+	return "forkd"
+}
+
+// pair holds one figure's value for forkd and Gunicorn (NaN = not measured).
+type pair [2]float64
+
+func newPair() pair { return pair{math.NaN(), math.NaN()} }
+
+func idx(gunicorn bool) int {
+	if gunicorn {
+		return 1
+	}
+	return 0
+}
+
+// row makes a report row from a pair.
+func row(scenario, figure, unit string, goal Goal, p pair) Row {
+	return Row{Scenario: scenario, Figure: figure, Unit: unit, Goal: goal, Forkd: p[0], Gunicorn: p[1]}
+}
+
+// assertServes checks that m answers "ok PID" from one of its ready workers.
+func assertServes(b *testing.B, m *Master, evs []Event) {
+	b.Helper()
+	body, err := m.Get("/")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(body, "ok %d", &pid); err != nil {
+		b.Fatalf("%s answered %q, want \"ok PID\"", m.Name, body)
+	}
+	if _, ok := ReadyPIDs(evs)[pid]; !ok {
+		b.Fatalf("%s answered from pid %d, which never reported ready", m.Name, pid)
+	}
+}
+
+// BenchmarkStart is scenario 1: exec of the master → all 4 workers ready
+// and serving, 10 times each, against the worker's own boot.
+func BenchmarkStart(b *testing.B) {
+	s := env(b)
+	boot := s.workerBoot(b)
+	const runs, workers = 10, 4
+	var serving, lastReady, masterReady [2][]time.Duration
+	for _, g := range s.sides() {
+		for range runs {
+			m, err := startOnce(s, g, workers)
+			if err != nil {
+				b.Fatal(err)
+			}
+			evs, err := m.WaitReady(workers, 30*time.Second)
+			if err != nil {
+				closeMaster(b, m)
+				b.Fatalf("%s: %v", m.Name, err)
+			}
+			var last time.Time
+			for _, at := range ReadyPIDs(evs) {
+				if at.After(last) {
+					last = at
+				}
+			}
+			msgs, err := m.Notify.Wait(10*time.Second, m.Name+"'s READY=1", func(ms []Message) bool {
+				_, ok := FirstReady(ms)
+				return ok
+			})
+			if err != nil {
+				closeMaster(b, m)
+				b.Fatal(err)
+			}
+			ready, _ := FirstReady(msgs)
+			assertServes(b, m, evs)
+			closeMaster(b, m)
+
+			i := idx(g)
+			lastReady[i] = append(lastReady[i], last.Sub(m.Started))
+			masterReady[i] = append(masterReady[i], ready.Sub(m.Started))
+			if g {
+				// Gunicorn's READY=1 precedes its workers: it serves
+				// once the last worker is ready.
+				serving[i] = append(serving[i], last.Sub(m.Started))
+			} else {
+				if ready.Before(last) {
+					b.Errorf("forkd sent READY=1 %v before its 4th worker was ready", last.Sub(ready))
+				}
+				serving[i] = append(serving[i], ready.Sub(m.Started))
+			}
+		}
+	}
+	const sc = "1 start, 4 workers"
+	med, mx, lastMed, readyMed := newPair(), newPair(), newPair(), newPair()
+	for _, g := range s.sides() {
+		i := idx(g)
+		med[i] = Durations(serving[i]).Median()
+		mx[i] = Durations(serving[i]).Max()
+		lastMed[i] = Durations(lastReady[i]).Median()
+		readyMed[i] = Durations(masterReady[i]).Median()
+		b.ReportMetric(med[i], name(g)+"-serving-median-ms")
+		b.ReportMetric(mx[i], name(g)+"-serving-max-ms")
+	}
+	bootMed, bootMax := boot.toReady.Median(), boot.toReady.Max()
+	b.ReportMetric(bootMed, "worker-boot-median-ms")
+	report.Add(row(sc, "worker alone: exec → ready (reference), median of 10", "ms", Goal{},
+		pair{bootMed, math.NaN()}))
+	report.Add(row(sc, "exec → all serving (forkd READY=1; Gunicorn 4th worker ready), median of 10", "ms",
+		Goal{Text: fmt.Sprintf("≤ boot + 5 ms = %.2f ms", bootMed+5), Limit: bootMed + 5}, med))
+	report.Add(row(sc, "exec → all serving, max of 10", "ms",
+		Goal{Text: fmt.Sprintf("≤ boot max + 5 ms = %.2f ms", bootMax+5), Limit: bootMax + 5}, mx))
+	report.Add(row(sc, "exec → 4th worker's ready probe, median", "ms", Goal{}, lastMed))
+	report.Add(row(sc, "exec → master's READY=1, median (Gunicorn's: before any worker)", "ms", Goal{}, readyMed))
+}
+
+// startOnce starts forkd or Gunicorn with n workers and a 30 s timeout.
+func startOnce(s *setup, gunicorn bool, n int) (*Master, error) {
+	if gunicorn {
+		return StartGunicorn(s.gunicorn, s.benchDir, Spec{Workers: n, Timeout: 30 * time.Second})
+	}
+	return StartForkd(s.forkd, s.forkdSpec(n, 30*time.Second))
+}
+
+// BenchmarkKill is scenario 2: SIGKILL a worker that has served ≥ 1.5 s,
+// time kill → replacement's start and ready probes; 20 kills each.
+func BenchmarkKill(b *testing.B) {
+	s := env(b)
+	boot := s.workerBoot(b)
+	const kills, workers = 20, 4
+	var toStart, toReady [2]Sample
+	for _, g := range s.sides() {
+		m := s.start(b, g, s.spec(g, workers, 30*time.Second))
+		evs, err := m.WaitReady(workers, 30*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		i := idx(g)
+		for k := range kills {
+			st, rd, err := killOne(m, evs)
+			if err != nil {
+				b.Fatalf("%s, kill %d: %v\n%s", m.Name, k+1, err, m.Output())
+			}
+			toStart[i] = append(toStart[i], ms(st))
+			toReady[i] = append(toReady[i], ms(rd))
+			evs = m.Probe.Events()
+		}
+		assertServes(b, m, evs)
+		closeMaster(b, m)
+	}
+	const sc = "2 SIGKILL → replacement"
+	bs, br := boot.toStart.Median(), boot.toReady.Median()
+	for _, q := range []struct {
+		label string
+		q     float64
+		goal  bool
+	}{{"median", 0.5, true}, {"p90", 0.9, true}, {"max", 1, false}} {
+		st, rd := newPair(), newPair()
+		for _, g := range s.sides() {
+			i := idx(g)
+			st[i], rd[i] = toStart[i].Quantile(q.q), toReady[i].Quantile(q.q)
+			b.ReportMetric(st[i], name(g)+"-start-"+q.label+"-ms")
+			b.ReportMetric(rd[i], name(g)+"-ready-"+q.label+"-ms")
+		}
+		var gs, gr Goal
+		if q.goal {
+			gs = Goal{Text: fmt.Sprintf("≤ worker exec → start + 2 ms = %.2f ms", bs+2), Limit: bs + 2}
+			gr = Goal{Text: fmt.Sprintf("≤ worker boot + 2 ms = %.2f ms", br+2), Limit: br + 2}
+		}
+		report.Add(row(sc, fmt.Sprintf("kill → replacement's start probe, %s of %d", q.label, kills), "ms", gs, st))
+		report.Add(row(sc, fmt.Sprintf("kill → replacement ready, %s of %d", q.label, kills), "ms", gr, rd))
+	}
+}
+
+// spec is the Spec for forkd or Gunicorn with n workers and timeout.
+func (s *setup) spec(gunicorn bool, n int, timeout time.Duration) Spec {
+	if gunicorn {
+		return Spec{Workers: n, Timeout: timeout}
+	}
+	return s.forkdSpec(n, timeout)
+}
+
+// killOne SIGKILLs the live worker of m that has been ready longest, once
+// it has been for 1.5 s, and returns kill → the replacement's start probe
+// and kill → its ready probe. evs are the probe events so far.
+func killOne(m *Master, evs []Event) (toStart, toReady time.Duration, err error) {
+	seen := map[int]bool{}
+	for _, ev := range evs {
+		seen[ev.PID] = true
+	}
+	victim, readyAt := 0, time.Time{}
+	for pid, at := range ReadyPIDs(evs) {
+		if syscall.Kill(pid, 0) != nil {
+			continue // killed before
+		}
+		if victim == 0 || at.Before(readyAt) {
+			victim, readyAt = pid, at
+		}
+	}
+	if victim == 0 {
+		return 0, 0, errors.New("no live worker to kill")
+	}
+	if wait := time.Until(readyAt.Add(1500 * time.Millisecond)); wait > 0 {
+		<-time.After(wait) // the scenario's precondition: it has served 1.5 s
+	}
+	killed := time.Now()
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		return 0, 0, fmt.Errorf("kill worker %d: %w", victim, err)
+	}
+	var start, ready Event
+	_, err = m.Probe.WaitEvents(10*time.Second, fmt.Sprintf("the replacement of worker %d", victim),
+		func(evs []Event) bool {
+			start, ready = Event{}, Event{}
+			for _, ev := range evs {
+				if seen[ev.PID] {
+					continue
+				}
+				switch ev.Kind {
+				case KindStart:
+					start = ev
+				case KindReady:
+					ready = ev
+				}
+			}
+			return ready.PID != 0 || m.Err() != nil
+		})
+	if err == nil {
+		err = m.Err()
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	if start.PID != ready.PID {
+		return 0, 0, fmt.Errorf("replacement ready as pid %d, started as %d", ready.PID, start.PID)
+	}
+	return start.At.Sub(killed), ready.At.Sub(killed), nil
+}
+
+// BenchmarkHang is scenario 3: a worker hangs (GET /hang) with a 2 s
+// timeout; time the hang → the replacement's ready probe, 3 hangs each.
+func BenchmarkHang(b *testing.B) {
+	s := env(b)
+	const hangs, workers = 3, 4
+	var took [2]Sample
+	for _, g := range s.sides() {
+		m := s.start(b, g, s.spec(g, workers, 2*time.Second))
+		if _, err := m.WaitReady(workers, 30*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		i := idx(g)
+		for h := range hangs {
+			d, err := hangOne(m)
+			if err != nil {
+				b.Fatalf("%s, hang %d: %v\n%s", m.Name, h+1, err, m.Output())
+			}
+			took[i] = append(took[i], d.Seconds())
+		}
+		assertServes(b, m, m.Probe.Events())
+		closeMaster(b, m)
+	}
+	const sc = "3 hung worker, timeout 2 s"
+	med, mx := newPair(), newPair()
+	for _, g := range s.sides() {
+		i := idx(g)
+		med[i], mx[i] = took[i].Median(), took[i].Max()
+		b.ReportMetric(med[i], name(g)+"-median-s")
+		b.ReportMetric(mx[i], name(g)+"-max-s")
+	}
+	goal := Goal{Text: "≤ 2.05 s", Limit: 2.05}
+	report.Add(row(sc, fmt.Sprintf("hang → replacement ready, median of %d", hangs), "s", goal, med))
+	report.Add(row(sc, fmt.Sprintf("hang → replacement ready, max of %d", hangs), "s", goal, mx))
+}
+
+// hangOne sends GET /hang to m and returns the time from the worker's hang
+// probe to a new worker's ready probe.
+func hangOne(m *Master) (time.Duration, error) {
+	before := m.Probe.Events()
+	seen := map[int]bool{}
+	for _, ev := range before {
+		seen[ev.PID] = true
+	}
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", m.Port), 5*time.Second)
+	if err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /hang HTTP/1.1\r\nHost: bench\r\n\r\n")); err != nil {
+		return 0, fmt.Errorf("send GET /hang: %w", err)
+	}
+	var hang, ready Event
+	_, err = m.Probe.WaitEvents(15*time.Second, "a hang and the hung worker's replacement",
+		func(evs []Event) bool {
+			hang, ready = Event{}, Event{}
+			for _, ev := range evs[len(before):] {
+				switch {
+				case ev.Kind == KindHang && hang.PID == 0:
+					hang = ev
+				case ev.Kind == KindReady && !seen[ev.PID] && hang.PID != 0:
+					ready = ev
+				}
+			}
+			return ready.PID != 0 || m.Err() != nil
+		})
+	if err == nil {
+		err = m.Err()
+	}
+	if err != nil {
+		return 0, err
+	}
+	return ready.At.Sub(hang.At), nil
+}
+
+// BenchmarkIdle is scenario 4: the master's wakeups per second over 10 s
+// with 4 idle workers; all three masters idle side by side.
+func BenchmarkIdle(b *testing.B) {
+	s := env(b)
+	const workers = 4
+	const window = 10 * time.Second
+	type side struct {
+		label string
+		m     *Master
+	}
+	sides := []side{
+		{"forkd, timeout 30s", s.start(b, false, s.forkdSpec(workers, 30*time.Second))},
+		{"forkd, heartbeats off", s.start(b, false, s.forkdSpec(workers, 0))},
+	}
+	if s.gunicorn != "" {
+		sides = append(sides, side{"Gunicorn, timeout 30", s.start(b, true, Spec{Workers: workers, Timeout: 30 * time.Second})})
+	}
+	for _, sd := range sides {
+		if _, err := sd.m.WaitReady(workers, 30*time.Second); err != nil {
+			b.Fatalf("%s: %v", sd.label, err)
+		}
+	}
+	<-time.After(2 * time.Second) // let the masters settle after the boot
+	before := make([]uint64, len(sides))
+	for i, sd := range sides {
+		n, err := ContextSwitches(sd.m.PID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		before[i] = n
+	}
+	t0 := time.Now()
+	<-time.After(window) // the measurement window itself
+	rates := make([]float64, len(sides))
+	elapsed := time.Since(t0).Seconds()
+	for i, sd := range sides {
+		if err := sd.m.Err(); err != nil {
+			b.Fatalf("%s: %v", sd.label, err)
+		}
+		n, err := ContextSwitches(sd.m.PID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		rates[i] = float64(n-before[i]) / elapsed
+		b.ReportMetric(rates[i], strings.NewReplacer(",", "", " ", "-").Replace(sd.label)+"-wakeups/s")
+	}
+	gun := math.NaN()
+	if len(rates) == 3 {
+		gun = rates[2]
+	}
+	const sc = "4 idle master, 4 workers"
+	goal := Goal{Text: "≤ 0.2/s", Limit: 0.2}
+	report.Add(row(sc, "wakeups/s over 10 s, forkd timeout 30s vs Gunicorn timeout 30", "/s", goal, pair{rates[0], gun}))
+	report.Add(row(sc, "wakeups/s over 10 s, forkd heartbeats off (timeout 0) vs Gunicorn timeout 30", "/s", goal,
+		pair{rates[1], gun}))
+}
+
+// BenchmarkMemory is scenario 5: the master's VmRSS and Pss with 64
+// workers serving.
+func BenchmarkMemory(b *testing.B) {
+	s := env(b)
+	const workers = 64
+	rss, pss := newPair(), newPair()
+	for _, g := range s.sides() {
+		m := s.start(b, g, s.spec(g, workers, 30*time.Second))
+		evs, err := m.WaitReady(workers, 60*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		assertServes(b, m, evs)
+		mem, err := MemoryOf(m.PID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		closeMaster(b, m)
+		i := idx(g)
+		rss[i], pss[i] = float64(mem.RSS)/1e6, float64(mem.PSS)/1e6
+		b.ReportMetric(rss[i], name(g)+"-rss-MB")
+		b.ReportMetric(pss[i], name(g)+"-pss-MB")
+	}
+	const sc = "5 master memory, 64 workers"
+	goal := Goal{Text: "≤ 12 MB", Limit: 12}
+	report.Add(row(sc, "master VmRSS", "MB", goal, rss))
+	report.Add(row(sc, "master Pss", "MB", goal, pss))
+}
+
+// BenchmarkThousand is scenario 6 (forkd only): exec → READY=1 with 1,024
+// workers, bench workers in notify mode and /bin/sleep in started mode.
+func BenchmarkThousand(b *testing.B) {
+	s := env(b)
+	const workers = 1024
+	// A bench worker takes about 5 MB of its own; ask for twice that.
+	const need = workers * 10 << 20
+	if avail, err := MemAvailable(); err != nil {
+		b.Fatal(err)
+	} else if avail < need {
+		b.Skipf("1,024 workers need about %d MiB, only %d MiB available", need>>20, avail>>20)
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		b.Fatalf("the started-mode case needs sleep: %v", err)
+	}
+	cases := []struct {
+		figure, unit string
+		spec         Spec
+		probes       bool
+	}{
+		{"exec → READY=1, 1,024 bench workers (ready = notify)", "notify-ready-s", Spec{Workers: workers, Timeout: 30 * time.Second,
+			BootTimeout: 60 * time.Second, Command: s.self, Env: s.workerEnv()}, true},
+		{"exec → READY=1, 1,024 /bin/sleep infinity (ready = started)", "sleep-ready-s", Spec{Workers: workers,
+			BootTimeout: 60 * time.Second, Command: sleep, Args: []string{"infinity"}, Ready: "started"}, false},
+	}
+	for _, c := range cases {
+		m := s.start(b, false, c.spec)
+		msgs, err := m.Notify.Wait(60*time.Second, "forkd's READY=1", func(ms []Message) bool {
+			_, ok := FirstReady(ms)
+			return ok || m.Err() != nil
+		})
+		if err == nil {
+			err = m.Err()
+		}
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", c.figure, err, m.Output())
+		}
+		ready, _ := FirstReady(msgs)
+		if c.probes {
+			if n := len(ReadyPIDs(m.Probe.Events())); n != workers {
+				b.Errorf("forkd READY=1 with %d of %d workers ready", n, workers)
+			}
+		}
+		if n := len(Descendants(m.PID())); n < workers {
+			b.Errorf("forkd READY=1 with %d live workers, want %d", n, workers)
+		}
+		closeMaster(b, m)
+		took := ready.Sub(m.Started).Seconds()
+		b.ReportMetric(took, c.unit)
+		report.Add(row("6 1,024 workers (forkd only)", c.figure, "s", Goal{Text: "≤ 3 s", Limit: 3},
+			pair{took, math.NaN()}))
+	}
+}

@@ -1,0 +1,24 @@
+// Package bench measures forkd's arbiter side by side with Gunicorn's on the
+// same machine in the same run, and reports every figure as a ratio.
+//
+// The benchmarks live in the package's test files and are meant to run once
+// each:
+//
+//	go test -run '^$' -bench . -benchtime 1x ./bench/...
+//
+// (make bench does exactly that). They build forkd into /tmp/forkd-bench,
+// re-execute the test binary as the worker forkd manages (see RunWorker),
+// run Debian's gunicorn with bench/gunicorn.conf.py and bench/app.py, and
+// write a markdown table to stdout and to docs/BENCHMARKS.md.
+//
+// Both sides are measured the same way: every worker sends "start PID NANOS"
+// as the first thing it does and "ready PID NANOS" right before it tells its
+// master it serves, as datagrams to the unixgram socket named by BENCH_PROBE
+// (an Inbox); the master's own READY=1 arrives on another Inbox named by its
+// NOTIFY_SOCKET. Process figures (context switches, VmRSS, Pss) come from
+// /proc.
+//
+// The non-test files hold the harness those benchmarks are built from:
+// Inbox, Process, FreePort, the /proc readers, Sample statistics and the
+// Report table.
+package bench

@@ -1,0 +1,245 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Spec describes a master to start: the same shape for forkd and Gunicorn.
+type Spec struct {
+	// Workers is the number of workers.
+	Workers int
+	// Timeout is the worker heartbeat timeout; 0 turns heartbeats off.
+	Timeout time.Duration
+	// BootTimeout is forkd's boot_timeout (0 = 30s). Gunicorn has none.
+	BootTimeout time.Duration
+	// Command and Args are forkd's worker program (absolute path).
+	Command string
+	Args    []string
+	// Ready is forkd's readiness mode: "notify" (default) or "started".
+	Ready string
+	// Env is added to forkd's workers' environment ([worker.env]).
+	Env map[string]string
+}
+
+// Master is a running master, forkd or Gunicorn, with the port it serves
+// on, its probe inbox (BENCH_PROBE of its workers) and its notify inbox (its
+// own NOTIFY_SOCKET).
+type Master struct {
+	*Process
+	// Name is "forkd" or "Gunicorn".
+	Name string
+	// Port is the TCP port on 127.0.0.1 it serves.
+	Port int
+	// Probe receives the workers' probe events; Notify the master's
+	// sd_notify messages.
+	Probe, Notify *Inbox
+
+	dir string
+}
+
+// StartForkd starts forkd (the binary at forkd) with spec written as its
+// TOML config, --bus none, on a free port.
+func StartForkd(forkd string, spec Spec) (*Master, error) {
+	m, err := newMaster("forkd")
+	if err != nil {
+		return nil, err
+	}
+	ready := spec.Ready
+	if ready == "" {
+		ready = "notify"
+	}
+	boot := spec.BootTimeout
+	if boot == 0 {
+		boot = 30 * time.Second
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[server]\nname = \"bench\"\nworkers = %d\nbind = [\"tcp://127.0.0.1:%d\"]\n", spec.Workers, m.Port)
+	fmt.Fprintf(&b, "timeout = %q\ngraceful_timeout = \"5s\"\nboot_timeout = %q\nkill_timeout = \"5s\"\n\n",
+		spec.Timeout.String(), boot.String())
+	fmt.Fprintf(&b, "[worker]\ncommand = %q\nargs = [", spec.Command)
+	for i, a := range spec.Args {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", a)
+	}
+	fmt.Fprintf(&b, "]\nready = %q\n\n[worker.env]\n%s = %q\n", ready, EnvProbe, m.Probe.Path())
+	for k, v := range spec.Env {
+		fmt.Fprintf(&b, "%s = %q\n", k, v)
+	}
+	cfg := filepath.Join(m.dir, "bench.toml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("write forkd config: %w", err)
+	}
+	p, err := Start([]string{forkd, "--config", cfg, "--bus", "none"}, m.env(), "")
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	m.Process = p
+	return m, nil
+}
+
+// StartGunicorn starts gunicorn (the program at gunicorn) with the sync
+// worker class, benchDir's gunicorn.conf.py and app.py, spec.Workers
+// workers and spec.Timeout (whole seconds) on a free port.
+func StartGunicorn(gunicorn, benchDir string, spec Spec) (*Master, error) {
+	m, err := newMaster("Gunicorn")
+	if err != nil {
+		return nil, err
+	}
+	argv := []string{gunicorn,
+		"--config", filepath.Join(benchDir, "gunicorn.conf.py"),
+		"--chdir", benchDir,
+		"--workers", fmt.Sprint(spec.Workers),
+		"--bind", fmt.Sprintf("127.0.0.1:%d", m.Port),
+		"--timeout", fmt.Sprint(int(spec.Timeout / time.Second)),
+		"app:app"}
+	env := append(m.env(), EnvProbe+"="+m.Probe.Path(), "PYTHONDONTWRITEBYTECODE=1")
+	p, err := Start(argv, env, "")
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	m.Process = p
+	return m, nil
+}
+
+// newMaster makes the temporary directory, the inboxes and the port.
+func newMaster(name string) (*Master, error) {
+	port, err := FreePort(20000, 29999)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "forkd-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("make %s's directory: %w", name, err)
+	}
+	m := &Master{Name: name, Port: port, dir: dir}
+	if m.Probe, err = ListenInbox(filepath.Join(dir, "probe.sock")); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if m.Notify, err = ListenInbox(filepath.Join(dir, "notify.sock")); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// env is the master's environment: ours without anything that would
+// confuse it, with NOTIFY_SOCKET pointing at the notify inbox.
+func (m *Master) env() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "NOTIFY_SOCKET", strings.HasPrefix(k, "LISTEN_"), strings.HasPrefix(k, "WATCHDOG_"),
+			strings.HasPrefix(k, "BENCH_"), strings.HasPrefix(k, "FORKD_"):
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "NOTIFY_SOCKET="+m.Notify.Path())
+}
+
+// WaitReady waits until n distinct workers have sent "ready" since the
+// master started, failing early when the master exits. It returns all probe
+// events received so far.
+func (m *Master) WaitReady(n int, timeout time.Duration) ([]Event, error) {
+	evs, err := m.Probe.WaitEvents(timeout, fmt.Sprintf("%d %s workers ready", n, m.Name), func(evs []Event) bool {
+		return m.Err() != nil || len(ReadyPIDs(evs)) >= n
+	})
+	if err == nil {
+		err = m.Err()
+	}
+	return evs, err
+}
+
+// Get fetches http://127.0.0.1:PORT/path and returns the body; a status
+// other than 200 is an error.
+func (m *Master) Get(path string) (string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", m.Port, path))
+	if err != nil {
+		return "", fmt.Errorf("GET %s from %s: %w", path, m.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("GET %s from %s: %w", path, m.Name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(body), fmt.Errorf("GET %s from %s: %s", path, m.Name, resp.Status)
+	}
+	return string(body), nil
+}
+
+// Close stops the master and everything it started (see Process.Stop, with
+// a 20 s grace period), closes the inboxes and removes the directory.
+func (m *Master) Close() error {
+	var errs []error
+	if m.Process != nil {
+		errs = append(errs, m.Stop(20*time.Second))
+	}
+	if m.Probe != nil {
+		m.Probe.Close()
+	}
+	if m.Notify != nil {
+		m.Notify.Close()
+	}
+	errs = append(errs, os.RemoveAll(m.dir))
+	return errors.Join(errs...)
+}
+
+// ReadyPIDs returns the pids that sent "ready" among evs, in order, each
+// once, with when each did.
+func ReadyPIDs(evs []Event) map[int]time.Time {
+	out := map[int]time.Time{}
+	for _, ev := range evs {
+		if _, seen := out[ev.PID]; ev.Kind == KindReady && !seen {
+			out[ev.PID] = ev.At
+		}
+	}
+	return out
+}
+
+// BuildForkd builds ./cmd/forkd of the module at root into out with the go
+// command (PATH's, or $GOROOT/bin/go).
+func BuildForkd(root, out string) error {
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		goCmd = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	cmd := exec.Command(goCmd, "build", "-o", out, "./cmd/forkd")
+	cmd.Dir = root
+	if outp, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build forkd (go build -o %s ./cmd/forkd in %s): %w\n%s", out, root, err, outp)
+	}
+	return nil
+}
+
+// ModuleRoot returns the nearest directory at or above dir holding go.mod.
+func ModuleRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("find the module root above %s: no go.mod", dir)
+		}
+	}
+}

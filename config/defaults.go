@@ -1,0 +1,86 @@
+package config
+
+import "time"
+
+// The defaults, Gunicorn's where the meaning is the same.
+const (
+	defaultWorkers         = 1
+	defaultBind            = "tcp://127.0.0.1:8000"
+	defaultBacklog         = 2048
+	defaultTimeout         = 30 * time.Second
+	defaultGracefulTimeout = 30 * time.Second
+	defaultBootTimeout     = 30 * time.Second
+	defaultKillTimeout     = 5 * time.Second
+	defaultHookTimeout     = 30 * time.Second
+)
+
+// Default returns a config with every default set and no worker command:
+// instance "forkd", 1 worker, bind tcp://127.0.0.1:8000, backlog 2048,
+// timeout, graceful_timeout and boot_timeout 30s, kill_timeout 5s, ready
+// "notify", no hooks. It is what an empty file decodes to, less the
+// required worker.command; Parse would reject it as it is.
+func Default() *Config {
+	bind, err := ParseBind(defaultBind)
+	if err != nil {
+		panic("config: the default bind is invalid: " + err.Error())
+	}
+	return &Config{
+		Server: Server{
+			Name:            instanceName(""),
+			Workers:         defaultWorkers,
+			MinReady:        defaultWorkers,
+			Bind:            []Bind{bind},
+			Backlog:         defaultBacklog,
+			Timeout:         Duration{defaultTimeout},
+			GracefulTimeout: Duration{defaultGracefulTimeout},
+			BootTimeout:     Duration{defaultBootTimeout},
+			KillTimeout:     Duration{defaultKillTimeout},
+		},
+		Worker: Worker{Ready: ReadyNotify},
+	}
+}
+
+// applyDefaults sets every key that d does not write to its default.
+// MinReady, whose default depends on Workers, is settled by validate.
+func applyDefaults(c *Config, d *document, path string) {
+	def := Default()
+	s, ds := &c.Server, def.Server
+	if !d.present("server.name") {
+		s.Name = instanceName(path)
+	}
+	if !d.present("server.workers") {
+		s.Workers = ds.Workers
+	}
+	if !d.present("server.bind") {
+		s.Bind = ds.Bind
+	}
+	if !d.present("server.backlog") {
+		s.Backlog = ds.Backlog
+	}
+	if !d.present("server.timeout") {
+		s.Timeout = ds.Timeout
+	}
+	if !d.present("server.graceful_timeout") {
+		s.GracefulTimeout = ds.GracefulTimeout
+	}
+	if !d.present("server.boot_timeout") {
+		s.BootTimeout = ds.BootTimeout
+	}
+	if !d.present("server.kill_timeout") {
+		s.KillTimeout = ds.KillTimeout
+	}
+	if !d.present("worker.ready") {
+		c.Worker.Ready = def.Worker.Ready
+	}
+	for name, list := range c.Hooks {
+		for i := range list {
+			key := keyIndex(keyJoin("hooks", name), i)
+			if !d.present(key + ".timeout") {
+				list[i].Timeout = Duration{defaultHookTimeout}
+			}
+			if !d.present(key + ".on_failure") {
+				list[i].OnFailure = OnFailureIgnore
+			}
+		}
+	}
+}

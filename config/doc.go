@@ -1,0 +1,77 @@
+// Package config is forkd's TOML schema: the types a config file decodes
+// into, strict decoding (an unknown key, a key in the wrong case or a wrong
+// type is an error naming file:line:column), defaults and validation.
+//
+// Load reads a file and Parse decodes bytes; both return a *Config with
+// every default applied and every value checked, or every problem found as
+// *Error values (see Errors), in file order:
+//
+//	demo.toml:3:11: server.workers: must be between 1 and 4096, got 0
+//	demo.toml:4:11: server.timeout: invalid duration "30 seconds" (write e.g. "30s")
+//	demo.toml:7:1: server.wrokers: unknown key (did you mean "workers"?)
+//
+// A minimal config:
+//
+//	[server]
+//	name = "myapp"
+//	workers = 4
+//	bind = ["tcp://127.0.0.1:8000"]
+//
+//	[worker]
+//	command = "/usr/bin/myapp"
+//	args = ["--fd", "3"]
+//
+// # Reference
+//
+// Durations are Go duration strings ("30s", "1m30s", "250ms", "0"), never
+// negative. Names follow Gunicorn's where the meaning is the same.
+//
+// [server] — the master:
+//
+//	name              instance name: FORKD_INSTANCE, part of the D-Bus name;
+//	                  1–64 characters of A–Z a–z 0–9 _ . @ -
+//	                  (default: the file's base name without ".toml")
+//	workers           worker processes, 1–4096 (default 1)
+//	min_ready         workers that must serve before the instance, or a new
+//	                  generation, is ready; 0 means all (default: all)
+//	bind              addresses forkd binds when systemd passed no sockets
+//	                  (default ["tcp://127.0.0.1:8000"]); see ParseBind:
+//	                  "tcp://127.0.0.1:8000", "tcp://[::]:8000",
+//	                  "unix:/run/myapp.sock?mode=0660&name=web"
+//	backlog           listen(2) backlog, 1–65535 (default 2048)
+//	timeout           heartbeat timeout (WATCHDOG_USEC); "0" disables (default "30s")
+//	graceful_timeout  how long a stopping worker may drain before KILL (default "30s")
+//	boot_timeout      how long a worker may take to become ready, more than 0 (default "30s")
+//	kill_timeout      wait between SIGABRT or a quick-stop signal and SIGKILL (default "5s")
+//
+// [worker] — the program forked N times:
+//
+//	command           required; an absolute path, a path relative to dir, or a
+//	                  name looked up in PATH (worker.env's PATH if set, else
+//	                  forkd's); must be an executable regular file
+//	args              its arguments (default none)
+//	env               table of variables added to forkd's environment
+//	dir               working directory, must exist (default: forkd's)
+//	ready             "notify": the worker sends READY=1 and heartbeats with
+//	                  WATCHDOG=1; "started": it is ready ready_delay after it
+//	                  started and is not expected to heartbeat (default "notify")
+//	ready_delay       the delay for ready = "started" (default "0")
+//
+// [[hooks.NAME]] — commands the master runs when hook NAME fires (see package
+// hooks for the names), with the event's fields in the environment; one
+// table per command, run in file order. pre_request and post_request happen
+// inside workers and cannot have commands.
+//
+//	exec              required; the command and its arguments
+//	timeout           how long it may run, more than 0 (default "30s")
+//	on_failure        "ignore" (default) or "abort": a failing command stops
+//	                  what the hook precedes; only for on_starting, on_reload,
+//	                  pre_fork and pre_exec
+//
+// For example:
+//
+//	[[hooks.on_starting]]
+//	exec = ["/usr/local/bin/migrate-db"]
+//	timeout = "2m"
+//	on_failure = "abort"
+package config

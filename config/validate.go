@@ -1,0 +1,328 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/hooks"
+)
+
+// Limits on the values.
+const (
+	maxWorkers = 4096
+	maxBacklog = 65535
+	maxNameLen = 64
+)
+
+// fail records a problem with the value of key, unless key was already
+// reported as wrong while decoding.
+func (d *document) fail(key, format string, args ...any) {
+	if d.isBad(key) {
+		return
+	}
+	line, col := d.at(key)
+	d.errs = append(d.errs, &Error{File: d.file, Line: line, Col: col, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// failKey records a problem with key itself (its name, not its value).
+func (d *document) failKey(key, format string, args ...any) {
+	if d.isBad(key) {
+		return
+	}
+	line, col := d.keyAt(key)
+	d.errs = append(d.errs, &Error{File: d.file, Line: line, Col: col, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// validate checks c, decoded from d with the defaults applied, and settles
+// Server.MinReady and Worker.Path.
+func (d *document) validate(c *Config) {
+	d.validateServer(&c.Server)
+	d.validateWorker(&c.Worker)
+	d.validateHooks(c.Hooks)
+}
+
+func (d *document) validateServer(s *Server) {
+	if !validName(s.Name) {
+		if d.present("server.name") {
+			d.fail("server.name", "must be 1 to %d characters of A-Z a-z 0-9 _ . @ -, got %q", maxNameLen, s.Name)
+		} else {
+			d.fail("server.name", "the file name %q is not a valid instance name (1 to %d characters of A-Z a-z 0-9 _ . @ -): set server.name", s.Name, maxNameLen)
+		}
+	}
+	workersOK := s.Workers >= 1 && s.Workers <= maxWorkers && !d.isBad("server.workers")
+	if !workersOK {
+		d.fail("server.workers", "must be between 1 and %d, got %d", maxWorkers, s.Workers)
+	}
+	switch {
+	case s.MinReady < 0 || workersOK && s.MinReady > s.Workers:
+		d.fail("server.min_ready", "must be between 0 (all workers) and workers (%d), got %d", s.Workers, s.MinReady)
+	case s.MinReady == 0:
+		s.MinReady = s.Workers
+	}
+	if len(s.Bind) == 0 {
+		d.fail("server.bind", `must list at least one address, e.g. ["tcp://127.0.0.1:8000"]`)
+	}
+	seen := map[string]string{}
+	for i, b := range s.Bind {
+		addr := b.Network + " " + b.Address
+		if first, ok := seen[addr]; ok {
+			d.fail(keyIndex("server.bind", i), "%q listens on the same address as %q", b.Raw, first)
+			continue
+		}
+		seen[addr] = b.Raw
+	}
+	if s.Backlog < 1 || s.Backlog > maxBacklog {
+		d.fail("server.backlog", "must be between 1 and %d, got %d", maxBacklog, s.Backlog)
+	}
+	if s.BootTimeout.Duration == 0 {
+		d.fail("server.boot_timeout", "must be more than 0s: a worker gets this long to become ready")
+	}
+}
+
+// validName reports whether name can be an instance name.
+func validName(name string) bool {
+	if name == "" || len(name) > maxNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_.@-", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *document) validateWorker(w *Worker) {
+	dirOK := true
+	if d.present("worker.dir") {
+		if err := checkDir(w.Dir); err != nil {
+			d.fail("worker.dir", "%v", err)
+			dirOK = false
+		}
+	}
+	envKeys := make([]string, 0, len(w.Env))
+	for k := range w.Env {
+		envKeys = append(envKeys, k)
+	}
+	sort.Strings(envKeys)
+	for _, k := range envKeys {
+		key := keyJoin("worker.env", k)
+		switch {
+		case k == "" || strings.ContainsAny(k, "=\x00"):
+			d.failKey(key, "an environment variable's name must not be empty or contain '=' or NUL")
+		case strings.IndexByte(w.Env[k], 0) >= 0:
+			d.fail(key, "an environment variable's value must not contain NUL")
+		}
+	}
+	for i, a := range w.Args {
+		if strings.IndexByte(a, 0) >= 0 {
+			d.fail(keyIndex("worker.args", i), "an argument must not contain NUL")
+		}
+	}
+
+	switch {
+	case !d.present("worker.command"):
+		d.fail("worker.command", `required: the program to run, e.g. command = "/usr/bin/myapp"`)
+	case w.Command == "":
+		d.fail("worker.command", "must not be empty")
+	case strings.IndexByte(w.Command, 0) >= 0:
+		d.fail("worker.command", "must not contain NUL")
+	case dirOK || !strings.Contains(w.Command, "/") || filepath.IsAbs(w.Command):
+		path, err := findCommand(w.Command, w.Dir, w.Env)
+		if err != nil {
+			d.fail("worker.command", "%v", err)
+		}
+		w.Path = path
+	}
+
+	if !w.Ready.Valid() {
+		d.fail("worker.ready", "must be %q or %q, got %q", ReadyNotify, ReadyStarted, w.Ready)
+	} else if w.Ready == ReadyNotify && w.ReadyDelay.Duration > 0 && !d.isBad("worker.ready") {
+		d.fail("worker.ready_delay", "applies only with ready = %q (this worker is ready when it sends READY=1)", ReadyStarted)
+	}
+}
+
+// checkDir reports whether dir is an existing directory.
+func checkDir(dir string) error {
+	if dir == "" {
+		return errors.New("must not be empty (leave it out to use the master's directory)")
+	}
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("directory %q does not exist", dir)
+	case err != nil:
+		return fmt.Errorf("directory %q: %w", dir, errors.Unwrap(err))
+	case !fi.IsDir():
+		return fmt.Errorf("%q is not a directory", dir)
+	}
+	return nil
+}
+
+// findCommand resolves a worker command to an absolute path: a name without
+// '/' in PATH (env's PATH if it sets one, else the process's; relative PATH
+// entries are skipped), a relative path against dir (or the current
+// directory). The result must be an executable regular file.
+func findCommand(command, dir string, env map[string]string) (string, error) {
+	if !strings.Contains(command, "/") {
+		pathList, fromEnv := env["PATH"]
+		if !fromEnv {
+			pathList = os.Getenv("PATH")
+		}
+		var notExec error
+		for _, p := range filepath.SplitList(pathList) {
+			if !filepath.IsAbs(p) {
+				continue
+			}
+			candidate := filepath.Join(p, command)
+			err := checkExecutable(candidate)
+			if err == nil {
+				return candidate, nil
+			}
+			if notExec == nil && !errors.Is(err, fs.ErrNotExist) {
+				notExec = err
+			}
+		}
+		where := "PATH"
+		if fromEnv {
+			where = "worker.env's PATH"
+		}
+		if notExec != nil {
+			return "", fmt.Errorf("%q not found in %s as an executable file (%v)", command, where, notExec)
+		}
+		return "", fmt.Errorf("%q not found in %s", command, where)
+	}
+	path := command
+	if !filepath.IsAbs(path) {
+		base := dir
+		if base == "" {
+			var err error
+			if base, err = os.Getwd(); err != nil {
+				return "", fmt.Errorf("resolve %q: %w", command, err)
+			}
+		}
+		abs, err := filepath.Abs(filepath.Join(base, path))
+		if err != nil {
+			return "", fmt.Errorf("resolve %q: %w", command, err)
+		}
+		path = abs
+	}
+	path = filepath.Clean(path)
+	if err := checkExecutable(path); err != nil {
+		if path != command {
+			return "", fmt.Errorf("%q (%s): %w", command, path, err)
+		}
+		return "", fmt.Errorf("%q: %w", command, err)
+	}
+	return path, nil
+}
+
+// checkExecutable reports whether path is a regular file this process may
+// execute. A missing file gives an error matching fs.ErrNotExist.
+func checkExecutable(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("no such file: %w", fs.ErrNotExist)
+	case err != nil:
+		return errors.Unwrap(err)
+	case fi.IsDir():
+		return errors.New("is a directory, not a program")
+	case !fi.Mode().IsRegular():
+		return errors.New("is not a regular file")
+	case fi.Mode().Perm()&0o111 == 0:
+		return errors.New("is not executable (no x permission)")
+	}
+	if err := unix.Access(path, unix.X_OK); err != nil {
+		return fmt.Errorf("is not executable: %w", err)
+	}
+	return nil
+}
+
+// canAbort reports whether h precedes something that a failing hook
+// command can stop (starting, reloading, forking a worker, re-executing).
+func canAbort(h hooks.Hook) bool {
+	switch h {
+	case hooks.OnStarting, hooks.OnReload, hooks.PreFork, hooks.PreExec:
+		return true
+	}
+	return false
+}
+
+func (d *document) validateHooks(hs map[string][]HookExec) {
+	names := make([]string, 0, len(hs))
+	for name := range hs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		hook, base := hooks.Hook(name), keyJoin("hooks", name)
+		switch {
+		case !hook.Valid():
+			d.failKey(base, "unknown hook %q (the hooks are %s)", name, hookList(hooks.All))
+			continue
+		case hook == hooks.PreRequest || hook == hooks.PostRequest:
+			d.failKey(base, "%s happens inside workers and cannot run commands (use the worker SDK's callbacks)", name)
+			continue
+		}
+		for i, h := range hs[name] {
+			key := keyIndex(base, i)
+			switch {
+			case !d.present(key + ".exec"):
+				d.fail(key+".exec", `required: the command to run, e.g. exec = ["/usr/bin/logger", "%s"]`, name)
+			case len(h.Exec) == 0:
+				d.fail(key+".exec", "must not be empty")
+			case h.Exec[0] == "":
+				d.fail(keyIndex(key+".exec", 0), "the program must not be empty")
+			}
+			for j, a := range h.Exec {
+				if strings.IndexByte(a, 0) >= 0 {
+					d.fail(keyIndex(key+".exec", j), "must not contain NUL")
+				}
+			}
+			if h.Timeout.Duration == 0 {
+				d.fail(key+".timeout", "must be more than 0s")
+			}
+			switch h.OnFailure {
+			case OnFailureIgnore:
+			case OnFailureAbort:
+				if !canAbort(hook) {
+					d.fail(key+".on_failure", "%q is only possible for %s (hooks that come before what they can stop); %s can only %q", OnFailureAbort, hookList(abortableList()), name, OnFailureIgnore)
+				}
+			default:
+				d.fail(key+".on_failure", "must be %q or %q, got %q", OnFailureIgnore, OnFailureAbort, h.OnFailure)
+			}
+		}
+	}
+}
+
+// abortableList returns the abortable hooks in the order of hooks.All.
+func abortableList() []hooks.Hook {
+	var list []hooks.Hook
+	for _, h := range hooks.All {
+		if canAbort(h) {
+			list = append(list, h)
+		}
+	}
+	return list
+}
+
+// hookList writes hook names as "a, b and c".
+func hookList(list []hooks.Hook) string {
+	names := make([]string, len(list))
+	for i, h := range list {
+		names[i] = string(h)
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}

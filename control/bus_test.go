@@ -1,0 +1,183 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/forkd/forkd/hooks"
+)
+
+// testTimeout bounds every wait in these tests.
+const testTimeout = 10 * time.Second
+
+// startDaemon starts a private dbus-daemon with the shipped forkd policy
+// (the same bus the hooks tests use) and returns its address; it skips the
+// test when dbus-daemon is missing.
+func startDaemon(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("dbus-daemon")
+	if err != nil {
+		t.Skip("dbus-daemon not installed (apt-get install dbus-daemon): skipping the real-bus test")
+	}
+	dir := t.TempDir()
+	policy, err := filepath.Abs("../systemd/io.github.forkd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := template.ParseFiles("../hooks/testdata/dbus-daemon.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "bus")
+	data := struct{ Listen, Policy, User string }{Listen: "unix:path=" + socket, Policy: policy}
+	if os.Getuid() != 0 {
+		u, err := user.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data.User = u.Username
+	}
+	conf := filepath.Join(dir, "bus.conf")
+	f, err := os.Create(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tmpl.Execute(f, data); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	cmd := exec.Command(bin, "--config-file="+conf, "--print-address=1", "--nofork", "--nopidfile")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		t.Fatalf("start dbus-daemon: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	printed := make(chan string, 1)
+	go func() {
+		br := bufio.NewReader(r)
+		line, _ := br.ReadString('\n')
+		printed <- line
+		io.Copy(io.Discard, br)
+		r.Close()
+	}()
+	select {
+	case line := <-printed:
+		if !strings.HasPrefix(line, "unix:") {
+			t.Fatalf("dbus-daemon printed %q, want its address", line)
+		}
+	case <-done:
+		t.Fatal("dbus-daemon exited before printing its address")
+	case <-time.After(testTimeout):
+		t.Fatal("dbus-daemon did not print its address in time")
+	}
+	return "unix:path=" + socket
+}
+
+// testController stands in for the arbiter behind a real hooks.Bus.
+type testController struct {
+	mu        sync.Mutex
+	status    hooks.Status
+	workers   []hooks.WorkerInfo
+	reloadErr error
+	reloads   int
+	set       []int
+}
+
+func (c *testController) Reload(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reloads++
+	if c.reloadErr == nil {
+		c.status.Generation++
+	}
+	return c.reloadErr
+}
+
+func (c *testController) SetWorkers(_ context.Context, n int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.set = append(c.set, n)
+	return nil
+}
+
+func (c *testController) ListWorkers(context.Context) ([]hooks.WorkerInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]hooks.WorkerInfo(nil), c.workers...), nil
+}
+
+func (c *testController) Status(context.Context) (hooks.Status, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status, nil
+}
+
+// startBus runs a hooks.Bus for instance on address until the test ends
+// and returns once it owns its name.
+func startBus(t *testing.T, address, instance string, ctl hooks.Controller) *hooks.Bus {
+	t.Helper()
+	b := hooks.NewBus(hooks.BusOptions{Instance: instance, Address: address, Controller: ctl})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(testTimeout):
+			t.Errorf("bus %s did not stop", instance)
+		}
+	})
+	waitOwned(t, address, b.Name())
+	return b
+}
+
+// waitOwned returns once name has an owner on the bus at address.
+func waitOwned(t *testing.T, address, name string) {
+	t.Helper()
+	conn, err := dbus.Connect(address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	signals := make(chan *dbus.Signal, 64)
+	conn.Signal(signals)
+	if err := conn.AddMatchSignal(dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, name)); err != nil {
+		t.Fatal(err)
+	}
+	var has bool
+	if err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, name).Store(&has); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(testTimeout)
+	for !has {
+		select {
+		case s := <-signals:
+			has = len(s.Body) == 3 && s.Body[0] == name && s.Body[2] != ""
+		case <-deadline:
+			t.Fatalf("%s not owned within %v", name, testTimeout)
+		}
+	}
+}

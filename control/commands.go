@@ -1,0 +1,168 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/hooks"
+)
+
+// open connects and resolves the instance; the caller closes the
+// connection.
+func open(ctx context.Context, opts options, name string) (instance, error) {
+	conn, err := connect(ctx, opts)
+	if err != nil {
+		return instance{}, err
+	}
+	in, err := resolve(ctx, conn, opts, name)
+	if err != nil {
+		conn.Close()
+		return instance{}, err
+	}
+	return in, nil
+}
+
+// properties reads every Manager1 property of in.
+func properties(ctx context.Context, in instance) (map[string]dbus.Variant, error) {
+	var props map[string]dbus.Variant
+	err := in.object().CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, hooks.BusInterface).Store(&props)
+	if err != nil {
+		return nil, callError("read the status of", in, err)
+	}
+	return props, nil
+}
+
+func status(ctx context.Context, opts options, name string, stdout io.Writer) error {
+	in, err := open(ctx, opts, name)
+	if err != nil {
+		return err
+	}
+	defer in.conn.Close()
+	props, err := properties(ctx, in)
+	if err != nil {
+		return err
+	}
+	var s struct {
+		State          string
+		Generation     uint64
+		Workers        uint32
+		ReadyWorkers   uint32
+		DroppedSignals uint64
+	}
+	for key, dst := range map[string]any{"State": &s.State, "Generation": &s.Generation,
+		"Workers": &s.Workers, "ReadyWorkers": &s.ReadyWorkers, "DroppedSignals": &s.DroppedSignals} {
+		v, ok := props[key]
+		if !ok {
+			return fmt.Errorf("read the status of %s: no %s property", in.name, key)
+		}
+		if err := v.Store(dst); err != nil {
+			return fmt.Errorf("read the status of %s: property %s: %w", in.name, key, err)
+		}
+	}
+	w := tabwriter.NewWriter(stdout, 0, 0, 1, ' ', 0)
+	fmt.Fprintf(w, "Instance:\t%s\t(%s)\n", in.name, in.busName)
+	fmt.Fprintf(w, "State:\t%s\n", s.State)
+	fmt.Fprintf(w, "Generation:\t%d\n", s.Generation)
+	fmt.Fprintf(w, "Workers:\t%d/%d ready\n", s.ReadyWorkers, s.Workers)
+	fmt.Fprintf(w, "Dropped signals:\t%d\n", s.DroppedSignals)
+	return w.Flush()
+}
+
+// worker is one ListWorkers entry, (iutst) on the wire.
+type worker struct {
+	ID          int32
+	PID         uint32
+	Generation  uint64
+	State       string
+	StartedUsec uint64
+}
+
+func workers(ctx context.Context, opts options, name string, stdout io.Writer) error {
+	in, err := open(ctx, opts, name)
+	if err != nil {
+		return err
+	}
+	defer in.conn.Close()
+	var list []worker
+	if err := in.object().CallWithContext(ctx, hooks.BusInterface+".ListWorkers", 0).Store(&list); err != nil {
+		return callError("list the workers of", in, err)
+	}
+	now := time.Now()
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tPID\tGENERATION\tSTATE\tSTARTED\tUPTIME")
+	for _, wk := range list {
+		started, uptime := "-", "-"
+		if wk.StartedUsec != 0 {
+			t := time.UnixMicro(int64(wk.StartedUsec))
+			started = t.Format(time.DateTime)
+			uptime = now.Sub(t).Truncate(time.Second).String()
+		}
+		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%s\t%s\n", wk.ID, wk.PID, wk.Generation, wk.State, started, uptime)
+	}
+	return w.Flush()
+}
+
+func reload(ctx context.Context, opts options, name string, stdout io.Writer) error {
+	in, err := open(ctx, opts, name)
+	if err != nil {
+		return err
+	}
+	defer in.conn.Close()
+	// No timeout but ctx: a reload lasts as long as the new workers take
+	// to boot.
+	if err := in.object().CallWithContext(ctx, hooks.BusInterface+".Reload", 0).Err; err != nil {
+		return callError("reload", in, err)
+	}
+	var gen uint64
+	if v, err := in.object().GetProperty(hooks.BusInterface + ".Generation"); err == nil && v.Store(&gen) == nil {
+		_, err := fmt.Fprintf(stdout, "%s: reloaded, generation %d serving\n", in.name, gen)
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s: reloaded\n", in.name)
+	return err
+}
+
+// parseWorkers parses scale's N.
+func parseWorkers(s string) (uint32, error) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n > hooks.MaxWorkers {
+		return 0, usagef("scale: N must be a number of workers, 0…%d, not %q", hooks.MaxWorkers, s)
+	}
+	return uint32(n), nil
+}
+
+func scale(ctx context.Context, opts options, n uint32, name string, stdout io.Writer) error {
+	in, err := open(ctx, opts, name)
+	if err != nil {
+		return err
+	}
+	defer in.conn.Close()
+	if err := in.object().CallWithContext(ctx, hooks.BusInterface+".SetWorkers", 0, n).Err; err != nil {
+		return callError("scale", in, err)
+	}
+	_, err = fmt.Fprintf(stdout, "%s: workers set to %d\n", in.name, n)
+	return err
+}
+
+// check validates a config file and summarizes it.
+func check(path string, stdout io.Writer) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return fmt.Errorf("check %s:\n%w", path, err)
+	}
+	var binds []string
+	for _, b := range cfg.Server.Bind {
+		binds = append(binds, b.String())
+	}
+	_, err = fmt.Fprintf(stdout, "%s: ok: instance %q, %d workers, command %s, bind %s\n",
+		path, cfg.Server.Name, cfg.Server.Workers, cfg.Worker.Command, strings.Join(binds, " "))
+	return err
+}

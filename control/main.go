@@ -1,0 +1,216 @@
+// Package control is forkctl: the command-line client of forkd's D-Bus
+// interface (io.github.forkd.Manager1, see hooks.InterfaceXML) and a config
+// checker.
+//
+//	forkctl status              # state, generation, workers of the only instance
+//	forkctl workers myapp       # the live workers of instance "myapp"
+//	forkctl reload              # reload and wait; non-zero exit when it failed
+//	forkctl scale 8 myapp       # set the target worker count
+//	forkctl monitor --json      # every hook signal, one JSON object a line
+//	forkctl check /etc/forkd/myapp.toml
+//
+// INSTANCE defaults to the only forkd instance on the bus. The system bus
+// is used unless --user (the session bus) or --bus ADDRESS says otherwise;
+// on systemd 252 `ExecReload=forkctl reload %i` gives a waiting reload.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ErrUsage is wrapped by the errors Main returns for a wrong command line;
+// forkctl exits with status 2 for them.
+var ErrUsage = errors.New("control: usage")
+
+// usageError is a command-line mistake; it prints as its message and
+// matches ErrUsage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return ErrUsage }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+const usage = `Usage: forkctl [--bus ADDRESS | --user] COMMAND [ARGS]
+
+Control forkd instances over D-Bus.
+
+Commands:
+  status [INSTANCE]            state, generation and worker counts
+  workers [INSTANCE]           the live workers
+  reload [INSTANCE]            start a new generation and wait until it serves;
+                               fails (old generation still serving) when it does not
+  scale N [INSTANCE]           set the target number of workers
+  monitor [INSTANCE] [--json]  print hook signals as they arrive (all instances
+                               when INSTANCE is omitted); --json: one object a line
+  check CONFIG                 validate a config file
+
+INSTANCE defaults to the only forkd instance on the bus.
+
+Options:
+  --bus ADDRESS  connect to this D-Bus address (default: the system bus,
+                 or $DBUS_SYSTEM_BUS_ADDRESS)
+  --user         connect to the session bus
+  -h, --help     show this help
+`
+
+// options are the global command-line options.
+type options struct {
+	// address is "" for the system bus, "session" or a D-Bus address.
+	address string
+}
+
+// Main runs forkctl with args (without the program name), writing results
+// to stdout and diagnostics to stderr. It returns nil on success, an error
+// wrapping ErrUsage for a wrong command line (after printing the usage to
+// stderr), and any other error when the command failed; monitor returns
+// nil when ctx is done.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	err := run(ctx, args, stdout, stderr)
+	if errors.Is(err, ErrUsage) {
+		fmt.Fprint(stderr, usage)
+	}
+	return err
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var opts options
+flags:
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		arg := args[0]
+		args = args[1:]
+		switch {
+		case arg == "-h" || arg == "--help" || arg == "-help":
+			_, err := fmt.Fprint(stdout, usage)
+			return err
+		case arg == "--user":
+			opts.address = "session"
+		case arg == "--bus":
+			if len(args) == 0 || args[0] == "" {
+				return usagef("--bus needs an address")
+			}
+			opts.address, args = args[0], args[1:]
+		case strings.HasPrefix(arg, "--bus="):
+			opts.address = strings.TrimPrefix(arg, "--bus=")
+			if opts.address == "" {
+				return usagef("--bus needs an address")
+			}
+		case arg == "--":
+			break flags
+		default:
+			return usagef("unknown option %s", arg)
+		}
+	}
+	if len(args) == 0 {
+		return usagef("no command")
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "status":
+		inst, err := optionalInstance(cmd, args)
+		if err != nil {
+			return err
+		}
+		return status(ctx, opts, inst, stdout)
+	case "workers":
+		inst, err := optionalInstance(cmd, args)
+		if err != nil {
+			return err
+		}
+		return workers(ctx, opts, inst, stdout)
+	case "reload":
+		inst, err := optionalInstance(cmd, args)
+		if err != nil {
+			return err
+		}
+		return reload(ctx, opts, inst, stdout)
+	case "scale":
+		pos, err := parseArgs(cmd, args, nil)
+		if err != nil {
+			return err
+		}
+		if len(pos) < 1 || len(pos) > 2 {
+			return usagef("scale takes N and an optional INSTANCE")
+		}
+		n, err := parseWorkers(pos[0])
+		if err != nil {
+			return err
+		}
+		inst := ""
+		if len(pos) == 2 {
+			inst = pos[1]
+		}
+		return scale(ctx, opts, n, inst, stdout)
+	case "monitor":
+		var asJSON bool
+		pos, err := parseArgs(cmd, args, map[string]*bool{"--json": &asJSON})
+		if err != nil {
+			return err
+		}
+		if len(pos) > 1 {
+			return usagef("monitor takes at most one INSTANCE")
+		}
+		inst := ""
+		if len(pos) == 1 {
+			inst = pos[0]
+		}
+		return monitor(ctx, opts, inst, asJSON, stdout, stderr)
+	case "check":
+		pos, err := parseArgs(cmd, args, nil)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return usagef("check takes one CONFIG file")
+		}
+		return check(pos[0], stdout)
+	case "help":
+		_, err := fmt.Fprint(stdout, usage)
+		return err
+	}
+	return usagef("unknown command %q", cmd)
+}
+
+// parseArgs splits args into positional arguments and the boolean flags
+// named in flags, which may appear anywhere; "--" ends the flags.
+func parseArgs(cmd string, args []string, flags map[string]*bool) ([]string, error) {
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(pos, args[i+1:]...), nil
+		}
+		if strings.HasPrefix(a, "-") && a != "-" {
+			p, ok := flags[a]
+			if !ok {
+				return nil, usagef("%s: unknown option %s", cmd, a)
+			}
+			*p = true
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return pos, nil
+}
+
+// optionalInstance parses the [INSTANCE] of commands that take nothing
+// else.
+func optionalInstance(cmd string, args []string) (string, error) {
+	pos, err := parseArgs(cmd, args, nil)
+	if err != nil {
+		return "", err
+	}
+	switch len(pos) {
+	case 0:
+		return "", nil
+	case 1:
+		return pos[0], nil
+	}
+	return "", usagef("%s takes at most one INSTANCE", cmd)
+}

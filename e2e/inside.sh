@@ -1,0 +1,253 @@
+#!/bin/bash
+# inside.sh — forkd's end-to-end checks, run inside a systemd-nspawn
+# container booted by e2e_test.go (as forkd-e2e.service, after
+# multi-user.target). Each check appends one line to /results/results.txt:
+#
+#   PASS name
+#   FAIL name: what went wrong
+#
+# and details go to /results/log.txt. The unit's ExecStopPost= saves the
+# journal and powers the container off, whatever happens here.
+#
+# Installed by the test: /usr/bin/{forkd,forkctl,forkd-demo},
+# /etc/systemd/system/forkd@.{service,socket} with a drop-in that makes
+# forkd@demo.socket listen on 127.0.0.1:18080, /etc/forkd/demo.toml (4
+# workers of forkd-demo), the D-Bus policy and the sysusers.d entry.
+
+set -u
+
+RESULTS=/results/results.txt
+LOG=/results/log.txt
+URL=http://127.0.0.1:18080/
+INSTANCE=demo
+SERVICE=forkd@$INSTANCE.service
+SOCKET=forkd@$INSTANCE.socket
+CONFIG=/etc/forkd/$INSTANCE.toml
+DEMO=/usr/bin/forkd-demo
+
+: >"$RESULTS"
+: >"$LOG"
+
+log() { printf '%s %s\n' "$(date +%T.%3N)" "$*" >>"$LOG"; }
+pass() { echo "PASS $1" >>"$RESULTS"; log "PASS $1"; }
+fail() {
+	echo "FAIL $1: $2" >>"$RESULTS"
+	log "FAIL $1: $2"
+	systemctl status --no-pager --lines=30 "$SERVICE" "$SOCKET" >>"$LOG" 2>&1
+}
+
+# sctl runs systemctl with a deadline, logging the command and its output.
+sctl() {
+	local out rc
+	out=$(timeout 90 systemctl "$@" 2>&1)
+	rc=$?
+	log "systemctl $* -> $rc${out:+: $out}"
+	return $rc
+}
+
+# get fetches URL once; the first request may have to wait for the service
+# to start, hence the generous --max-time.
+get() { curl -fsS --max-time 30 "$URL" 2>&1; }
+
+mainpid() { systemctl show -p MainPID --value "$SERVICE"; }
+
+# workers prints the pids, sorted, of the forkd-demo processes whose parent
+# is $1 (forkd execs each worker's command in the process it forked, so the
+# workers are the master's direct children).
+workers() {
+	local parent=$1 pid ppid rest
+	for stat in /proc/[0-9]*/stat; do
+		pid=${stat#/proc/}
+		pid=${pid%/stat}
+		read -r _ _ _ ppid rest <"$stat" 2>/dev/null || continue
+		[ "$ppid" = "$parent" ] || continue
+		[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$DEMO" ] && echo "$pid"
+	done | sort -n | tr '\n' ' ' | sed 's/ $//'
+}
+
+count() { set -- $1; echo $#; }
+
+# alive prints those of the pids in $1 that still exist.
+alive() {
+	local p out=""
+	for p in $1; do [ -d "/proc/$p" ] && out="$out $p"; done
+	echo "${out# }"
+}
+
+# wait_for runs the command "$2…" every 0.1 s until it succeeds or $1
+# seconds have passed (polling: these are states of another machine's
+# processes, which only systemctl and /proc can tell us about here).
+wait_for() {
+	local deadline=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -ge "$deadline" ] && return 1
+		sleep 0.1
+	done
+}
+
+is_active() { [ "$(systemctl is-active "$1")" = active ]; }
+
+# field extracts "pid P" or "generation G" from a forkd-demo answer.
+field() { sed -n "s/.*$1 \([0-9]\+\).*/\1/p" <<<"$2" | head -n1; }
+
+log "$(systemctl --version | head -n1); $(uname -r)"
+pass boot
+
+if ! [ -x /usr/bin/forkd ] || ! [ -x "$DEMO" ]; then
+	fail install "forkd or forkd-demo is missing from /usr/bin"
+	exit 0
+fi
+id forkd >>"$LOG" 2>&1 || log "no user forkd (systemd-sysusers did not create it)"
+
+# 1. Socket activation: the socket unit alone starts nothing; the first
+# connection starts the service and is answered.
+check_activation() {
+	local state body
+	sctl start "$SOCKET" || { fail activation "systemctl start $SOCKET failed"; return; }
+	state=$(systemctl is-active "$SERVICE")
+	[ "$state" = inactive ] || { fail activation "after starting the socket the service is $state, want inactive"; return; }
+	body=$(get) || { fail activation "first request not answered: $body"; return; }
+	log "first answer: $body"
+	[[ $body == *"hello from worker"* ]] || { fail activation "unexpected answer: $body"; return; }
+	# The first worker may answer before all of them are ready, that is
+	# before forkd sends READY=1 and the service leaves "activating".
+	wait_for 30 is_active "$SERVICE" || { fail activation "after the first request the service is $(systemctl is-active "$SERVICE"), want active"; return; }
+	pass activation
+}
+
+# 2. Status and cgroup: forkd's STATUS= is shown, MainPID is forkd, and the
+# workers are forkd's children in the service's cgroup.
+check_status() {
+	local main status exe cg ws p
+	main=$(mainpid)
+	status=$(systemctl show -p StatusText --value "$SERVICE")
+	log "MainPID=$main StatusText=$status"
+	[ -n "$status" ] || { fail status "StatusText is empty: forkd sent no STATUS="; return; }
+	[ "${main:-0}" -gt 0 ] || { fail status "no MainPID"; return; }
+	exe=$(readlink "/proc/$main/exe")
+	[ "$exe" = /usr/bin/forkd ] || { fail status "MainPID $main runs $exe, want /usr/bin/forkd"; return; }
+	wait_for 30 test "$(count "$(workers "$main")")" -ge 4 || { fail status "forkd has workers [$(workers "$main")], want 4"; return; }
+	ws=$(workers "$main")
+	cg=$(systemctl show -p ControlGroup --value "$SERVICE")
+	log "workers: $ws; ControlGroup=$cg"
+	[ -n "$cg" ] || { fail status "no ControlGroup"; return; }
+	for p in $main $ws; do
+		grep -q ":$cg\$" "/proc/$p/cgroup" || { fail status "pid $p is not in $cg: $(tr '\n' ' ' <"/proc/$p/cgroup")"; return; }
+	done
+	[ "$(count "$ws")" -eq 4 ] || { fail status "forkd has $(count "$ws") workers [$ws], want 4"; return; }
+	pass status
+}
+
+# 3. Reload: `systemctl reload` returns when a new generation serves, and
+# requests during the reload all succeed.
+check_reload() {
+	local main old new fresh body gen0 gen1 pid1 p loop stop=/run/forkd-e2e-stop n bad rc
+	main=$(mainpid)
+	old=$(workers "$main")
+	body=$(get) || { fail reload "not serving before the reload: $body"; return; }
+	gen0=$(field generation "$body")
+	rm -f "$stop" /run/forkd-e2e-count
+	# Requests back to back from before the reload until 20 after it
+	# returned (at most 3000).
+	(
+		n=0 bad=0 after=0
+		while [ "$after" -lt 20 ] && [ "$n" -lt 3000 ]; do
+			curl -fsS --max-time 5 -o /dev/null "$URL" 2>>"$LOG" || bad=$((bad + 1))
+			n=$((n + 1))
+			echo "$n" >/run/forkd-e2e-count
+			[ -e "$stop" ] && after=$((after + 1))
+		done
+		echo "$n $bad" >/run/forkd-e2e-loop
+	) &
+	loop=$!
+	started() { [ "$(cat /run/forkd-e2e-count 2>/dev/null || echo 0)" -ge 20 ]; }
+	wait_for 30 started || log "the request loop is slow: $(cat /run/forkd-e2e-count 2>/dev/null) requests"
+	sctl reload "$SERVICE"
+	rc=$?
+	new=$(workers "$main")
+	body=$(get)
+	touch "$stop"
+	wait "$loop"
+	read -r n bad </run/forkd-e2e-loop
+	log "reload rc=$rc; workers before [$old] after [$new]; $n requests, $bad failed; answer after: $body"
+	[ "$rc" -eq 0 ] || { fail reload "systemctl reload exited $rc"; return; }
+	fresh=""
+	for p in $new; do [[ " $old " == *" $p "* ]] || fresh="$fresh $p"; done
+	[ "$(count "$fresh")" -ge 4 ] || { fail reload "when reload returned, forkd had workers [$new], of which [${fresh# }] new; before: [$old]"; return; }
+	pid1=$(field pid "$body")
+	gen1=$(field generation "$body")
+	[[ " $old " != *" $pid1 "* ]] || { fail reload "after reload returned, an old worker (pid $pid1) answered: $body"; return; }
+	[ -n "$gen0" ] && [ -n "$gen1" ] || { fail reload "no generation in the answers (before: $gen0, after: $gen1)"; return; }
+	[ "$gen1" -gt "$gen0" ] || { fail reload "generation $gen0 before, $gen1 after"; return; }
+	[ "$n" -gt 0 ] && [ "$bad" -eq 0 ] || { fail reload "$bad of $n requests during the reload failed"; return; }
+	[ "$(mainpid)" = "$main" ] || { fail reload "MainPID changed from $main to $(mainpid)"; return; }
+	pass reload
+}
+
+# 4. A reload with a broken config fails visibly and keeps the old
+# generation serving.
+check_reload_invalid() {
+	local main old now since body rc journal
+	main=$(mainpid)
+	old=$(workers "$main")
+	cp "$CONFIG" /run/forkd-e2e-config.bak
+	printf '\n[server.frobnicate]\nwidgets = "yes"\n' >>"$CONFIG"
+	since=$(date '+%Y-%m-%d %H:%M:%S')
+	sctl reload "$SERVICE"
+	rc=$?
+	now=$(workers "$main")
+	body=$(get)
+	cp /run/forkd-e2e-config.bak "$CONFIG"
+	journal=$(journalctl -u "$SERVICE" --since "$since" --no-pager -o cat 2>&1)
+	log "invalid reload rc=$rc; workers before [$old] after [$now]; answer: $body"
+	log "journal lines about the bad key: $(grep -i frobnicate <<<"$journal")"
+	[ "$rc" -ne 0 ] || { fail reload-invalid "systemctl reload succeeded with an invalid config"; return; }
+	grep -q frobnicate <<<"$journal" || { fail reload-invalid "the journal of $SERVICE does not name the bad key (frobnicate)"; return; }
+	[ "$now" = "$old" ] || { fail reload-invalid "workers changed from [$old] to [$now]"; return; }
+	[[ $body == *"hello from worker"* ]] || { fail reload-invalid "not serving after the failed reload: $body"; return; }
+	[ "$(systemctl is-active "$SERVICE")" = active ] || { fail reload-invalid "service is $(systemctl is-active "$SERVICE") after the failed reload"; return; }
+	pass reload-invalid
+}
+
+# 5. SIGKILL to the master: systemd restarts it on the same socket, and no
+# worker of the dead master survives it.
+check_kill() {
+	local main old body
+	main=$(mainpid)
+	old=$(workers "$main")
+	sctl kill --signal=KILL --kill-who=main "$SERVICE" || { fail kill "systemctl kill failed"; return; }
+	new_main() { local m; m=$(mainpid); [ "${m:-0}" -gt 0 ] && [ "$m" != "$main" ] && [ "$(systemctl is-active "$SERVICE")" = active ]; }
+	wait_for 60 new_main || { fail kill "no new MainPID after killing $main (MainPID=$(mainpid), $(systemctl is-active "$SERVICE"))"; return; }
+	body=$(get) || { fail kill "not answered after the restart: $body"; return; }
+	[ "$(systemctl is-active "$SOCKET")" = active ] || { fail kill "socket unit is $(systemctl is-active "$SOCKET")"; return; }
+	none_left() { [ -z "$(alive "$old")" ]; }
+	wait_for 30 none_left || { fail kill "workers of the killed master still run: [$(alive "$old")]"; return; }
+	log "killed master $main, new master $(mainpid) with [$(workers "$(mainpid)")]; answer: $body"
+	pass kill
+}
+
+# 6. Stopping the service drains the workers and leaves the socket
+# listening; the next connection starts the service again.
+check_stop() {
+	local main old body left
+	main=$(mainpid)
+	old=$(workers "$main")
+	sctl stop "$SERVICE" || { fail stop "systemctl stop failed"; return; }
+	left=$(alive "$main $old")
+	[ -z "$left" ] || { fail stop "still running after stop: [$left]"; return; }
+	[ "$(systemctl is-active "$SERVICE")" = inactive ] || { fail stop "service is $(systemctl is-active "$SERVICE") after stop"; return; }
+	[ "$(systemctl is-active "$SOCKET")" = active ] || { fail stop "socket unit is $(systemctl is-active "$SOCKET") after stopping the service"; return; }
+	ss -ltn 'sport = :18080' | grep -q 18080 || { fail stop "nothing listens on 127.0.0.1:18080"; return; }
+	body=$(get) || { fail stop "next request not answered: $body"; return; }
+	wait_for 30 is_active "$SERVICE" || { fail stop "service is $(systemctl is-active "$SERVICE") after the next request, want active"; return; }
+	pass stop
+}
+
+check_activation
+check_status
+check_reload
+check_reload_invalid
+check_kill
+check_stop
+log "done"

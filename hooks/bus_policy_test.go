@@ -1,0 +1,208 @@
+package hooks
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// busPolicyResult is what the unprivileged helper saw.
+type busPolicyResult struct {
+	Reload      string // D-Bus error name ("" = allowed)
+	SetWorkers  string
+	ListWorkers string
+	GetAll      string
+	State       string
+	Introspect  string
+	Signal      string // the forkd signal it received
+	Body        []any
+}
+
+const busPolicyHelperEnv = "FORKD_BUS_POLICY_HELPER"
+
+// TestBus_PolicyHelper is not a test: it is the unprivileged client that
+// TestBus_Policy runs as another user (the test binary re-executed).
+func TestBus_PolicyHelper(t *testing.T) {
+	address := os.Getenv(busPolicyHelperEnv)
+	if address == "" {
+		t.Skip("helper process for TestBus_Policy")
+	}
+	err := busPolicyHelper(address, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stdout, "ERROR", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func busPolicyHelper(address string, out io.Writer) error {
+	conn, err := dbus.Connect(address)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	signals := make(chan *dbus.Signal, 64)
+	conn.Signal(signals)
+	if err := conn.AddMatchSignal(dbus.WithMatchInterface(BusInterface)); err != nil {
+		return fmt.Errorf("add match: %w", err)
+	}
+	obj := conn.Object(BusName("policy"), BusObjectPath)
+	var r busPolicyResult
+	r.Reload = dbusErrorName(obj.Call(BusInterface+".Reload", 0).Err)
+	r.SetWorkers = dbusErrorName(obj.Call(BusInterface+".SetWorkers", 0, uint32(2)).Err)
+	var list []busWorker
+	if err := obj.Call(BusInterface+".ListWorkers", 0).Store(&list); err != nil {
+		r.ListWorkers = dbusErrorName(err) + " " + err.Error()
+	}
+	var all map[string]dbus.Variant
+	if err := obj.Call("org.freedesktop.DBus.Properties.GetAll", 0, BusInterface).Store(&all); err != nil {
+		r.GetAll = dbusErrorName(err) + " " + err.Error()
+	} else if s, ok := all["State"].Value().(string); ok {
+		r.State = s
+	}
+	var xmlText string
+	if err := obj.Call("org.freedesktop.DBus.Introspectable.Introspect", 0).Store(&xmlText); err != nil {
+		r.Introspect = dbusErrorName(err) + " " + err.Error()
+	}
+	fmt.Fprintln(out, "READY")
+	deadline := time.After(busTestTimeout)
+	for r.Signal == "" {
+		select {
+		case s := <-signals:
+			if strings.HasPrefix(s.Name, BusInterface+".") { // not NameAcquired
+				r.Signal, r.Body = s.Name, s.Body
+			}
+		case <-deadline:
+			return fmt.Errorf("no forkd signal within %v", busTestTimeout)
+		}
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "RESULT %s\n", b)
+	return nil
+}
+
+// TestBus_Policy runs a client as an unprivileged user against a bus with
+// the shipped policy: it may read and listen but not Reload or SetWorkers.
+func TestBus_Policy(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a client as uid 65534")
+	}
+	dir := busTestDir(t)
+	d := startBusTestDaemon(t, dir)
+	ctl := newBusTestController()
+	ctl.status = Status{State: "running", Generation: 1, Workers: 2, ReadyWorkers: 2}
+	b := NewBus(BusOptions{Instance: "policy", Address: d.Address, Controller: ctl})
+	runBusTest(t, b)
+	dialBusTest(t, d.Address).waitOwned(t, b.Name())
+
+	// The test binary sits in a directory the other user cannot enter.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(dir, "helper.test")
+	if err := copyBusTestFile(self, helper); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(helper, "-test.run=^TestBus_PolicyHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), busPolicyHelperEnv+"="+d.Address)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start helper as uid 65534: %v", err)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var result *busPolicyResult
+	deadline := time.After(busTestTimeout)
+	for result == nil {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("helper exited without a result: %v", cmd.Wait())
+			}
+			switch {
+			case line == "READY":
+				b.Emit(Event{Hook: OnStarting, Generation: 1})
+			case strings.HasPrefix(line, "RESULT "):
+				result = new(busPolicyResult)
+				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "RESULT ")), result); err != nil {
+					t.Fatalf("helper result %q: %v", line, err)
+				}
+			case strings.HasPrefix(line, "ERROR"):
+				t.Fatalf("helper: %s", line)
+			}
+		case <-deadline:
+			cmd.Process.Kill()
+			t.Fatal("helper gave no result in time")
+		}
+	}
+	for range lines {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("helper: %v", err)
+	}
+
+	const denied = "org.freedesktop.DBus.Error.AccessDenied"
+	if result.Reload != denied {
+		t.Errorf("uid 65534 Reload: %q, want %s", result.Reload, denied)
+	}
+	if result.SetWorkers != denied {
+		t.Errorf("uid 65534 SetWorkers: %q, want %s", result.SetWorkers, denied)
+	}
+	if result.ListWorkers != "" || result.GetAll != "" || result.Introspect != "" {
+		t.Errorf("uid 65534 reading failed: ListWorkers %q, GetAll %q, Introspect %q",
+			result.ListWorkers, result.GetAll, result.Introspect)
+	}
+	if result.State != "running" {
+		t.Errorf("uid 65534 read State %q, want running", result.State)
+	}
+	if result.Signal != BusInterface+".OnStarting" || len(result.Body) != 2 || result.Body[0] != "policy" {
+		t.Errorf("uid 65534 received %s %v, want OnStarting [policy 1]", result.Signal, result.Body)
+	}
+	if reloads, set := ctl.calls(); reloads != 0 || len(set) != 0 {
+		t.Errorf("denied calls reached the controller: %d reloads, SetWorkers %v", reloads, set)
+	}
+}
+
+func copyBusTestFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,361 @@
+package hooks
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// DefaultExecTimeout is how long a Command may run when its Timeout is zero.
+const DefaultExecTimeout = 30 * time.Second
+
+// execKillDelay is how long a command that was sent SIGTERM (at its timeout,
+// or because its context ended) has to exit before its process group gets
+// SIGKILL. It also bounds how long output is read after the command exited
+// while something it left behind still holds its stdout.
+const execKillDelay = 5 * time.Second
+
+// execQueueLen is how many events Exec.Emit queues before it drops.
+const execQueueLen = 128
+
+// maxOutputLine is the longest output line logged as one record; longer
+// lines are split.
+const maxOutputLine = 16 << 10
+
+// Command is a command run at a hook's moment: an exec hook.
+type Command struct {
+	// Hook is the moment the command runs at.
+	Hook Hook
+	// Argv is the program (looked up in PATH when it has no slash) and its
+	// arguments; no shell is involved.
+	Argv []string
+	// Timeout bounds the command's run; at the timeout its process group is
+	// sent SIGTERM, then SIGKILL shortly after, and the run counts as a
+	// failure. Zero means DefaultExecTimeout.
+	Timeout time.Duration
+	// Abort makes the command's failure abort what the hook precedes. It
+	// matters only for commands run with Exec.RunNow (the blocking hooks
+	// on_starting, on_reload, pre_fork and pre_exec).
+	Abort bool
+}
+
+// CommandError reports an exec hook command that failed.
+type CommandError struct {
+	// Hook is the hook the command ran for.
+	Hook Hook
+	// Argv is the command.
+	Argv []string
+	// TimedOut reports whether the command was killed at its timeout.
+	TimedOut bool
+	// Timeout is the command's timeout.
+	Timeout time.Duration
+	// Err is what went wrong: an *exec.ExitError for a command that ran
+	// and failed, or the error that kept it from starting.
+	Err error
+}
+
+// Error names the hook, the command and its exit status.
+func (e *CommandError) Error() string {
+	if e.TimedOut {
+		return fmt.Sprintf("hooks: %s command %q timed out after %s: %v", e.Hook, e.Argv, e.Timeout, e.Err)
+	}
+	return fmt.Sprintf("hooks: %s command %q failed: %v", e.Hook, e.Argv, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *CommandError) Unwrap() error { return e.Err }
+
+// ExitCode returns the command's exit status, or -1 when it did not exit on
+// its own (killed by a signal, or never started).
+func (e *CommandError) ExitCode() int {
+	var exit *exec.ExitError
+	if errors.As(e.Err, &exit) {
+		return exit.ExitCode()
+	}
+	return -1
+}
+
+// Exec is the Sink that runs exec hooks: for each event, the commands
+// configured for its hook, one at a time, in order.
+//
+// A command's environment is the master's environment plus the event's
+// fields. Every command gets FORKD_HOOK, FORKD_INSTANCE and FORKD_GENERATION;
+// the rest only where they apply:
+//
+//	hook                            FORKD_WORKER_ID  FORKD_PID  FORKD_EXIT_CODE  FORKD_SIGNAL  FORKD_REASON  FORKD_WORKERS  FORKD_OLD_WORKERS
+//	on_starting
+//	on_reload, pre_exec, on_exit                                                               yes
+//	when_ready                                                                                               yes
+//	pre_fork                        yes
+//	post_fork, post_worker_init,    yes              yes
+//	  pre_request, post_request
+//	worker_int                      yes              yes                         yes
+//	worker_abort                    yes              yes                         yes           yes
+//	child_exit, worker_exit         yes              yes        yes              yes           yes
+//	nworkers_changed                                                                           yes           yes            yes
+//
+// FORKD_PID is the worker's pid (a command's parent, the master, is $PPID);
+// FORKD_EXIT_CODE is -1 for a worker killed by a signal, and FORKD_SIGNAL the
+// signal's number (0 for none). FORKD_REASON may be empty. Those of these
+// variables that do not apply to the hook are removed from the inherited
+// environment, so a stale value never leaks through.
+//
+// A command's stdout and stderr go to the logger, one record per line, with
+// the attributes hook and pid. Commands run in their own process group; at
+// the timeout the group gets SIGTERM, then SIGKILL a few seconds later.
+type Exec struct {
+	cmds      map[Hook][]Command
+	logger    *slog.Logger
+	queue     chan Event
+	dropped   atomic.Uint64
+	killDelay time.Duration
+}
+
+// NewExec returns an Exec running cmds, which logs their output and failures
+// to logger (nil: nowhere). Commands with an empty Argv are ignored.
+func NewExec(cmds []Command, logger *slog.Logger) *Exec {
+	return newExec(cmds, logger, execQueueLen)
+}
+
+// newExec is NewExec with a queue of queueLen events.
+func newExec(cmds []Command, logger *slog.Logger, queueLen int) *Exec {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	x := &Exec{
+		cmds:      make(map[Hook][]Command),
+		logger:    logger,
+		queue:     make(chan Event, queueLen),
+		killDelay: execKillDelay,
+	}
+	for _, c := range cmds {
+		if len(c.Argv) == 0 {
+			logger.Warn("exec hook without a command ignored", "hook", string(c.Hook))
+			continue
+		}
+		c.Argv = append([]string(nil), c.Argv...)
+		x.cmds[c.Hook] = append(x.cmds[c.Hook], c)
+	}
+	return x
+}
+
+// Has reports whether any command runs at hook h.
+func (x *Exec) Has(h Hook) bool {
+	return len(x.cmds[h]) > 0
+}
+
+// Dropped returns how many events Emit dropped because its queue was full.
+func (x *Exec) Dropped() uint64 {
+	return x.dropped.Load()
+}
+
+// Emit queues e for Run when commands run at e.Hook, and returns at once: an
+// event that finds the queue full is dropped and counted (see Dropped).
+// Events of hooks without commands are ignored.
+func (x *Exec) Emit(e Event) {
+	if !x.Has(e.Hook) {
+		return
+	}
+	select {
+	case x.queue <- e:
+	default:
+		x.dropped.Add(1)
+	}
+}
+
+// Run runs the commands of queued events, one at a time, in the order the
+// events were emitted. A command's failure is logged; Abort has no effect
+// here (nothing waits for a queued event). Run returns nil once ctx is done,
+// after killing and waiting for the command running then; the events still
+// queued are not run.
+func (x *Exec) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-x.queue:
+			for _, c := range x.cmds[e.Hook] {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if err := x.run(ctx, c, e); err != nil && ctx.Err() == nil {
+					x.logger.Warn("exec hook failed", "hook", string(e.Hook), "err", err)
+				}
+			}
+		}
+	}
+}
+
+// RunNow runs the commands of e.Hook now, one at a time, in order, and
+// returns when they are done; it is for the hooks whose moment waits for
+// their commands (on_starting, on_reload, pre_fork, pre_exec).
+//
+// It returns a *CommandError naming the command and its exit status when a
+// command with Abort fails (the commands after it do not run); failures of
+// other commands are logged and ignored. When ctx ends, the running command
+// is killed and RunNow returns an error wrapping ctx's error.
+func (x *Exec) RunNow(ctx context.Context, e Event) error {
+	for _, c := range x.cmds[e.Hook] {
+		err := x.run(ctx, c, e)
+		if ctx.Err() != nil {
+			return fmt.Errorf("hooks: run %s command %q: %w", e.Hook, c.Argv, context.Cause(ctx))
+		}
+		if err == nil {
+			continue
+		}
+		if c.Abort {
+			return err
+		}
+		x.logger.Warn("exec hook failed", "hook", string(e.Hook), "err", err)
+	}
+	return nil
+}
+
+// errTimedOut is the cause of a command's context ending at its timeout.
+var errTimedOut = errors.New("hooks: command timed out")
+
+// run runs c for e and waits for it, its output logged; it returns a
+// *CommandError when the command fails to start, fails, or times out.
+func (x *Exec) run(ctx context.Context, c Command, e Event) error {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = DefaultExecTimeout
+	}
+	fail := func(err error, timedOut bool) error {
+		return &CommandError{Hook: e.Hook, Argv: c.Argv, TimedOut: timedOut, Timeout: timeout, Err: err}
+	}
+
+	cctx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
+	defer cancel()
+
+	// The command writes into a pipe we own rather than one os/exec makes, so
+	// the output reader knows the pid before the first line arrives.
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fail(fmt.Errorf("create output pipe: %w", err), false)
+	}
+	defer r.Close()
+
+	cmd := exec.CommandContext(cctx, c.Argv[0], c.Argv[1:]...)
+	cmd.Env = commandEnv(os.Environ(), e)
+	cmd.Stdout = w
+	cmd.Stderr = w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The whole group: what the command started goes too.
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		if errors.Is(err, syscall.ESRCH) {
+			return os.ErrProcessDone
+		}
+		return err
+	}
+	cmd.WaitDelay = x.killDelay
+
+	start := time.Now()
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fail(fmt.Errorf("start: %w", err), false)
+	}
+	pid := cmd.Process.Pid
+	out := x.logger.With("hook", string(e.Hook), "pid", pid)
+	out.Debug("exec hook started", "argv", c.Argv)
+
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		logLines(r, out)
+	}()
+
+	err = cmd.Wait()
+	if cctx.Err() != nil {
+		// Killed: sweep up what is left of its group (children that ignored
+		// SIGTERM, or outlived the command). The kernel keeps the group's id
+		// from being reused while any member lives, so this reaches only
+		// what the command started (or, once all of it is gone, nobody).
+		if kerr := syscall.Kill(-pid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) {
+			x.logger.Warn("kill exec hook process group", "hook", string(e.Hook), "pgid", pid, "err", kerr)
+		}
+	}
+	// Something the command left behind may still hold its stdout: read
+	// what comes for a little while, then stop listening.
+	_ = r.SetReadDeadline(time.Now().Add(x.killDelay))
+	<-read
+	out.Debug("exec hook done", "argv", c.Argv, "duration", time.Since(start), "err", err)
+
+	switch {
+	case ctx.Err() != nil:
+		return fail(context.Cause(ctx), false)
+	case context.Cause(cctx) == errTimedOut:
+		if err == nil {
+			err = errTimedOut
+		}
+		return fail(err, true)
+	case err != nil:
+		return fail(err, false)
+	}
+	return nil
+}
+
+// logLines logs each non-blank line read from r as one Info record of out,
+// until r ends or fails.
+func logLines(r io.Reader, out *slog.Logger) {
+	br := bufio.NewReaderSize(r, maxOutputLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if text := strings.TrimRight(string(line), "\r\n"); text != "" {
+			out.Info(text)
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// envName maps eventAttrs keys to the environment variables exec hooks get.
+func envName(key string) string {
+	return "FORKD_" + strings.ToUpper(key)
+}
+
+// commandEnv returns base with the FORKD_* variables of e's hook set and the
+// FORKD_* variables of fields that do not apply to it removed.
+func commandEnv(base []string, e Event) []string {
+	all := eventAttrs(Event{Hook: Hook("")}) // an unknown hook carries every field
+	drop := make(map[string]bool, len(all))
+	for _, a := range all {
+		drop[envName(a.Key)] = true
+	}
+	env := make([]string, 0, len(base)+len(all))
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		if !drop[name] {
+			env = append(env, kv)
+		}
+	}
+	for _, a := range eventAttrs(e) {
+		env = append(env, envName(a.Key)+"="+attrString(a.Value))
+	}
+	return env
+}
+
+// attrString formats an event attribute's value for the environment or the
+// journal.
+func attrString(v slog.Value) string {
+	switch v.Kind() {
+	case slog.KindInt64:
+		return strconv.FormatInt(v.Int64(), 10)
+	case slog.KindUint64:
+		return strconv.FormatUint(v.Uint64(), 10)
+	}
+	return v.String()
+}

@@ -1,0 +1,561 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// testDeadline bounds every wait in these tests.
+const testDeadline = 20 * time.Second
+
+// recordLog is a slog JSON handler's output: every record is kept, and also
+// sent on records for tests that wait for them.
+type recordLog struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	records chan map[string]any
+}
+
+func newRecordLog() *recordLog {
+	return &recordLog{records: make(chan map[string]any, 1024)}
+}
+
+// Write takes one JSON record (slog handlers write a record per call).
+func (l *recordLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.buf.Write(p)
+	l.mu.Unlock()
+	var rec map[string]any
+	if err := json.Unmarshal(p, &rec); err != nil {
+		return 0, fmt.Errorf("record is not one JSON object: %w", err)
+	}
+	select {
+	case l.records <- rec:
+	default:
+	}
+	return len(p), nil
+}
+
+// logger returns a debug-level logger writing to l.
+func (l *recordLog) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// String returns everything logged so far.
+func (l *recordLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// all returns every record logged so far.
+func (l *recordLog) all(t *testing.T) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
+// nextOutput returns the next Info record (a command's output line, not one
+// of Exec's debug records), failing the test after testDeadline.
+func (l *recordLog) nextOutput(t *testing.T) map[string]any {
+	t.Helper()
+	deadline := time.After(testDeadline)
+	for {
+		select {
+		case rec := <-l.records:
+			if rec["level"] == "INFO" {
+				return rec
+			}
+		case <-deadline:
+			t.Fatalf("no output record within %s; log so far:\n%s", testDeadline, l.String())
+		}
+	}
+}
+
+// shellArgv returns the argv of a /bin/sh script; args are $0, $1, ….
+func shellArgv(script string, args ...string) []string {
+	return append([]string{"/bin/sh", "-c", script}, args...)
+}
+
+// readEnv parses a file written by env(1).
+func readEnv(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := make(map[string]string)
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// readPID reads a pid a command wrote to path.
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read the pid the command wrote: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatalf("pid file %s holds %q: %v", path, data, err)
+	}
+	return pid
+}
+
+// waitGone waits, through a pidfd, until process pid has exited (a zombie
+// counts: it runs no more), failing the test after testDeadline.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("pidfd_open(%d): %v", pid, err)
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(testDeadline)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("process %d still runs %s after its hook command was killed", pid, testDeadline)
+		}
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(left.Milliseconds())+1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("poll pidfd of %d: %v", pid, err)
+		}
+		if n > 0 {
+			return
+		}
+	}
+}
+
+// runExec starts x.Run and returns a function that stops it and checks it
+// returned nil in time.
+func runExec(t *testing.T, x *Exec) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		t.Helper()
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v after cancel, want nil", err)
+				}
+			case <-time.After(testDeadline):
+				t.Fatalf("Run did not return within %s of cancel", testDeadline)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestExec_Env(t *testing.T) {
+	// Stale values in the master's environment must not leak into hooks
+	// they do not apply to; unrelated variables pass through.
+	t.Setenv("FORKD_WORKER_ID", "99")
+	t.Setenv("FORKD_EXEC_TEST_MARK", "kept")
+
+	tests := []struct {
+		event  Event
+		want   map[string]string
+		absent []string
+	}{
+		{
+			event: Event{Hook: OnStarting, Instance: "myapp", Generation: 1, WorkerID: -1},
+			want: map[string]string{
+				"FORKD_HOOK": "on_starting", "FORKD_INSTANCE": "myapp", "FORKD_GENERATION": "1",
+			},
+			absent: []string{"FORKD_WORKER_ID", "FORKD_PID", "FORKD_EXIT_CODE", "FORKD_SIGNAL",
+				"FORKD_REASON", "FORKD_WORKERS", "FORKD_OLD_WORKERS"},
+		},
+		{
+			event: Event{Hook: WorkerExit, Instance: "myapp", Generation: 3, WorkerID: 2, PID: 1234,
+				ExitCode: -1, Signal: 9, Reason: "timeout"},
+			want: map[string]string{
+				"FORKD_HOOK": "worker_exit", "FORKD_INSTANCE": "myapp", "FORKD_GENERATION": "3",
+				"FORKD_WORKER_ID": "2", "FORKD_PID": "1234", "FORKD_EXIT_CODE": "-1",
+				"FORKD_SIGNAL": "9", "FORKD_REASON": "timeout",
+			},
+			absent: []string{"FORKD_WORKERS", "FORKD_OLD_WORKERS"},
+		},
+		{
+			event: Event{Hook: NworkersChanged, Instance: "other", Generation: 4, WorkerID: -1,
+				Workers: 6, OldWorkers: 4, Reason: "TTIN"},
+			want: map[string]string{
+				"FORKD_HOOK": "nworkers_changed", "FORKD_INSTANCE": "other", "FORKD_GENERATION": "4",
+				"FORKD_WORKERS": "6", "FORKD_OLD_WORKERS": "4", "FORKD_REASON": "TTIN",
+			},
+			absent: []string{"FORKD_WORKER_ID", "FORKD_PID", "FORKD_EXIT_CODE", "FORKD_SIGNAL"},
+		},
+		{
+			event: Event{Hook: PreFork, Instance: "myapp", Generation: 2, WorkerID: 0},
+			want: map[string]string{
+				"FORKD_HOOK": "pre_fork", "FORKD_GENERATION": "2", "FORKD_WORKER_ID": "0",
+			},
+			absent: []string{"FORKD_PID", "FORKD_EXIT_CODE", "FORKD_REASON"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.event.Hook), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "env")
+			x := NewExec([]Command{{Hook: tt.event.Hook, Argv: shellArgv(`env > "$0"`, out), Abort: true}}, nil)
+			if err := x.RunNow(context.Background(), tt.event); err != nil {
+				t.Fatalf("RunNow: %v", err)
+			}
+			env := readEnv(t, out)
+			for k, v := range tt.want {
+				if got, ok := env[k]; !ok || got != v {
+					t.Errorf("%s = %q (set: %v), want %q", k, got, ok, v)
+				}
+			}
+			for _, k := range tt.absent {
+				if v, ok := env[k]; ok {
+					t.Errorf("%s = %q is set, want it absent for %s", k, v, tt.event.Hook)
+				}
+			}
+			if env["FORKD_EXEC_TEST_MARK"] != "kept" {
+				t.Errorf("the master's environment did not pass through: FORKD_EXEC_TEST_MARK = %q", env["FORKD_EXEC_TEST_MARK"])
+			}
+		})
+	}
+}
+
+func TestExec_RunOrderAndOutput(t *testing.T) {
+	log := newRecordLog()
+	x := NewExec([]Command{
+		{Hook: PostFork, Argv: shellArgv(`echo "$FORKD_WORKER_ID a"`)},
+		{Hook: PostFork, Argv: shellArgv(`echo "$FORKD_WORKER_ID b" >&2; printf 'no newline'`)},
+	}, log.logger())
+	runExec(t, x)
+
+	const n = 5
+	for i := range n {
+		x.Emit(Event{Hook: PostFork, Instance: "myapp", WorkerID: i, PID: 1000 + i})
+	}
+	for i := range n {
+		a, b, tail := log.nextOutput(t), log.nextOutput(t), log.nextOutput(t)
+		for _, rec := range []map[string]any{a, b, tail} {
+			if rec["hook"] != "post_fork" {
+				t.Errorf("record %v: hook = %v, want post_fork", rec, rec["hook"])
+			}
+			if pid, _ := rec["pid"].(float64); pid <= 0 {
+				t.Errorf("record %v: pid = %v, want the command's pid", rec, rec["pid"])
+			}
+		}
+		if want := fmt.Sprintf("%d a", i); a["msg"] != want {
+			t.Fatalf("output record %d = %q, want %q (out of order?)", 3*i, a["msg"], want)
+		}
+		if want := fmt.Sprintf("%d b", i); b["msg"] != want {
+			t.Fatalf("output record %d = %q, want %q (stderr, out of order?)", 3*i+1, b["msg"], want)
+		}
+		if tail["msg"] != "no newline" {
+			t.Fatalf("output record %d = %q, want the unterminated last line", 3*i+2, tail["msg"])
+		}
+		if a["pid"] == b["pid"] {
+			t.Errorf("both commands of event %d logged pid %v; each runs in its own process", i, a["pid"])
+		}
+		if b["pid"] != tail["pid"] {
+			t.Errorf("one command's lines carry pids %v and %v", b["pid"], tail["pid"])
+		}
+	}
+	if got := x.Dropped(); got != 0 {
+		t.Errorf("Dropped() = %d, want 0", got)
+	}
+}
+
+func TestExec_EmitDrops(t *testing.T) {
+	log := newRecordLog()
+	x := newExec([]Command{{Hook: PostFork, Argv: shellArgv(`echo "$FORKD_WORKER_ID"`)}}, log.logger(), 4)
+
+	// Run is not running: the queue fills, and Emit must still return.
+	emitted := make(chan struct{})
+	go func() {
+		defer close(emitted)
+		for i := range 7 {
+			x.Emit(Event{Hook: PostFork, WorkerID: i})
+		}
+		x.Emit(Event{Hook: OnExit}) // no commands: ignored, not a drop
+	}()
+	select {
+	case <-emitted:
+	case <-time.After(testDeadline):
+		t.Fatalf("Emit blocked on a full queue")
+	}
+	if got := x.Dropped(); got != 3 {
+		t.Fatalf("Dropped() = %d, want 3", got)
+	}
+	if x.Has(OnExit) || !x.Has(PostFork) {
+		t.Errorf("Has(on_exit) = %v, Has(post_fork) = %v; want false, true", x.Has(OnExit), x.Has(PostFork))
+	}
+
+	// The events that made it in run, the first four, in order.
+	runExec(t, x)
+	for i := range 4 {
+		if rec := log.nextOutput(t); rec["msg"] != strconv.Itoa(i) {
+			t.Fatalf("queued event %d ran as %q, want %q", i, rec["msg"], strconv.Itoa(i))
+		}
+	}
+}
+
+func TestExec_Timeout(t *testing.T) {
+	t.Run("term", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "child.pid")
+		x := NewExec([]Command{{
+			Hook:    OnStarting,
+			Argv:    shellArgv(`sleep 100 & echo $! > "$0"; wait`, pidFile),
+			Timeout: 2 * time.Second,
+			Abort:   true,
+		}}, nil)
+		start := time.Now()
+		err := x.RunNow(context.Background(), Event{Hook: OnStarting, WorkerID: -1})
+		took := time.Since(start)
+
+		var cerr *CommandError
+		if !errors.As(err, &cerr) || !cerr.TimedOut {
+			t.Fatalf("RunNow = %v, want a *CommandError that timed out", err)
+		}
+		if !strings.Contains(err.Error(), "timed out after 2s") || !strings.Contains(err.Error(), "sleep 100") {
+			t.Errorf("error %q does not say the command timed out after 2s", err)
+		}
+		if took < 2*time.Second || took >= execKillDelay+2*time.Second {
+			t.Errorf("RunNow took %s; want the 2s timeout, and SIGTERM to end it before the kill delay", took)
+		}
+		waitGone(t, readPID(t, pidFile))
+	})
+
+	t.Run("kill", func(t *testing.T) {
+		// The command and its child ignore SIGTERM: SIGKILL must follow.
+		pidFile := filepath.Join(t.TempDir(), "child.pid")
+		x := NewExec([]Command{{
+			Hook:    OnStarting,
+			Argv:    shellArgv(`trap '' TERM; sleep 100 & echo $! > "$0"; wait`, pidFile),
+			Timeout: time.Second,
+			Abort:   true,
+		}}, nil)
+		x.killDelay = 300 * time.Millisecond
+		err := x.RunNow(context.Background(), Event{Hook: OnStarting, WorkerID: -1})
+		var cerr *CommandError
+		if !errors.As(err, &cerr) || !cerr.TimedOut {
+			t.Fatalf("RunNow = %v, want a *CommandError that timed out", err)
+		}
+		if code := cerr.ExitCode(); code != -1 {
+			t.Errorf("ExitCode() = %d, want -1 (killed)", code)
+		}
+		if !strings.Contains(err.Error(), "killed") {
+			t.Errorf("error %q does not say the command was killed", err)
+		}
+		waitGone(t, readPID(t, pidFile))
+	})
+}
+
+func TestExec_RunCancelKills(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "pid.fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	x := NewExec([]Command{{
+		Hook:    WorkerExit,
+		Argv:    shellArgv(`sleep 100 & echo $! > "$0"; wait`, fifo),
+		Timeout: time.Hour,
+	}}, nil)
+	stop := runExec(t, x)
+
+	// Opening the fifo waits for the command to open it: it is running.
+	pids := make(chan string, 1)
+	go func() {
+		data, err := os.ReadFile(fifo)
+		if err != nil {
+			pids <- err.Error()
+			return
+		}
+		pids <- string(data)
+	}()
+	x.Emit(Event{Hook: WorkerExit, WorkerID: 1})
+	var pid int
+	select {
+	case s := <-pids:
+		var err error
+		if pid, err = strconv.Atoi(strings.TrimSpace(s)); err != nil {
+			t.Fatalf("reading the child's pid: %q", s)
+		}
+	case <-time.After(testDeadline):
+		t.Fatalf("the hook command did not start within %s", testDeadline)
+	}
+
+	start := time.Now()
+	stop()
+	if took := time.Since(start); took >= execKillDelay {
+		t.Errorf("Run took %s to return after cancel; SIGTERM should end the command at once", took)
+	}
+	waitGone(t, pid)
+}
+
+func TestExec_RunNow(t *testing.T) {
+	t.Run("abort", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "marker")
+		x := NewExec([]Command{
+			{Hook: OnStarting, Argv: shellArgv("exit 3"), Abort: true},
+			{Hook: OnStarting, Argv: []string{"touch", marker}},
+		}, nil)
+		err := x.RunNow(context.Background(), Event{Hook: OnStarting})
+		var cerr *CommandError
+		if !errors.As(err, &cerr) {
+			t.Fatalf("RunNow = %v, want a *CommandError", err)
+		}
+		if cerr.ExitCode() != 3 || cerr.TimedOut || cerr.Hook != OnStarting {
+			t.Errorf("CommandError = %+v (exit code %d), want on_starting, exit code 3, not timed out", cerr, cerr.ExitCode())
+		}
+		for _, want := range []string{"on_starting", `"exit 3"`, "exit status 3"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not mention %s", err, want)
+			}
+		}
+		if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the command after the aborting one ran (stat: %v)", err)
+		}
+	})
+
+	t.Run("no abort", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "marker")
+		log := newRecordLog()
+		x := NewExec([]Command{
+			{Hook: PreFork, Argv: shellArgv("exit 3")},
+			{Hook: PreFork, Argv: []string{"touch", marker}},
+		}, log.logger())
+		if err := x.RunNow(context.Background(), Event{Hook: PreFork}); err != nil {
+			t.Fatalf("RunNow = %v, want nil: the failing command has no Abort", err)
+		}
+		if _, err := os.Stat(marker); err != nil {
+			t.Errorf("the command after the failing one did not run: %v", err)
+		}
+		var warned bool
+		for _, rec := range log.all(t) {
+			if rec["level"] == "WARN" && strings.Contains(fmt.Sprint(rec["err"]), "exit status 3") {
+				warned = true
+			}
+		}
+		if !warned {
+			t.Errorf("the failure was not logged as a warning; log:\n%s", log.String())
+		}
+	})
+
+	t.Run("start failure", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "no-such-program")
+		x := NewExec([]Command{{Hook: PreExec, Argv: []string{missing}, Abort: true}}, nil)
+		err := x.RunNow(context.Background(), Event{Hook: PreExec})
+		var cerr *CommandError
+		if !errors.As(err, &cerr) || !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("RunNow = %v, want a *CommandError wrapping a missing file", err)
+		}
+		if !strings.Contains(err.Error(), missing) {
+			t.Errorf("error %q does not name the command", err)
+		}
+	})
+
+	t.Run("no commands", func(t *testing.T) {
+		x := NewExec([]Command{{Hook: OnStarting, Argv: shellArgv("exit 1"), Abort: true}, {Hook: OnReload}}, nil)
+		if x.Has(OnReload) {
+			t.Errorf("Has(on_reload) = true for a command without argv")
+		}
+		if err := x.RunNow(context.Background(), Event{Hook: OnReload}); err != nil {
+			t.Errorf("RunNow(on_reload) = %v, want nil: no commands", err)
+		}
+	})
+
+	t.Run("canceled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		x := NewExec([]Command{{Hook: OnStarting, Argv: shellArgv("exit 0")}}, nil)
+		if err := x.RunNow(ctx, Event{Hook: OnStarting}); !errors.Is(err, context.Canceled) {
+			t.Errorf("RunNow with a canceled context = %v, want context.Canceled", err)
+		}
+	})
+}
+
+func TestExec_LeftoverChildKeepsOutputOpen(t *testing.T) {
+	// The command exits at once but leaves a child holding its stdout:
+	// RunNow must not wait for the child.
+	log := newRecordLog()
+	x := NewExec([]Command{{Hook: OnReload, Argv: shellArgv(`sleep 100 & echo $!`), Abort: true}}, log.logger())
+	x.killDelay = 300 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- x.RunNow(context.Background(), Event{Hook: OnReload}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("RunNow = %v, want nil: the command exited 0", err)
+		}
+	case <-time.After(testDeadline):
+		t.Fatalf("RunNow waited %s for a child that holds the command's stdout", testDeadline)
+	}
+	rec := log.nextOutput(t)
+	pid, err := strconv.Atoi(fmt.Sprint(rec["msg"]))
+	if err != nil {
+		t.Fatalf("output %q is not the child's pid", rec["msg"])
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Errorf("the command's child %d was not left running: %v", pid, err)
+	}
+	waitGone(t, pid)
+}
+
+func ExampleExec_RunNow() {
+	// Drop what changes from run to run: the time and the command's pid.
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey || a.Key == "pid" {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	x := NewExec([]Command{{
+		Hook:  OnStarting,
+		Argv:  []string{"/bin/sh", "-c", `echo "starting $FORKD_INSTANCE"; exit 4`},
+		Abort: true,
+	}}, logger)
+	err := x.RunNow(context.Background(), Event{Hook: OnStarting, Instance: "myapp", WorkerID: -1})
+	fmt.Println(err)
+	// Output:
+	// level=INFO msg="starting myapp" hook=on_starting
+	// hooks: on_starting command ["/bin/sh" "-c" "echo \"starting $FORKD_INSTANCE\"; exit 4"] failed: exit status 4
+}

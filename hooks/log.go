@@ -1,0 +1,212 @@
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// NewLog returns a Sink that logs every event through l, synchronously (slog
+// handlers are fast and do not wait on the network).
+//
+// Each event is one record whose message describes it ("hook worker_exit:
+// worker 2 pid 1234 exited 1") and whose attributes are the event's fields
+// that apply to its hook: hook, instance, generation, worker_id, pid,
+// exit_code, signal, reason, workers, old_workers (see the table on Exec for
+// which hook carries which). The record's time is the event's Time.
+//
+// Levels: Debug for the high-frequency pre_fork and post_fork, Warn for
+// worker_abort (a worker timed out), Info for the rest.
+//
+// A nil l logs nothing.
+func NewLog(l *slog.Logger) Sink {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return logSink{handler: l.Handler()}
+}
+
+// logSink is the Sink NewLog returns.
+type logSink struct {
+	handler slog.Handler
+}
+
+// Emit logs e.
+func (s logSink) Emit(e Event) {
+	ctx := context.Background()
+	level := eventLevel(e)
+	if !s.handler.Enabled(ctx, level) {
+		return
+	}
+	t := e.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	r := slog.NewRecord(t, level, eventMessage(e), 0)
+	for _, a := range eventAttrs(e) {
+		if a.Value.Kind() == slog.KindString && a.Value.String() == "" {
+			continue
+		}
+		r.AddAttrs(a)
+	}
+	// A handler's error has nowhere better to go than the handler itself.
+	_ = s.handler.Handle(ctx, r)
+}
+
+// The fields an event may carry beyond hook, instance and generation.
+type eventField uint
+
+const (
+	fieldWorkerID eventField = 1 << iota
+	fieldPID
+	fieldExitCode
+	fieldSignal
+	fieldReason
+	fieldWorkers
+	fieldOldWorkers
+
+	fieldsAll = fieldWorkerID | fieldPID | fieldExitCode | fieldSignal |
+		fieldReason | fieldWorkers | fieldOldWorkers
+)
+
+// hookFields returns the fields that apply to hook h; an unknown hook gets
+// them all.
+func hookFields(h Hook) eventField {
+	switch h {
+	case OnStarting:
+		return 0
+	case OnReload, PreExec, OnExit:
+		return fieldReason
+	case WhenReady:
+		return fieldWorkers
+	case PreFork:
+		return fieldWorkerID
+	case PostFork, PostWorkerInit, PreRequest, PostRequest:
+		return fieldWorkerID | fieldPID
+	case WorkerInt:
+		return fieldWorkerID | fieldPID | fieldSignal
+	case WorkerAbort:
+		return fieldWorkerID | fieldPID | fieldSignal | fieldReason
+	case ChildExit, WorkerExit:
+		return fieldWorkerID | fieldPID | fieldExitCode | fieldSignal | fieldReason
+	case NworkersChanged:
+		return fieldWorkers | fieldOldWorkers | fieldReason
+	}
+	return fieldsAll
+}
+
+// eventAttrs returns e's fields that apply to its hook, keyed in snake_case
+// (hook, instance, generation, worker_id, pid, exit_code, signal, reason,
+// workers, old_workers), in that order. The exec and journal sinks derive
+// their FORKD_* names from these keys.
+func eventAttrs(e Event) []slog.Attr {
+	f := hookFields(e.Hook)
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs,
+		slog.String("hook", string(e.Hook)),
+		slog.String("instance", e.Instance),
+		slog.Uint64("generation", e.Generation),
+	)
+	if f&fieldWorkerID != 0 {
+		attrs = append(attrs, slog.Int("worker_id", e.WorkerID))
+	}
+	if f&fieldPID != 0 {
+		attrs = append(attrs, slog.Int("pid", e.PID))
+	}
+	if f&fieldExitCode != 0 {
+		attrs = append(attrs, slog.Int("exit_code", e.ExitCode))
+	}
+	if f&fieldSignal != 0 {
+		attrs = append(attrs, slog.Int("signal", e.Signal))
+	}
+	if f&fieldReason != 0 {
+		attrs = append(attrs, slog.String("reason", e.Reason))
+	}
+	if f&fieldWorkers != 0 {
+		attrs = append(attrs, slog.Int("workers", e.Workers))
+	}
+	if f&fieldOldWorkers != 0 {
+		attrs = append(attrs, slog.Int("old_workers", e.OldWorkers))
+	}
+	return attrs
+}
+
+// eventLevel returns how loud e is: Debug for the high-frequency pre_fork and
+// post_fork, Warn for worker_abort, Info otherwise.
+func eventLevel(e Event) slog.Level {
+	switch e.Hook {
+	case PreFork, PostFork:
+		return slog.LevelDebug
+	case WorkerAbort:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}
+
+// eventMessage describes e in one line for people: "hook worker_exit: worker
+// 2 pid 1234 exited 1 (crashed)".
+func eventMessage(e Event) string {
+	var b strings.Builder
+	b.WriteString("hook ")
+	b.WriteString(string(e.Hook))
+	b.WriteString(": ")
+	worker := func() { fmt.Fprintf(&b, "worker %d pid %d", e.WorkerID, e.PID) }
+	switch e.Hook {
+	case OnStarting:
+		fmt.Fprintf(&b, "instance %s starting", e.Instance)
+	case OnReload:
+		fmt.Fprintf(&b, "instance %s reloading from generation %d", e.Instance, e.Generation)
+	case WhenReady:
+		fmt.Fprintf(&b, "generation %d ready with %d workers", e.Generation, e.Workers)
+	case PreFork:
+		fmt.Fprintf(&b, "spawning worker %d of generation %d", e.WorkerID, e.Generation)
+	case PostFork:
+		worker()
+		b.WriteString(" spawned")
+	case PostWorkerInit:
+		worker()
+		b.WriteString(" ready")
+	case WorkerInt:
+		worker()
+		fmt.Fprintf(&b, " asked to quit with %s", signalName(e.Signal))
+	case WorkerAbort:
+		worker()
+		fmt.Fprintf(&b, " aborted with %s", signalName(e.Signal))
+	case PreExec:
+		fmt.Fprintf(&b, "instance %s re-executing the master", e.Instance)
+	case PreRequest, PostRequest:
+		worker()
+	case ChildExit, WorkerExit:
+		worker()
+		if e.ExitCode < 0 && e.Signal != 0 {
+			fmt.Fprintf(&b, " killed by %s", signalName(e.Signal))
+		} else {
+			fmt.Fprintf(&b, " exited %d", e.ExitCode)
+		}
+	case NworkersChanged:
+		fmt.Fprintf(&b, "workers %d -> %d", e.OldWorkers, e.Workers)
+	case OnExit:
+		fmt.Fprintf(&b, "instance %s exiting", e.Instance)
+	default:
+		fmt.Fprintf(&b, "instance %s generation %d", e.Instance, e.Generation)
+	}
+	if e.Reason != "" && hookFields(e.Hook)&fieldReason != 0 {
+		fmt.Fprintf(&b, " (%s)", e.Reason)
+	}
+	return b.String()
+}
+
+// signalName returns "SIGTERM" for 15, or "signal N" for a number the
+// system has no name for.
+func signalName(sig int) string {
+	if name := unix.SignalName(syscall.Signal(sig)); name != "" {
+		return name
+	}
+	return "signal " + strconv.Itoa(sig)
+}

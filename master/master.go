@@ -1,0 +1,209 @@
+// Package master wires forkd's parts into the master process: it parses
+// the command line, loads the config, takes or binds the sockets, starts
+// the hook sinks (log, D-Bus, exec hooks, journal), runs the arbiter and
+// keeps systemd informed.
+//
+// Run is what cmd/forkd's main calls:
+//
+//	forkd --config /etc/forkd/myapp.toml   # serve
+//	forkd --check --config myapp.toml      # validate and exit 0/1
+package master
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/systemd"
+	"github.com/forkd/forkd/workers"
+)
+
+// ErrUsage marks command-line mistakes; main exits 2 for them.
+var ErrUsage = errors.New("master: usage")
+
+// options are the command-line flags.
+type options struct {
+	config    string
+	check     bool
+	bus       string
+	logFormat string
+	logLevel  string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("forkd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "config", "", "the instance's TOML config `file` (required)")
+	fs.BoolVar(&o.check, "check", false, "validate the config and exit: 0 valid, 1 invalid")
+	fs.StringVar(&o.bus, "bus", "", "D-Bus `address` for hook signals: \"\" = the system bus "+
+		"(DBUS_SYSTEM_BUS_ADDRESS), \"session\", \"none\" to disable, or a D-Bus address")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto (text), text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: forkd --config FILE [--check] [--bus ADDRESS] [--log-format auto|text|json] [--log-level LEVEL]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return o, fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
+	}
+	if o.config == "" {
+		fs.Usage()
+		return o, fmt.Errorf("%w: --config is required", ErrUsage)
+	}
+	return o, nil
+}
+
+// newLogger builds the master's logger.
+func newLogger(o options, stderr io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level: %v", ErrUsage, err)
+	}
+	ho := &slog.HandlerOptions{Level: lvl}
+	switch o.logFormat {
+	case "auto", "text":
+		if os.Getenv("JOURNAL_STREAM") != "" {
+			// The journal timestamps every line itself.
+			ho.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+				if len(groups) == 0 && a.Key == slog.TimeKey {
+					return slog.Attr{}
+				}
+				return a
+			}
+		}
+		return slog.New(slog.NewTextHandler(stderr, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, ho)), nil
+	}
+	return nil, fmt.Errorf("%w: --log-format %q: want auto, text or json", ErrUsage, o.logFormat)
+}
+
+// Run runs forkd with the command-line args (without the program name)
+// until it stops: after TERM, INT or QUIT (nil) or a fatal error.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		return err
+	}
+	if o.check {
+		fmt.Fprintf(stdout, "%s: ok (instance %q, %d workers of %s)\n", o.config, cfg.Server.Name,
+			cfg.Server.Workers, cfg.Worker.Command)
+		return nil
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	log = log.With("instance", cfg.Server.Name)
+	notifier := systemd.NewNotifier()
+	err = serve(ctx, o, cfg, log, notifier)
+	if err != nil {
+		_ = notifier.Errno(errnoOf(err), "failed: "+err.Error())
+	}
+	return err
+}
+
+// errnoOf is the errno in err's chain, or EINVAL.
+func errnoOf(err error) int {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return int(errno)
+	}
+	return int(syscall.EINVAL)
+}
+
+// serve runs the master.
+func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger, notifier *systemd.Notifier) error {
+	// Signals first, so none that arrives while we start is lost.
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGTERM,
+		syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	defer signal.Stop(sigs)
+
+	sinks, err := newSinks(o, cfg, log)
+	if err != nil {
+		return err
+	}
+	sinkGroup := newGroup(context.Background())
+	sinks.start(sinkGroup)
+	defer func() {
+		sinkGroup.cancel()
+		_ = sinkGroup.Wait()
+	}()
+
+	start := hooks.Event{Hook: hooks.OnStarting, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1}
+	sinks.Emit(start)
+	if err := sinks.exec.RunNow(ctx, start); err != nil {
+		return fmt.Errorf("on_starting hook: %w", err)
+	}
+
+	socks, activated, err := activation.Listen(cfg.Server.Bind, cfg.Server.Backlog, cfg.Server.Name)
+	if err != nil {
+		return err
+	}
+	defer activation.Close(socks)
+	for _, s := range socks {
+		log.Info("listening", "addr", s.Addr, "name", s.Name, "from_systemd", activated)
+		if !activated {
+			// Kept by systemd's fd store (FileDescriptorStoreMax=), they come
+			// back as LISTEN_FDS after a restart: no connection is refused.
+			if err := notifier.StoreFDs(s.Name, s.File); err != nil {
+				log.Warn("fd store", "addr", s.Addr, "err", err)
+			}
+		}
+	}
+
+	status := newReporter(notifier, cfg, sinks.bus)
+	pool := workers.New(workers.Options{
+		Config:  cfg,
+		Sockets: socks,
+		Load:    func() (*config.Config, error) { return config.Load(o.config) },
+		Signals: sigs,
+		Hooks:   sinks,
+		Observe: status.observe,
+		Logger:  log,
+	})
+	sinks.ctl.pool.Store(pool)
+
+	g := newGroup(ctx)
+	g.Go(pool.Run)
+	g.Go(func(ctx context.Context) error { return status.run(ctx) })
+	g.Go(func(ctx context.Context) error {
+		if err := notifier.Watchdog(ctx, pool.Healthy); err != nil {
+			return err
+		}
+		<-ctx.Done() // no watchdog configured: nothing to do, but keep the group up
+		return nil
+	})
+	err = g.Wait()
+
+	exit := hooks.Event{Hook: hooks.OnExit, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1}
+	sinks.Emit(exit)
+	if herr := sinks.exec.RunNow(context.Background(), exit); herr != nil {
+		log.Warn("on_exit hook", "err", herr)
+	}
+	sinks.flush()
+	return err
+}

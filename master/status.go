@@ -1,0 +1,78 @@
+package master
+
+import (
+	"context"
+	"time"
+
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/systemd"
+	"github.com/forkd/forkd/workers"
+)
+
+// reporter tells systemd and the bus about status changes. The arbiter
+// hands it the latest status without blocking; its own goroutine talks to
+// systemd, so a slow NOTIFY_SOCKET never stalls the arbiter.
+type reporter struct {
+	notifier *systemd.Notifier
+	bus      *hooks.Bus
+	boot     time.Duration
+	latest   chan hooks.Status // capacity 1: only the newest status matters
+}
+
+func newReporter(n *systemd.Notifier, cfg *config.Config, bus *hooks.Bus) *reporter {
+	return &reporter{notifier: n, bus: bus, boot: cfg.Server.BootTimeout.Duration, latest: make(chan hooks.Status, 1)}
+}
+
+// observe is workers.Options.Observe: called on the arbiter goroutine.
+func (r *reporter) observe(s hooks.Status) {
+	if r.bus != nil {
+		r.bus.UpdateStatus(s)
+	}
+	for {
+		select {
+		case r.latest <- s:
+			return
+		default:
+			select {
+			case <-r.latest: // drop the stale one
+			default:
+			}
+		}
+	}
+}
+
+// run maps state transitions to sd_notify until ctx is done:
+// starting→running READY=1, →reloading RELOADING=1, reloading→running
+// READY=1, →stopping STOPPING=1, and STATUS= on every change.
+func (r *reporter) run(ctx context.Context) error {
+	prev := workers.StateStarting
+	text := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-r.latest:
+			t := workers.StatusText(s)
+			if s.State != prev {
+				switch s.State {
+				case workers.StateRunning:
+					_ = r.notifier.Ready(t)
+				case workers.StateReloading:
+					_ = r.notifier.Reloading()
+				case workers.StateStopping:
+					_ = r.notifier.Stopping()
+				}
+				prev = s.State
+			}
+			if s.State == workers.StateStarting && r.boot > 0 {
+				// A large generation may take a while: each step buys time.
+				_ = r.notifier.ExtendTimeout(r.boot + 10*time.Second)
+			}
+			if t != text {
+				_ = r.notifier.Status(t)
+				text = t
+			}
+		}
+	}
+}

@@ -1,0 +1,283 @@
+package systemd
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// receiver is a notify socket as systemd runs it: a unixgram socket with
+// SO_PASSCRED, so each datagram carries its sender's credentials.
+type receiver struct {
+	t    *testing.T
+	conn *net.UnixConn
+	addr string
+}
+
+// message is one datagram read by a receiver.
+type message struct {
+	text string
+	pid  int32
+	fds  []int
+	at   time.Time
+}
+
+// listenNotify starts a receiver at addr (a path, or "@name" for an
+// abstract socket) and points NOTIFY_SOCKET at it for the test.
+func listenNotify(t *testing.T, addr string) *receiver {
+	t.Helper()
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil || serr != nil {
+		t.Fatalf("SO_PASSCRED: %v %v", err, serr)
+	}
+	t.Setenv("NOTIFY_SOCKET", addr)
+	return &receiver{t: t, conn: conn, addr: addr}
+}
+
+// listenTemp starts a receiver on a socket file in t.TempDir().
+func listenTemp(t *testing.T) *receiver {
+	t.Helper()
+	return listenNotify(t, filepath.Join(t.TempDir(), "notify"))
+}
+
+// read returns the next datagram, failing the test if none arrives within
+// wait.
+func (r *receiver) read(wait time.Duration) message {
+	r.t.Helper()
+	m, err := r.tryRead(wait)
+	if err != nil {
+		r.t.Fatalf("no notify message within %v: %v", wait, err)
+	}
+	return m
+}
+
+// tryRead returns the next datagram or the error (a timeout) that came
+// instead within wait.
+func (r *receiver) tryRead(wait time.Duration) (message, error) {
+	r.t.Helper()
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(maxFDsPerMessage*4)+unix.CmsgSpace(unix.SizeofUcred))
+	if err := r.conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		r.t.Fatal(err)
+	}
+	n, oobn, _, _, err := r.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return message{}, err
+	}
+	m := message{text: string(buf[:n]), at: time.Now()}
+	cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		r.t.Fatalf("parse control messages: %v", err)
+	}
+	for _, c := range cmsgs {
+		if c.Header.Level != unix.SOL_SOCKET {
+			continue
+		}
+		switch c.Header.Type {
+		case unix.SCM_CREDENTIALS:
+			cred, err := unix.ParseUnixCredentials(&c)
+			if err != nil {
+				r.t.Fatalf("parse credentials: %v", err)
+			}
+			m.pid = cred.Pid
+		case unix.SCM_RIGHTS:
+			fds, err := unix.ParseUnixRights(&c)
+			if err != nil {
+				r.t.Fatalf("parse rights: %v", err)
+			}
+			m.fds = append(m.fds, fds...)
+			for _, fd := range fds {
+				fd := fd
+				r.t.Cleanup(func() { unix.Close(fd) })
+			}
+		}
+	}
+	return m, nil
+}
+
+// expectNothing fails the test if a datagram arrives within wait.
+func (r *receiver) expectNothing(wait time.Duration) {
+	r.t.Helper()
+	if m, err := r.tryRead(wait); err == nil {
+		r.t.Fatalf("unexpected notify message %q", m.text)
+	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+		r.t.Fatalf("read: %v", err)
+	}
+}
+
+const wait = 5 * time.Second
+
+func TestNotifier_Messages(t *testing.T) {
+	r := listenTemp(t)
+	n := NewNotifier()
+	if !n.Enabled() {
+		t.Fatal("Enabled() = false with NOTIFY_SOCKET set")
+	}
+	tests := []struct {
+		name string
+		send func() error
+		want string
+	}{
+		{"ready", func() error { return n.Ready("") }, "READY=1"},
+		{"ready with status", func() error { return n.Ready("4 workers, generation 1") }, "READY=1\nSTATUS=4 workers, generation 1"},
+		{"stopping", n.Stopping, "STOPPING=1"},
+		{"status", func() error { return n.Status("reloading: 2 of 4 ready") }, "STATUS=reloading: 2 of 4 ready"},
+		{"status is one line", func() error { return n.Status("a\nREADY=1\r\nb") }, "STATUS=a READY=1 b"},
+		{"extend timeout", func() error { return n.ExtendTimeout(90*time.Second + 1500*time.Nanosecond) }, "EXTEND_TIMEOUT_USEC=90000001"},
+		{"extend timeout negative", func() error { return n.ExtendTimeout(-time.Second) }, "EXTEND_TIMEOUT_USEC=0"},
+		{"errno", func() error { return n.Errno(int(unix.EADDRINUSE), "bind 127.0.0.1:8000: address in use") }, "STATUS=bind 127.0.0.1:8000: address in use\nERRNO=98"},
+		{"errno without status", func() error { return n.Errno(int(unix.ENOENT), "") }, "ERRNO=2"},
+		{"remove fds", func() error { return n.RemoveFDs("web") }, "FDSTOREREMOVE=1\nFDNAME=web"},
+		{"raw", func() error { return n.Notify("MAINPID=1234") }, "MAINPID=1234"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.send(); err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			m := r.read(wait)
+			if m.text != tt.want {
+				t.Errorf("message = %q, want %q", m.text, tt.want)
+			}
+			if int(m.pid) != os.Getpid() {
+				t.Errorf("sender pid = %d, want %d", m.pid, os.Getpid())
+			}
+		})
+	}
+}
+
+func TestNotifier_Reloading(t *testing.T) {
+	r := listenTemp(t)
+	n := NewNotifier()
+	before, err := monotonicUsec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Reloading(); err != nil {
+		t.Fatalf("Reloading: %v", err)
+	}
+	after, err := monotonicUsec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := r.read(wait)
+	lines := strings.Split(m.text, "\n")
+	if len(lines) != 2 || lines[0] != "RELOADING=1" || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
+		t.Fatalf("message = %q, want RELOADING=1 and MONOTONIC_USEC=", m.text)
+	}
+	usec, err := strconv.ParseUint(strings.TrimPrefix(lines[1], "MONOTONIC_USEC="), 10, 64)
+	if err != nil {
+		t.Fatalf("MONOTONIC_USEC: %v", err)
+	}
+	if usec < before || usec > after {
+		t.Errorf("MONOTONIC_USEC=%d, want within [%d, %d] (CLOCK_MONOTONIC around the call)", usec, before, after)
+	}
+	// The clock systemd compares against is CLOCK_MONOTONIC, not boot time
+	// or wall time: cross-check with the kernel's idea of it.
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		t.Fatal(err)
+	}
+	if boot := uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3; usec > boot {
+		t.Errorf("MONOTONIC_USEC=%d is ahead of CLOCK_BOOTTIME %d", usec, boot)
+	}
+}
+
+func TestNotifier_AbstractSocket(t *testing.T) {
+	addr := "@forkd-test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	r := listenNotify(t, addr)
+	n := NewNotifier()
+	if err := n.Ready("abstract"); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	if m := r.read(wait); m.text != "READY=1\nSTATUS=abstract" {
+		t.Errorf("message = %q", m.text)
+	}
+	// A path socket of the same name must not have been created.
+	if _, err := os.Stat(addr); !os.IsNotExist(err) {
+		t.Errorf("stat %s: %v, want not exist", addr, err)
+	}
+}
+
+func TestNotifier_Disabled(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	os.Unsetenv("NOTIFY_SOCKET")
+	t.Setenv("WATCHDOG_USEC", "1000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	n := NewNotifier()
+	if n.Enabled() {
+		t.Fatal("Enabled() = true without NOTIFY_SOCKET")
+	}
+	if d := n.WatchdogInterval(); d != 0 {
+		t.Errorf("WatchdogInterval() = %v, want 0 when disabled", d)
+	}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	calls := map[string]func() error{
+		"Ready":         func() error { return n.Ready("x") },
+		"Reloading":     n.Reloading,
+		"Stopping":      n.Stopping,
+		"Status":        func() error { return n.Status("x") },
+		"ExtendTimeout": func() error { return n.ExtendTimeout(time.Second) },
+		"Errno":         func() error { return n.Errno(1, "x") },
+		"StoreFDs":      func() error { return n.StoreFDs("x", f) },
+		"RemoveFDs":     func() error { return n.RemoveFDs("x") },
+		"Notify":        func() error { return n.Notify("READY=1") },
+	}
+	for name, call := range calls {
+		if err := call(); err != nil {
+			t.Errorf("%s without NOTIFY_SOCKET: %v, want nil", name, err)
+		}
+	}
+	var zero *Notifier
+	if err := zero.Ready(""); err != nil || zero.Enabled() {
+		t.Errorf("nil Notifier: Ready = %v, Enabled = %v", err, zero.Enabled())
+	}
+}
+
+func TestNotifier_ReadsEnvironmentOnce(t *testing.T) {
+	r := listenTemp(t)
+	n := NewNotifier()
+	// Changing or clearing the environment afterwards (forkd prepares its
+	// workers' environment) must not redirect or silence the Notifier.
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "elsewhere"))
+	if err := n.Stopping(); err != nil {
+		t.Fatalf("Stopping: %v", err)
+	}
+	if m := r.read(wait); m.text != "STOPPING=1" {
+		t.Errorf("message = %q, want STOPPING=1", m.text)
+	}
+}
+
+func TestNotifier_SendError(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "nobody-listens"))
+	n := NewNotifier()
+	err := n.Ready("x")
+	if err == nil {
+		t.Fatal("Ready to a missing socket: nil error")
+	}
+	if !strings.Contains(err.Error(), "READY=1") || !errors.Is(err, unix.ENOENT) {
+		t.Errorf("error = %v, want it to name the message and wrap ENOENT", err)
+	}
+}

@@ -1,0 +1,308 @@
+package workers
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	sdactivation "github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/hooks"
+)
+
+// TestMain lets the test binary play three parts besides running tests:
+// the exec-shim, a worker (FORKD_TEST_WORKER=mode) and a master
+// (FORKD_TEST_MASTER=1) — real processes, as forkd runs them.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == activation.ShimArg {
+		err := activation.Shim(os.Args[2:])
+		fmt.Fprintln(os.Stderr, "exec-shim:", err)
+		os.Exit(127)
+	}
+	if mode := os.Getenv("FORKD_TEST_WORKER"); mode != "" {
+		os.Exit(runWorker(mode))
+	}
+	if os.Getenv("FORKD_TEST_MASTER") != "" {
+		os.Exit(runMaster())
+	}
+	os.Exit(m.Run())
+}
+
+// runWorker is a worker written against the plain systemd protocols
+// (go-systemd, unmodified). Each connection gets one line describing the
+// worker. Modes:
+//
+//	serve         READY=1, heartbeats, exits 0 on TERM, 42 on USR1
+//	exit1         exits 1 at once
+//	hang-boot     serves but never sends READY=1
+//	no-heartbeat  READY=1, then no heartbeat
+//	ignore-term   like serve, but ignores TERM
+func runWorker(mode string) int {
+	if mode == "exit1" {
+		return 1
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGQUIT, syscall.SIGINT)
+	if mode == "ignore-term" {
+		signal.Reset(syscall.SIGTERM)
+		signal.Ignore(syscall.SIGTERM)
+	}
+	listenPID := os.Getenv("LISTEN_PID")
+	files := sdactivation.Files(true)
+	line := fmt.Sprintf("pid=%d id=%s gen=%s instance=%s listen_pid=%s fds=%d\n", os.Getpid(),
+		os.Getenv("FORKD_WORKER_ID"), os.Getenv("FORKD_GENERATION"), os.Getenv("FORKD_INSTANCE"),
+		listenPID, len(files))
+	for _, f := range files {
+		l, err := net.FileListener(f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			return 3
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte(line))
+				c.Close()
+			}
+		}()
+	}
+	var tick <-chan time.Time
+	if mode != "hang-boot" {
+		daemon.SdNotify(false, daemon.SdNotifyReady)
+		if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 && mode != "no-heartbeat" {
+			tick = time.NewTicker(d / 4).C
+		}
+	}
+	for {
+		select {
+		case <-tick:
+			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGUSR1:
+				return 42
+			default:
+				return 0
+			}
+		}
+	}
+}
+
+// runMaster runs a pool of two serving workers, prints their pids on
+// stdout once they are ready, and waits to be killed.
+func runMaster() int {
+	exe, _ := os.Executable()
+	ready := make(chan hooks.Status, 16)
+	p := New(Options{
+		Config: testConfig(exe, "serve", 2),
+		Observe: func(s hooks.Status) {
+			select {
+			case ready <- s:
+			default:
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	for s := range ready {
+		if s.ReadyWorkers == 2 {
+			break
+		}
+	}
+	list, err := p.ListWorkers(ctx)
+	if err != nil {
+		return 1
+	}
+	for _, w := range list {
+		fmt.Println(w.PID)
+	}
+	select {}
+}
+
+// testConfig is a config running the test binary as a worker in mode.
+func testConfig(exe, mode string, n int) *config.Config {
+	c := &config.Config{}
+	c.Server = config.Server{
+		Name:            "test",
+		Workers:         n,
+		Timeout:         config.Duration{Duration: 10 * time.Second},
+		GracefulTimeout: config.Duration{Duration: 10 * time.Second},
+		BootTimeout:     config.Duration{Duration: 10 * time.Second},
+		KillTimeout:     config.Duration{Duration: 5 * time.Second},
+	}
+	c.Worker = config.Worker{
+		Command: exe,
+		Env:     map[string]string{"FORKD_TEST_WORKER": mode, "GOTRACEBACK": "none"},
+		Ready:   config.ReadyNotify,
+	}
+	return c
+}
+
+// recorder is a hooks.Sink that keeps every event for the test.
+type recorder struct{ ch chan hooks.Event }
+
+func newRecorder() *recorder { return &recorder{ch: make(chan hooks.Event, 1<<14)} }
+
+func (r *recorder) Emit(e hooks.Event) {
+	select {
+	case r.ch <- e:
+	default:
+		panic("recorder full")
+	}
+}
+
+// wait returns the next event matching ok, failing the test after d.
+func (r *recorder) wait(t *testing.T, d time.Duration, what string, ok func(hooks.Event) bool) hooks.Event {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		select {
+		case e := <-r.ch:
+			if ok(e) {
+				return e
+			}
+		case <-deadline.C:
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+	}
+}
+
+// is matches events of hook h.
+func is(h hooks.Hook) func(hooks.Event) bool {
+	return func(e hooks.Event) bool { return e.Hook == h }
+}
+
+// harness runs a pool in a test and stops it at the end.
+type harness struct {
+	t      *testing.T
+	pool   *Pool
+	rec    *recorder
+	sigs   chan os.Signal
+	addr   string
+	cancel context.CancelFunc
+	ran    chan error
+}
+
+// start runs a pool of cfg with one TCP socket on 127.0.0.1:0.
+func start(t *testing.T, cfg *config.Config, tweak func(*Options)) *harness {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	h := &harness{t: t, rec: newRecorder(), sigs: make(chan os.Signal, 8), addr: l.Addr().String(), ran: make(chan error, 1)}
+	opts := Options{
+		Config:    cfg,
+		Sockets:   []activation.Socket{{Name: "test", Addr: "tcp://" + h.addr, File: f}},
+		Signals:   h.sigs,
+		Hooks:     h.rec,
+		NotifyDir: t.TempDir(),
+		MinUptime: time.Nanosecond,
+	}
+	if testing.Verbose() {
+		opts.Logger = testLogger(t)
+	}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	h.pool = New(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.ran <- h.pool.Run(ctx) }()
+	t.Cleanup(func() {
+		h.stop()
+		f.Close()
+	})
+	return h
+}
+
+// stop cancels the pool and waits for Run to return.
+func (h *harness) stop() error {
+	h.t.Helper()
+	h.cancel()
+	select {
+	case err, ok := <-h.ran:
+		if ok {
+			close(h.ran)
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		h.t.Fatal("pool did not stop within 30s")
+		return nil
+	}
+}
+
+// dial connects to the shared socket and returns the answering worker's
+// description.
+func (h *harness) dial() map[string]string {
+	h.t.Helper()
+	c, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+	if err != nil {
+		h.t.Fatalf("dial: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		h.t.Fatalf("read from worker: %v", err)
+	}
+	m := map[string]string{}
+	for _, f := range strings.Fields(line) {
+		k, v, _ := strings.Cut(f, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// pids returns the pids of the live workers that are not being stopped.
+func (h *harness) pids() map[int]bool {
+	h.t.Helper()
+	list, err := h.pool.ListWorkers(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	m := map[int]bool{}
+	for _, w := range list {
+		if w.State != "stopping" {
+			m[w.PID] = true
+		}
+	}
+	return m
+}
+
+// waitReady waits for n post_worker_init events and returns their pids.
+func (h *harness) waitReady(n int) []int {
+	h.t.Helper()
+	var pids []int
+	for len(pids) < n {
+		e := h.rec.wait(h.t, 20*time.Second, fmt.Sprintf("%d workers ready", n), is(hooks.PostWorkerInit))
+		pids = append(pids, e.PID)
+	}
+	return pids
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}

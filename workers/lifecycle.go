@@ -1,0 +1,267 @@
+package workers
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/hooks"
+)
+
+// stopMode is how the pool stops its workers.
+type stopMode int
+
+const (
+	stopGraceful stopMode = iota // TERM, KILL after graceful_timeout
+	stopQuick                    // INT/QUIT, KILL after kill_timeout
+)
+
+// generationProgress advances the pool when g gained a ready worker: the
+// first generation makes the instance ready, a reload's new generation
+// takes over from the old one once all of it serves.
+func (p *Pool) generationProgress(g *generation) {
+	switch {
+	case g == p.current && !g.announced && g.readyCount() >= g.minReady:
+		g.announced = true
+		p.everReady = true
+		if p.state == StateStarting {
+			p.state = StateRunning
+		}
+		p.log.Info("ready", "generation", g.id,
+			"ready_workers", g.readyCount(), "workers", g.target)
+		p.emit(hooks.Event{Hook: hooks.WhenReady, Generation: g.id, Workers: g.target})
+	case g == p.pending && g.full():
+		p.promote()
+	}
+}
+
+// promote makes the pending generation current and stops the old one.
+func (p *Pool) promote() {
+	old, g := p.current, p.pending
+	p.current, p.pending = g, nil
+	g.announced = true
+	p.state = StateRunning
+	for id, w := range old.slots {
+		if w != nil {
+			p.retire(w, syscall.SIGTERM, old.cfg.Server.GracefulTimeout.Duration, "replaced by generation "+fmt.Sprint(g.id))
+		}
+		if t := old.respawn[id]; t != nil {
+			t.Stop()
+			old.respawn[id] = nil
+		}
+	}
+	p.log.Info("reload done", "generation", g.id, "workers", g.target)
+	p.emit(hooks.Event{Hook: hooks.WhenReady, Generation: g.id, Workers: g.target})
+	if g.target != old.target {
+		p.emit(hooks.Event{Hook: hooks.NworkersChanged, Generation: g.id, Workers: g.target, OldWorkers: old.target})
+	}
+	for _, c := range g.whenDone {
+		c <- nil
+	}
+	g.whenDone = nil
+	p.observe()
+}
+
+// failReload rolls back a reload whose generation did not come up: its
+// workers are stopped and the current generation keeps serving.
+func (p *Pool) failReload(err error) {
+	g := p.pending
+	if g == nil {
+		return
+	}
+	p.pending = nil
+	if p.state == StateReloading {
+		p.state = StateRunning
+	}
+	for id, w := range g.slots {
+		if w != nil {
+			p.retire(w, syscall.SIGKILL, g.cfg.Server.KillTimeout.Duration, "reload rolled back")
+		}
+		if t := g.respawn[id]; t != nil {
+			t.Stop()
+			g.respawn[id] = nil
+		}
+	}
+	err = fmt.Errorf("reload failed, generation %d still serving: %w", p.current.id, err)
+	p.log.Error("reload failed", "generation", g.id, "err", err)
+	for _, c := range g.whenDone {
+		c <- err
+	}
+	g.whenDone = nil
+	p.observe()
+}
+
+// reload re-reads the config and starts a new generation beside the
+// current one; reply (buffered) receives the outcome when it is known.
+func (p *Pool) reload(reply chan error) {
+	switch {
+	case p.stopping:
+		reply <- ErrStopping
+		return
+	case p.pending != nil:
+		// A reload already runs: wait for its outcome rather than stack another.
+		p.pending.whenDone = append(p.pending.whenDone, reply)
+		return
+	}
+	old := p.current
+	p.emit(hooks.Event{Hook: hooks.OnReload, Generation: old.id})
+	cfg := old.cfg
+	if p.opts.Load != nil {
+		c, err := p.opts.Load()
+		if err != nil {
+			err = fmt.Errorf("reload rejected, generation %d still serving: %w", old.id, err)
+			p.log.Error("reload rejected", "err", err)
+			reply <- err
+			return
+		}
+		cfg = c
+	}
+	if cfg.Server.Name != old.cfg.Server.Name {
+		p.log.Warn("server.name cannot change on reload; keeping the old one", "name", old.cfg.Server.Name)
+		cfg.Server.Name = old.cfg.Server.Name
+	}
+	n := cfg.Server.Workers
+	if n == old.cfg.Server.Workers {
+		n = old.target // keep TTIN/TTOU/SetWorkers changes unless the config changed workers
+	}
+	g := p.newGeneration(cfg, n)
+	g.whenDone = append(g.whenDone, reply)
+	p.pending = g
+	p.state = StateReloading
+	p.log.Info("reloading", "generation", g.id, "workers", n)
+	p.observe()
+	if n == 0 {
+		p.promote()
+		return
+	}
+	p.fillSlots(g)
+}
+
+// scale sets the current generation's target worker count.
+func (p *Pool) scale(n int) error {
+	switch {
+	case p.stopping:
+		return ErrStopping
+	case p.pending != nil:
+		return ErrReloading
+	case n < 0 || n > maxWorkers:
+		return fmt.Errorf("workers: count %d out of range 0…%d", n, maxWorkers)
+	}
+	g := p.current
+	old := g.target
+	if n == old {
+		return nil
+	}
+	g.target = n
+	g.grow(n)
+	if g.minReady > n || g.cfg.Server.MinReady <= 0 {
+		g.minReady = n
+	}
+	for id := n; id < len(g.slots); id++ {
+		if w := g.slots[id]; w != nil {
+			p.retire(w, syscall.SIGTERM, g.cfg.Server.GracefulTimeout.Duration, "scaled down")
+		}
+		if t := g.respawn[id]; t != nil {
+			t.Stop()
+			g.respawn[id] = nil
+		}
+		g.failures[id] = 0
+	}
+	p.log.Info("workers changed", "old", old, "new", n)
+	p.emit(hooks.Event{Hook: hooks.NworkersChanged, Generation: g.id, Workers: n, OldWorkers: old})
+	p.fillSlots(g)
+	p.observe()
+	return nil
+}
+
+// maxWorkers bounds SetWorkers and TTIN.
+const maxWorkers = 4096
+
+// stop stops every worker: mode says how; the loop returns once all exited.
+func (p *Pool) stop(mode stopMode, why string) {
+	sig, grace := syscall.SIGTERM, p.current.cfg.Server.GracefulTimeout.Duration
+	if mode == stopQuick {
+		sig, grace = syscall.SIGQUIT, p.current.cfg.Server.KillTimeout.Duration
+	}
+	if p.stopping {
+		if mode != stopQuick {
+			return
+		}
+		// A quick stop during a graceful one hurries it up.
+	}
+	p.stopping = true
+	p.state = StateStopping
+	p.log.Info("stopping", "reason", why, "signal", unix.SignalName(sig),
+		"grace", grace, "workers", len(p.byPID))
+	if p.pending != nil {
+		p.failReload(ErrStopping)
+	}
+	for _, g := range []*generation{p.current} {
+		for id := range g.respawn {
+			if t := g.respawn[id]; t != nil {
+				t.Stop()
+				g.respawn[id] = nil
+			}
+		}
+	}
+	for _, w := range p.byPID {
+		if mode == stopQuick {
+			p.emit(hooks.Event{Hook: hooks.WorkerInt, Generation: w.gen.id, WorkerID: w.id, PID: w.pid,
+				Signal: int(sig), Reason: why})
+		}
+		if w.phase == phaseStopping && mode == stopGraceful {
+			continue // already on its way out, with its own deadline
+		}
+		p.retire(w, sig, grace, why)
+	}
+	p.observe()
+}
+
+// handleSignal maps the master's signals to actions, as Gunicorn does.
+func (p *Pool) handleSignal(sig os.Signal) {
+	s, _ := sig.(syscall.Signal)
+	p.log.Info("signal", "signal", unix.SignalName(s))
+	switch s {
+	case syscall.SIGHUP:
+		reply := make(chan error, 1)
+		p.reload(reply)
+		go func() {
+			if err := <-reply; err != nil && !errors.Is(err, ErrStopping) {
+				p.log.Debug("HUP reload finished", "err", err)
+			}
+		}()
+	case syscall.SIGTTIN:
+		if err := p.scale(p.current.target + 1); err != nil {
+			p.log.Warn("TTIN ignored", "err", err)
+		}
+	case syscall.SIGTTOU:
+		if p.current.target <= 1 {
+			p.log.Warn("TTOU ignored: already at one worker")
+			return
+		}
+		if err := p.scale(p.current.target - 1); err != nil {
+			p.log.Warn("TTOU ignored", "err", err)
+		}
+	case syscall.SIGWINCH:
+		if err := p.scale(0); err != nil {
+			p.log.Warn("WINCH ignored", "err", err)
+		}
+	case syscall.SIGTERM:
+		p.stop(stopGraceful, "SIGTERM")
+	case syscall.SIGINT, syscall.SIGQUIT:
+		p.stop(stopQuick, unix.SignalName(s))
+	case syscall.SIGUSR1:
+		for _, w := range p.byPID {
+			p.signal(w, syscall.SIGUSR1)
+		}
+	case syscall.SIGUSR2:
+		p.log.Warn("USR2 (in-place upgrade) is not supported yet; ignored")
+	}
+}
+
+// now is the pool's clock.
+func (p *Pool) now() time.Time { return time.Now() }

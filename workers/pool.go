@@ -1,0 +1,238 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/hooks"
+)
+
+// Errors returned by the pool's control methods.
+var (
+	// ErrClosed is returned by control methods once Run has returned.
+	ErrClosed = errors.New("workers: pool closed")
+	// ErrReloading is returned when a reload or a scale request arrives
+	// while a reload is in progress.
+	ErrReloading = errors.New("workers: reload in progress")
+	// ErrStopping is returned for requests made while the pool stops.
+	ErrStopping = errors.New("workers: stopping")
+)
+
+// States of the pool, as reported in Status.State.
+const (
+	StateStarting  = "starting"
+	StateRunning   = "running"
+	StateReloading = "reloading"
+	StateStopping  = "stopping"
+)
+
+// Options configure a Pool.
+type Options struct {
+	// Config is the configuration of the first generation. Required.
+	Config *config.Config
+	// Sockets are handed to every worker as fds 3….
+	Sockets []activation.Socket
+	// Load re-reads the configuration for a reload; nil reuses Config.
+	Load func() (*config.Config, error)
+	// Signals delivers the signals the master received (HUP, TTIN, TTOU,
+	// TERM, INT, QUIT, USR1, USR2, WINCH); nil means none.
+	Signals <-chan os.Signal
+	// Hooks receives every hook event; it must not block. May be nil.
+	Hooks hooks.Sink
+	// Observe is called from the arbiter's goroutine whenever the pool's
+	// Status changes; it must not block. May be nil.
+	Observe func(hooks.Status)
+	// Logger receives the pool's log; nil discards.
+	Logger *slog.Logger
+	// Shim is the executable that implements the exec-shim (forkd itself).
+	// Default "/proc/self/exe".
+	Shim string
+	// NotifyDir is where the pool creates its private directory holding the
+	// notify socket. Default $RUNTIME_DIRECTORY, else os.TempDir().
+	NotifyDir string
+	// Stdout and Stderr are the workers' standard output and error.
+	// Default the master's.
+	Stdout, Stderr *os.File
+	// MinUptime is how long a worker must have served for its exit to
+	// count as a fresh start rather than a failure (backoff). Default 1s.
+	MinUptime time.Duration
+}
+
+// Stats are counters for diagnostics and tests.
+type Stats struct {
+	// Spawned counts worker processes started.
+	Spawned int
+	// IgnoredNotify counts notify messages from processes that are not
+	// workers.
+	IgnoredNotify int
+}
+
+// Pool is the arbiter. Create it with New, run it with Run; the control
+// methods may be called from any goroutine while Run runs.
+type Pool struct {
+	opts Options
+	log  *slog.Logger
+
+	// Channels into the arbiter loop.
+	exits    chan exitEvent
+	notes    chan note
+	timers   chan timerEvent
+	requests chan request
+	done     chan struct{} // closed when Run returns
+
+	// State below is owned by the Run goroutine.
+	state     string
+	current   *generation
+	pending   *generation // a reload's new generation, until it is ready
+	retiring  map[*worker]bool
+	byPID     map[int]*worker
+	nextGen   uint64
+	stopping  bool
+	stopErr   error
+	notifyDir string
+	notifyAdr string
+	devnull   *os.File
+	stats     Stats
+	everReady bool
+}
+
+// New returns a pool for opts; Run starts it.
+func New(opts Options) *Pool {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Shim == "" {
+		opts.Shim = "/proc/self/exe"
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	if opts.MinUptime == 0 {
+		opts.MinUptime = time.Second
+	}
+	return &Pool{
+		opts:     opts,
+		log:      opts.Logger,
+		exits:    make(chan exitEvent, 64),
+		notes:    make(chan note, 1024),
+		timers:   make(chan timerEvent, 64),
+		requests: make(chan request),
+		done:     make(chan struct{}),
+		state:    StateStarting,
+		retiring: make(map[*worker]bool),
+		byPID:    make(map[int]*worker),
+	}
+}
+
+// Run starts the first generation and arbitrates until the pool has
+// stopped: after TERM, INT or QUIT, or when ctx is cancelled (a graceful
+// stop, not an error). Every worker has exited when Run returns.
+func (p *Pool) Run(ctx context.Context) error {
+	defer close(p.done)
+	if p.opts.Config == nil {
+		return errors.New("workers: no config")
+	}
+	// Workers get SIGKILL as their parent-death signal, which Linux delivers
+	// when the *thread* that forked them exits. Pin this goroutine to its
+	// thread for good: the thread then lives exactly as long as Run.
+	runtime.LockOSThread()
+
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	p.devnull = devnull
+	defer devnull.Close()
+
+	ns, err := listenNotify(p.opts.NotifyDir)
+	if err != nil {
+		return err
+	}
+	p.notifyDir, p.notifyAdr = ns.dir, ns.path
+	defer ns.close()
+	go ns.read(p.notes, p.done)
+
+	p.nextGen = 1
+	p.current = p.newGeneration(p.opts.Config, p.opts.Config.Server.Workers)
+	p.log.Info("starting", "workers", p.current.target,
+		"generation", p.current.id, "notify_socket", p.notifyAdr)
+	p.fillSlots(p.current)
+	p.observe()
+
+	ctxDone := ctx.Done()
+	for {
+		if p.stopping && len(p.byPID) == 0 {
+			p.log.Info("stopped")
+			return p.stopErr
+		}
+		select {
+		case <-ctxDone:
+			ctxDone = nil
+			p.stop(stopGraceful, "stop requested")
+		case sig := <-p.opts.Signals:
+			p.handleSignal(sig)
+		case ev := <-p.exits:
+			p.handleExit(ev)
+		case n := <-p.notes:
+			p.handleNote(n)
+		case t := <-p.timers:
+			p.handleTimer(t)
+		case req := <-p.requests:
+			p.handleRequest(req)
+		}
+	}
+}
+
+func (p *Pool) instance() string { return p.opts.Config.Server.Name }
+
+// emit sends a hook event to the sinks.
+func (p *Pool) emit(e hooks.Event) {
+	if p.opts.Hooks == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Instance = p.instance()
+	p.opts.Hooks.Emit(e)
+}
+
+// status is the pool's current Status.
+func (p *Pool) status() hooks.Status {
+	s := hooks.Status{State: p.state}
+	if g := p.current; g != nil {
+		s.Generation = g.id
+		s.Workers = g.target
+		s.ReadyWorkers = g.readyCount()
+	}
+	return s
+}
+
+// observe reports the status to Options.Observe.
+func (p *Pool) observe() {
+	if p.opts.Observe != nil {
+		p.opts.Observe(p.status())
+	}
+}
+
+// StatusText is a one-line human summary of s, as sent in sd_notify STATUS=.
+func StatusText(s hooks.Status) string {
+	switch s.State {
+	case StateStopping:
+		return fmt.Sprintf("stopping, %d workers ready, generation %d", s.ReadyWorkers, s.Generation)
+	case StateReloading:
+		return fmt.Sprintf("reloading, %d/%d workers ready, generation %d", s.ReadyWorkers, s.Workers, s.Generation)
+	default:
+		return fmt.Sprintf("%d/%d workers ready, generation %d", s.ReadyWorkers, s.Workers, s.Generation)
+	}
+}

@@ -1,0 +1,509 @@
+package workers
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/hooks"
+)
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func exe(t *testing.T) string {
+	t.Helper()
+	p, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// gone waits until pid no longer runs (exited, maybe a zombie of someone
+// else's) and fails the test after d.
+func gone(t *testing.T, pid int, d time.Duration) {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, int(d.Milliseconds()))
+	if err != nil || n != 1 {
+		t.Fatalf("pid %d still running after %s (poll: %d, %v)", pid, d, n, err)
+	}
+}
+
+func TestPool_StartServeStop(t *testing.T) {
+	fdsBefore := countFDs(t)
+	h := start(t, testConfig(exe(t), "serve", 4), nil)
+	pids := h.waitReady(4)
+	e := h.rec.wait(t, 5*time.Second, "when_ready", is(hooks.WhenReady))
+	if e.Generation != 1 || e.Workers != 4 {
+		t.Errorf("when_ready = %+v, want generation 1, 4 workers", e)
+	}
+	live := h.pids()
+	if len(live) != 4 {
+		t.Fatalf("ListWorkers: %d workers, want 4", len(live))
+	}
+	ids := map[string]bool{}
+	for range 20 {
+		m := h.dial()
+		pid := atoi(m["pid"])
+		if !live[pid] {
+			t.Fatalf("answer from pid %d, not a worker (%v)", pid, live)
+		}
+		if m["listen_pid"] != m["pid"] {
+			t.Errorf("LISTEN_PID=%s in worker %s: must be the worker's own pid", m["listen_pid"], m["pid"])
+		}
+		if m["fds"] != "1" || m["gen"] != "1" || m["instance"] != "test" {
+			t.Errorf("worker env: %v", m)
+		}
+		ids[m["id"]] = true
+	}
+	for id := range ids {
+		if n := atoi(id); n < 0 || n > 3 {
+			t.Errorf("FORKD_WORKER_ID=%s out of 0…3", id)
+		}
+	}
+	s, err := h.pool.Status(context.Background())
+	if err != nil || s.State != StateRunning || s.ReadyWorkers != 4 || s.Workers != 4 {
+		t.Errorf("Status = %+v, %v", s, err)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, pid := range pids {
+		gone(t, pid, time.Second)
+	}
+	if n := countFDs(t); n > fdsBefore+1 { // +1: the harness's socket, closed in Cleanup
+		t.Errorf("fd leak: %d open before, %d after", fdsBefore, n)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestPool_KilledWorkerIsReplaced(t *testing.T) {
+	h := start(t, testConfig(exe(t), "serve", 2), nil)
+	pids := h.waitReady(2)
+	victim := pids[0]
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e := h.rec.wait(t, 5*time.Second, "child_exit of the victim", func(e hooks.Event) bool {
+		return e.Hook == hooks.ChildExit && e.PID == victim
+	})
+	if e.Signal != int(syscall.SIGKILL) || e.ExitCode != -1 {
+		t.Errorf("child_exit = %+v, want signal 9", e)
+	}
+	slot := e.WorkerID
+	r := h.rec.wait(t, 5*time.Second, "replacement ready", is(hooks.PostWorkerInit))
+	if r.WorkerID != slot || r.PID == victim {
+		t.Errorf("replacement = %+v, want slot %d and a new pid", r, slot)
+	}
+	if live := h.pids(); len(live) != 2 || live[victim] {
+		t.Errorf("workers after replacement: %v", live)
+	}
+}
+
+func TestPool_ExitAtOnceBacksOff(t *testing.T) {
+	h := start(t, testConfig(exe(t), "exit1", 1), nil)
+	var forks []time.Time
+	for len(forks) < 4 {
+		h.rec.wait(t, 10*time.Second, "pre_fork", is(hooks.PreFork))
+		forks = append(forks, time.Now())
+	}
+	// Retries wait 100ms, 200ms, 400ms: never a tight loop.
+	for i := 1; i < len(forks); i++ {
+		if gap, min := forks[i].Sub(forks[i-1]), backoff(i)-10*time.Millisecond; gap < min {
+			t.Errorf("spawn %d came %s after the previous one, want ≥ %s", i+1, gap, min)
+		}
+	}
+	st, err := h.pool.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Spawned > 5 {
+		t.Errorf("spawned %d processes, want ≤ 5", st.Spawned)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
+	for i, w := range want {
+		if got := backoff(i + 1); got != w {
+			t.Errorf("backoff(%d) = %s, want %s", i+1, got, w)
+		}
+	}
+	if got := backoff(100); got != 30*time.Second {
+		t.Errorf("backoff(100) = %s, want the 30s cap", got)
+	}
+}
+
+func TestPool_CommandMissing(t *testing.T) {
+	cfg := testConfig(exe(t), "serve", 1)
+	cfg.Worker.Command = filepath.Join(t.TempDir(), "no-such-program")
+	h := start(t, cfg, nil)
+	h.rec.wait(t, 5*time.Second, "pre_fork", is(hooks.PreFork))
+	h.rec.wait(t, 5*time.Second, "retry", is(hooks.PreFork))
+	st, err := h.pool.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Spawned != 0 {
+		t.Errorf("spawned %d processes for a missing command", st.Spawned)
+	}
+	if err := h.stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func TestPool_BootTimeout(t *testing.T) {
+	cfg := testConfig(exe(t), "hang-boot", 1)
+	cfg.Server.BootTimeout.Duration = 300 * time.Millisecond
+	cfg.Server.KillTimeout.Duration = 300 * time.Millisecond
+	h := start(t, cfg, nil)
+	f := h.rec.wait(t, 5*time.Second, "post_fork", is(hooks.PostFork))
+	a := h.rec.wait(t, 5*time.Second, "worker_abort", is(hooks.WorkerAbort))
+	if a.PID != f.PID || !strings.Contains(a.Reason, "boot timeout") || a.Signal != int(syscall.SIGABRT) {
+		t.Errorf("worker_abort = %+v", a)
+	}
+	h.rec.wait(t, 5*time.Second, "child_exit", func(e hooks.Event) bool {
+		return e.Hook == hooks.ChildExit && e.PID == f.PID
+	})
+}
+
+func TestPool_HeartbeatTimeout(t *testing.T) {
+	cfg := testConfig(exe(t), "no-heartbeat", 1)
+	cfg.Server.Timeout.Duration = 300 * time.Millisecond
+	cfg.Server.KillTimeout.Duration = 300 * time.Millisecond
+	h := start(t, cfg, nil)
+	pid := h.waitReady(1)[0]
+	a := h.rec.wait(t, 5*time.Second, "worker_abort", is(hooks.WorkerAbort))
+	if a.PID != pid || !strings.Contains(a.Reason, "timeout") {
+		t.Errorf("worker_abort = %+v, want pid %d", a, pid)
+	}
+	// The replacement starts at once, before the hung worker is gone.
+	r := h.rec.wait(t, 5*time.Second, "replacement", is(hooks.PostFork))
+	if r.PID == pid {
+		t.Errorf("replacement has the hung worker's pid")
+	}
+	gone(t, pid, 5*time.Second)
+}
+
+func TestPool_HeartbeatsKeepWorkerAlive(t *testing.T) {
+	cfg := testConfig(exe(t), "serve", 1)
+	cfg.Server.Timeout.Duration = 200 * time.Millisecond
+	h := start(t, cfg, nil)
+	h.waitReady(1)
+	// Heartbeats every 50ms: over 1s (5 timeouts) no abort may happen.
+	deadline := time.After(time.Second)
+	for {
+		select {
+		case e := <-h.rec.ch:
+			if e.Hook == hooks.WorkerAbort || e.Hook == hooks.ChildExit {
+				t.Fatalf("heartbeating worker got %s: %+v", e.Hook, e)
+			}
+		case <-deadline:
+			return
+		}
+	}
+}
+
+func TestPool_IgnoredTermGetsKilled(t *testing.T) {
+	cfg := testConfig(exe(t), "ignore-term", 1)
+	cfg.Server.GracefulTimeout.Duration = 300 * time.Millisecond
+	h := start(t, cfg, nil)
+	pid := h.waitReady(1)[0]
+	h.sigs <- syscall.SIGTERM
+	e := h.rec.wait(t, 5*time.Second, "child_exit", is(hooks.ChildExit))
+	if e.PID != pid || e.Signal != int(syscall.SIGKILL) {
+		t.Errorf("child_exit = %+v, want pid %d killed by KILL", e, pid)
+	}
+	select {
+	case err := <-h.ran:
+		close(h.ran)
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after TERM")
+	}
+}
+
+func TestPool_IgnoresForeignNotify(t *testing.T) {
+	dir := t.TempDir()
+	h := start(t, testConfig(exe(t), "hang-boot", 1), func(o *Options) { o.NotifyDir = dir })
+	h.rec.wait(t, 5*time.Second, "post_fork", is(hooks.PostFork))
+	socks, _ := filepath.Glob(filepath.Join(dir, "forkd-*", "notify"))
+	if len(socks) != 1 {
+		t.Fatalf("notify socket not found in %s: %v", dir, socks)
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: socks[0], Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("READY=1\nWATCHDOG=1")); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(5 * time.Second)
+	for {
+		st, err := h.pool.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.IgnoredNotify == 1 {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the foreign message was never processed")
+		}
+	}
+	s, _ := h.pool.Status(context.Background())
+	if s.ReadyWorkers != 0 || s.State != StateStarting {
+		t.Errorf("a message from a non-worker changed the pool: %+v", s)
+	}
+}
+
+func TestPool_Signals(t *testing.T) {
+	h := start(t, testConfig(exe(t), "serve", 2), nil)
+	h.waitReady(2)
+
+	t.Run("TTIN", func(t *testing.T) {
+		h.sigs <- syscall.SIGTTIN
+		e := h.rec.wait(t, 5*time.Second, "nworkers_changed", is(hooks.NworkersChanged))
+		if e.OldWorkers != 2 || e.Workers != 3 {
+			t.Errorf("nworkers_changed = %+v, want 2 → 3", e)
+		}
+		h.waitReady(1)
+	})
+	t.Run("TTOU", func(t *testing.T) {
+		h.sigs <- syscall.SIGTTOU
+		e := h.rec.wait(t, 5*time.Second, "nworkers_changed", is(hooks.NworkersChanged))
+		if e.OldWorkers != 3 || e.Workers != 2 {
+			t.Errorf("nworkers_changed = %+v, want 3 → 2", e)
+		}
+		x := h.rec.wait(t, 5*time.Second, "worker_exit", is(hooks.WorkerExit))
+		if x.WorkerID != 2 || x.ExitCode != 0 {
+			t.Errorf("scaled-down worker_exit = %+v, want slot 2, clean exit", x)
+		}
+	})
+	t.Run("USR1 is forwarded", func(t *testing.T) {
+		before := h.pids()
+		h.sigs <- syscall.SIGUSR1
+		for range before {
+			e := h.rec.wait(t, 5*time.Second, "child_exit", is(hooks.ChildExit))
+			if !before[e.PID] || e.ExitCode != 42 {
+				t.Errorf("child_exit = %+v, want a worker exiting 42 after USR1", e)
+			}
+		}
+		h.waitReady(len(before))
+	})
+	t.Run("HUP reloads", func(t *testing.T) {
+		before := h.pids()
+		h.sigs <- syscall.SIGHUP
+		e := h.rec.wait(t, 10*time.Second, "when_ready of generation 2", is(hooks.WhenReady))
+		if e.Generation != 2 || e.Workers != 2 {
+			t.Errorf("when_ready = %+v", e)
+		}
+		for pid := range before {
+			gone(t, pid, 10*time.Second)
+		}
+		m := h.dial()
+		if m["gen"] != "2" || before[atoi(m["pid"])] {
+			t.Errorf("after reload a request reached %v", m)
+		}
+	})
+	t.Run("WINCH stops the workers, keeps the master", func(t *testing.T) {
+		before := h.pids()
+		h.sigs <- syscall.SIGWINCH
+		for pid := range before {
+			gone(t, pid, 10*time.Second)
+		}
+		h.rec.wait(t, 5*time.Second, "nworkers_changed to 0", func(e hooks.Event) bool {
+			return e.Hook == hooks.NworkersChanged && e.Workers == 0
+		})
+		s, err := h.pool.Status(context.Background())
+		if err != nil || s.Workers != 0 || s.State != StateRunning {
+			t.Errorf("Status = %+v, %v", s, err)
+		}
+	})
+	t.Run("INT stops quickly", func(t *testing.T) {
+		if err := h.pool.SetWorkers(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		pid := h.waitReady(1)[0]
+		h.sigs <- syscall.SIGINT
+		h.rec.wait(t, 5*time.Second, "worker_int", is(hooks.WorkerInt))
+		gone(t, pid, 5*time.Second)
+		select {
+		case err := <-h.ran:
+			close(h.ran)
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not return after INT")
+		}
+	})
+}
+
+func TestPool_ReloadRollsBack(t *testing.T) {
+	cfg := testConfig(exe(t), "serve", 2)
+	next := make(chan *config.Config, 1)
+	h := start(t, cfg, func(o *Options) {
+		o.Load = func() (*config.Config, error) {
+			select {
+			case c := <-next:
+				return c, nil
+			default:
+				return nil, errors.New("demo.toml:3:11: server.workers: must be between 1 and 4096, got 0")
+			}
+		}
+	})
+	h.waitReady(2)
+	before := h.pids()
+
+	t.Run("invalid config changes nothing", func(t *testing.T) {
+		err := h.pool.Reload(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "server.workers") {
+			t.Fatalf("Reload = %v, want the config error", err)
+		}
+		if after := h.pids(); !samePIDs(before, after) {
+			t.Errorf("workers changed: %v → %v", before, after)
+		}
+	})
+	t.Run("crashing generation is rolled back", func(t *testing.T) {
+		next <- testConfig(exe(t), "exit1", 2)
+		err := h.pool.Reload(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "exited with status 1") {
+			t.Fatalf("Reload = %v, want the new generation's failure", err)
+		}
+		if after := h.pids(); !samePIDs(before, after) {
+			t.Errorf("old workers changed: %v → %v", before, after)
+		}
+		for range 10 {
+			if pid := atoi(h.dial()["pid"]); !before[pid] {
+				t.Errorf("request served by %d, not an old worker", pid)
+			}
+		}
+		s, _ := h.pool.Status(context.Background())
+		if s.Generation != 1 || s.State != StateRunning {
+			t.Errorf("Status after rollback = %+v", s)
+		}
+	})
+	t.Run("working generation replaces the old one", func(t *testing.T) {
+		next <- testConfig(exe(t), "serve", 2)
+		if err := h.pool.Reload(context.Background()); err != nil {
+			t.Fatalf("Reload: %v", err)
+		}
+		// Reload returned: the new generation serves now.
+		s, _ := h.pool.Status(context.Background())
+		if s.ReadyWorkers != 2 || s.Generation == 1 {
+			t.Errorf("Status after reload = %+v", s)
+		}
+		for pid := range before {
+			gone(t, pid, 10*time.Second)
+		}
+	})
+}
+
+func samePIDs(a, b map[int]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPool_ScaleSurvivesReload(t *testing.T) {
+	h := start(t, testConfig(exe(t), "serve", 1), nil)
+	h.waitReady(1)
+	if err := h.pool.SetWorkers(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReady(2)
+	if err := h.pool.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := h.pool.Status(context.Background())
+	if s.Workers != 3 || s.ReadyWorkers != 3 {
+		t.Errorf("after reload Status = %+v, want the 3 workers set by SetWorkers", s)
+	}
+}
+
+// TestPool_MasterKilled kills -9 a master (the test binary as a separate
+// process) and checks that no worker survives it.
+func TestPool_MasterKilled(t *testing.T) {
+	cmd := exec.Command(exe(t))
+	cmd.Env = append(os.Environ(), "FORKD_TEST_MASTER=1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	var pids []int
+	for len(pids) < 2 && sc.Scan() {
+		pid, err := strconv.Atoi(sc.Text())
+		if err != nil {
+			t.Fatalf("master said %q", sc.Text())
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) != 2 {
+		t.Fatalf("master reported %d workers", len(pids))
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	for _, pid := range pids {
+		gone(t, pid, 5*time.Second)
+	}
+}

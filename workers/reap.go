@@ -1,0 +1,180 @@
+package workers
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/hooks"
+)
+
+// exitEvent is a reaped worker.
+type exitEvent struct {
+	w      *worker
+	status unix.WaitStatus
+	err    error
+}
+
+// reap waits, without a thread or a polling loop, for w to exit: the
+// worker's pidfd becomes readable when it does, and the runtime's poller
+// parks this goroutine until then. It then reaps the zombie by pid (never
+// wait4(-1), which would steal other children's statuses) and reports.
+func reap(w *worker, exits chan<- exitEvent, done <-chan struct{}) {
+	ev := exitEvent{w: w}
+	rc, err := w.pidfd.SyscallConn()
+	if err != nil {
+		ev.err = err
+	} else {
+		rerr := rc.Read(func(uintptr) bool {
+			for {
+				pid, err := unix.Wait4(w.pid, &ev.status, unix.WNOHANG, nil)
+				switch {
+				case errors.Is(err, unix.EINTR):
+					continue
+				case err != nil:
+					ev.err = err
+					return true
+				case pid == 0:
+					return false // still running: wait for the pidfd
+				default:
+					return true
+				}
+			}
+		})
+		if rerr != nil && ev.err == nil {
+			ev.err = rerr
+		}
+	}
+	select {
+	case exits <- ev:
+	case <-done:
+	}
+}
+
+// describe says how a worker ended, for logs and hooks, and returns the
+// exit code (-1 when killed by a signal) and the signal (0 when it exited).
+func describe(ev exitEvent) (text string, code, sig int) {
+	switch {
+	case ev.err != nil:
+		return "lost: " + ev.err.Error(), -1, 0
+	case ev.status.Signaled():
+		s := ev.status.Signal()
+		return fmt.Sprintf("killed by %s", unix.SignalName(s)), -1, int(s)
+	default:
+		c := ev.status.ExitStatus()
+		return fmt.Sprintf("exited with status %d", c), c, 0
+	}
+}
+
+// handleExit updates the pool after a worker was reaped.
+func (p *Pool) handleExit(ev exitEvent) {
+	w := ev.w
+	_ = w.pidfd.Close()
+	delete(p.byPID, w.pid)
+	delete(p.retiring, w)
+	p.disarm(w)
+	text, code, sig := describe(ev)
+	g := w.gen
+	base := hooks.Event{Generation: g.id, WorkerID: w.id, PID: w.pid, ExitCode: code, Signal: sig}
+	reason := w.reason
+	if reason == "" {
+		reason = text
+	}
+	base.Reason = reason
+	base.Hook = hooks.ChildExit
+	p.emit(base)
+	lvl := p.log.Debug
+	if w.reason == "" && !p.stopping {
+		lvl = p.log.Warn
+	}
+	lvl("worker "+text, "worker_id", w.id, "pid", w.pid, "generation", g.id,
+		"uptime", time.Since(w.started).Round(time.Millisecond), "reason", reason)
+
+	wasReady := w.phase == phaseReady
+	inSlot := w.inSlot
+	if inSlot {
+		g.slots[w.id] = nil
+		w.inSlot = false
+	}
+	base.Hook = hooks.WorkerExit
+	p.emit(base)
+
+	if p.stopping || !inSlot {
+		p.observe()
+		return
+	}
+	switch g {
+	case p.pending:
+		if !wasReady {
+			p.failReload(fmt.Errorf("worker %d of generation %d %s before it was ready", w.id, g.id, text))
+			return
+		}
+		// A ready worker of the new generation died: replace it like any.
+		p.replace(g, w, wasReady)
+	case p.current:
+		p.replace(g, w, wasReady)
+	}
+	p.observe()
+}
+
+// replace starts the successor of w in its slot: at once when w had served
+// for MinUptime, else after a backoff that doubles with each consecutive
+// failure of the slot.
+func (p *Pool) replace(g *generation, w *worker, wasReady bool) {
+	if w.id >= g.target {
+		return // the slot was scaled away meanwhile
+	}
+	if wasReady && !w.readyAt.IsZero() && time.Since(w.readyAt) >= p.opts.MinUptime {
+		g.failures[w.id] = 0
+		p.spawn(g, w.id)
+		return
+	}
+	p.slotFailed(g, w.id, "failed")
+}
+
+// slotFailed schedules a retry of slot id after the slot's backoff.
+func (p *Pool) slotFailed(g *generation, id int, why string) {
+	if g == p.pending {
+		p.failReload(fmt.Errorf("worker %d of generation %d: %s", id, g.id, why))
+		return
+	}
+	g.failures[id]++
+	d := backoff(g.failures[id])
+	p.log.Warn("worker failing; backing off", "worker_id", id, "generation", g.id,
+		"failures", g.failures[id], "retry_in", d)
+	gid := g.id
+	g.respawn[id] = time.AfterFunc(d, func() {
+		p.fire(timerEvent{kind: timerRespawn, gen: gid, slot: id})
+	})
+}
+
+// backoff is the delay before the nth consecutive retry of a slot: 100ms,
+// doubling, at most 30s.
+func backoff(n int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < n && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
+}
+
+// signal sends sig to w, ignoring a worker that is already gone.
+func (p *Pool) signal(w *worker, sig syscall.Signal) {
+	// Not w.pidfd.Fd(): that would switch the pidfd to blocking mode under
+	// the reaper, which waits on it through the runtime's poller.
+	rc, err := w.pidfd.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			err = unix.PidfdSendSignal(int(fd), sig, nil, 0)
+		})
+		if cerr != nil {
+			err = cerr
+		}
+	}
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		p.log.Warn("signal worker", "worker_id", w.id, "pid", w.pid, "signal", unix.SignalName(sig), "err", err)
+	}
+}

@@ -1,0 +1,121 @@
+package workers
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/config"
+)
+
+// phase is where a worker is in its life.
+type phase int
+
+const (
+	phaseStarting phase = iota // spawned, not yet ready
+	phaseReady                 // serving
+	phaseStopping              // asked to stop (or aborted); waiting for its exit
+)
+
+func (ph phase) String() string {
+	switch ph {
+	case phaseStarting:
+		return "starting"
+	case phaseReady:
+		return "ready"
+	default:
+		return "stopping"
+	}
+}
+
+// worker is one worker process. Only the arbiter goroutine touches its
+// mutable fields; the reaper goroutine reads pid and pidfd only.
+type worker struct {
+	id      int
+	gen     *generation
+	pid     int
+	pidfd   *os.File
+	phase   phase
+	started time.Time
+	readyAt time.Time
+	status  string
+	// inSlot reports whether the worker still occupies gen.slots[id];
+	// retired, aborted and scaled-down workers do not.
+	inSlot bool
+	// timer is the worker's one pending deadline (boot, heartbeat, ready
+	// delay or kill); seq invalidates deadlines that were re-armed.
+	timer *time.Timer
+	seq   uint64
+	// reason is why the worker is being stopped ("" when it is not).
+	reason string
+}
+
+// generation is the set of workers started from one config.
+type generation struct {
+	id       uint64
+	cfg      *config.Config
+	target   int
+	minReady int
+	slots    []*worker // index = worker id; nil = empty
+	failures []int     // consecutive failures per slot
+	respawn  []*time.Timer
+	command  string   // resolved path of the worker command
+	env      []string // environment shared by the generation's workers
+	whenDone []chan error
+	// announced reports whether when_ready fired for this generation.
+	announced bool
+}
+
+// readyCount is the number of the generation's slot workers that serve.
+func (g *generation) readyCount() int {
+	n := 0
+	for _, w := range g.slots {
+		if w != nil && w.phase == phaseReady {
+			n++
+		}
+	}
+	return n
+}
+
+// full reports whether every slot up to target holds a ready worker.
+func (g *generation) full() bool {
+	return g.readyCount() >= g.target
+}
+
+// baseEnv is the environment every worker of a generation shares: the
+// master's, less what describes the master itself, plus the config's env,
+// the sockets and the notify socket.
+func baseEnv(cfg *config.Config, socks []activation.Socket, notify string) []string {
+	skip := func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET",
+			"WATCHDOG_USEC", "WATCHDOG_PID", "FORKD_WORKER_ID",
+			"FORKD_GENERATION", "FORKD_INSTANCE", "FORKD_SHIM_PARENT":
+			return true
+		}
+		_, inCfg := cfg.Worker.Env[k]
+		return inCfg
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !skip(kv) {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range cfg.Worker.Env {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, activation.Env(socks)...)
+	env = append(env,
+		"NOTIFY_SOCKET="+notify,
+		"FORKD_INSTANCE="+cfg.Server.Name,
+		"FORKD_SHIM_PARENT="+strconv.Itoa(os.Getpid()),
+	)
+	if cfg.Worker.Ready != config.ReadyStarted && cfg.Server.Timeout.Duration > 0 {
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(cfg.Server.Timeout.Microseconds(), 10))
+	}
+	return env
+}
