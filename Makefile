@@ -11,6 +11,9 @@ GOFMT ?= $(shell command -v gofmt || echo $(GODIR)/gofmt)
 GOBIN_DIR = $(shell $(GO) env GOPATH)/bin
 STATICCHECK ?= $(GOBIN_DIR)/staticcheck
 NFPM ?= $(shell command -v nfpm || echo $(GOBIN_DIR)/nfpm)
+# nfpm releases after v2.45.2 need modules from go.digitalxero.dev, which the
+# Go module proxy refuses (403): pin the last release that installs.
+NFPM_VERSION ?= v2.45.2
 VERSION ?= $(or $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//'),0.0.0)
 ARCH ?= $(shell $(GO) env GOARCH)
 
@@ -99,9 +102,13 @@ deb rpm: ## build the .deb / .rpm into dist/ with nfpm (installed if missing)
 	@if [ ! -f packaging/nfpm.yaml ]; then echo "$@: not yet: packaging/nfpm.yaml does not exist"; exit 1; fi
 	@$(MAKE) --no-print-directory build
 	@test -x $(NFPM) || { \
-		echo "+ $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@latest"; \
-		$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@latest; }
-	@mkdir -p dist
+		echo "+ $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)"; \
+		$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION); }
+	@mkdir -p dist/man
+	@for m in packaging/man/*.[1-8]; do \
+		echo "gzip -9n < $$m > dist/man/$${m##*/}.gz"; \
+		gzip -9n < $$m > dist/man/$${m##*/}.gz; \
+	done
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager $@ --target dist/
 
 clean: ## remove bin/ and dist/

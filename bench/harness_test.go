@@ -148,7 +148,7 @@ func TestProcess_Stop(t *testing.T) {
 	if err != nil {
 		t.Skip("needs sh:", err)
 	}
-	p, err := Start([]string{sh, "-c", "trap '' TERM; sleep 300 & echo started; wait"}, os.Environ(), "")
+	p, err := Start([]string{sh, "-c", "trap '' TERM; sleep 30 & echo started; wait"}, os.Environ(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,8 +244,9 @@ func TestRunWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Stop(5 * time.Second)
-	m := &Master{Name: "worker", Port: l.Addr().(*net.TCPAddr).Port, Process: p}
+	// A hung worker ignores TERM: Stop ends up killing it.
+	defer p.Stop(100 * time.Millisecond)
+	m := &Master{Name: "worker", Port: l.Addr().(*net.TCPAddr).Port, Process: p, Probe: probe}
 	if _, err := m.WaitReady(1, 10*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, p.Output())
 	}

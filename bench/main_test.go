@@ -82,7 +82,9 @@ whether forkd's figure met it.
 - **1 start.** exec of the master → all 4 workers serve: forkd's READY=1
   (sent when all workers are ready) and Gunicorn's 4th "ready" probe (Gunicorn
   sends READY=1 when its arbiter boots, before any worker exists, so its
-  READY=1 says nothing about serving). 10 runs each.
+  READY=1 says nothing about serving). 10 runs each. The breakdown rows show
+  exec → the first worker's "start" probe (the master's own boot and first
+  spawn) and exec → the 4th worker's "ready" probe.
 - **2 SIGKILL.** With 4 workers, SIGKILL the worker that has served longest
   (≥ 1.5 s), then time kill → the replacement's "start" and "ready" probes. 20
   kills each. forkd's goal: within 2 ms of the worker's own exec → start, and
@@ -92,9 +94,12 @@ whether forkd's figure met it.
   ` + "`--timeout 2`" + `). From the "hang" probe to the replacement's "ready"
   probe; 3 hangs each.
 - **4 idle wakeups.** The master's voluntary + nonvoluntary context switches
-  summed over /proc/PID/task/*/status, over 10 s with 4 idle workers, after
-  2 s of settling. forkd with timeout 30 s (workers heartbeat every 15 s) and
-  with heartbeats off (timeout 0); Gunicorn with its default timeout 30.
+  summed over /proc/PID/task/*/status, over a 10 s window with 4 idle workers,
+  starting 10 s after they were ready — so the window holds the first
+  heartbeat round of forkd's workers (timeout 30 s: WATCHDOG=1 every 15 s) and
+  the steady state, not the boot. forkd with timeout 30 s and with heartbeats
+  off (timeout 0); Gunicorn with its default timeout 30. The three run side by
+  side.
 - **5 master memory.** VmRSS (/proc/PID/status) and Pss
   (/proc/PID/smaps_rollup) of the master with 64 workers serving; MB = 10⁶ bytes.
 - **6 1,024 workers.** forkd only: exec → READY=1 with 1,024 bench workers

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -42,7 +43,9 @@ type Master struct {
 	// sd_notify messages.
 	Probe, Notify *Inbox
 
-	dir string
+	dir       string
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // StartForkd starts forkd (the binary at forkd) with spec written as its
@@ -185,8 +188,14 @@ func (m *Master) Get(path string) (string, error) {
 }
 
 // Close stops the master and everything it started (see Process.Stop, with
-// a 20 s grace period), closes the inboxes and removes the directory.
+// a 20 s grace period), closes the inboxes and removes the directory. It is
+// idempotent: later calls return the first one's result.
 func (m *Master) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.close() })
+	return m.closeErr
+}
+
+func (m *Master) close() error {
 	var errs []error
 	if m.Process != nil {
 		errs = append(errs, m.Stop(20*time.Second))

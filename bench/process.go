@@ -41,6 +41,9 @@ func Start(argv, env []string, dir string, extra ...*os.File) (*Process, error) 
 	p.cmd.ExtraFiles = extra
 	p.cmd.Stdout = p.output
 	p.cmd.Stderr = p.output
+	// Descendants that outlive it keep the output pipe open: do not let
+	// that hold up Wait for long.
+	p.cmd.WaitDelay = time.Second
 	p.Started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)

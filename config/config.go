@@ -26,8 +26,8 @@ type Server struct {
 	// Workers is the number of worker processes. Default 1, range 1…4096.
 	Workers int `toml:"workers"`
 	// MinReady is how many workers must serve before the instance (or a
-	// new generation on reload) counts as ready. Written 0 or left out, it
-	// means all of them; after Load or Parse it is always 1…Workers.
+	// new generation on reload) counts as ready. 0 (the default) means all
+	// of them, however many there are after scaling.
 	MinReady int `toml:"min_ready"`
 	// Bind lists the addresses forkd binds when systemd passed no sockets.
 	// Default ["tcp://127.0.0.1:8000"]; never empty after Load or Parse.

@@ -197,8 +197,8 @@ func TestParse_defaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, w := cfg.Server, cfg.Worker
-	if s.Name != "minimal" || s.Workers != 1 || s.MinReady != 1 || s.Backlog != 2048 {
-		t.Errorf("name, workers, min_ready, backlog = %q, %d, %d, %d; want minimal, 1, 1, 2048", s.Name, s.Workers, s.MinReady, s.Backlog)
+	if s.Name != "minimal" || s.Workers != 1 || s.MinReady != 0 || s.Backlog != 2048 {
+		t.Errorf("name, workers, min_ready, backlog = %q, %d, %d, %d; want minimal, 1, 0, 2048", s.Name, s.Workers, s.MinReady, s.Backlog)
 	}
 	if len(s.Bind) != 1 || s.Bind[0] != (Bind{Raw: "tcp://127.0.0.1:8000", Network: "tcp", Address: "127.0.0.1:8000"}) {
 		t.Errorf("bind = %+v, want [tcp://127.0.0.1:8000]", s.Bind)
@@ -256,8 +256,8 @@ func TestParse_instanceName(t *testing.T) {
 
 func TestParse_minReady(t *testing.T) {
 	for doc, want := range map[string]int{
-		"[server]\nworkers = 5\n":                 5,
-		"[server]\nworkers = 5\nmin_ready = 0\n":  5,
+		"[server]\nworkers = 5\n":                 0,
+		"[server]\nworkers = 5\nmin_ready = 0\n":  0,
 		"[server]\nworkers = 5\nmin_ready = 2\n":  2,
 		"[server]\nworkers = 5\nmin_ready = 5\n":  5,
 		"[server]\nmin_ready = 1\n":               1,

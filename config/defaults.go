@@ -28,7 +28,6 @@ func Default() *Config {
 		Server: Server{
 			Name:            instanceName(""),
 			Workers:         defaultWorkers,
-			MinReady:        defaultWorkers,
 			Bind:            []Bind{bind},
 			Backlog:         defaultBacklog,
 			Timeout:         Duration{defaultTimeout},
@@ -41,7 +40,6 @@ func Default() *Config {
 }
 
 // applyDefaults sets every key that d does not write to its default.
-// MinReady, whose default depends on Workers, is settled by validate.
 func applyDefaults(c *Config, d *document, path string) {
 	def := Default()
 	s, ds := &c.Server, def.Server

@@ -25,7 +25,7 @@ func ExampleLoad() {
 	}
 	// Output:
 	// instance: example
-	// workers: 4 ready after: 4
+	// workers: 4 ready after: 0
 	// bind: tcp 127.0.0.1:8000 mode=0 name=""
 	// bind: unix /run/myapp/admin.sock mode=0660 name="admin"
 	// timeout: 1m0s graceful: 30s kill: 5s

@@ -41,7 +41,7 @@ func (d *document) failKey(key, format string, args ...any) {
 }
 
 // validate checks c, decoded from d with the defaults applied, and settles
-// Server.MinReady and Worker.Path.
+// Worker.Path.
 func (d *document) validate(c *Config) {
 	d.validateServer(&c.Server)
 	d.validateWorker(&c.Worker)
@@ -63,8 +63,6 @@ func (d *document) validateServer(s *Server) {
 	switch {
 	case s.MinReady < 0 || workersOK && s.MinReady > s.Workers:
 		d.fail("server.min_ready", "must be between 0 (all workers) and workers (%d), got %d", s.Workers, s.MinReady)
-	case s.MinReady == 0:
-		s.MinReady = s.Workers
 	}
 	if len(s.Bind) == 0 {
 		d.fail("server.bind", `must list at least one address, e.g. ["tcp://127.0.0.1:8000"]`)

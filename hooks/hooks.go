@@ -54,6 +54,20 @@ func (h Hook) Signal() string {
 	return b.String()
 }
 
+// Blocking reports whether h holds up what follows it: its exec commands
+// run synchronously (RunNow), and one with on_failure = "abort" that fails
+// stops what the hook precedes (on_starting: the start; on_reload: the
+// reload; pre_fork: that worker's spawn, retried with backoff; pre_exec:
+// the upgrade). on_exit also runs synchronously, so it completes before
+// the master exits, but cannot abort anything.
+func (h Hook) Blocking() bool {
+	switch h {
+	case OnStarting, OnReload, PreFork, PreExec, OnExit:
+		return true
+	}
+	return false
+}
+
 // Valid reports whether h is one of the hooks in All.
 func (h Hook) Valid() bool {
 	for _, k := range All {

@@ -116,7 +116,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log = log.With("instance", cfg.Server.Name)
 	notifier := systemd.NewNotifier()
 	err = serve(ctx, o, cfg, log, notifier)
 	if err != nil {
@@ -155,7 +154,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 
 	start := hooks.Event{Hook: hooks.OnStarting, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1}
 	sinks.Emit(start)
-	if err := sinks.exec.RunNow(ctx, start); err != nil {
+	if err := sinks.runHook(ctx, start); err != nil {
 		return fmt.Errorf("on_starting hook: %w", err)
 	}
 
@@ -183,6 +182,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		Signals: sigs,
 		Hooks:   sinks,
 		Observe: status.observe,
+		RunHook: sinks.runHook,
 		Logger:  log,
 	})
 	sinks.ctl.pool.Store(pool)
@@ -199,11 +199,14 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	})
 	err = g.Wait()
 
-	exit := hooks.Event{Hook: hooks.OnExit, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1}
+	exit := hooks.Event{Hook: hooks.OnExit, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1,
+		Generation: status.last().Generation, Reason: "stopped"}
+	if err != nil {
+		exit.Reason = err.Error()
+	}
 	sinks.Emit(exit)
-	if herr := sinks.exec.RunNow(context.Background(), exit); herr != nil {
+	if herr := sinks.runHook(context.Background(), exit); herr != nil {
 		log.Warn("on_exit hook", "err", herr)
 	}
-	sinks.flush()
 	return err
 }

@@ -58,14 +58,22 @@ func (s *sinks) Emit(e hooks.Event) {
 	if s.bus != nil {
 		s.bus.Emit(e)
 	}
-	s.exec.Emit(e)
+	if !e.Hook.Blocking() {
+		s.exec.Emit(e) // blocking hooks' commands run synchronously: runHook
+	}
 	if s.journal != nil {
 		s.journal.Emit(e)
 	}
 }
 
-// flush gives queued signals a last chance before the master exits.
-func (s *sinks) flush() {}
+// runHook runs the exec commands of a blocking hook synchronously; the
+// error is that of a failed command with on_failure = "abort".
+func (s *sinks) runHook(ctx context.Context, e hooks.Event) error {
+	if !s.exec.Has(e.Hook) {
+		return nil
+	}
+	return s.exec.RunNow(ctx, e)
+}
 
 // errNotStarted answers D-Bus calls that arrive before the arbiter runs.
 var errNotStarted = errors.New("master: workers not started yet")

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/forkd/forkd/config"
@@ -18,6 +19,15 @@ type reporter struct {
 	bus      *hooks.Bus
 	boot     time.Duration
 	latest   chan hooks.Status // capacity 1: only the newest status matters
+	mu       sync.Mutex
+	newest   hooks.Status
+}
+
+// last returns the newest status observed.
+func (r *reporter) last() hooks.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.newest
 }
 
 func newReporter(n *systemd.Notifier, cfg *config.Config, bus *hooks.Bus) *reporter {
@@ -26,6 +36,9 @@ func newReporter(n *systemd.Notifier, cfg *config.Config, bus *hooks.Bus) *repor
 
 // observe is workers.Options.Observe: called on the arbiter goroutine.
 func (r *reporter) observe(s hooks.Status) {
+	r.mu.Lock()
+	r.newest = s
+	r.mu.Unlock()
 	if r.bus != nil {
 		r.bus.UpdateStatus(s)
 	}
@@ -48,6 +61,7 @@ func (r *reporter) observe(s hooks.Status) {
 func (r *reporter) run(ctx context.Context) error {
 	prev := workers.StateStarting
 	text := ""
+	ready := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -65,10 +79,12 @@ func (r *reporter) run(ctx context.Context) error {
 				}
 				prev = s.State
 			}
-			if s.State == workers.StateStarting && r.boot > 0 {
-				// A large generation may take a while: each step buys time.
+			if s.State == workers.StateStarting && r.boot > 0 && s.ReadyWorkers > ready {
+				// A large generation may take a while: each worker that
+				// comes up buys time; a crash loop does not.
 				_ = r.notifier.ExtendTimeout(r.boot + 10*time.Second)
 			}
+			ready = s.ReadyWorkers
 			if t != text {
 				_ = r.notifier.Status(t)
 				text = t

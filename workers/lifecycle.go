@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 )
 
@@ -34,7 +36,7 @@ func (p *Pool) generationProgress(g *generation) {
 		p.log.Info("ready", "generation", g.id,
 			"ready_workers", g.readyCount(), "workers", g.target)
 		p.emit(hooks.Event{Hook: hooks.WhenReady, Generation: g.id, Workers: g.target})
-	case g == p.pending && g.full():
+	case g == p.pending && g.readyCount() >= g.minReady:
 		p.promote()
 	}
 }
@@ -108,7 +110,14 @@ func (p *Pool) reload(reply chan error) {
 		return
 	}
 	old := p.current
-	p.emit(hooks.Event{Hook: hooks.OnReload, Generation: old.id})
+	ev := hooks.Event{Hook: hooks.OnReload, Generation: old.id}
+	p.emit(ev)
+	if err := p.runHook(ev); err != nil {
+		err = fmt.Errorf("reload aborted by on_reload hook, generation %d still serving: %w", old.id, err)
+		p.log.Error("reload aborted", "err", err)
+		reply <- err
+		return
+	}
 	cfg := old.cfg
 	if p.opts.Load != nil {
 		c, err := p.opts.Load()
@@ -119,6 +128,9 @@ func (p *Pool) reload(reply chan error) {
 			return
 		}
 		cfg = c
+	}
+	if !sameSockets(cfg, old.cfg) {
+		p.log.Warn("server.bind and server.backlog apply at start only; restart forkd to change the sockets")
 	}
 	if cfg.Server.Name != old.cfg.Server.Name {
 		p.log.Warn("server.name cannot change on reload; keeping the old one", "name", old.cfg.Server.Name)
@@ -141,6 +153,31 @@ func (p *Pool) reload(reply chan error) {
 	p.fillSlots(g)
 }
 
+// sameSockets reports whether a and b ask for the same listening sockets.
+func sameSockets(a, b *config.Config) bool {
+	if a.Server.Backlog != b.Server.Backlog || len(a.Server.Bind) != len(b.Server.Bind) {
+		return false
+	}
+	for i := range a.Server.Bind {
+		if a.Server.Bind[i] != b.Server.Bind[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// runHook runs a blocking hook through Options.RunHook.
+func (p *Pool) runHook(e hooks.Event) error {
+	if p.opts.RunHook == nil {
+		return nil
+	}
+	e.Instance = p.instance()
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	return p.opts.RunHook(context.Background(), e)
+}
+
 // scale sets the current generation's target worker count.
 func (p *Pool) scale(n int) error {
 	switch {
@@ -148,8 +185,8 @@ func (p *Pool) scale(n int) error {
 		return ErrStopping
 	case p.pending != nil:
 		return ErrReloading
-	case n < 0 || n > maxWorkers:
-		return fmt.Errorf("workers: count %d out of range 0…%d", n, maxWorkers)
+	case n < 0 || n > hooks.MaxWorkers:
+		return fmt.Errorf("workers: count %d out of range 0…%d: %w", n, hooks.MaxWorkers, hooks.ErrInvalidArgs)
 	}
 	g := p.current
 	old := g.target
@@ -178,9 +215,6 @@ func (p *Pool) scale(n int) error {
 	return nil
 }
 
-// maxWorkers bounds SetWorkers and TTIN.
-const maxWorkers = 4096
-
 // stop stops every worker: mode says how; the loop returns once all exited.
 func (p *Pool) stop(mode stopMode, why string) {
 	sig, grace := syscall.SIGTERM, p.current.cfg.Server.GracefulTimeout.Duration
@@ -199,6 +233,10 @@ func (p *Pool) stop(mode stopMode, why string) {
 		"grace", grace, "workers", len(p.byPID))
 	if p.pending != nil {
 		p.failReload(ErrStopping)
+	}
+	if p.spare != nil {
+		p.dropSpare(p.spare)
+		p.spare = nil
 	}
 	for _, g := range []*generation{p.current} {
 		for id := range g.respawn {

@@ -49,6 +49,10 @@ type Options struct {
 	// Observe is called from the arbiter's goroutine whenever the pool's
 	// Status changes; it must not block. May be nil.
 	Observe func(hooks.Status)
+	// RunHook runs a blocking hook's commands (pre_fork, on_reload)
+	// synchronously on the arbiter's goroutine; an error aborts what the
+	// hook precedes. May be nil.
+	RunHook func(ctx context.Context, e hooks.Event) error
 	// Logger receives the pool's log; nil discards.
 	Logger *slog.Logger
 	// Shim is the executable that implements the exec-shim (forkd itself).
@@ -60,6 +64,9 @@ type Options struct {
 	// Stdout and Stderr are the workers' standard output and error.
 	// Default the master's.
 	Stdout, Stderr *os.File
+	// NoSpare disables the warm spare (see spare.go), which makes a
+	// replacement worker start without a fork.
+	NoSpare bool
 	// MinUptime is how long a worker must have served for its exit to
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
@@ -72,6 +79,8 @@ type Stats struct {
 	// IgnoredNotify counts notify messages from processes that are not
 	// workers.
 	IgnoredNotify int
+	// SparesUsed counts workers started from a warm spare.
+	SparesUsed int
 }
 
 // Pool is the arbiter. Create it with New, run it with Run; the control
@@ -88,19 +97,22 @@ type Pool struct {
 	done     chan struct{} // closed when Run returns
 
 	// State below is owned by the Run goroutine.
-	state     string
-	current   *generation
-	pending   *generation // a reload's new generation, until it is ready
-	retiring  map[*worker]bool
-	byPID     map[int]*worker
-	nextGen   uint64
-	stopping  bool
-	stopErr   error
-	notifyDir string
-	notifyAdr string
-	devnull   *os.File
-	stats     Stats
-	everReady bool
+	state    string
+	current  *generation
+	pending  *generation // a reload's new generation, until it is ready
+	retiring map[*worker]bool
+	spare    *spare
+	// sparesExiting counts dropped spares not yet reaped.
+	sparesExiting int
+	byPID         map[int]*worker
+	nextGen       uint64
+	stopping      bool
+	stopErr       error
+	notifyDir     string
+	notifyAdr     string
+	devnull       *os.File
+	stats         Stats
+	everReady     bool
 }
 
 // New returns a pool for opts; Run starts it.
@@ -164,14 +176,15 @@ func (p *Pool) Run(ctx context.Context) error {
 
 	p.nextGen = 1
 	p.current = p.newGeneration(p.opts.Config, p.opts.Config.Server.Workers)
-	p.log.Info("starting", "workers", p.current.target,
+	p.log.Info("starting", "instance", p.instance(), "workers", p.current.target,
 		"generation", p.current.id, "notify_socket", p.notifyAdr)
 	p.fillSlots(p.current)
 	p.observe()
 
 	ctxDone := ctx.Done()
 	for {
-		if p.stopping && len(p.byPID) == 0 {
+		p.ensureSpare()
+		if p.stopping && len(p.byPID) == 0 && p.spare == nil && p.sparesExiting == 0 {
 			p.log.Info("stopped")
 			return p.stopErr
 		}

@@ -116,25 +116,35 @@ func countFDs(t *testing.T) int {
 }
 
 func TestPool_KilledWorkerIsReplaced(t *testing.T) {
-	h := start(t, testConfig(exe(t), "serve", 2), nil)
-	pids := h.waitReady(2)
-	victim := pids[0]
-	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	e := h.rec.wait(t, 5*time.Second, "child_exit of the victim", func(e hooks.Event) bool {
-		return e.Hook == hooks.ChildExit && e.PID == victim
-	})
-	if e.Signal != int(syscall.SIGKILL) || e.ExitCode != -1 {
-		t.Errorf("child_exit = %+v, want signal 9", e)
-	}
-	slot := e.WorkerID
-	r := h.rec.wait(t, 5*time.Second, "replacement ready", is(hooks.PostWorkerInit))
-	if r.WorkerID != slot || r.PID == victim {
-		t.Errorf("replacement = %+v, want slot %d and a new pid", r, slot)
-	}
-	if live := h.pids(); len(live) != 2 || live[victim] {
-		t.Errorf("workers after replacement: %v", live)
+	for _, spare := range []bool{true, false} {
+		t.Run(map[bool]string{true: "from the warm spare", false: "by fork"}[spare], func(t *testing.T) {
+			h := start(t, testConfig(exe(t), "serve", 1), func(o *Options) { o.NoSpare = !spare })
+			victim := h.waitReady(1)[0]
+			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			e := h.rec.wait(t, 5*time.Second, "child_exit of the victim", func(e hooks.Event) bool {
+				return e.Hook == hooks.ChildExit && e.PID == victim
+			})
+			if e.Signal != int(syscall.SIGKILL) || e.ExitCode != -1 || e.WorkerID != 0 {
+				t.Errorf("child_exit = %+v, want worker 0 killed by signal 9", e)
+			}
+			r := h.rec.wait(t, 5*time.Second, "replacement ready", is(hooks.PostWorkerInit))
+			if r.WorkerID != 0 || r.PID == victim {
+				t.Errorf("replacement = %+v, want slot 0 and a new pid", r)
+			}
+			m := h.dial()
+			if atoi(m["pid"]) != r.PID || m["listen_pid"] != m["pid"] || m["id"] != "0" || m["gen"] != "1" || m["fds"] != "1" {
+				t.Errorf("replacement worker sees %v, want pid %d with its own LISTEN_PID, id 0, gen 1, 1 fd", m, r.PID)
+			}
+			st, err := h.pool.Stats(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int{true: 1, false: 0}[spare]; st.SparesUsed != want {
+				t.Errorf("SparesUsed = %d, want %d", st.SparesUsed, want)
+			}
+		})
 	}
 }
 

@@ -73,6 +73,19 @@ func describe(ev exitEvent) (text string, code, sig int) {
 func (p *Pool) handleExit(ev exitEvent) {
 	w := ev.w
 	_ = w.pidfd.Close()
+	if w.phase == phaseSpare {
+		if p.spare != nil && p.spare.w == w {
+			// It died unasked: don't start spares in a loop.
+			p.spare.order.Close()
+			p.spare = nil
+			p.opts.NoSpare = true
+			text, _, _ := describe(ev)
+			p.log.Warn("warm spare "+text+"; spares disabled", "pid", w.pid)
+			return
+		}
+		p.sparesExiting--
+		return
+	}
 	delete(p.byPID, w.pid)
 	delete(p.retiring, w)
 	p.disarm(w)

@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
@@ -61,6 +59,11 @@ func (p *Pool) fillSlots(g *generation) {
 func (p *Pool) spawn(g *generation, id int) {
 	ev := hooks.Event{Hook: hooks.PreFork, Generation: g.id, WorkerID: id}
 	p.emit(ev)
+	if err := p.runHook(ev); err != nil {
+		p.log.Error("pre_fork hook failed; not spawning", "worker_id", id, "generation", g.id, "err", err)
+		p.slotFailed(g, id, "pre_fork hook: "+err.Error())
+		return
+	}
 	w, err := p.start(g, id)
 	if err != nil {
 		p.log.Error("spawn worker", "worker_id", id, "generation", g.id, "err", err)
@@ -101,6 +104,9 @@ func (p *Pool) start(g *generation, id int) (*worker, error) {
 		}
 		return nil, fmt.Errorf("command %q: %w", g.cfg.Worker.Command, err)
 	}
+	if w := p.takeSpare(g, id, env); w != nil {
+		return w, nil
+	}
 	pidfd := -1
 	attr := &syscall.ProcAttr{
 		Dir:   g.cfg.Worker.Dir,
@@ -117,20 +123,8 @@ func (p *Pool) start(g *generation, id int) (*worker, error) {
 		return nil, fmt.Errorf("start %s: %w", g.cfg.Worker.Command, err)
 	}
 	w := &worker{id: id, gen: g, pid: pid, started: time.Now(), inSlot: true}
-	if pidfd < 0 {
-		// No pidfd from the kernel: open one.
-		pidfd, err = unix.PidfdOpen(pid, 0)
-		if err != nil {
-			_ = unix.Kill(pid, unix.SIGKILL)
-			var ws unix.WaitStatus
-			_, _ = unix.Wait4(pid, &ws, 0, nil)
-			return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
-		}
+	if err := p.watch(w, pidfd); err != nil {
+		return nil, err
 	}
-	if err := unix.SetNonblock(pidfd, true); err != nil {
-		return nil, fmt.Errorf("pidfd %d: %w", pid, err)
-	}
-	w.pidfd = os.NewFile(uintptr(pidfd), "pidfd:"+strconv.Itoa(pid))
-	go reap(w, p.exits, p.done)
 	return w, nil
 }

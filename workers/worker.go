@@ -17,6 +17,7 @@ const (
 	phaseStarting phase = iota // spawned, not yet ready
 	phaseReady                 // serving
 	phaseStopping              // asked to stop (or aborted); waiting for its exit
+	phaseSpare                 // a warm spare, not yet a worker (see spare.go)
 )
 
 func (ph phase) String() string {
@@ -25,6 +26,8 @@ func (ph phase) String() string {
 		return "starting"
 	case phaseReady:
 		return "ready"
+	case phaseSpare:
+		return "spare"
 	default:
 		return "stopping"
 	}

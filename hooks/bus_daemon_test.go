@@ -1,0 +1,360 @@
+package hooks
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// busTestTimeout bounds every wait in the bus tests.
+const busTestTimeout = 10 * time.Second
+
+// busTestDir returns a fresh directory that every user may enter (the
+// unprivileged helper reaches the bus socket and the test binary there).
+func busTestDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "forkd-bus-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// busTestDaemon is a private dbus-daemon with the shipped policy.
+type busTestDaemon struct {
+	// Address is the bus's address, without a guid: a new daemon on the
+	// same socket answers at the same address.
+	Address string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// startBusTestDaemon starts a dbus-daemon listening on dir/bus, skipping
+// the test when dbus-daemon is not installed.
+func startBusTestDaemon(t *testing.T, dir string) *busTestDaemon {
+	t.Helper()
+	bin, err := exec.LookPath("dbus-daemon")
+	if err != nil {
+		t.Skip("dbus-daemon not installed (apt-get install dbus-daemon): skipping the real-bus test")
+	}
+	policy, err := filepath.Abs("../systemd/io.github.forkd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "bus")
+	conf := filepath.Join(dir, "bus.conf")
+	if err := writeBusTestConfig(conf, "unix:path="+socket, policy); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(socket) // a killed daemon leaves its socket behind
+
+	cmd := exec.Command(bin, "--config-file="+conf, "--print-address=1", "--nofork", "--nopidfile")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = w
+	logPath := filepath.Join(dir, "dbus-daemon.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = logFile
+	err = cmd.Start()
+	w.Close()
+	logFile.Close()
+	if err != nil {
+		r.Close()
+		t.Fatalf("start dbus-daemon: %v", err)
+	}
+	d := &busTestDaemon{Address: "unix:path=" + socket, cmd: cmd, done: make(chan struct{})}
+	printed := make(chan string, 1)
+	go func() {
+		br := bufio.NewReader(r)
+		line, _ := br.ReadString('\n')
+		printed <- line
+		io.Copy(io.Discard, br) // never let the daemon block on a full pipe
+		r.Close()
+	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(logPath); err == nil && len(b) > 0 {
+				t.Logf("dbus-daemon stderr:\n%s", b)
+			}
+		}
+	})
+	go func() { cmd.Wait(); close(d.done) }()
+	t.Cleanup(d.Stop)
+	select {
+	case line := <-printed:
+		if !strings.HasPrefix(line, "unix:") {
+			t.Fatalf("dbus-daemon printed %q, want its address", line)
+		}
+	case <-d.done:
+		t.Fatal("dbus-daemon exited before printing its address")
+	case <-time.After(busTestTimeout):
+		t.Fatal("dbus-daemon did not print its address in time")
+	}
+	return d
+}
+
+// Stop kills the daemon and waits for it; it is idempotent.
+func (d *busTestDaemon) Stop() {
+	d.cmd.Process.Kill()
+	<-d.done
+}
+
+func writeBusTestConfig(path, listen, policy string) error {
+	tmpl, err := template.ParseFiles("testdata/dbus-daemon.conf")
+	if err != nil {
+		return err
+	}
+	data := struct{ Listen, Policy, User string }{Listen: listen, Policy: policy}
+	if os.Getuid() != 0 {
+		u, err := user.Current()
+		if err != nil {
+			return err
+		}
+		data.User = u.Username
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := tmpl.Execute(f, data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// busTestClient is a client connection to a test bus with a signal
+// channel large enough to keep signals in order.
+type busTestClient struct {
+	*dbus.Conn
+	signals chan *dbus.Signal
+}
+
+func dialBusTest(t *testing.T, address string) *busTestClient {
+	t.Helper()
+	conn, err := dbus.Connect(address)
+	if err != nil {
+		t.Fatalf("connect to test bus: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &busTestClient{Conn: conn, signals: make(chan *dbus.Signal, 1024)}
+	conn.Signal(c.signals)
+	return c
+}
+
+// subscribe matches every signal of the forkd interface.
+func (c *busTestClient) subscribe(t *testing.T) {
+	t.Helper()
+	if err := c.AddMatchSignal(dbus.WithMatchInterface(BusInterface)); err != nil {
+		t.Fatalf("add match: %v", err)
+	}
+}
+
+// waitOwned returns once name has an owner on the bus.
+func (c *busTestClient) waitOwned(t *testing.T, name string) {
+	t.Helper()
+	match := []dbus.MatchOption{
+		dbus.WithMatchSender("org.freedesktop.DBus"),
+		dbus.WithMatchInterface("org.freedesktop.DBus"),
+		dbus.WithMatchMember("NameOwnerChanged"),
+		dbus.WithMatchArg(0, name),
+	}
+	if err := c.AddMatchSignal(match...); err != nil {
+		t.Fatalf("add match: %v", err)
+	}
+	defer c.RemoveMatchSignal(match...)
+	var has bool
+	if err := c.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, name).Store(&has); err != nil {
+		t.Fatalf("NameHasOwner: %v", err)
+	}
+	deadline := time.After(busTestTimeout)
+	for !has {
+		select {
+		case s := <-c.signals:
+			if s.Name == "org.freedesktop.DBus.NameOwnerChanged" && len(s.Body) == 3 && s.Body[0] == name && s.Body[2] != "" {
+				has = true
+			}
+		case <-deadline:
+			t.Fatalf("%s was not owned within %v", name, busTestTimeout)
+		}
+	}
+}
+
+// next returns the next signal named name (other signals are skipped).
+func (c *busTestClient) next(t *testing.T, name string) *dbus.Signal {
+	t.Helper()
+	deadline := time.After(busTestTimeout)
+	for {
+		select {
+		case s := <-c.signals:
+			if s.Name == name {
+				return s
+			}
+		case <-deadline:
+			t.Fatalf("no %s signal within %v", name, busTestTimeout)
+		}
+	}
+}
+
+// nextForkd returns the next signal of the forkd interface.
+func (c *busTestClient) nextForkd(t *testing.T) *dbus.Signal {
+	t.Helper()
+	deadline := time.After(busTestTimeout)
+	for {
+		select {
+		case s := <-c.signals:
+			if strings.HasPrefix(s.Name, BusInterface+".") {
+				return s
+			}
+		case <-deadline:
+			t.Fatalf("no forkd signal within %v", busTestTimeout)
+		}
+	}
+}
+
+func (c *busTestClient) object(instance string) dbus.BusObject {
+	return c.Object(BusName(instance), BusObjectPath)
+}
+
+// busTestController is the arbiter's stand-in: it records calls and
+// returns what the test configured.
+type busTestController struct {
+	mu         sync.Mutex
+	status     Status
+	statusErr  error
+	workers    []WorkerInfo
+	setErr     error
+	setCalls   []int
+	reloads    int
+	reloadIn   chan struct{} // receives when Reload is entered
+	reloadDone chan error    // Reload returns what arrives here
+}
+
+func newBusTestController() *busTestController {
+	return &busTestController{reloadIn: make(chan struct{}, 16), reloadDone: make(chan error, 16)}
+}
+
+func (c *busTestController) Reload(ctx context.Context) error {
+	c.mu.Lock()
+	c.reloads++
+	c.mu.Unlock()
+	c.reloadIn <- struct{}{}
+	select {
+	case err := <-c.reloadDone:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *busTestController) SetWorkers(_ context.Context, n int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.setErr != nil {
+		return c.setErr
+	}
+	c.setCalls = append(c.setCalls, n)
+	return nil
+}
+
+func (c *busTestController) ListWorkers(context.Context) ([]WorkerInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]WorkerInfo(nil), c.workers...), nil
+}
+
+func (c *busTestController) Status(context.Context) (Status, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status, c.statusErr
+}
+
+func (c *busTestController) calls() (reloads int, set []int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reloads, append([]int(nil), c.setCalls...)
+}
+
+// runBusTest runs b until the test ends and checks that Run returned nil.
+func runBusTest(t *testing.T, b *Bus) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v after cancel, want nil", err)
+			}
+		case <-time.After(busTestTimeout):
+			t.Errorf("Run did not return within %v of cancel", busTestTimeout)
+		}
+	})
+}
+
+// busTestLog records log records.
+type busTestLog struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (l *busTestLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *busTestLog) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Clone())
+	return nil
+}
+func (l *busTestLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *busTestLog) WithGroup(string) slog.Handler      { return l }
+
+// at returns the messages logged at level.
+func (l *busTestLog) at(level slog.Level) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var msgs []string
+	for _, r := range l.records {
+		if r.Level == level {
+			msgs = append(msgs, r.Message)
+		}
+	}
+	return msgs
+}
+
+// dbusErrorName returns the D-Bus error name of err, or "" when err is not
+// a D-Bus error.
+func dbusErrorName(err error) string {
+	var de dbus.Error
+	if errors.As(err, &de) {
+		return de.Name
+	}
+	var dep *dbus.Error
+	if errors.As(err, &dep) {
+		return dep.Name
+	}
+	return ""
+}
