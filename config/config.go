@@ -18,6 +18,8 @@ type Config struct {
 	Hooks map[string][]HookExec `toml:"hooks"`
 }
 
+// Server holds the master's settings; names follow Gunicorn's where the
+// meaning is the same.
 type Server struct {
 	// Name is the instance name (FORKD_INSTANCE, D-Bus name): 1–64
 	// characters of A–Z a–z 0–9 _ . @ -. Default: the config file's base
@@ -47,8 +49,21 @@ type Server struct {
 	// KillTimeout is the wait between SIGABRT (or a quick-stop signal) and
 	// SIGKILL. Default 5s.
 	KillTimeout Duration `toml:"kill_timeout"`
+	// MaxRequests recycles a worker after it reported this many finished
+	// requests (FORKD_REQUESTS, sent by the worker SDK); 0 disables.
+	MaxRequests int `toml:"max_requests"`
+	// MaxRequestsJitter adds a random 0…MaxRequestsJitter to each
+	// worker's MaxRequests, so workers do not recycle all at once.
+	MaxRequestsJitter int `toml:"max_requests_jitter"`
+	// MaxLifetime recycles a worker this long after it became ready; 0
+	// disables.
+	MaxLifetime Duration `toml:"max_lifetime"`
+	// MaxLifetimeJitter adds a random 0…MaxLifetimeJitter to each
+	// worker's MaxLifetime.
+	MaxLifetimeJitter Duration `toml:"max_lifetime_jitter"`
 }
 
+// Worker describes the program forked N times.
 type Worker struct {
 	// Command is the program: an absolute path, a path relative to Dir, or
 	// a name looked up in PATH (worker.env's PATH if it sets one, else the

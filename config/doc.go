@@ -43,6 +43,14 @@
 //	graceful_timeout  how long a stopping worker may drain before KILL (default "30s")
 //	boot_timeout      how long a worker may take to become ready, more than 0 (default "30s")
 //	kill_timeout      wait between SIGABRT or a quick-stop signal and SIGKILL (default "5s")
+//	max_requests      recycle a worker after it reported this many requests
+//	                  (FORKD_REQUESTS, from the worker SDK); 0 never (default 0)
+//	max_requests_jitter  random 0…N added per worker (default 0)
+//	max_lifetime      recycle a worker this long after it became ready; "0"
+//	                  never (default "0")
+//	max_lifetime_jitter  random 0…d added per worker (default "0")
+//	                  Recycling starts the replacement first and stops the old
+//	                  worker only once the replacement is ready.
 //
 // [worker] — the program forked N times:
 //

@@ -82,6 +82,12 @@ func (d *document) validateServer(s *Server) {
 	if s.BootTimeout.Duration == 0 {
 		d.fail("server.boot_timeout", "must be more than 0s: a worker gets this long to become ready")
 	}
+	if s.MaxRequests < 0 {
+		d.fail("server.max_requests", "must be 0 (never recycle) or more, got %d", s.MaxRequests)
+	}
+	if s.MaxRequestsJitter < 0 {
+		d.fail("server.max_requests_jitter", "must be 0 or more, got %d", s.MaxRequestsJitter)
+	}
 }
 
 // validName reports whether name can be an instance name.

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -63,6 +64,7 @@ func runWorker(mode string) int {
 	line := fmt.Sprintf("pid=%d id=%s gen=%s instance=%s listen_pid=%s fds=%d\n", os.Getpid(),
 		os.Getenv("FORKD_WORKER_ID"), os.Getenv("FORKD_GENERATION"), os.Getenv("FORKD_INSTANCE"),
 		listenPID, len(files))
+	var served atomic.Uint64
 	for _, f := range files {
 		l, err := net.FileListener(f)
 		if err != nil {
@@ -77,6 +79,8 @@ func runWorker(mode string) int {
 				}
 				c.Write([]byte(line))
 				c.Close()
+				// As the worker SDK does (batched there, per request here).
+				daemon.SdNotify(false, "FORKD_REQUESTS="+strconv.FormatUint(served.Add(1), 10))
 			}
 		}()
 	}

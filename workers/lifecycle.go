@@ -51,6 +51,10 @@ func (p *Pool) promote() {
 		if w != nil {
 			p.retire(w, syscall.SIGTERM, old.cfg.Server.GracefulTimeout.Duration, "replaced by generation "+fmt.Sprint(g.id))
 		}
+		if pred := old.predecessor[id]; pred != nil {
+			old.predecessor[id] = nil
+			p.retire(pred, syscall.SIGTERM, old.cfg.Server.GracefulTimeout.Duration, "replaced by generation "+fmt.Sprint(g.id))
+		}
 		if t := old.respawn[id]; t != nil {
 			t.Stop()
 			old.respawn[id] = nil
@@ -82,6 +86,10 @@ func (p *Pool) failReload(err error) {
 	for id, w := range g.slots {
 		if w != nil {
 			p.retire(w, syscall.SIGKILL, g.cfg.Server.KillTimeout.Duration, "reload rolled back")
+		}
+		if pred := g.predecessor[id]; pred != nil {
+			g.predecessor[id] = nil
+			p.retire(pred, syscall.SIGKILL, g.cfg.Server.KillTimeout.Duration, "reload rolled back")
 		}
 		if t := g.respawn[id]; t != nil {
 			t.Stop()
@@ -201,6 +209,10 @@ func (p *Pool) scale(n int) error {
 	for id := n; id < len(g.slots); id++ {
 		if w := g.slots[id]; w != nil {
 			p.retire(w, syscall.SIGTERM, g.cfg.Server.GracefulTimeout.Duration, "scaled down")
+		}
+		if pred := g.predecessor[id]; pred != nil {
+			g.predecessor[id] = nil
+			p.retire(pred, syscall.SIGTERM, g.cfg.Server.GracefulTimeout.Duration, "scaled down")
 		}
 		if t := g.respawn[id]; t != nil {
 			t.Stop()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +26,12 @@ type note struct {
 	stopping  bool
 	hasStatus bool
 	status    string
+	// requests is FORKD_REQUESTS (the worker SDK's count of finished
+	// requests); hasRequests says whether the message carried it.
+	requests    uint64
+	hasRequests bool
+	// stats is FORKD_REQUEST_STATS, passed on as is ("" when absent).
+	stats string
 }
 
 // notifySocket is the pool's NOTIFY_SOCKET: a datagram socket in a private
@@ -158,6 +165,12 @@ func parseNote(b []byte) note {
 			m.stopping = m.stopping || string(v) == "1"
 		case "STATUS":
 			m.hasStatus, m.status = true, string(v)
+		case "FORKD_REQUESTS":
+			if n, err := strconv.ParseUint(string(v), 10, 64); err == nil {
+				m.requests, m.hasRequests = n, true
+			}
+		case "FORKD_REQUEST_STATS":
+			m.stats = string(v)
 		}
 	}
 	return m
@@ -184,6 +197,12 @@ func (p *Pool) handleNote(m note) {
 	if m.ready && w.phase == phaseStarting {
 		p.markReady(w)
 	}
+	if m.stats != "" && p.opts.RequestStats != nil {
+		p.opts.RequestStats(w.gen.id, w.id, w.pid, m.stats)
+	}
+	if m.hasRequests {
+		p.countRequests(w, m.requests)
+	}
 	if m.watchdog && w.phase == phaseReady && w.timer != nil {
 		p.arm(w, w.gen.cfg.Server.Timeout.Duration, timerHeartbeat)
 	}
@@ -202,6 +221,8 @@ func (p *Pool) markReady(w *worker) {
 	p.log.Debug("worker ready", "worker_id", w.id, "pid", w.pid, "generation", g.id,
 		"boot", w.readyAt.Sub(w.started).Round(10*time.Microsecond))
 	p.emit(hooks.Event{Hook: hooks.PostWorkerInit, Generation: g.id, WorkerID: w.id, PID: w.pid})
+	p.handOver(w)
+	p.armRecycling(w)
 	p.generationProgress(g)
 	p.observe()
 }

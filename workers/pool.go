@@ -53,6 +53,10 @@ type Options struct {
 	// synchronously on the arbiter's goroutine; an error aborts what the
 	// hook precedes. May be nil.
 	RunHook func(ctx context.Context, e hooks.Event) error
+	// RequestStats receives a worker's FORKD_REQUEST_STATS value (from the
+	// worker SDK: aggregated, at most once a second per worker), on the
+	// arbiter's goroutine; it must not block. May be nil.
+	RequestStats func(generation uint64, workerID, pid int, stats string)
 	// Logger receives the pool's log; nil discards.
 	Logger *slog.Logger
 	// Shim is the executable that implements the exec-shim (forkd itself).

@@ -108,6 +108,8 @@ func (p *Pool) handleExit(ev exitEvent) {
 
 	wasReady := w.phase == phaseReady
 	inSlot := w.inSlot
+	g.forget(w)
+	p.stopLifetime(w)
 	if inSlot {
 		g.slots[w.id] = nil
 		w.inSlot = false

@@ -17,6 +17,7 @@ const (
 	timerReadyDelay                  // ready = "started": the delay passed
 	timerKill                        // a stopping worker overstayed: SIGKILL
 	timerRespawn                     // a slot's backoff ended
+	timerRecycle                     // a worker reached max_lifetime
 )
 
 // timerEvent is a deadline that passed. Worker deadlines carry the worker
@@ -69,6 +70,13 @@ func (p *Pool) handleTimer(t timerEvent) {
 		return
 	}
 	w := t.w
+	if t.kind == timerRecycle {
+		if p.byPID[w.pid] == w && w.lifetime != nil {
+			w.lifetime = nil
+			p.recycle(w, "max_lifetime")
+		}
+		return
+	}
 	if t.seq != w.seq || p.byPID[w.pid] != w {
 		return // re-armed, or the worker is gone
 	}
@@ -127,6 +135,7 @@ func (p *Pool) retire(w *worker, sig syscall.Signal, grace time.Duration, reason
 		w.inSlot = false
 	}
 	w.phase = phaseStopping
+	p.stopLifetime(w)
 	if w.reason == "" {
 		w.reason = reason
 	}

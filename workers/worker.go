@@ -53,6 +53,11 @@ type worker struct {
 	seq   uint64
 	// reason is why the worker is being stopped ("" when it is not).
 	reason string
+	// requests is the worker's FORKD_REQUESTS; maxRequests (0 = none) is
+	// its recycling threshold, max_requests plus this worker's jitter.
+	requests, maxRequests uint64
+	// lifetime fires when the worker has lived max_lifetime (+ jitter).
+	lifetime *time.Timer
 }
 
 // generation is the set of workers started from one config.
@@ -62,6 +67,9 @@ type generation struct {
 	target   int
 	minReady int
 	slots    []*worker // index = worker id; nil = empty
+	// predecessor[id] is a recycled worker that keeps serving until the
+	// slot's new worker is ready.
+	predecessor []*worker
 	failures []int     // consecutive failures per slot
 	respawn  []*time.Timer
 	command  string   // resolved path of the worker command
@@ -71,11 +79,15 @@ type generation struct {
 	announced bool
 }
 
-// readyCount is the number of the generation's slot workers that serve.
+// readyCount is the number of the generation's slots that serve: by
+// their worker, or by a recycled predecessor until its successor is ready.
 func (g *generation) readyCount() int {
 	n := 0
-	for _, w := range g.slots {
-		if w != nil && w.phase == phaseReady {
+	for id, w := range g.slots {
+		switch {
+		case w != nil && w.phase == phaseReady:
+			n++
+		case g.predecessor[id] != nil && g.predecessor[id].phase == phaseReady:
 			n++
 		}
 	}
