@@ -45,6 +45,7 @@ var (
 // when forkd cannot be built and logs (once) when gunicorn is missing.
 func env(b *testing.B) *setup {
 	b.Helper()
+	ran.Store(b.Name(), true)
 	setupOnce.Do(func() {
 		s := &shared
 		var err error
@@ -355,8 +356,9 @@ func BenchmarkKill(b *testing.B) {
 			b.Fatal(err)
 		}
 		i := idx(g)
+		killed := map[int]bool{}
 		for k := range kills {
-			st, rd, err := killOne(m, evs)
+			st, rd, err := killOne(m, evs, killed)
 			if err != nil {
 				b.Fatalf("%s, kill %d: %v\n%s", m.Name, k+1, err, m.Output())
 			}
@@ -401,16 +403,17 @@ func (s *setup) spec(gunicorn bool, n int, timeout time.Duration) Spec {
 
 // killOne SIGKILLs the live worker of m that has been ready longest, once
 // it has been for 1.5 s, and returns kill → the replacement's start probe
-// and kill → its ready probe. evs are the probe events so far.
-func killOne(m *Master, evs []Event) (toStart, toReady time.Duration, err error) {
+// and kill → its ready probe. evs are the probe events so far; killed holds
+// the workers killed before, and killOne adds its victim.
+func killOne(m *Master, evs []Event, killed map[int]bool) (toStart, toReady time.Duration, err error) {
 	seen := map[int]bool{}
 	for _, ev := range evs {
 		seen[ev.PID] = true
 	}
 	victim, readyAt := 0, time.Time{}
 	for pid, at := range ReadyPIDs(evs) {
-		if syscall.Kill(pid, 0) != nil {
-			continue // killed before
+		if killed[pid] {
+			continue
 		}
 		if victim == 0 || at.Before(readyAt) {
 			victim, readyAt = pid, at
@@ -422,10 +425,11 @@ func killOne(m *Master, evs []Event) (toStart, toReady time.Duration, err error)
 	if wait := time.Until(readyAt.Add(1500 * time.Millisecond)); wait > 0 {
 		<-time.After(wait) // the scenario's precondition: it has served 1.5 s
 	}
-	killed := time.Now()
+	killedAt := time.Now()
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		return 0, 0, fmt.Errorf("kill worker %d: %w", victim, err)
 	}
+	killed[victim] = true
 	var start, ready Event
 	_, err = m.Probe.WaitEvents(10*time.Second, fmt.Sprintf("the replacement of worker %d", victim),
 		func(evs []Event) bool {
@@ -452,7 +456,7 @@ func killOne(m *Master, evs []Event) (toStart, toReady time.Duration, err error)
 	if start.PID != ready.PID {
 		return 0, 0, fmt.Errorf("replacement ready as pid %d, started as %d", ready.PID, start.PID)
 	}
-	return start.At.Sub(killed), ready.At.Sub(killed), nil
+	return start.At.Sub(killedAt), ready.At.Sub(killedAt), nil
 }
 
 // BenchmarkHang is scenario 3: a worker hangs (GET /hang) with a 2 s
@@ -643,6 +647,7 @@ func BenchmarkThousand(b *testing.B) {
 	if avail, err := MemAvailable(); err != nil {
 		b.Fatal(err)
 	} else if avail < need {
+		report.Note("Scenario 6 skipped: 1,024 workers need about %d MiB, only %d MiB were available.", need>>20, avail>>20)
 		b.Skipf("1,024 workers need about %d MiB, only %d MiB available", need>>20, avail>>20)
 	}
 	sleep, err := exec.LookPath("sleep")

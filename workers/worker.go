@@ -70,11 +70,11 @@ type generation struct {
 	// predecessor[id] is a recycled worker that keeps serving until the
 	// slot's new worker is ready.
 	predecessor []*worker
-	failures []int     // consecutive failures per slot
-	respawn  []*time.Timer
-	command  string   // resolved path of the worker command
-	env      []string // environment shared by the generation's workers
-	whenDone []chan error
+	failures    []int // consecutive failures per slot
+	respawn     []*time.Timer
+	command     string   // resolved path of the worker command
+	env         []string // environment shared by the generation's workers
+	whenDone    []chan error
 	// announced reports whether when_ready fired for this generation.
 	announced bool
 }
