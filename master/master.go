@@ -17,7 +17,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,6 +41,28 @@ type options struct {
 	bus       string
 	logFormat string
 	logLevel  string
+	// exe is what an upgrade re-executes: the path forkd was started as,
+	// so that a package upgrade's new binary is the one that runs.
+	exe string
+}
+
+// executable returns the absolute path forkd was started as ("" if it
+// cannot tell), not /proc/self/exe, which keeps naming the old binary
+// after a package upgrade replaced it.
+func executable() string {
+	p := os.Args[0]
+	if !strings.Contains(p, "/") {
+		lp, err := exec.LookPath(p)
+		if err != nil {
+			return ""
+		}
+		p = lp
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return ""
+	}
+	return abs
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -103,6 +128,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	o.exe = executable()
 	cfg, err := config.Load(o.config)
 	if err != nil {
 		return err
@@ -152,18 +178,35 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		_ = sinkGroup.Wait()
 	}()
 
-	start := hooks.Event{Hook: hooks.OnStarting, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1}
-	sinks.Emit(start)
-	if err := sinks.runHook(ctx, start); err != nil {
-		return fmt.Errorf("on_starting hook: %w", err)
-	}
-
-	socks, activated, err := activation.Listen(cfg.Server.Bind, cfg.Server.Backlog, cfg.Server.Name)
+	// A master started by an upgrade (USR2) inherits the sockets and the
+	// workers; on_starting ran once already, for this instance.
+	adopt, err := workers.TakeHandover()
 	if err != nil {
 		return err
 	}
+	var (
+		socks     []activation.Socket
+		activated bool
+	)
+	if adopt != nil {
+		socks, activated = adopt.SocketsOf(), true
+		log.Info("upgraded in place: adopting workers", "workers", len(adopt.Workers))
+	} else {
+		start := hooks.Event{Hook: hooks.OnStarting, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1}
+		sinks.Emit(start)
+		if err := sinks.runHook(ctx, start); err != nil {
+			return fmt.Errorf("on_starting hook: %w", err)
+		}
+		socks, activated, err = activation.Listen(cfg.Server.Bind, cfg.Server.Backlog, cfg.Server.Name)
+		if err != nil {
+			return err
+		}
+	}
 	defer activation.Close(socks)
 	for _, s := range socks {
+		if adopt != nil {
+			break
+		}
 		log.Info("listening", "addr", s.Addr, "name", s.Name, "from_systemd", activated)
 		if !activated {
 			// Kept by systemd's fd store (FileDescriptorStoreMax=), they come
@@ -184,11 +227,15 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		Observe: status.observe,
 		RunHook: sinks.runHook,
 		Logger:  log,
+		Exe:     o.exe,
+		Adopt:   adopt,
 	})
 	sinks.ctl.pool.Store(pool)
 
+	// The arbiter runs on this goroutine — the main one, locked to the
+	// process's main thread by cmd/forkd — so that every worker's parent
+	// thread lives as long as the process, across in-place upgrades too.
 	g := newGroup(ctx)
-	g.Go(pool.Run)
 	g.Go(func(ctx context.Context) error { return status.run(ctx) })
 	g.Go(func(ctx context.Context) error {
 		if err := notifier.Watchdog(ctx, pool.Healthy); err != nil {
@@ -197,7 +244,11 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		<-ctx.Done() // no watchdog configured: nothing to do, but keep the group up
 		return nil
 	})
-	err = g.Wait()
+	err = pool.Run(g.ctx)
+	g.cancel()
+	if gerr := g.Wait(); err == nil {
+		err = gerr
+	}
 
 	exit := hooks.Event{Hook: hooks.OnExit, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1,
 		Generation: status.last().Generation, Reason: "stopped"}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,12 @@ import (
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 )
+
+func init() {
+	// As cmd/forkd does: the master helper runs its pool on the main
+	// goroutine, pinned to the main thread (see runMaster).
+	runtime.LockOSThread()
+}
 
 // TestMain lets the test binary play three parts besides running tests:
 // the exec-shim, a worker (FORKD_TEST_WORKER=mode) and a master
@@ -106,36 +113,71 @@ func runWorker(mode string) int {
 	}
 }
 
-// runMaster runs a pool of two serving workers, prints their pids on
-// stdout once they are ready, and waits to be killed.
+// runMaster runs a pool of two serving workers on its own TCP socket, on
+// the main goroutine (locked to the main thread by init, as cmd/forkd
+// does), and reports on stdout once they are ready:
+//
+//	master <pid> port <port> adopted <true|false>
+//	worker <pid>            (one line each)
+//	ready
+//
+// USR2 upgrades it in place (re-executing this test binary), after which
+// the new incarnation reports the same way. It runs until killed.
 func runMaster() int {
 	exe, _ := os.Executable()
-	ready := make(chan hooks.Status, 16)
+	h, err := TakeHandover()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "master:", err)
+		return 1
+	}
+	var socks []activation.Socket
+	if h != nil {
+		socks = h.SocketsOf()
+	} else {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "master:", err)
+			return 1
+		}
+		f, _ := l.(*net.TCPListener).File()
+		l.Close()
+		socks = []activation.Socket{{Name: "test", Addr: "tcp://" + l.Addr().String(), File: f}}
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(socks[0].Addr, "tcp://"))
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR2)
+	statuses := make(chan hooks.Status, 64)
 	p := New(Options{
-		Config: testConfig(exe, "serve", 2),
+		Config:  testConfig(exe, "serve", 2),
+		Sockets: socks,
+		Signals: sigs,
+		Exe:     exe,
+		Adopt:   h,
 		Observe: func(s hooks.Status) {
 			select {
-			case ready <- s:
+			case statuses <- s:
 			default:
 			}
 		},
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go p.Run(ctx)
-	for s := range ready {
-		if s.ReadyWorkers == 2 {
-			break
+	go func() {
+		for s := range statuses {
+			if s.ReadyWorkers == 2 {
+				break
+			}
 		}
-	}
-	list, err := p.ListWorkers(ctx)
-	if err != nil {
-		return 1
-	}
-	for _, w := range list {
-		fmt.Println(w.PID)
-	}
-	select {}
+		list, err := p.ListWorkers(context.Background())
+		if err != nil {
+			return
+		}
+		fmt.Printf("master %d port %s adopted %v\n", os.Getpid(), port, h != nil)
+		for _, w := range list {
+			fmt.Printf("worker %d\n", w.PID)
+		}
+		fmt.Println("ready")
+	}()
+	p.Run(context.Background())
+	return 0
 }
 
 // testConfig is a config running the test binary as a worker in mode.

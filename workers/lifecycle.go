@@ -309,7 +309,9 @@ func (p *Pool) handleSignal(sig os.Signal) {
 			p.signal(w, syscall.SIGUSR1)
 		}
 	case syscall.SIGUSR2:
-		p.log.Warn("USR2 (in-place upgrade) is not supported yet; ignored")
+		if err := p.upgrade(); err != nil {
+			p.log.Error("upgrade failed; the old master keeps running", "err", err)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"time"
@@ -71,6 +72,13 @@ type Options struct {
 	// NoSpare disables the warm spare (see spare.go), which makes a
 	// replacement worker start without a fork.
 	NoSpare bool
+	// Exe is the executable an upgrade (USR2) re-executes, with Args
+	// (default os.Args); "" disables upgrades.
+	Exe  string
+	Args []string
+	// Adopt, when set, is the state of the master this one replaced by an
+	// upgrade (see TakeHandover): Run adopts its workers and sockets.
+	Adopt *Handover
 	// MinUptime is how long a worker must have served for its exit to
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
@@ -114,6 +122,7 @@ type Pool struct {
 	stopErr       error
 	notifyDir     string
 	notifyAdr     string
+	notifyConn    *net.UnixConn
 	devnull       *os.File
 	stats         Stats
 	everReady     bool
@@ -170,18 +179,27 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.devnull = devnull
 	defer devnull.Close()
 
-	ns, err := listenNotify(p.opts.NotifyDir)
+	var ns *notifySocket
+	if p.opts.Adopt != nil {
+		ns, err = adoptNotify(p.opts.Adopt)
+	} else {
+		ns, err = listenNotify(p.opts.NotifyDir)
+	}
 	if err != nil {
 		return err
 	}
-	p.notifyDir, p.notifyAdr = ns.dir, ns.path
+	p.notifyDir, p.notifyAdr, p.notifyConn = ns.dir, ns.path, ns.conn
 	defer ns.close()
 	go ns.read(p.notes, p.done)
 
-	p.nextGen = 1
-	p.current = p.newGeneration(p.opts.Config, p.opts.Config.Server.Workers)
-	p.log.Info("starting", "instance", p.instance(), "workers", p.current.target,
-		"generation", p.current.id, "notify_socket", p.notifyAdr)
+	if p.opts.Adopt != nil {
+		p.adopt(p.opts.Adopt)
+	} else {
+		p.nextGen = 1
+		p.current = p.newGeneration(p.opts.Config, p.opts.Config.Server.Workers)
+		p.log.Info("starting", "instance", p.instance(), "workers", p.current.target,
+			"generation", p.current.id, "notify_socket", p.notifyAdr)
+	}
 	p.fillSlots(p.current)
 	p.observe()
 

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -483,11 +482,17 @@ func TestPool_ScaleSurvivesReload(t *testing.T) {
 	}
 }
 
-// TestPool_MasterKilled kills -9 a master (the test binary as a separate
-// process) and checks that no worker survives it.
-func TestPool_MasterKilled(t *testing.T) {
+// masterProc is the test binary running as a master (runMaster).
+type masterProc struct {
+	cmd   *exec.Cmd
+	lines chan string // its stdout, closed at EOF
+	port  string
+}
+
+func startMaster(t *testing.T) *masterProc {
+	t.Helper()
 	cmd := exec.Command(exe(t))
-	cmd.Env = append(os.Environ(), "FORKD_TEST_MASTER=1")
+	cmd.Env = append(os.Environ(), "FORKD_TEST_MASTER=1", "GOTRACEBACK=none")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -497,23 +502,93 @@ func TestPool_MasterKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(out)
-	var pids []int
-	for len(pids) < 2 && sc.Scan() {
-		pid, err := strconv.Atoi(sc.Text())
-		if err != nil {
-			t.Fatalf("master said %q", sc.Text())
+	m := &masterProc{cmd: cmd, lines: make(chan string, 64)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			m.lines <- sc.Text()
 		}
-		pids = append(pids, pid)
+		close(m.lines)
+	}()
+	return m
+}
+
+// report reads one ready report: the master's pid, whether it adopted its
+// workers, and their pids.
+func (m *masterProc) report(t *testing.T) (pid int, adopted bool, workers map[int]bool) {
+	t.Helper()
+	workers = map[int]bool{}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case line, ok := <-m.lines:
+			if !ok {
+				t.Fatal("master exited before reporting")
+			}
+			f := strings.Fields(line)
+			switch {
+			case line == "ready":
+				return pid, adopted, workers
+			case len(f) == 6 && f[0] == "master":
+				pid, m.port, adopted = atoi(f[1]), f[3], f[5] == "true"
+			case len(f) == 2 && f[0] == "worker":
+				workers[atoi(f[1])] = true
+			default:
+				t.Fatalf("master said %q", line)
+			}
+		case <-deadline:
+			t.Fatal("master did not report within 20s")
+		}
 	}
+}
+
+// TestPool_MasterKilled kills -9 a master (the test binary as a separate
+// process) and checks that no worker survives it.
+func TestPool_MasterKilled(t *testing.T) {
+	m := startMaster(t)
+	_, _, pids := m.report(t)
 	if len(pids) != 2 {
 		t.Fatalf("master reported %d workers", len(pids))
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := m.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
-	for _, pid := range pids {
+	m.cmd.Wait()
+	for pid := range pids {
 		gone(t, pid, 5*time.Second)
+	}
+}
+
+// TestPool_Upgrade re-executes a master in place (USR2), twice: same pid,
+// the same worker processes adopted, the socket still served.
+func TestPool_Upgrade(t *testing.T) {
+	m := startMaster(t)
+	pid, adopted, before := m.report(t)
+	if pid != m.cmd.Process.Pid || adopted || len(before) != 2 {
+		t.Fatalf("first report: master %d adopted %v workers %v", pid, adopted, before)
+	}
+	for i := range 2 {
+		if err := m.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+			t.Fatal(err)
+		}
+		pid, adopted, after := m.report(t)
+		if pid != m.cmd.Process.Pid || !adopted {
+			t.Fatalf("upgrade %d: master pid %d (want %d), adopted %v", i+1, pid, m.cmd.Process.Pid, adopted)
+		}
+		if !samePIDs(before, after) {
+			t.Fatalf("upgrade %d changed the workers: %v → %v", i+1, before, after)
+		}
+		for range 4 {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+m.port, 5*time.Second)
+			if err != nil {
+				t.Fatalf("after upgrade %d: %v", i+1, err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if err != nil || !before[atoi(strings.TrimPrefix(strings.Fields(line)[0], "pid="))] {
+				t.Fatalf("after upgrade %d the socket answered %q, %v", i+1, line, err)
+			}
+		}
 	}
 }

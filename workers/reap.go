@@ -94,7 +94,10 @@ func (p *Pool) handleExit(ev exitEvent) {
 	base := hooks.Event{Generation: g.id, WorkerID: w.id, PID: w.pid, ExitCode: code, Signal: sig}
 	reason := w.reason
 	if reason == "" {
-		reason = text
+		reason = "crashed"
+		if p.stopping {
+			reason = "stopping"
+		}
 	}
 	base.Reason = reason
 	base.Hook = hooks.ChildExit

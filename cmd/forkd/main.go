@@ -12,10 +12,19 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/master"
 )
+
+func init() {
+	// The arbiter runs on the main goroutine; pin it to the main thread,
+	// the one thread that lives as long as the process and survives an
+	// in-place upgrade's execve. Workers' parent-death signal is tied to
+	// the thread that forked them.
+	runtime.LockOSThread()
+}
 
 func main() {
 	// The exec-shim runs between fork and the worker's exec: nothing else.

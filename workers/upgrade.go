@@ -1,0 +1,282 @@
+package workers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/hooks"
+)
+
+// An upgrade (USR2) re-executes the master's binary in place: same pid, so
+// systemd's MainPID stays right, and the workers — children of that pid —
+// keep serving. Before execve the pool writes its state (sockets, notify
+// socket, workers) to a memfd whose number it passes in FORKD_UPGRADE_FD;
+// the new master reads it with TakeHandover and adopts the workers (Options
+// .Adopt). The execve runs on the arbiter's own thread, the one that forked
+// the workers, so their parent-death signal does not fire. If execve fails
+// the old master carries on.
+
+// upgradeEnv names the environment variable carrying the handover memfd.
+const upgradeEnv = "FORKD_UPGRADE_FD"
+
+// Handover is what an upgrading master hands to its successor.
+type Handover struct {
+	Sockets    []HandoverSocket `json:"sockets"`
+	NotifyFD   int              `json:"notify_fd"`
+	NotifyDir  string           `json:"notify_dir"`
+	NotifyPath string           `json:"notify_path"`
+	NextGen    uint64           `json:"next_generation"`
+	Current    uint64           `json:"current_generation"`
+	Target     int              `json:"target"`
+	EverReady  bool             `json:"ever_ready"`
+	Workers    []HandoverWorker `json:"workers"`
+}
+
+// HandoverSocket is a listening socket kept open across the upgrade.
+type HandoverSocket struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+	FD   int    `json:"fd"`
+}
+
+// HandoverWorker is a live worker the new master adopts.
+type HandoverWorker struct {
+	ID         int       `json:"id"`
+	PID        int       `json:"pid"`
+	Generation uint64    `json:"generation"`
+	Phase      string    `json:"phase"`
+	InSlot     bool      `json:"in_slot"`
+	Started    time.Time `json:"started"`
+	ReadyAt    time.Time `json:"ready_at"`
+	Requests   uint64    `json:"requests"`
+	Reason     string    `json:"reason,omitempty"`
+}
+
+// SocketsOf returns h's listening sockets as activation.Sockets.
+func (h *Handover) SocketsOf() []activation.Socket {
+	socks := make([]activation.Socket, 0, len(h.Sockets))
+	for _, s := range h.Sockets {
+		unix.CloseOnExec(s.FD)
+		socks = append(socks, activation.Socket{Name: s.Name, Addr: s.Addr,
+			File: os.NewFile(uintptr(s.FD), s.Addr)})
+	}
+	return socks
+}
+
+// TakeHandover returns the state an upgrading master left in
+// FORKD_UPGRADE_FD, or nil when this process was not started by an
+// upgrade. It unsets the variable so that no child inherits it.
+func TakeHandover() (*Handover, error) {
+	v, ok := os.LookupEnv(upgradeEnv)
+	if !ok {
+		return nil, nil
+	}
+	os.Unsetenv(upgradeEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("workers: %s=%q is not a file descriptor", upgradeEnv, v)
+	}
+	f := os.NewFile(uintptr(fd), "forkd-upgrade")
+	defer f.Close()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("workers: read upgrade state: %w", err)
+	}
+	var h Handover
+	if err := json.NewDecoder(f).Decode(&h); err != nil {
+		return nil, fmt.Errorf("workers: read upgrade state: %w", err)
+	}
+	return &h, nil
+}
+
+// upgrade re-executes the master; it returns only when that failed.
+func (p *Pool) upgrade() error {
+	switch {
+	case p.opts.Exe == "":
+		return errors.New("workers: upgrade: no executable configured")
+	case p.stopping:
+		return ErrStopping
+	case p.pending != nil:
+		return ErrReloading
+	case unix.Gettid() != unix.Getpid():
+		// execve from another thread would end the main thread, and with
+		// it the parent-death signal of every worker it forked.
+		return errors.New("workers: upgrade: the arbiter must run on the main thread (runtime.LockOSThread in init)")
+	case p.sparesExiting > 0:
+		return errors.New("workers: upgrade: a warm spare is still exiting; try again")
+	}
+	ev := hooks.Event{Hook: hooks.PreExec, Generation: p.current.id}
+	p.emit(ev)
+	if err := p.runHook(ev); err != nil {
+		return fmt.Errorf("upgrade aborted by pre_exec hook: %w", err)
+	}
+	if s := p.spare; s != nil {
+		// A spare is no worker: end it here rather than hand it over.
+		p.spare = nil
+		p.signal(s.w, syscall.SIGKILL)
+		s.order.Close()
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(s.w.pid, &ws, 0, nil)
+	}
+	h, keep, err := p.handover()
+	if err != nil {
+		return fmt.Errorf("workers: upgrade: %w", err)
+	}
+	memfd, err := unix.MemfdCreate("forkd-upgrade", 0)
+	if err != nil {
+		return fmt.Errorf("workers: upgrade: memfd: %w", err)
+	}
+	defer unix.Close(memfd)
+	b, _ := json.Marshal(h)
+	if _, err := unix.Write(memfd, b); err != nil {
+		return fmt.Errorf("workers: upgrade: write state: %w", err)
+	}
+	for _, fd := range keep {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			restoreCloexec(keep)
+			return fmt.Errorf("workers: upgrade: keep fd %d: %w", fd, err)
+		}
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, upgradeEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, upgradeEnv+"="+strconv.Itoa(memfd))
+	p.log.Info("upgrading: re-executing the master", "exe", p.opts.Exe, "workers", len(h.Workers))
+	err = syscall.Exec(p.opts.Exe, p.args(), env)
+	restoreCloexec(keep)
+	return fmt.Errorf("workers: upgrade: exec %s: %w", p.opts.Exe, err)
+}
+
+// args is the new master's argv.
+func (p *Pool) args() []string {
+	if p.opts.Args != nil {
+		return p.opts.Args
+	}
+	return os.Args
+}
+
+func restoreCloexec(fds []int) {
+	for _, fd := range fds {
+		unix.CloseOnExec(fd)
+	}
+}
+
+// handover describes the pool for its successor and lists the fds that
+// must survive execve.
+func (p *Pool) handover() (*Handover, []int, error) {
+	h := &Handover{NextGen: p.nextGen, Current: p.current.id, Target: p.current.target,
+		EverReady: p.everReady, NotifyDir: p.notifyDir, NotifyPath: p.notifyAdr}
+	var keep []int
+	for _, s := range p.opts.Sockets {
+		fd, err := rawFD(s.File)
+		if err != nil {
+			return nil, nil, fmt.Errorf("socket %s: %w", s.Addr, err)
+		}
+		h.Sockets = append(h.Sockets, HandoverSocket{Name: s.Name, Addr: s.Addr, FD: fd})
+		keep = append(keep, fd)
+	}
+	fd, err := rawFD(p.notifyConn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("notify socket: %w", err)
+	}
+	h.NotifyFD = fd
+	keep = append(keep, fd)
+	for _, w := range p.byPID {
+		h.Workers = append(h.Workers, HandoverWorker{ID: w.id, PID: w.pid, Generation: w.gen.id,
+			Phase: w.phase.String(), InSlot: w.inSlot, Started: w.started, ReadyAt: w.readyAt,
+			Requests: w.requests, Reason: w.reason})
+	}
+	return h, keep, nil
+}
+
+// rawFD returns f's descriptor without switching it to blocking mode.
+func rawFD(f syscall.Conn) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// adopt takes over the workers of the master this one replaced.
+func (p *Pool) adopt(h *Handover) {
+	p.nextGen = h.Current
+	g := p.newGeneration(p.opts.Config, h.Target)
+	p.nextGen = max(h.NextGen, g.id+1)
+	p.current = g
+	p.everReady = h.EverReady
+	older := map[uint64]*generation{}
+	for _, hw := range h.Workers {
+		wg := g
+		if hw.Generation != g.id {
+			if older[hw.Generation] == nil {
+				older[hw.Generation] = &generation{id: hw.Generation, cfg: g.cfg}
+			}
+			wg = older[hw.Generation]
+		}
+		w := &worker{id: hw.ID, gen: wg, pid: hw.PID, started: hw.Started, readyAt: hw.ReadyAt,
+			requests: hw.Requests, reason: hw.Reason}
+		if err := p.watch(w, -1); err != nil {
+			p.log.Warn("upgrade: cannot adopt worker", "worker_id", hw.ID, "pid", hw.PID, "err", err)
+			continue
+		}
+		p.byPID[w.pid] = w
+		switch {
+		case hw.Phase == phaseStopping.String() || !hw.InSlot || wg != g || hw.ID >= g.target:
+			w.phase = phaseStopping
+			p.retiring[w] = true
+			p.arm(w, g.cfg.Server.GracefulTimeout.Duration, timerKill)
+		case hw.Phase == phaseReady.String():
+			w.phase, w.inSlot = phaseReady, true
+			g.slots[w.id] = w
+			if g.cfg.Worker.Ready != config.ReadyStarted && g.cfg.Server.Timeout.Duration > 0 {
+				p.arm(w, g.cfg.Server.Timeout.Duration, timerHeartbeat)
+			}
+			p.armRecycling(w)
+		default:
+			w.phase, w.inSlot = phaseStarting, true
+			g.slots[w.id] = w
+			p.arm(w, g.cfg.Server.BootTimeout.Duration, timerBoot)
+		}
+	}
+	g.announced = g.readyCount() >= g.minReady
+	if g.announced {
+		p.state = StateRunning
+	}
+	p.log.Info("upgraded: adopted workers", "workers", len(p.byPID), "generation", g.id)
+}
+
+// adoptNotify takes over the notify socket of the master this one
+// replaced: same path, so workers keep reaching it.
+func adoptNotify(h *Handover) (*notifySocket, error) {
+	f := os.NewFile(uintptr(h.NotifyFD), h.NotifyPath)
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: notify socket: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("upgrade: notify socket: fd %d is not a unix socket", h.NotifyFD)
+	}
+	return &notifySocket{conn: uc, dir: h.NotifyDir, path: h.NotifyPath}, nil
+}
