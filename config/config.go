@@ -49,6 +49,10 @@ type Server struct {
 	// KillTimeout is the wait between SIGABRT (or a quick-stop signal) and
 	// SIGKILL. Default 5s.
 	KillTimeout Duration `toml:"kill_timeout"`
+	// MaxSurge is how many workers of a new generation may boot at once
+	// during a reload; each one that becomes ready retires one old worker.
+	// 0 (the default) starts the whole new generation at once.
+	MaxSurge int `toml:"max_surge"`
 	// MaxRequests recycles a worker after it reported this many finished
 	// requests (FORKD_REQUESTS, sent by the worker SDK); 0 disables.
 	MaxRequests int `toml:"max_requests"`

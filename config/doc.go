@@ -43,6 +43,8 @@
 //	graceful_timeout  how long a stopping worker may drain before KILL (default "30s")
 //	boot_timeout      how long a worker may take to become ready, more than 0 (default "30s")
 //	kill_timeout      wait between SIGABRT or a quick-stop signal and SIGKILL (default "5s")
+//	max_surge         new-generation workers booting at once during a reload;
+//	                  each that is ready retires an old one; 0 all (default 0)
 //	max_requests      recycle a worker after it reported this many requests
 //	                  (FORKD_REQUESTS, from the worker SDK); 0 never (default 0)
 //	max_requests_jitter  random 0…N added per worker (default 0)

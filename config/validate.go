@@ -82,6 +82,9 @@ func (d *document) validateServer(s *Server) {
 	if s.BootTimeout.Duration == 0 {
 		d.fail("server.boot_timeout", "must be more than 0s: a worker gets this long to become ready")
 	}
+	if s.MaxSurge < 0 || s.MaxSurge > maxWorkers {
+		d.fail("server.max_surge", "must be between 0 (all at once) and %d, got %d", maxWorkers, s.MaxSurge)
+	}
 	if s.MaxRequests < 0 {
 		d.fail("server.max_requests", "must be 0 (never recycle) or more, got %d", s.MaxRequests)
 	}

@@ -38,7 +38,23 @@ func (p *Pool) generationProgress(g *generation) {
 		p.emit(hooks.Event{Hook: hooks.WhenReady, Generation: g.id, Workers: g.target})
 	case g == p.pending && g.readyCount() >= g.minReady:
 		p.promote()
+	case g == p.pending && g.cfg.Server.MaxSurge > 0:
+		p.surge(g)
 	}
+}
+
+// surge advances a rolling reload: one old worker retires for each new
+// one that became ready, and the next new ones start.
+func (p *Pool) surge(g *generation) {
+	old := p.current
+	for id := len(old.slots) - 1; id >= 0; id-- {
+		if w := old.slots[id]; w != nil && old.readyCount() > 0 {
+			p.retire(w, syscall.SIGTERM, old.cfg.Server.GracefulTimeout.Duration,
+				fmt.Sprintf("replaced by generation %d", g.id))
+			break
+		}
+	}
+	p.fillSlots(g)
 }
 
 // promote makes the pending generation current and stops the old one.
@@ -95,6 +111,9 @@ func (p *Pool) failReload(err error) {
 			t.Stop()
 			g.respawn[id] = nil
 		}
+	}
+	if !p.stopping {
+		p.fillSlots(p.current) // a rolling reload may have retired some
 	}
 	err = fmt.Errorf("reload failed, generation %d still serving: %w", p.current.id, err)
 	p.log.Error("reload failed", "generation", g.id, "err", err)

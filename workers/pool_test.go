@@ -592,3 +592,57 @@ func TestPool_Upgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestPool_ReloadMaxSurge reloads with max_surge = 1: the new generation
+// boots one worker at a time, each ready one retiring an old one, so live
+// capacity never drops and never more than one worker boots.
+func TestPool_ReloadMaxSurge(t *testing.T) {
+	cfg := testConfig(exe(t), "serve", 3)
+	cfg.Server.MaxSurge = 1
+	h := start(t, cfg, nil)
+	old := map[int]bool{}
+	for _, pid := range h.waitReady(3) {
+		old[pid] = true
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.pool.Reload(context.Background()) }()
+	booting, retired := 0, 0
+	for {
+		e := h.rec.wait(t, 20*time.Second, "the rolling reload", func(e hooks.Event) bool {
+			return e.Hook == hooks.PostFork || e.Hook == hooks.PostWorkerInit ||
+				e.Hook == hooks.ChildExit || e.Hook == hooks.WhenReady
+		})
+		switch {
+		case e.Hook == hooks.PostFork:
+			booting++
+			if booting > 1 {
+				t.Fatalf("%d new workers booting at once, want at most max_surge = 1", booting)
+			}
+		case e.Hook == hooks.PostWorkerInit:
+			booting--
+			if retired == 0 {
+				// The arbiter retired an old worker as it marked this one
+				// ready: by now at most two old ones still serve.
+				serving := 0
+				for pid := range h.pids() {
+					if old[pid] {
+						serving++
+					}
+				}
+				if serving > 2 {
+					t.Fatalf("a new worker is ready but all %d old ones still serve: not a rolling reload", serving)
+				}
+				retired++
+			}
+		}
+		if e.Hook == hooks.WhenReady && e.Generation == 2 {
+			break
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	for pid := range old {
+		gone(t, pid, 10*time.Second)
+	}
+}

@@ -47,12 +47,31 @@ func (g *generation) grow(n int) {
 
 // fillSlots starts a worker in every empty slot of g below its target
 // that has no respawn pending.
+//
+// A reload's generation with max_surge set boots at most that many at
+// once (see surge).
 func (p *Pool) fillSlots(g *generation) {
-	for id := 0; id < g.target; id++ {
+	room := -1 // no limit
+	if g == p.pending && g.cfg.Server.MaxSurge > 0 {
+		room = g.cfg.Server.MaxSurge - g.booting()
+	}
+	for id := 0; id < g.target && room != 0; id++ {
 		if g.slots[id] == nil && g.respawn[id] == nil {
 			p.spawn(g, id)
+			room--
 		}
 	}
+}
+
+// booting counts g's workers that are not ready yet.
+func (g *generation) booting() int {
+	n := 0
+	for _, w := range g.slots {
+		if w != nil && w.phase == phaseStarting {
+			n++
+		}
+	}
+	return n
 }
 
 // spawn starts the worker for slot id of generation g. A failure to start
