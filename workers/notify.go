@@ -203,8 +203,10 @@ func (p *Pool) handleNote(m note) {
 	if m.hasRequests {
 		p.countRequests(w, m.requests)
 	}
-	if m.watchdog && w.phase == phaseReady && w.timer != nil {
-		p.arm(w, w.gen.cfg.Server.Timeout.Duration, timerHeartbeat)
+	if m.watchdog && w.phase == phaseReady {
+		// No timer work per heartbeat: the deadline, when it fires,
+		// re-arms itself from the last heartbeat (see handleTimer).
+		w.lastBeat = time.Now()
 	}
 }
 
@@ -214,6 +216,7 @@ func (p *Pool) markReady(w *worker) {
 	g := w.gen
 	w.phase = phaseReady
 	w.readyAt = p.now()
+	w.lastBeat = w.readyAt
 	p.disarm(w)
 	if g.cfg.Worker.Ready != config.ReadyStarted && g.cfg.Server.Timeout.Duration > 0 {
 		p.arm(w, g.cfg.Server.Timeout.Duration, timerHeartbeat)

@@ -87,6 +87,11 @@ func (p *Pool) handleTimer(t timerEvent) {
 	case timerBoot:
 		p.abort(w, fmt.Sprintf("boot timeout (%s)", w.gen.cfg.Server.BootTimeout))
 	case timerHeartbeat:
+		timeout := w.gen.cfg.Server.Timeout.Duration
+		if left := timeout - time.Since(w.lastBeat); left > 0 {
+			p.arm(w, left, timerHeartbeat)
+			return
+		}
 		p.abort(w, fmt.Sprintf("timeout (no heartbeat for %s)", w.gen.cfg.Server.Timeout))
 	case timerKill:
 		p.log.Warn("worker overstayed; killing", "worker_id", w.id, "pid", w.pid, "reason", w.reason)

@@ -245,7 +245,7 @@ func (p *Pool) adopt(h *Handover) {
 			p.retiring[w] = true
 			p.arm(w, g.cfg.Server.GracefulTimeout.Duration, timerKill)
 		case hw.Phase == phaseReady.String():
-			w.phase, w.inSlot = phaseReady, true
+			w.phase, w.inSlot, w.lastBeat = phaseReady, true, time.Now()
 			g.slots[w.id] = w
 			if g.cfg.Worker.Ready != config.ReadyStarted && g.cfg.Server.Timeout.Duration > 0 {
 				p.arm(w, g.cfg.Server.Timeout.Duration, timerHeartbeat)

@@ -43,7 +43,9 @@ type worker struct {
 	phase   phase
 	started time.Time
 	readyAt time.Time
-	status  string
+	// lastBeat is when the worker last sent WATCHDOG=1 (or became ready).
+	lastBeat time.Time
+	status   string
 	// inSlot reports whether the worker still occupies gen.slots[id];
 	// retired, aborted and scaled-down workers do not.
 	inSlot bool
