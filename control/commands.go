@@ -130,6 +130,19 @@ func reload(ctx context.Context, opts options, name string, stdout io.Writer) er
 	return err
 }
 
+func upgrade(ctx context.Context, opts options, name string, stdout io.Writer) error {
+	in, err := open(ctx, opts, name)
+	if err != nil {
+		return err
+	}
+	defer in.conn.Close()
+	if err := in.object().CallWithContext(ctx, hooks.BusInterface+".Upgrade", 0).Err; err != nil {
+		return callError("upgrade", in, err)
+	}
+	_, err = fmt.Fprintf(stdout, "%s: upgrade under way (the master re-executes in place)\n", in.name)
+	return err
+}
+
 // parseWorkers parses scale's N.
 func parseWorkers(s string) (uint32, error) {
 	n, err := strconv.ParseUint(s, 10, 32)

@@ -130,6 +130,12 @@ flags:
 			return err
 		}
 		return reload(ctx, opts, inst, stdout)
+	case "upgrade":
+		inst, err := optionalInstance(cmd, args)
+		if err != nil {
+			return err
+		}
+		return upgrade(ctx, opts, inst, stdout)
 	case "scale":
 		pos, err := parseArgs(cmd, args, nil)
 		if err != nil {

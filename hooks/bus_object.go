@@ -33,6 +33,16 @@ func (b *Bus) export(conn *dbus.Conn) error {
 			}
 			return nil
 		},
+		"Upgrade": func() *dbus.Error {
+			u, ok := b.controller.(Upgrader)
+			if !ok {
+				return busFailed("this master cannot upgrade in place")
+			}
+			if err := u.Upgrade(ctx); err != nil {
+				return busFailed(err.Error())
+			}
+			return nil
+		},
 		"SetWorkers": func(n uint32) *dbus.Error {
 			if n > MaxWorkers {
 				return dbus.NewError(BusErrorInvalidArgs,

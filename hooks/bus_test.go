@@ -120,7 +120,7 @@ func TestBus_InterfaceXML(t *testing.T) {
 		}
 		methods[m.Name] = args
 	}
-	wantMethods := map[string][]string{"Reload": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"}}
+	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"}}
 	if !reflect.DeepEqual(methods, wantMethods) {
 		t.Errorf("XML methods %v, want %v", methods, wantMethods)
 	}

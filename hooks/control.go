@@ -48,3 +48,11 @@ type Controller interface {
 	// Status returns the arbiter's current state.
 	Status(ctx context.Context) (Status, error)
 }
+
+// Upgrader is implemented by a Controller that can re-execute the master
+// in place (USR2). Upgrade returns once the upgrade is under way (nil) or
+// was refused; the master then re-executes itself, dropping its bus
+// connection, and its successor announces itself with WhenReady.
+type Upgrader interface {
+	Upgrade(ctx context.Context) error
+}

@@ -120,3 +120,11 @@ func (c *lateController) Status(ctx context.Context) (hooks.Status, error) {
 	}
 	return p.Status(ctx)
 }
+
+func (c *lateController) Upgrade(ctx context.Context) error {
+	p, err := c.get()
+	if err != nil {
+		return err
+	}
+	return p.Upgrade(ctx)
+}

@@ -3,6 +3,7 @@ package workers
 import (
 	"context"
 	"sort"
+	"time"
 
 	"github.com/forkd/forkd/hooks"
 )
@@ -107,4 +108,20 @@ func (p *Pool) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
 	err := p.call(ctx, func(p *Pool) { s = p.stats })
 	return s, err
+}
+
+// Upgrade starts an in-place upgrade, as USR2 does, and returns nil once
+// it is under way: a moment later (so that the caller's reply gets out)
+// the master re-executes itself. It returns an error when the upgrade is
+// refused now (no executable, a reload in progress, stopping).
+func (p *Pool) Upgrade(ctx context.Context) error {
+	var err error
+	if cerr := p.call(ctx, func(p *Pool) {
+		if err = p.canUpgrade(); err == nil {
+			time.AfterFunc(100*time.Millisecond, func() { p.fire(timerEvent{kind: timerUpgrade}) })
+		}
+	}); cerr != nil {
+		return cerr
+	}
+	return err
 }

@@ -18,6 +18,7 @@ const (
 	timerKill                        // a stopping worker overstayed: SIGKILL
 	timerRespawn                     // a slot's backoff ended
 	timerRecycle                     // a worker reached max_lifetime
+	timerUpgrade                     // an Upgrade request's reply is out
 )
 
 // timerEvent is a deadline that passed. Worker deadlines carry the worker
@@ -58,6 +59,12 @@ func (p *Pool) disarm(w *worker) {
 
 // handleTimer acts on a deadline that passed.
 func (p *Pool) handleTimer(t timerEvent) {
+	if t.kind == timerUpgrade {
+		if err := p.upgrade(); err != nil {
+			p.log.Error("upgrade failed; the old master keeps running", "err", err)
+		}
+		return
+	}
 	if t.kind == timerRespawn {
 		g := p.generationByID(t.gen)
 		if g == nil || t.slot >= len(g.respawn) {

@@ -102,19 +102,8 @@ func TakeHandover() (*Handover, error) {
 
 // upgrade re-executes the master; it returns only when that failed.
 func (p *Pool) upgrade() error {
-	switch {
-	case p.opts.Exe == "":
-		return errors.New("workers: upgrade: no executable configured")
-	case p.stopping:
-		return ErrStopping
-	case p.pending != nil:
-		return ErrReloading
-	case unix.Gettid() != unix.Getpid():
-		// execve from another thread would end the main thread, and with
-		// it the parent-death signal of every worker it forked.
-		return errors.New("workers: upgrade: the arbiter must run on the main thread (runtime.LockOSThread in init)")
-	case p.sparesExiting > 0:
-		return errors.New("workers: upgrade: a warm spare is still exiting; try again")
+	if err := p.canUpgrade(); err != nil {
+		return err
 	}
 	ev := hooks.Event{Hook: hooks.PreExec, Generation: p.current.id}
 	p.emit(ev)
@@ -159,6 +148,25 @@ func (p *Pool) upgrade() error {
 	err = syscall.Exec(p.opts.Exe, p.args(), env)
 	restoreCloexec(keep)
 	return fmt.Errorf("workers: upgrade: exec %s: %w", p.opts.Exe, err)
+}
+
+// canUpgrade says why an upgrade cannot start now (nil: it can).
+func (p *Pool) canUpgrade() error {
+	switch {
+	case p.opts.Exe == "":
+		return errors.New("workers: upgrade: no executable configured")
+	case p.stopping:
+		return ErrStopping
+	case p.pending != nil:
+		return ErrReloading
+	case unix.Gettid() != unix.Getpid():
+		// execve from another thread would end the main thread, and with
+		// it the parent-death signal of every worker it forked.
+		return errors.New("workers: upgrade: the arbiter must run on the main thread (runtime.LockOSThread in init)")
+	case p.sparesExiting > 0:
+		return errors.New("workers: upgrade: a warm spare is still exiting; try again")
+	}
+	return nil
 }
 
 // args is the new master's argv.
