@@ -229,6 +229,23 @@ check_kill() {
 
 # 6. Stopping the service drains the workers and leaves the socket
 # listening; the next connection starts the service again.
+check_upgrade() {
+	# In-place upgrade (USR2 / forkctl upgrade): same MainPID, same workers,
+	# requests answered throughout.
+	local main old new body i
+	main=$(mainpid)
+	old=$(workers "$main")
+	forkctl upgrade "$INSTANCE" >>"$LOG" 2>&1 || { fail upgrade "forkctl upgrade failed"; return; }
+	upgraded() { journalctl -q -u "$SERVICE" --since=-30s -g "upgraded: adopted workers" | grep -q .; }
+	wait_for 30 upgraded || { fail upgrade "no 'adopted workers' in the journal"; return; }
+	for i in 1 2 3 4 5; do body=$(get) || { fail upgrade "request $i failed after the upgrade: $body"; return; }; done
+	new=$(workers "$(mainpid)")
+	[ "$(mainpid)" = "$main" ] || { fail upgrade "MainPID changed: $main -> $(mainpid)"; return; }
+	[ "$new" = "$old" ] || { fail upgrade "workers changed: [$old] -> [$new]"; return; }
+	log "upgraded in place: MainPID $main, workers [$new]"
+	pass upgrade
+}
+
 check_stop() {
 	local main old body left
 	main=$(mainpid)
@@ -249,5 +266,6 @@ check_status
 check_reload
 check_reload_invalid
 check_kill
+check_upgrade
 check_stop
 log "done"
