@@ -46,6 +46,8 @@ Commands:
   workers [INSTANCE]           the live workers
   reload [INSTANCE]            start a new generation and wait until it serves;
                                fails (old generation still serving) when it does not
+  upgrade [INSTANCE]           re-execute the master in place (as USR2): same pid,
+                               workers keep serving; returns once under way
   scale N [INSTANCE]           set the target number of workers
   monitor [INSTANCE] [--json]  print hook signals as they arrive (all instances
                                when INSTANCE is omitted); --json: one object a line
