@@ -24,7 +24,7 @@ type Message struct {
 
 // Event is a probe datagram, "KIND PID UNIX-NANOS", parsed.
 type Event struct {
-	// Kind is KindStart, KindReady or KindHang.
+	// Kind is KindStart, KindReady, KindHang or KindStop.
 	Kind string
 	// PID is the sender's pid.
 	PID int
@@ -148,7 +148,7 @@ func ParseEvent(data string) (Event, bool) {
 		return Event{}, false
 	}
 	switch f[0] {
-	case KindStart, KindReady, KindHang:
+	case KindStart, KindReady, KindHang, KindStop:
 	default:
 		return Event{}, false
 	}

@@ -26,8 +26,13 @@ type Spec struct {
 	Args    []string
 	// Ready is forkd's readiness mode: "notify" (default) or "started".
 	Ready string
-	// Env is added to forkd's workers' environment ([worker.env]).
+	// Env is added to forkd's workers' environment ([worker.env]) and to
+	// Gunicorn's (its workers inherit it).
 	Env map[string]string
+	// MaxRequests is forkd's [server] max_requests (0 = none).
+	MaxRequests int
+	// Bus is forkd's --bus address; "" means "none" (no D-Bus).
+	Bus string
 }
 
 // Master is a running master, forkd or Gunicorn, with the port it serves
@@ -49,7 +54,7 @@ type Master struct {
 }
 
 // StartForkd starts forkd (the binary at forkd) with spec written as its
-// TOML config, --bus none, on a free port.
+// TOML config, --bus spec.Bus (default none), on a free port.
 func StartForkd(forkd string, spec Spec) (*Master, error) {
 	m, err := newMaster("forkd")
 	if err != nil {
@@ -65,8 +70,12 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "[server]\nname = \"bench\"\nworkers = %d\nbind = [\"tcp://127.0.0.1:%d\"]\n", spec.Workers, m.Port)
-	fmt.Fprintf(&b, "timeout = %q\ngraceful_timeout = \"5s\"\nboot_timeout = %q\nkill_timeout = \"5s\"\n\n",
+	fmt.Fprintf(&b, "timeout = %q\ngraceful_timeout = \"5s\"\nboot_timeout = %q\nkill_timeout = \"5s\"\n",
 		spec.Timeout.String(), boot.String())
+	if spec.MaxRequests > 0 {
+		fmt.Fprintf(&b, "max_requests = %d\n", spec.MaxRequests)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "[worker]\ncommand = %q\nargs = [", spec.Command)
 	for i, a := range spec.Args {
 		if i > 0 {
@@ -83,7 +92,11 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 		m.Close()
 		return nil, fmt.Errorf("write forkd config: %w", err)
 	}
-	p, err := Start([]string{forkd, "--config", cfg, "--bus", "none"}, m.env(), "")
+	bus := spec.Bus
+	if bus == "" {
+		bus = "none"
+	}
+	p, err := Start([]string{forkd, "--config", cfg, "--bus", bus}, m.env(), "")
 	if err != nil {
 		m.Close()
 		return nil, err
@@ -94,7 +107,8 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 
 // StartGunicorn starts gunicorn (the program at gunicorn) with the sync
 // worker class, benchDir's gunicorn.conf.py and app.py, spec.Workers
-// workers and spec.Timeout (whole seconds) on a free port.
+// workers and spec.Timeout (whole seconds) on a free port, with spec.Env
+// added to its environment.
 func StartGunicorn(gunicorn, benchDir string, spec Spec) (*Master, error) {
 	m, err := newMaster("Gunicorn")
 	if err != nil {
@@ -108,6 +122,9 @@ func StartGunicorn(gunicorn, benchDir string, spec Spec) (*Master, error) {
 		"--timeout", fmt.Sprint(int(spec.Timeout / time.Second)),
 		"app:app"}
 	env := append(m.env(), EnvProbe+"="+m.Probe.Path(), "PYTHONDONTWRITEBYTECODE=1")
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
 	p, err := Start(argv, env, "")
 	if err != nil {
 		m.Close()

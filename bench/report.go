@@ -14,7 +14,7 @@ type Row struct {
 	Scenario string
 	// Figure says what was measured ("exec → READY=1, median").
 	Figure string
-	// Unit is the values' unit: "ms", "s", "MB" or "/s".
+	// Unit is the values' unit: "ms", "s", "MB", "/s", or "" for a count.
 	Unit string
 	// Goal is forkd's goal for the figure; a zero Goal means none.
 	Goal Goal
@@ -22,19 +22,28 @@ type Row struct {
 	Forkd, Gunicorn float64
 }
 
-// Goal is an upper bound for forkd's value of a figure.
+// Goal is a bound for forkd's value of a figure: an upper bound, or a
+// lower one when AtLeast is set.
 type Goal struct {
 	// Text is how the table states it ("≤ boot + 5 ms = 7.10 ms").
 	Text string
 	// Limit is the bound itself, in the row's unit.
 	Limit float64
+	// AtLeast makes Limit a lower bound (a throughput, a worker count).
+	AtLeast bool
 }
 
 // Set reports whether g is a goal rather than "none".
 func (g Goal) Set() bool { return g.Text != "" }
 
-// Met reports whether forkd's value v meets the goal: v ≤ Limit.
-func (g Goal) Met(v float64) bool { return !math.IsNaN(v) && v <= g.Limit }
+// Met reports whether forkd's value v meets the goal: v ≤ Limit, or
+// v ≥ Limit when AtLeast is set.
+func (g Goal) Met(v float64) bool {
+	if g.AtLeast {
+		return !math.IsNaN(v) && v >= g.Limit
+	}
+	return !math.IsNaN(v) && v <= g.Limit
+}
 
 // Ratio returns Forkd/Gunicorn, NaN when either is missing or Gunicorn's
 // is 0.
@@ -115,10 +124,13 @@ func (r *Report) Table() string {
 }
 
 // FormatValue renders v with its unit and about three significant digits;
-// NaN renders as "—".
+// NaN renders as "—", and a count (unit "") as a whole number.
 func FormatValue(v float64, unit string) string {
 	if math.IsNaN(v) {
 		return "—"
+	}
+	if unit == "" {
+		return fmt.Sprintf("%.0f", v)
 	}
 	var s string
 	switch a := math.Abs(v); {

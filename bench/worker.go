@@ -29,6 +29,21 @@ const (
 	// whatever LISTEN_PID says: the benchmark runs it without a master to
 	// time its own boot, and cannot know its pid before exec.
 	EnvAlone = "BENCH_ALONE"
+	// EnvBootDelay is a boot time in milliseconds the worker spends after
+	// its "start" probe and before it serves (an application's imports
+	// and warm-up); unset or 0, none. bench/app.py sleeps as long at
+	// import when Gunicorn's workers get it.
+	EnvBootDelay = "BENCH_BOOT_DELAY_MS"
+	// EnvCountRequests set to "1" makes the worker report its finished
+	// requests as FORKD_REQUESTS=<total> on NOTIFY_SOCKET, as the worker
+	// SDK does for max_requests: at most every 100 ms, and once more 100 ms
+	// after the last request of a burst.
+	EnvCountRequests = "BENCH_COUNT_REQUESTS"
+	// EnvNotifyRate is a rate in datagrams per second: SIGUSR1 toggles a
+	// flood of WATCHDOG=1 and STATUS= datagrams at that rate on
+	// NOTIFY_SOCKET, and while it runs the worker reports how many it has
+	// sent ("sent PID COUNT UNIX-NANOS", see ParseSent) every 250 ms.
+	EnvNotifyRate = "BENCH_NOTIFY_RATE"
 )
 
 // The kinds of probe events.
@@ -42,6 +57,11 @@ const (
 	// KindHang is sent when a worker starts serving GET /hang, after which
 	// it never answers, heartbeats nor accepts again.
 	KindHang = "hang"
+	// KindStop is sent when the worker gets SIGTERM, before it stops
+	// accepting (in-flight requests still finish).
+	KindStop = "stop"
+	// KindSent is the flood's progress report: "sent PID COUNT UNIX-NANOS".
+	KindSent = "sent"
 )
 
 // RunWorker is the bench worker: the program forkd manages in the
@@ -52,13 +72,19 @@ const (
 // the probe socket (EnvProbe).
 //
 // GET /hang makes it a hung worker: it stops heartbeating, stops accepting
-// and never answers. SIGTERM makes it finish in-flight requests (not a hung
-// one) and return nil. It returns an error when it cannot serve.
+// and never answers. SIGTERM makes it report "stop", finish in-flight
+// requests (not a hung one) and return nil. It returns an error when it
+// cannot serve. EnvBootDelay, EnvCountRequests and EnvNotifyRate add a boot
+// time, request counting and a notify flood.
 func RunWorker() error {
 	started := time.Now()
 	probe := dialProbe(os.Getenv(EnvProbe))
 	defer probe.Close()
 	probe.Send(KindStart, started)
+
+	if ms, _ := strconv.Atoi(os.Getenv(EnvBootDelay)); ms > 0 {
+		<-time.After(time.Duration(ms) * time.Millisecond) // the simulated boot itself
+	}
 
 	if os.Getenv(EnvAlone) == "1" {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
@@ -88,7 +114,11 @@ func RunWorker() error {
 		})
 		select {} // hung: never answers
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var handler http.Handler = mux
+	if os.Getenv(EnvCountRequests) == "1" {
+		handler = newRequestCounter(mux)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 
 	served := make(chan error, len(listeners))
 	for _, l := range listeners {
@@ -105,10 +135,17 @@ func RunWorker() error {
 		return fmt.Errorf("bench worker: notify ready: %w", err)
 	}
 
+	if rate, _ := strconv.Atoi(os.Getenv(EnvNotifyRate)); rate > 0 {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go flood(rate, usr1, probe)
+	}
+
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
 	select {
 	case <-term:
+		probe.Send(KindStop, time.Now())
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
@@ -156,12 +193,21 @@ func dialProbe(path string) *probeConn {
 	return &probeConn{c: c}
 }
 
-// Send reports an event of kind at t as "KIND PID UNIX-NANOS".
+// Send reports an event of kind at t as "KIND PID UNIX-NANOS". It is safe
+// for concurrent use (each event is one datagram).
 func (p *probeConn) Send(kind string, t time.Time) {
 	if p.c == nil {
 		return
 	}
 	fmt.Fprintf(p.c, "%s %d %d", kind, os.Getpid(), t.UnixNano())
+}
+
+// SendCount reports a count at t as "KIND PID COUNT UNIX-NANOS".
+func (p *probeConn) SendCount(kind string, n uint64, t time.Time) {
+	if p.c == nil {
+		return
+	}
+	fmt.Fprintf(p.c, "%s %d %d %d", kind, os.Getpid(), n, t.UnixNano())
 }
 
 // Close closes the connection.
