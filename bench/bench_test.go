@@ -425,6 +425,18 @@ func killOne(m *Master, evs []Event, killed map[int]bool) (toStart, toReady time
 	if wait := time.Until(readyAt.Add(1500 * time.Millisecond)); wait > 0 {
 		<-time.After(wait) // the scenario's precondition: it has served 1.5 s
 	}
+	// One kill at a time: the previous replacement has been ready 200 ms,
+	// so the master is idle again (forkd has re-armed its warm spare) — a
+	// single crash, not a burst of them.
+	var lastReady time.Time
+	for _, ev := range evs {
+		if ev.Kind == KindReady && ev.At.After(lastReady) {
+			lastReady = ev.At
+		}
+	}
+	if wait := time.Until(lastReady.Add(200 * time.Millisecond)); wait > 0 {
+		<-time.After(wait)
+	}
 	killedAt := time.Now()
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		return 0, 0, fmt.Errorf("kill worker %d: %w", victim, err)

@@ -65,7 +65,8 @@ func (p *Pool) startSpare() (*spare, error) {
 	}
 	pidfd := -1
 	attr := &syscall.ProcAttr{
-		Env:   []string{"PATH=" + os.Getenv("PATH")},
+		// One P and no GC: the fewest threads for execve to tear down.
+		Env:   []string{"PATH=" + os.Getenv("PATH"), "GOMAXPROCS=1", "GOGC=off"},
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
 	}
