@@ -14,7 +14,8 @@ type Row struct {
 	Scenario string
 	// Figure says what was measured ("exec → READY=1, median").
 	Figure string
-	// Unit is the values' unit: "ms", "s", "MB", "/s", or "" for a count.
+	// Unit is the values' unit: "ms", "µs", "s", "MB", "/s", "%", or "" for
+	// a count or a ratio.
 	Unit string
 	// Goal is forkd's goal for the figure; a zero Goal means none.
 	Goal Goal
@@ -124,12 +125,12 @@ func (r *Report) Table() string {
 }
 
 // FormatValue renders v with its unit and about three significant digits;
-// NaN renders as "—", and a count (unit "") as a whole number.
+// NaN renders as "—", and a whole count (unit "") without decimals.
 func FormatValue(v float64, unit string) string {
 	if math.IsNaN(v) {
 		return "—"
 	}
-	if unit == "" {
+	if unit == "" && v == math.Trunc(v) {
 		return fmt.Sprintf("%.0f", v)
 	}
 	var s string
@@ -143,8 +144,11 @@ func FormatValue(v float64, unit string) string {
 	default:
 		s = fmt.Sprintf("%.3f", v)
 	}
-	if unit == "/s" {
+	switch unit {
+	case "/s":
 		return s + "/s"
+	case "":
+		return s
 	}
 	return s + " " + unit
 }

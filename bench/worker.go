@@ -60,8 +60,10 @@ const (
 	// KindStop is sent when the worker gets SIGTERM, before it stops
 	// accepting (in-flight requests still finish).
 	KindStop = "stop"
-	// KindSent is the flood's progress report: "sent PID COUNT UNIX-NANOS".
-	KindSent = "sent"
+	// KindSent is the flood's progress report: "sent PID COUNT UNIX-NANOS";
+	// KindFlooded the same, sent when the flood is toggled off.
+	KindSent    = "sent"
+	KindFlooded = "flooded"
 )
 
 // RunWorker is the bench worker: the program forkd manages in the
@@ -118,7 +120,8 @@ func RunWorker() error {
 	if os.Getenv(EnvCountRequests) == "1" {
 		handler = newRequestCounter(mux)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	conns := newConnTracker()
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ConnState: conns.track}
 
 	served := make(chan error, len(listeners))
 	for _, l := range listeners {
@@ -148,7 +151,7 @@ func RunWorker() error {
 		probe.Send(KindStop, time.Now())
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
+		drain(ctx, srv, listeners, served, conns)
 		return nil
 	case <-hung:
 		select {} // a hung worker only leaves by a signal's default action

@@ -1,21 +1,14 @@
 package control
 
 import (
-	"bufio"
 	"context"
-	"io"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/forkd/forkd/dbustest"
 	"github.com/forkd/forkd/hooks"
 )
 
@@ -23,76 +16,11 @@ import (
 const testTimeout = 10 * time.Second
 
 // startDaemon starts a private dbus-daemon with the shipped forkd policy
-// (the same bus the hooks tests use) and returns its address; it skips the
-// test when dbus-daemon is missing.
+// (see package dbustest) and returns its address; it skips the test when
+// dbus-daemon is missing.
 func startDaemon(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("dbus-daemon")
-	if err != nil {
-		t.Skip("dbus-daemon not installed (apt-get install dbus-daemon): skipping the real-bus test")
-	}
-	dir := t.TempDir()
-	policy, err := filepath.Abs("../systemd/io.github.forkd.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := template.ParseFiles("../hooks/testdata/dbus-daemon.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	socket := filepath.Join(dir, "bus")
-	data := struct{ Listen, Policy, User string }{Listen: "unix:path=" + socket, Policy: policy}
-	if os.Getuid() != 0 {
-		u, err := user.Current()
-		if err != nil {
-			t.Fatal(err)
-		}
-		data.User = u.Username
-	}
-	conf := filepath.Join(dir, "bus.conf")
-	f, err := os.Create(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tmpl.Execute(f, data); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-
-	cmd := exec.Command(bin, "--config-file="+conf, "--print-address=1", "--nofork", "--nopidfile")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = w
-	err = cmd.Start()
-	w.Close()
-	if err != nil {
-		r.Close()
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	printed := make(chan string, 1)
-	go func() {
-		br := bufio.NewReader(r)
-		line, _ := br.ReadString('\n')
-		printed <- line
-		io.Copy(io.Discard, br)
-		r.Close()
-	}()
-	select {
-	case line := <-printed:
-		if !strings.HasPrefix(line, "unix:") {
-			t.Fatalf("dbus-daemon printed %q, want its address", line)
-		}
-	case <-done:
-		t.Fatal("dbus-daemon exited before printing its address")
-	case <-time.After(testTimeout):
-		t.Fatal("dbus-daemon did not print its address in time")
-	}
-	return "unix:path=" + socket
+	return dbustest.Start(t).Address
 }
 
 // testController stands in for the arbiter behind a real hooks.Bus.

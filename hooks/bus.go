@@ -349,6 +349,10 @@ func (b *Bus) Run(ctx context.Context) error {
 	backoff := b.backoffMin
 	warned := false
 	for {
+		// The snapshot that property changes are compared with is taken
+		// before the name is owned: whatever changes once a client can see
+		// the name gets announced.
+		published, _ := b.properties(ctx)
 		conn, err := b.connect(ctx)
 		if b.onAttempt != nil {
 			b.onAttempt(err)
@@ -361,7 +365,7 @@ func (b *Bus) Run(ctx context.Context) error {
 			}
 			warned = false
 			backoff = b.backoffMin
-			err = b.serve(ctx, conn)
+			err = b.serve(ctx, conn, published)
 			conn.Close()
 			if ctx.Err() != nil {
 				return nil
@@ -398,7 +402,9 @@ func (b *Bus) connect(ctx context.Context) (*dbus.Conn, error) {
 		conn *dbus.Conn
 		err  error
 	)
-	opt := dbus.WithContext(ctx)
+	// Not ctx itself: godbus closes a connection when its context ends,
+	// and a stopping Bus still drains its queue (on_exit) before closing.
+	opt := dbus.WithContext(context.WithoutCancel(ctx))
 	switch b.address {
 	case "":
 		conn, err = dbus.ConnectSystemBus(opt)
@@ -438,8 +444,7 @@ func (b *Bus) addressName() string {
 
 // serve sends queued signals and property changes on conn until ctx is
 // done (nil) or the connection breaks (an error).
-func (b *Bus) serve(ctx context.Context, conn *dbus.Conn) error {
-	published, _ := b.properties(ctx)
+func (b *Bus) serve(ctx context.Context, conn *dbus.Conn, published map[string]dbus.Variant) error {
 	var (
 		droppedTimer <-chan time.Time
 		droppedAt    time.Time
@@ -474,6 +479,7 @@ func (b *Bus) serve(ctx context.Context, conn *dbus.Conn) error {
 	for {
 		select {
 		case <-ctx.Done():
+			b.drain(conn)
 			return nil
 		case <-conn.Context().Done():
 			return fmt.Errorf("D-Bus connection closed")
@@ -506,6 +512,25 @@ func (b *Bus) serve(ctx context.Context, conn *dbus.Conn) error {
 			if err := publishDropped(); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// drainTimeout bounds how long a stopping Bus keeps sending what is queued.
+const drainTimeout = time.Second
+
+// drain sends the signals still queued when Run is cancelled — on_exit and
+// the last exits among them — for at most drainTimeout.
+func (b *Bus) drain(conn *dbus.Conn) {
+	deadline := time.Now().Add(drainTimeout)
+	for time.Now().Before(deadline) {
+		select {
+		case s := <-b.queue:
+			if b.send(conn, s) != nil {
+				return
+			}
+		default:
+			return
 		}
 	}
 }

@@ -1,22 +1,18 @@
 package hooks
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/forkd/forkd/dbustest"
 )
 
 // busTestTimeout bounds every wait in the bus tests.
@@ -37,112 +33,13 @@ func busTestDir(t *testing.T) string {
 	return dir
 }
 
-// busTestDaemon is a private dbus-daemon with the shipped policy.
-type busTestDaemon struct {
-	// Address is the bus's address, without a guid: a new daemon on the
-	// same socket answers at the same address.
-	Address string
-	cmd     *exec.Cmd
-	done    chan struct{}
-}
-
-// startBusTestDaemon starts a dbus-daemon listening on dir/bus, skipping
-// the test when dbus-daemon is not installed.
-func startBusTestDaemon(t *testing.T, dir string) *busTestDaemon {
+// startBusTestDaemon starts a private dbus-daemon with the shipped policy
+// listening on dir/bus (see package dbustest), skipping the test when
+// dbus-daemon is not installed. Starting another on the same dir gives a
+// bus at the same address: a bus that went away and came back.
+func startBusTestDaemon(t *testing.T, dir string) *dbustest.Daemon {
 	t.Helper()
-	bin, err := exec.LookPath("dbus-daemon")
-	if err != nil {
-		t.Skip("dbus-daemon not installed (apt-get install dbus-daemon): skipping the real-bus test")
-	}
-	policy, err := filepath.Abs("../systemd/io.github.forkd.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	socket := filepath.Join(dir, "bus")
-	conf := filepath.Join(dir, "bus.conf")
-	if err := writeBusTestConfig(conf, "unix:path="+socket, policy); err != nil {
-		t.Fatal(err)
-	}
-	os.Remove(socket) // a killed daemon leaves its socket behind
-
-	cmd := exec.Command(bin, "--config-file="+conf, "--print-address=1", "--nofork", "--nopidfile")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = w
-	logPath := filepath.Join(dir, "dbus-daemon.log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = logFile
-	err = cmd.Start()
-	w.Close()
-	logFile.Close()
-	if err != nil {
-		r.Close()
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	d := &busTestDaemon{Address: "unix:path=" + socket, cmd: cmd, done: make(chan struct{})}
-	printed := make(chan string, 1)
-	go func() {
-		br := bufio.NewReader(r)
-		line, _ := br.ReadString('\n')
-		printed <- line
-		io.Copy(io.Discard, br) // never let the daemon block on a full pipe
-		r.Close()
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			if b, err := os.ReadFile(logPath); err == nil && len(b) > 0 {
-				t.Logf("dbus-daemon stderr:\n%s", b)
-			}
-		}
-	})
-	go func() { cmd.Wait(); close(d.done) }()
-	t.Cleanup(d.Stop)
-	select {
-	case line := <-printed:
-		if !strings.HasPrefix(line, "unix:") {
-			t.Fatalf("dbus-daemon printed %q, want its address", line)
-		}
-	case <-d.done:
-		t.Fatal("dbus-daemon exited before printing its address")
-	case <-time.After(busTestTimeout):
-		t.Fatal("dbus-daemon did not print its address in time")
-	}
-	return d
-}
-
-// Stop kills the daemon and waits for it; it is idempotent.
-func (d *busTestDaemon) Stop() {
-	d.cmd.Process.Kill()
-	<-d.done
-}
-
-func writeBusTestConfig(path, listen, policy string) error {
-	tmpl, err := template.ParseFiles("testdata/dbus-daemon.conf")
-	if err != nil {
-		return err
-	}
-	data := struct{ Listen, Policy, User string }{Listen: listen, Policy: policy}
-	if os.Getuid() != 0 {
-		u, err := user.Current()
-		if err != nil {
-			return err
-		}
-		data.User = u.Username
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := tmpl.Execute(f, data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return dbustest.Start(t, dbustest.WithDir(dir))
 }
 
 // busTestClient is a client connection to a test bus with a signal

@@ -226,9 +226,12 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		Hooks:   sinks,
 		Observe: status.observe,
 		RunHook: sinks.runHook,
-		Logger:  log,
-		Exe:     o.exe,
-		Adopt:   adopt,
+		RequestStats: func(gen uint64, id, pid int, v string) {
+			sinks.requestStats(log, cfg.Server.Name, gen, id, pid, v)
+		},
+		Logger: log,
+		Exe:    o.exe,
+		Adopt:  adopt,
 	})
 	sinks.ctl.pool.Store(pool)
 

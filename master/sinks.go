@@ -8,6 +8,7 @@ import (
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/worker"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -64,6 +65,22 @@ func (s *sinks) Emit(e hooks.Event) {
 	if s.journal != nil {
 		s.journal.Emit(e)
 	}
+}
+
+// requestStats passes a worker's FORKD_REQUEST_STATS (aggregated by the
+// worker SDK, at most once a second) on as a D-Bus RequestStats signal. A
+// malformed value is logged at debug level and dropped.
+func (s *sinks) requestStats(log *slog.Logger, instance string, gen uint64, id, pid int, v string) {
+	if s.bus == nil {
+		return
+	}
+	st, err := worker.ParseRequestStats(v)
+	if err != nil {
+		log.Debug("request stats", "worker_id", id, "pid", pid, "err", err)
+		return
+	}
+	s.bus.EmitRequestStats(hooks.RequestStats{Instance: instance, Generation: gen, WorkerID: id, PID: pid,
+		Requests: st.Requests, Bounds: st.Bounds, Counts: st.Counts})
 }
 
 // runHook runs the exec commands of a blocking hook synchronously; the

@@ -1,0 +1,87 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMaster_Check(t *testing.T) {
+	f := newForkd(t, setup{instance: "checked", workers: 3})
+
+	t.Run("valid", func(t *testing.T) {
+		code, stdout, stderr := runCommand(t, "--check", "--config", f.cfgPath)
+		if code != 0 {
+			t.Fatalf("forkd --check on a valid config: exit %d, stderr %q; want 0", code, stderr)
+		}
+		want := fmt.Sprintf("%s: ok (instance \"checked\", 3 workers of ", f.cfgPath)
+		if !strings.HasPrefix(stdout, want) {
+			t.Errorf("stdout %q, want it to start with %q", stdout, want)
+		}
+	})
+
+	t.Run("invalid", func(t *testing.T) {
+		g := newForkd(t, setup{instance: "broken", workers: 2})
+		g.writeConfig("serve", "bogus_key = 1\n")
+		code, stdout, stderr := runCommand(t, "--check", "--config", g.cfgPath)
+		if code != 1 {
+			t.Fatalf("forkd --check on an invalid config: exit %d; want 1", code)
+		}
+		// The unknown key is on the line after the ones writeConfig wrote
+		// for [server], at column 1.
+		where := fmt.Sprintf("%s:%d:1: server.bogus_key", g.cfgPath, g.cfgLines+1)
+		if !strings.Contains(stderr, where) || stdout != "" {
+			t.Errorf("stdout %q, stderr %q; want an error naming %s on stderr", stdout, stderr, where)
+		}
+	})
+
+	t.Run("usage", func(t *testing.T) {
+		for _, args := range [][]string{{"--check"}, {}, {"--config", f.cfgPath, "extra"}, {"--bogus"}} {
+			code, stdout, stderr := runCommand(t, args...)
+			if code != 2 {
+				t.Errorf("forkd %q: exit %d; want 2 (usage)", args, code)
+			}
+			if !strings.Contains(stderr, "usage: forkd --config FILE") || stdout != "" {
+				t.Errorf("forkd %q: stdout %q, stderr %q; want the usage on stderr", args, stdout, stderr)
+			}
+		}
+		// In process, the error says it is a usage error.
+		var out, errOut bytes.Buffer
+		err := Run(context.Background(), []string{"--check"}, &out, &errOut)
+		if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--config is required") {
+			t.Errorf("Run(--check) = %v; want ErrUsage saying --config is required", err)
+		}
+	})
+}
+
+// TestMaster_AddressInUse starts forkd on a port something else listens
+// on: it must give up at once, naming the address.
+func TestMaster_AddressInUse(t *testing.T) {
+	f := newForkd(t, setup{instance: "clash", workers: 2})
+	l, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	start := time.Now()
+	f.start()
+	code := f.wait(10 * time.Second)
+	if code == 0 {
+		t.Fatalf("forkd exited 0 with %s in use", f.addr)
+	}
+	want := fmt.Sprintf("bind tcp://%s: address already in use", f.addr)
+	if log := f.log(); !strings.Contains(log, want) {
+		t.Errorf("forkd's output lacks %q:\n%s", want, log)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("forkd took %v to give up; want it prompt", d)
+	}
+	if strings.Contains(f.log(), "spawned worker") {
+		t.Error("forkd spawned workers without its socket")
+	}
+}
