@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,6 +25,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/worker"
 )
 
 // testTimeout bounds every wait in these tests.
@@ -77,8 +79,22 @@ func runForkd() int {
 //	       id=<worker id>", sends READY=1 and heartbeats, exits 0 on TERM
 //	exit1  exits 1 at once
 func runTestWorker(mode string) int {
-	if mode == "exit1" {
+	switch mode {
+	case "exit1":
 		return 1
+	case "sdk":
+		// A worker written with the Go worker SDK: HTTP, request stats
+		// every 100ms.
+		id, gen := os.Getenv("FORKD_WORKER_ID"), os.Getenv("FORKD_GENERATION")
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "pid=%d gen=%s id=%s\n", os.Getpid(), gen, id)
+		})
+		s := &worker.Server{Handler: h, ReportEvery: 100 * time.Millisecond}
+		if err := s.Run(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, "sdk worker:", err)
+			return 1
+		}
+		return 0
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
