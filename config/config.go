@@ -53,6 +53,10 @@ type Server struct {
 	// during a reload; each one that becomes ready retires one old worker.
 	// 0 (the default) starts the whole new generation at once.
 	MaxSurge int `toml:"max_surge"`
+	// ReloadAfterUpgrade makes an in-place upgrade (USR2) replace the
+	// adopted workers with a new generation, as a reload does, once the
+	// new master runs. Default false: the workers keep running.
+	ReloadAfterUpgrade bool `toml:"reload_after_upgrade"`
 	// MaxRequests recycles a worker after it reported this many finished
 	// requests (FORKD_REQUESTS, sent by the worker SDK); 0 disables.
 	MaxRequests int `toml:"max_requests"`

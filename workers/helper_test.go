@@ -147,8 +147,10 @@ func runMaster() int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGUSR2)
 	statuses := make(chan hooks.Status, 64)
+	cfg := testConfig(exe, "serve", 2)
+	cfg.Server.ReloadAfterUpgrade = os.Getenv("FORKD_TEST_RELOAD_AFTER_UPGRADE") != ""
 	p := New(Options{
-		Config:  testConfig(exe, "serve", 2),
+		Config:  cfg,
 		Sockets: socks,
 		Signals: sigs,
 		Exe:     exe,
@@ -160,21 +162,26 @@ func runMaster() int {
 			}
 		},
 	})
+	// Report each generation once it serves in full.
 	go func() {
+		reported := uint64(0)
 		for s := range statuses {
-			if s.ReadyWorkers == 2 {
-				break
+			if s.State != StateRunning || s.ReadyWorkers != 2 || s.Generation == reported {
+				continue
 			}
+			reported = s.Generation
+			list, err := p.ListWorkers(context.Background())
+			if err != nil {
+				return
+			}
+			fmt.Printf("master %d port %s adopted %v\n", os.Getpid(), port, h != nil)
+			for _, w := range list {
+				if w.State == "ready" && w.Generation == s.Generation {
+					fmt.Printf("worker %d\n", w.PID)
+				}
+			}
+			fmt.Println("ready")
 		}
-		list, err := p.ListWorkers(context.Background())
-		if err != nil {
-			return
-		}
-		fmt.Printf("master %d port %s adopted %v\n", os.Getpid(), port, h != nil)
-		for _, w := range list {
-			fmt.Printf("worker %d\n", w.PID)
-		}
-		fmt.Println("ready")
 	}()
 	p.Run(context.Background())
 	return 0

@@ -194,6 +194,9 @@ func (p *Pool) Run(ctx context.Context) error {
 
 	if p.opts.Adopt != nil {
 		p.adopt(p.opts.Adopt)
+		if p.opts.Config.Server.ReloadAfterUpgrade {
+			p.reload(make(chan error, 1)) // the outcome is logged
+		}
 	} else {
 		p.nextGen = 1
 		p.current = p.newGeneration(p.opts.Config, p.opts.Config.Server.Workers)

@@ -489,10 +489,10 @@ type masterProc struct {
 	port  string
 }
 
-func startMaster(t *testing.T) *masterProc {
+func startMaster(t *testing.T, env ...string) *masterProc {
 	t.Helper()
 	cmd := exec.Command(exe(t))
-	cmd.Env = append(os.Environ(), "FORKD_TEST_MASTER=1", "GOTRACEBACK=none")
+	cmd.Env = append(append(os.Environ(), "FORKD_TEST_MASTER=1", "GOTRACEBACK=none"), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -644,5 +644,31 @@ func TestPool_ReloadMaxSurge(t *testing.T) {
 	}
 	for pid := range old {
 		gone(t, pid, 10*time.Second)
+	}
+}
+
+// TestPool_UpgradeThenReload: with reload_after_upgrade, the new master
+// adopts the workers, then replaces them with a new generation.
+func TestPool_UpgradeThenReload(t *testing.T) {
+	m := startMaster(t, "FORKD_TEST_RELOAD_AFTER_UPGRADE=1")
+	pid, _, before := m.report(t)
+	if err := m.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	pid2, adopted, after := m.report(t)
+	if pid2 != pid || !adopted {
+		t.Fatalf("after USR2: master %d (want %d), adopted %v", pid2, pid, adopted)
+	}
+	if samePIDs(before, after) {
+		// The adopted generation was reported first; the reload's follows.
+		_, _, after = m.report(t)
+	}
+	for p := range after {
+		if before[p] {
+			t.Fatalf("worker %d of the old generation still serves after the reload: %v → %v", p, before, after)
+		}
+	}
+	for p := range before {
+		gone(t, p, 10*time.Second)
 	}
 }
