@@ -2,7 +2,6 @@ package workers
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -89,26 +88,46 @@ func (s *notifySocket) close() {
 	os.RemoveAll(s.dir)
 }
 
-// read delivers parsed messages until the socket is closed.
-func (s *notifySocket) read(out chan<- note, done <-chan struct{}) {
+// maxBatch bounds how many messages one hand-over to the arbiter carries.
+const maxBatch = 256
+
+// read delivers parsed messages until the socket is closed. It reads every
+// datagram already queued before handing them over as one batch, so that a
+// burst (many workers starting, heartbeats from hundreds of workers) wakes
+// the arbiter once, not once a message.
+func (s *notifySocket) read(out chan<- []note, done <-chan struct{}) {
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return
+	}
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*16))
 	for {
-		n, oobn, _, _, err := s.conn.ReadMsgUnix(buf, oob)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+		var batch []note
+		rerr := rc.Read(func(fd uintptr) bool {
+			for len(batch) < maxBatch {
+				n, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					break // EAGAIN: nothing more queued
+				}
+				pid := senderPID(oob[:oobn])
+				if pid <= 0 {
+					continue
+				}
+				m := parseNote(buf[:n])
+				m.pid = pid
+				batch = append(batch, m)
 			}
-			continue
+			return len(batch) > 0 // false: wait until readable
+		})
+		if rerr != nil {
+			return // closed
 		}
-		pid := senderPID(oob[:oobn])
-		if pid <= 0 {
-			continue
-		}
-		m := parseNote(buf[:n])
-		m.pid = pid
 		select {
-		case out <- m:
+		case out <- batch:
 		case <-done:
 			return
 		}

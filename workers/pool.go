@@ -103,7 +103,7 @@ type Pool struct {
 
 	// Channels into the arbiter loop.
 	exits    chan exitEvent
-	notes    chan note
+	notes    chan []note
 	timers   chan timerEvent
 	requests chan request
 	done     chan struct{} // closed when Run returns
@@ -149,7 +149,7 @@ func New(opts Options) *Pool {
 		opts:     opts,
 		log:      opts.Logger,
 		exits:    make(chan exitEvent, 64),
-		notes:    make(chan note, 1024),
+		notes:    make(chan []note, 64),
 		timers:   make(chan timerEvent, 64),
 		requests: make(chan request),
 		done:     make(chan struct{}),
@@ -221,8 +221,10 @@ func (p *Pool) Run(ctx context.Context) error {
 			p.handleSignal(sig)
 		case ev := <-p.exits:
 			p.handleExit(ev)
-		case n := <-p.notes:
-			p.handleNote(n)
+		case batch := <-p.notes:
+			for _, n := range batch {
+				p.handleNote(n)
+			}
 		case t := <-p.timers:
 			p.handleTimer(t)
 		case req := <-p.requests:
