@@ -224,3 +224,4 @@ func send(log *slog.Logger, state string) {
 		log.Warn("sd_notify failed", "err", err)
 	}
 }
+const newConnPatience = 5 * time.Second

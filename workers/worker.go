@@ -96,11 +96,6 @@ func (g *generation) readyCount() int {
 	return n
 }
 
-// full reports whether every slot up to target holds a ready worker.
-func (g *generation) full() bool {
-	return g.readyCount() >= g.target
-}
-
 // baseEnv is the environment every worker of a generation shares: the
 // master's, less what describes the master itself, plus the config's env,
 // the sockets and the notify socket.
