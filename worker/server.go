@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,9 +79,13 @@ func Serve(h http.Handler) error {
 // tick are reported once more as Run returns.
 //
 // Stopping: a cancelled ctx or SIGTERM sends STOPPING=1 and shuts the
-// server down gracefully — the sockets stop accepting, in-flight requests
-// finish — for at most GracefulTimeout, after which the remaining
-// connections are closed. SIGINT or SIGQUIT send STOPPING=1 and close
+// server down gracefully, for at most GracefulTimeout, after which the
+// remaining connections are closed. It closes this process's sockets
+// first, so that the kernel hands new connections to the other workers
+// sharing them; then it answers every connection it had already accepted
+// (one whose client sends nothing for 5 seconds excepted) and every
+// request in flight, with keep-alive off; then it closes the idle
+// connections and returns. SIGINT or SIGQUIT send STOPPING=1 and close
 // every connection at once. SIGUSR1, which forkd forwards for reopening
 // logs, is caught so that it does not kill the process (Go's default);
 // subscribe to it with signal.Notify to act on it.
@@ -121,11 +126,18 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	rec := newRecorder(bounds)
+	conns := newConnTracker()
 	srv := &http.Server{
-		Handler:  instrument(handler, s.Hooks, rec),
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Handler:   instrument(handler, s.Hooks, rec),
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState: conns.track,
 	}
-	var serving sync.WaitGroup
+	var (
+		serving sync.WaitGroup
+		// closing is set once a drain closes the listeners: the Serve
+		// loops then return net.ErrClosed, which is no failure.
+		closing atomic.Bool
+	)
 	serveErr := make(chan error, len(listeners))
 	addrs := make([]string, 0, len(listeners))
 	for _, ln := range listeners {
@@ -133,14 +145,26 @@ func (s *Server) Run(ctx context.Context) error {
 		serving.Add(1)
 		go func(ln net.Listener) {
 			defer serving.Done()
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				serveErr <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
+			err := srv.Serve(ln)
+			if errors.Is(err, http.ErrServerClosed) || (closing.Load() && errors.Is(err, net.ErrClosed)) {
+				return
 			}
+			serveErr <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
 		}(ln)
 	}
+	served := make(chan struct{}) // closed once every Serve loop returned
+	go func() {
+		serving.Wait()
+		close(served)
+	}()
+	// A drain runs in the background while the loop below heartbeats;
+	// stop cuts it short.
+	drainCtx, cancelDrain := context.WithCancel(context.Background())
+	defer cancelDrain()
 	// stop closes what is left and reports what finished; Run returns
 	// after it.
 	stop := func() {
+		cancelDrain()
 		srv.Close()
 		serving.Wait()
 		send(log, rec.take())
@@ -162,19 +186,15 @@ func (s *Server) Run(ctx context.Context) error {
 	defer report.Stop()
 
 	done := ctx.Done()
-	var drained chan error // non-nil once a drain is under way
+	var drained <-chan error // non-nil once a drain is under way
 	drain := func(why string) {
 		if drained != nil {
 			return
 		}
 		log.Info("draining", "reason", why, "graceful_timeout", gracefulTimeout)
+		closing.Store(true)
+		drained = startDrain(drainCtx, gracefulTimeout, srv, listeners, served, conns)
 		send(log, daemon.SdNotifyStopping+"\nSTATUS=draining")
-		drained = make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), gracefulTimeout)
-			defer cancel()
-			drained <- srv.Shutdown(ctx)
-		}()
 	}
 	for {
 		select {
@@ -224,4 +244,137 @@ func send(log *slog.Logger, state string) {
 		log.Warn("sd_notify failed", "err", err)
 	}
 }
+
+// startDrain stops srv, which serves on listeners, without dropping a
+// request. It turns keep-alive off (answers say "Connection: close", idle
+// connections are closed) and closes the listeners before it returns; the
+// rest runs in the background for at most timeout, or until ctx is done,
+// and then the returned channel gets srv.Shutdown's error. served is
+// closed once srv's Serve loops have all returned.
+//
+// srv.Shutdown alone drops requests when several workers share a listening
+// socket, as forkd's do: net/http hangs up without an answer on a request
+// it reads once Shutdown has begun, and a connection this worker accepted
+// just before may send its request just after. So the listeners are closed
+// first (the socket stays open in the other workers, which accept what
+// this one no longer does); once the Serve loops have returned, every
+// connection this worker accepted is tracked, and the drain waits for each
+// to be answered; only then does it call srv.Shutdown, which closes what
+// is idle.
+func startDrain(ctx context.Context, timeout time.Duration, srv *http.Server, listeners []net.Listener, served <-chan struct{}, conns *connTracker) <-chan error {
+	srv.SetKeepAlivesEnabled(false)
+	for _, ln := range listeners {
+		ln.Close()
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		select {
+		case <-served:
+			conns.wait(ctx)
+		case <-ctx.Done():
+		}
+		drained <- srv.Shutdown(ctx)
+	}()
+	return drained
+}
+
+// newConnPatience is how long a drain waits for the first request of a
+// connection that sent nothing yet: net/http's Shutdown too closes a
+// connection that has sent nothing for 5 seconds, such as a browser's
+// speculative one.
 const newConnPatience = 5 * time.Second
+
+// connTracker follows an http.Server's connections through its ConnState
+// hook and tells when none of them owes its client an answer: none is new
+// (accepted, its first request not read yet) or active (a request being
+// read or served).
+type connTracker struct {
+	mu sync.Mutex
+	// owing maps a connection that owes an answer to when it was
+	// accepted if it is new, to the zero time if it is active.
+	owing map[net.Conn]time.Time
+	// paid gets a value (if it has none) when a connection stops owing.
+	paid chan struct{}
+}
+
+func newConnTracker() *connTracker {
+	return &connTracker{owing: make(map[net.Conn]time.Time), paid: make(chan struct{}, 1)}
+}
+
+// track is the http.Server's ConnState hook.
+func (t *connTracker) track(c net.Conn, state http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch state {
+	case http.StateNew:
+		t.owing[c] = time.Now()
+	case http.StateActive:
+		t.owing[c] = time.Time{}
+	default: // idle, hijacked or closed: answered, or never to be
+		if _, ok := t.owing[c]; !ok {
+			return
+		}
+		delete(t.owing, c)
+		select {
+		case t.paid <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// owed returns how many connections owe an answer at now, leaving out new
+// ones older than newConnPatience, and when the youngest new one among
+// them will be that old (zero if there is none).
+func (t *connTracker) owed(now time.Time) (n int, next time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, accepted := range t.owing {
+		if accepted.IsZero() {
+			n++
+			continue
+		}
+		left := accepted.Add(newConnPatience).Sub(now)
+		if left <= 0 {
+			continue
+		}
+		n++
+		if next == 0 || left < next {
+			next = left
+		}
+	}
+	return n, next
+}
+
+// wait returns once no connection owes an answer (new ones older than
+// newConnPatience left out), or ctx is done.
+func (t *connTracker) wait(ctx context.Context) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		n, next := t.owed(time.Now())
+		if n == 0 {
+			return
+		}
+		var expired <-chan time.Time
+		if next > 0 {
+			if timer == nil {
+				timer = time.NewTimer(next)
+			} else {
+				timer.Reset(next)
+			}
+			expired = timer.C
+		}
+		select {
+		case <-t.paid:
+		case <-expired:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -106,20 +108,49 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
+	conns := newConnTracker()
 	srv := &http.Server{
 		Handler:           handler(workerID, generation, pid),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         conns.track,
 	}
+	// closing is set once a drain closes the listeners: the Serve loops
+	// then return net.ErrClosed, which is no failure.
+	var closing atomic.Bool
+	var serving sync.WaitGroup
 	serveErr := make(chan error, len(listeners))
 	addrs := make([]string, 0, len(listeners))
 	for _, ln := range listeners {
 		addrs = append(addrs, ln.Addr().Network()+":"+ln.Addr().String())
+		serving.Add(1)
 		go func() {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				serveErr <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
+			defer serving.Done()
+			err := srv.Serve(ln)
+			if errors.Is(err, http.ErrServerClosed) || (closing.Load() && errors.Is(err, net.ErrClosed)) {
+				return
 			}
+			serveErr <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
 		}()
+	}
+	served := make(chan struct{}) // closed once every Serve loop returned
+	go func() {
+		serving.Wait()
+		close(served)
+	}()
+	// A drain runs in the background while the loop below heartbeats;
+	// returning cuts it short.
+	drainCtx, cancelDrain := context.WithCancel(context.Background())
+	defer cancelDrain()
+	var drained <-chan error // non-nil once a drain is under way
+	drain := func(why string) {
+		if drained != nil {
+			return // one drain is enough
+		}
+		log.Info("draining", "reason", why, "graceful_timeout", opts.gracefulTimeout)
+		closing.Store(true)
+		drained = startDrain(drainCtx, opts.gracefulTimeout, srv, listeners, served, conns)
+		notify(log, daemon.SdNotifyStopping+"\nSTATUS=draining")
 	}
 	status := "serving on " + strings.Join(addrs, ", ")
 	log.Info("serving", "addrs", strings.Join(addrs, ","))
@@ -136,7 +167,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	done := ctx.Done()
-	var drained chan error // non-nil once a drain is under way
 	for {
 		select {
 		case <-heartbeat:
@@ -157,13 +187,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return nil
 		case <-done:
 			done = nil // drain once
-			drained = drain(log, srv, opts.gracefulTimeout, "context cancelled", drained)
+			drain("context cancelled")
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGUSR1:
 				log.Info("reopening logs") // nothing to reopen: logs go to stderr
 			case syscall.SIGTERM:
-				drained = drain(log, srv, opts.gracefulTimeout, "SIGTERM", drained)
+				drain("SIGTERM")
 			default: // SIGINT, SIGQUIT: quick exit
 				log.Info("exiting at once", "signal", sig.String())
 				srv.Close()
@@ -173,22 +203,126 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 }
 
-// drain starts a graceful shutdown of srv in the background unless one is
-// already running (drained != nil), and returns the channel that reports
-// its end. Heartbeats go on meanwhile: the loop keeps running.
-func drain(log *slog.Logger, srv *http.Server, timeout time.Duration, why string, drained chan error) chan error {
-	if drained != nil {
-		return drained
-	}
-	log.Info("draining", "reason", why, "graceful_timeout", timeout)
-	notify(log, daemon.SdNotifyStopping+"\nSTATUS=draining")
-	drained = make(chan error, 1)
+// startDrain stops srv, which serves on listeners, without dropping a
+// request. It turns keep-alive off (answers say "Connection: close", idle
+// connections are closed) and closes the listeners before it returns; the
+// rest runs in the background for at most timeout, or until ctx is done,
+// and then the returned channel gets srv.Shutdown's error. served is
+// closed once srv's Serve loops have all returned.
+//
+// srv.Shutdown alone would drop requests when workers share their
+// listening socket, as forkd's do: net/http hangs up without an answer on a
+// request it reads once Shutdown has begun, and a connection this worker
+// accepted just before may send its request just after. So the listeners
+// are closed first (the socket stays open in the other workers, which
+// accept what this one no longer does); once the Serve loops have
+// returned, every connection this worker accepted is tracked, and the
+// drain waits for each to be answered; only then does it call
+// srv.Shutdown, which closes what is idle.
+func startDrain(ctx context.Context, timeout time.Duration, srv *http.Server, listeners []net.Listener, served <-chan struct{}, conns *connTracker) <-chan error {
+	srv.SetKeepAlivesEnabled(false)
+	closeAll(listeners)
+	drained := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
+		select {
+		case <-served:
+			conns.wait(ctx)
+		case <-ctx.Done():
+		}
 		drained <- srv.Shutdown(ctx)
 	}()
 	return drained
+}
+
+// newConnPatience is how long a drain waits for the first request of a
+// connection that has sent nothing yet; net/http's Shutdown too closes a
+// connection silent for 5 seconds (a browser's speculative one, say).
+const newConnPatience = 5 * time.Second
+
+// connTracker follows an http.Server's connections through its ConnState
+// hook, to tell when none of them owes its client an answer: none is new
+// (accepted, its first request not read yet) or active (a request being
+// read or served).
+type connTracker struct {
+	mu sync.Mutex
+	// owing maps each connection that owes an answer to when it was
+	// accepted if it is new, to the zero time if it is active.
+	owing map[net.Conn]time.Time
+	// paid gets a value (if it has none) when a connection stops owing.
+	paid chan struct{}
+}
+
+func newConnTracker() *connTracker {
+	return &connTracker{owing: make(map[net.Conn]time.Time), paid: make(chan struct{}, 1)}
+}
+
+// track is the http.Server's ConnState hook.
+func (t *connTracker) track(c net.Conn, state http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch state {
+	case http.StateNew:
+		t.owing[c] = time.Now()
+	case http.StateActive:
+		t.owing[c] = time.Time{}
+	default: // idle, hijacked or closed: answered, or never to be
+		if _, ok := t.owing[c]; ok {
+			delete(t.owing, c)
+			select {
+			case t.paid <- struct{}{}:
+			default: // the waiter has a wake-up pending already
+			}
+		}
+	}
+}
+
+// wait returns once no connection owes an answer — new ones silent for
+// newConnPatience left out — or ctx is done.
+func (t *connTracker) wait(ctx context.Context) {
+	patience := time.NewTimer(newConnPatience)
+	defer patience.Stop()
+	for {
+		owing, next := t.owed(time.Now())
+		if owing == 0 {
+			return
+		}
+		var expired <-chan time.Time
+		if next > 0 {
+			patience.Reset(next)
+			expired = patience.C
+		}
+		select {
+		case <-t.paid:
+		case <-expired:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// owed returns how many connections owe an answer at now, leaving out new
+// ones silent for newConnPatience, and how long until the next new one
+// among them has been (zero if none is new).
+func (t *connTracker) owed(now time.Time) (n int, next time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, accepted := range t.owing {
+		if accepted.IsZero() {
+			n++
+			continue
+		}
+		left := accepted.Add(newConnPatience).Sub(now)
+		if left <= 0 {
+			continue
+		}
+		n++
+		if next == 0 || left < next {
+			next = left
+		}
+	}
+	return n, next
 }
 
 // listen returns the inherited sockets, or binds addr when there are none.
