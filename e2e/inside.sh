@@ -207,6 +207,8 @@ check_reload_invalid() {
 	[ "$now" = "$old" ] || { fail reload-invalid "workers changed from [$old] to [$now]"; return; }
 	[[ $body == *"hello from worker"* ]] || { fail reload-invalid "not serving after the failed reload: $body"; return; }
 	[ "$(systemctl is-active "$SERVICE")" = active ] || { fail reload-invalid "service is $(systemctl is-active "$SERVICE") after the failed reload"; return; }
+	status_says() { [[ $(systemctl show -p StatusText --value "$SERVICE") == *"last reload failed"*frobnicate* ]]; }
+	wait_for 10 status_says || { fail reload-invalid "STATUS= does not report the failed reload: $(systemctl show -p StatusText --value "$SERVICE")"; return; }
 	pass reload-invalid
 }
 

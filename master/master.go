@@ -219,13 +219,14 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 
 	status := newReporter(notifier, cfg, sinks.bus)
 	pool := workers.New(workers.Options{
-		Config:  cfg,
-		Sockets: socks,
-		Load:    func() (*config.Config, error) { return config.Load(o.config) },
-		Signals: sigs,
-		Hooks:   sinks,
-		Observe: status.observe,
-		RunHook: sinks.runHook,
+		Config:   cfg,
+		Sockets:  socks,
+		Load:     func() (*config.Config, error) { return config.Load(o.config) },
+		Signals:  sigs,
+		Hooks:    sinks,
+		Observe:  status.observe,
+		Reloaded: status.reloaded,
+		RunHook:  sinks.runHook,
 		RequestStats: func(gen uint64, id, pid int, v string) {
 			sinks.requestStats(log, cfg.Server.Name, gen, id, pid, v)
 		},

@@ -21,6 +21,22 @@ type reporter struct {
 	latest   chan hooks.Status // capacity 1: only the newest status matters
 	mu       sync.Mutex
 	newest   hooks.Status
+	// note is appended to STATUS= until the next successful reload: why
+	// the last reload failed.
+	note string
+}
+
+// reloaded is workers.Options.Reloaded: a failed reload stays visible in
+// STATUS= ("…; last reload failed: …") until one succeeds.
+func (r *reporter) reloaded(err error) {
+	r.mu.Lock()
+	r.note = ""
+	if err != nil {
+		r.note = "; last reload failed: " + err.Error()
+	}
+	s := r.newest
+	r.mu.Unlock()
+	r.observe(s)
 }
 
 // last returns the newest status observed.
@@ -67,7 +83,9 @@ func (r *reporter) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case s := <-r.latest:
-			t := workers.StatusText(s)
+			r.mu.Lock()
+			t := workers.StatusText(s) + r.note
+			r.mu.Unlock()
 			if s.State != prev {
 				switch s.State {
 				case workers.StateRunning:

@@ -85,6 +85,7 @@ func (p *Pool) promote() {
 		c <- nil
 	}
 	g.whenDone = nil
+	p.reloaded(nil)
 	p.observe()
 }
 
@@ -121,6 +122,7 @@ func (p *Pool) failReload(err error) {
 		c <- err
 	}
 	g.whenDone = nil
+	p.reloaded(err)
 	p.observe()
 }
 
@@ -142,6 +144,7 @@ func (p *Pool) reload(reply chan error) {
 	if err := p.runHook(ev); err != nil {
 		err = fmt.Errorf("reload aborted by on_reload hook, generation %d still serving: %w", old.id, err)
 		p.log.Error("reload aborted", "err", err)
+		p.reloaded(err)
 		reply <- err
 		return
 	}
@@ -151,6 +154,7 @@ func (p *Pool) reload(reply chan error) {
 		if err != nil {
 			err = fmt.Errorf("reload rejected, generation %d still serving: %w", old.id, err)
 			p.log.Error("reload rejected", "err", err)
+			p.reloaded(err)
 			reply <- err
 			return
 		}
@@ -178,6 +182,13 @@ func (p *Pool) reload(reply chan error) {
 		return
 	}
 	p.fillSlots(g)
+}
+
+// reloaded reports a reload's outcome to Options.Reloaded.
+func (p *Pool) reloaded(err error) {
+	if p.opts.Reloaded != nil {
+		p.opts.Reloaded(err)
+	}
 }
 
 // sameSockets reports whether a and b ask for the same listening sockets.

@@ -50,6 +50,10 @@ type Options struct {
 	// Observe is called from the arbiter's goroutine whenever the pool's
 	// Status changes; it must not block. May be nil.
 	Observe func(hooks.Status)
+	// Reloaded is told, on the arbiter's goroutine, how each reload ended:
+	// nil, or why it was rejected or rolled back. It must not block. May
+	// be nil.
+	Reloaded func(err error)
 	// RunHook runs a blocking hook's commands (pre_fork, on_reload)
 	// synchronously on the arbiter's goroutine; an error aborts what the
 	// hook precedes. May be nil.
