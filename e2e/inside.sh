@@ -248,6 +248,33 @@ check_upgrade() {
 	pass upgrade
 }
 
+check_fdstore() {
+	# Without a socket unit forkd binds the address itself and hands the
+	# socket to systemd's fd store (FDSTORE=1); when the master dies and
+	# Restart= brings it back, the socket comes back as LISTEN_FDS: no
+	# connection is refused meanwhile.
+	local svc=forkd@store.service url=http://127.0.0.1:18081/ main fails=0 i body
+	sed -e 's/^name = .*/name = "store"/' -e 's|127.0.0.1:18080|127.0.0.1:18081|' "$CONFIG" >/etc/forkd/store.toml
+	sctl mask forkd@store.socket >>"$LOG" 2>&1
+	sctl start "$svc" || { fail fdstore "systemctl start $svc failed"; return; }
+	body=$(curl -fsS --max-time 10 "$url" 2>&1) || { fail fdstore "not serving on 127.0.0.1:18081: $body"; return; }
+	main=$(systemctl show -p MainPID --value "$svc")
+	[ "$(systemctl show -p NFileDescriptorStore --value "$svc")" -ge 1 ] 2>/dev/null ||
+		log "NFileDescriptorStore=$(systemctl show -p NFileDescriptorStore --value "$svc") (property may be missing on this systemd)"
+	sctl kill --signal=KILL --kill-who=main "$svc"
+	for i in $(seq 1 60); do
+		curl -fsS --max-time 10 "$url" >/dev/null 2>&1 || fails=$((fails + 1))
+	done
+	restarted() { local m; m=$(systemctl show -p MainPID --value "$svc"); [ "${m:-0}" -gt 0 ] && [ "$m" != "$main" ]; }
+	wait_for 30 restarted || { fail fdstore "not restarted after killing $main"; return; }
+	journalctl -u "$svc" --no-pager -o cat | grep -q 'from_systemd=true' ||
+		{ fail fdstore "the restarted master did not take its socket back from the fd store"; return; }
+	log "fd store: master $main killed, $(systemctl show -p MainPID --value "$svc") took the socket back; 60 requests, $fails failed"
+	sctl stop "$svc"
+	[ "$fails" -eq 0 ] || { fail fdstore "$fails of 60 requests failed across the restart"; return; }
+	pass fdstore
+}
+
 check_stop() {
 	local main old body left
 	main=$(mainpid)
@@ -269,5 +296,6 @@ check_reload
 check_reload_invalid
 check_kill
 check_upgrade
+check_fdstore
 check_stop
 log "done"
