@@ -53,6 +53,11 @@ type Server struct {
 	// during a reload; each one that becomes ready retires one old worker.
 	// 0 (the default) starts the whole new generation at once.
 	MaxSurge int `toml:"max_surge"`
+	// MaxFailures stops the instance, with an error, once a worker slot
+	// failed this many times in a row (a worker that exits before it
+	// served for a second, or cannot start), so that systemd's Restart=
+	// takes over; 0 (the default) retries with backoff forever.
+	MaxFailures int `toml:"max_failures"`
 	// ReloadAfterUpgrade makes an in-place upgrade (USR2) replace the
 	// adopted workers with a new generation, as a reload does, once the
 	// new master runs. Default false: the workers keep running.

@@ -45,6 +45,8 @@
 //	kill_timeout      wait between SIGABRT or a quick-stop signal and SIGKILL (default "5s")
 //	max_surge         new-generation workers booting at once during a reload;
 //	                  each that is ready retires an old one; 0 all (default 0)
+//	max_failures      stop the instance (exit 1) once a worker slot failed this
+//	                  many times in a row; 0 retries forever (default 0)
 //	reload_after_upgrade  after an in-place upgrade (USR2), replace the
 //	                  adopted workers with a new generation (default false)
 //	max_requests      recycle a worker after it reported this many requests

@@ -85,6 +85,9 @@ func (d *document) validateServer(s *Server) {
 	if s.MaxSurge < 0 || s.MaxSurge > maxWorkers {
 		d.fail("server.max_surge", "must be between 0 (all at once) and %d, got %d", maxWorkers, s.MaxSurge)
 	}
+	if s.MaxFailures < 0 {
+		d.fail("server.max_failures", "must be 0 (retry forever) or more, got %d", s.MaxFailures)
+	}
 	if s.MaxRequests < 0 {
 		d.fail("server.max_requests", "must be 0 (never recycle) or more, got %d", s.MaxRequests)
 	}

@@ -24,6 +24,9 @@ var (
 	ErrReloading = errors.New("workers: reload in progress")
 	// ErrStopping is returned for requests made while the pool stops.
 	ErrStopping = errors.New("workers: stopping")
+	// ErrCrashLoop is wrapped by the error Run returns when a worker slot
+	// failed max_failures times in a row.
+	ErrCrashLoop = errors.New("workers: crash loop")
 )
 
 // States of the pool, as reported in Status.State.

@@ -672,3 +672,20 @@ func TestPool_UpgradeThenReload(t *testing.T) {
 		gone(t, p, 10*time.Second)
 	}
 }
+
+// TestPool_MaxFailures: a slot that keeps failing stops the instance with
+// ErrCrashLoop once it failed max_failures times in a row.
+func TestPool_MaxFailures(t *testing.T) {
+	cfg := testConfig(exe(t), "exit1", 2)
+	cfg.Server.MaxFailures = 3
+	h := start(t, cfg, nil)
+	select {
+	case err := <-h.ran:
+		close(h.ran)
+		if !errors.Is(err, ErrCrashLoop) || !strings.Contains(err.Error(), "failed 3 times in a row") {
+			t.Fatalf("Run = %v, want the crash loop error", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a crash-looping instance did not stop")
+	}
+}

@@ -160,6 +160,15 @@ func (p *Pool) slotFailed(g *generation, id int, why string) {
 		return
 	}
 	g.failures[id]++
+	if max := g.cfg.Server.MaxFailures; max > 0 && g.failures[id] >= max && !p.stopping {
+		// A crash loop: give up, so that systemd's Restart= (or whoever
+		// runs forkd) sees the instance fail.
+		p.stopErr = fmt.Errorf("%w: worker %d of generation %d failed %d times in a row (max_failures), last: %s",
+			ErrCrashLoop, id, g.id, g.failures[id], why)
+		p.log.Error("crash loop: stopping the instance", "worker_id", id, "failures", g.failures[id], "last", why)
+		p.stop(stopGraceful, "crash loop")
+		return
+	}
 	d := backoff(g.failures[id])
 	p.log.Warn("worker failing; backing off", "worker_id", id, "generation", g.id,
 		"failures", g.failures[id], "retry_in", d)
