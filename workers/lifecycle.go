@@ -43,6 +43,22 @@ func (p *Pool) generationProgress(g *generation) {
 	}
 }
 
+// clearSlot empties slot id of g: its worker and any recycled predecessor
+// are sent sig (SIGKILL after grace), and a pending respawn is cancelled.
+func (p *Pool) clearSlot(g *generation, id int, sig syscall.Signal, grace time.Duration, reason string) {
+	if w := g.slots[id]; w != nil {
+		p.retire(w, sig, grace, reason)
+	}
+	if pred := g.predecessor[id]; pred != nil {
+		g.predecessor[id] = nil
+		p.retire(pred, sig, grace, reason)
+	}
+	if t := g.respawn[id]; t != nil {
+		t.Stop()
+		g.respawn[id] = nil
+	}
+}
+
 // surge advances a rolling reload: one old worker retires for each new
 // one that became ready, and the next new ones start.
 func (p *Pool) surge(g *generation) {
@@ -63,18 +79,8 @@ func (p *Pool) promote() {
 	p.current, p.pending = g, nil
 	g.announced = true
 	p.state = StateRunning
-	for id, w := range old.slots {
-		if w != nil {
-			p.retire(w, syscall.SIGTERM, old.cfg.Server.GracefulTimeout.Duration, "replaced by generation "+fmt.Sprint(g.id))
-		}
-		if pred := old.predecessor[id]; pred != nil {
-			old.predecessor[id] = nil
-			p.retire(pred, syscall.SIGTERM, old.cfg.Server.GracefulTimeout.Duration, "replaced by generation "+fmt.Sprint(g.id))
-		}
-		if t := old.respawn[id]; t != nil {
-			t.Stop()
-			old.respawn[id] = nil
-		}
+	for id := range old.slots {
+		p.clearSlot(old, id, syscall.SIGTERM, old.cfg.Server.GracefulTimeout.Duration, "replaced by generation "+fmt.Sprint(g.id))
 	}
 	p.log.Info("reload done", "generation", g.id, "workers", g.target)
 	p.emit(hooks.Event{Hook: hooks.WhenReady, Generation: g.id, Workers: g.target})
@@ -100,18 +106,8 @@ func (p *Pool) failReload(err error) {
 	if p.state == StateReloading {
 		p.state = StateRunning
 	}
-	for id, w := range g.slots {
-		if w != nil {
-			p.retire(w, syscall.SIGKILL, g.cfg.Server.KillTimeout.Duration, "reload rolled back")
-		}
-		if pred := g.predecessor[id]; pred != nil {
-			g.predecessor[id] = nil
-			p.retire(pred, syscall.SIGKILL, g.cfg.Server.KillTimeout.Duration, "reload rolled back")
-		}
-		if t := g.respawn[id]; t != nil {
-			t.Stop()
-			g.respawn[id] = nil
-		}
+	for id := range g.slots {
+		p.clearSlot(g, id, syscall.SIGKILL, g.cfg.Server.KillTimeout.Duration, "reload rolled back")
 	}
 	if !p.stopping {
 		p.fillSlots(p.current) // a rolling reload may have retired some
@@ -237,17 +233,7 @@ func (p *Pool) scale(n int) error {
 		g.minReady = n
 	}
 	for id := n; id < len(g.slots); id++ {
-		if w := g.slots[id]; w != nil {
-			p.retire(w, syscall.SIGTERM, g.cfg.Server.GracefulTimeout.Duration, "scaled down")
-		}
-		if pred := g.predecessor[id]; pred != nil {
-			g.predecessor[id] = nil
-			p.retire(pred, syscall.SIGTERM, g.cfg.Server.GracefulTimeout.Duration, "scaled down")
-		}
-		if t := g.respawn[id]; t != nil {
-			t.Stop()
-			g.respawn[id] = nil
-		}
+		p.clearSlot(g, id, syscall.SIGTERM, g.cfg.Server.GracefulTimeout.Duration, "scaled down")
 		g.failures[id] = 0
 	}
 	p.log.Info("workers changed", "old", old, "new", n)

@@ -58,11 +58,7 @@ func (p *Pool) startSpare() (*spare, error) {
 		return nil, fmt.Errorf("spare: %w", err)
 	}
 	defer r.Close()
-	files := make([]uintptr, 0, 3+len(p.opts.Sockets))
-	files = append(files, r.Fd(), p.opts.Stdout.Fd(), p.opts.Stderr.Fd())
-	for _, s := range p.opts.Sockets {
-		files = append(files, s.File.Fd())
-	}
+	files := p.childFiles(r)
 	pidfd := -1
 	attr := &syscall.ProcAttr{
 		// One P and no GC: the fewest threads for execve to tear down.

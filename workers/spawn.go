@@ -13,6 +13,17 @@ import (
 	"github.com/forkd/forkd/hooks"
 )
 
+// childFiles is a child's fds 0, 1, 2, 3…: stdin, the workers' stdout and
+// stderr, then the listening sockets.
+func (p *Pool) childFiles(stdin *os.File) []uintptr {
+	files := make([]uintptr, 0, 3+len(p.opts.Sockets))
+	files = append(files, stdin.Fd(), p.opts.Stdout.Fd(), p.opts.Stderr.Fd())
+	for _, s := range p.opts.Sockets {
+		files = append(files, s.File.Fd())
+	}
+	return files
+}
+
 // newGeneration prepares (but does not start) a generation of n workers
 // running cfg.
 func (p *Pool) newGeneration(cfg *config.Config, n int) *generation {
@@ -107,11 +118,7 @@ func (p *Pool) spawn(g *generation, id int) {
 // start forks and execs one worker through the exec-shim and starts
 // watching its pidfd.
 func (p *Pool) start(g *generation, id int) (*worker, error) {
-	files := make([]uintptr, 0, 3+len(p.opts.Sockets))
-	files = append(files, p.devnull.Fd(), p.opts.Stdout.Fd(), p.opts.Stderr.Fd())
-	for _, s := range p.opts.Sockets {
-		files = append(files, s.File.Fd())
-	}
+	files := p.childFiles(p.devnull)
 	env := make([]string, len(g.env), len(g.env)+2)
 	copy(env, g.env)
 	env = append(env,
