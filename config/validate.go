@@ -16,7 +16,7 @@ import (
 
 // Limits on the values.
 const (
-	maxWorkers = 4096
+	maxWorkers = hooks.MaxWorkers // the arbiter's own bound
 	maxBacklog = 65535
 	maxNameLen = 64
 )

@@ -3,6 +3,7 @@ package hooks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 
 	"github.com/godbus/dbus/v5"
@@ -46,7 +47,7 @@ func (b *Bus) export(conn *dbus.Conn) error {
 		"SetWorkers": func(n uint32) *dbus.Error {
 			if n > MaxWorkers {
 				return dbus.NewError(BusErrorInvalidArgs,
-					[]any{"workers must be 0…4096"})
+					[]any{fmt.Sprintf("workers must be 0…%d", MaxWorkers)})
 			}
 			if b.controller == nil {
 				return busFailed("no controller")
