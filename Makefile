@@ -57,13 +57,14 @@ help: ## list the targets
 	@echo "Targets:"
 	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z0-9 -]*:.*## / { printf "  %-7s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
+# Static binaries (no cgo): no dynamic loader or libc start-up on every exec.
 build: ## build bin/forkd, bin/forkctl and bin/forkd-demo (those whose sources exist)
 	@mkdir -p bin
 	@set -e; for b in $(BINARIES); do \
 		name=$${b%%:*}; pkg=$${b#*:}; \
 		if ls $$pkg/*.go >/dev/null 2>&1; then \
-			echo "$(GO) build -o bin/$$name $$pkg"; \
-			$(GO) build -o bin/$$name $$pkg; \
+			echo "CGO_ENABLED=0 $(GO) build -o bin/$$name $$pkg"; \
+			CGO_ENABLED=0 $(GO) build -o bin/$$name $$pkg; \
 		else \
 			echo "build: skipping bin/$$name: no sources in $$pkg yet"; \
 		fi; \

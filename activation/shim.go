@@ -49,10 +49,13 @@ func Shim(args []string) error {
 	if len(args) == 0 || args[0] == "" {
 		return errors.New("exec-shim: no command")
 	}
-	if args[0] == spareArg {
-		return spare()
-	}
 	return shimExec(args, os.Environ())
+}
+
+// ShimParentEnv is the environment entry that tells a shim its master's
+// pid: a shim whose parent is no longer that pid does not start the command.
+func ShimParentEnv(master int) string {
+	return "FORKD_SHIM_PARENT=" + strconv.Itoa(master)
 }
 
 // shimExec execs args with env, adjusted as Shim documents.
@@ -120,102 +123,4 @@ func shimEnv(env []string, pid, ppid int) (_ []string, nfds int, _ error) {
 		out = append(out, "WATCHDOG_PID="+self)
 	}
 	return out, max(nfds, 0), nil
-}
-
-// spareArg, in place of a command, makes the shim a warm spare: see Spare.
-const spareArg = "-forkd-spare"
-
-// SpareArgv returns the argv of a warm spare: a shim started ahead of need,
-// with the sockets already in place, that waits on its standard input for
-// the command it is to become (see SpareOrder). A spare turns into a
-// worker in the time of one execve — no fork, no Go runtime start — which
-// is what makes a crashed worker's replacement immediate.
-func SpareArgv(shimPath string) []string {
-	return []string{shimPath, ShimArg, spareArg}
-}
-
-// SpareOrder encodes what a spare is to become: the working directory
-// (""= keep), the command and its argv, and the environment. The master
-// writes it to the spare's standard input and closes it.
-func SpareOrder(dir, command string, args, env []string) []byte {
-	var b []byte
-	field := func(s string) { b = append(append(b, s...), 0) }
-	field(dir)
-	field(strconv.Itoa(len(args) + 1))
-	field(command)
-	for _, a := range args {
-		field(a)
-	}
-	for _, e := range env {
-		field(e)
-	}
-	return b
-}
-
-// parseOrder decodes SpareOrder's output into dir, argv and env.
-func parseOrder(b []byte) (dir string, argv, env []string, err error) {
-	var fields []string
-	for len(b) > 0 {
-		i := 0
-		for i < len(b) && b[i] != 0 {
-			i++
-		}
-		if i == len(b) {
-			return "", nil, nil, errors.New("exec-shim: spare order: unterminated field")
-		}
-		fields = append(fields, string(b[:i]))
-		b = b[i+1:]
-	}
-	if len(fields) < 3 {
-		return "", nil, nil, errors.New("exec-shim: spare order: too short")
-	}
-	n, err := strconv.Atoi(fields[1])
-	if err != nil || n < 1 || 2+n > len(fields) {
-		return "", nil, nil, fmt.Errorf("exec-shim: spare order: bad argv count %q", fields[1])
-	}
-	return fields[0], fields[2 : 2+n], fields[2+n:], nil
-}
-
-// spare waits for its order on stdin, puts /dev/null in its place, and
-// becomes the worker. An empty order (the master closed the pipe without
-// one) means it is not needed: it exits quietly.
-func spare() error {
-	var order []byte
-	buf := make([]byte, 16<<10)
-	for {
-		n, err := unix.Read(0, buf)
-		if n > 0 {
-			order = append(order, buf[:n]...)
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("exec-shim: spare: read order: %w", err)
-		}
-		if n == 0 {
-			break
-		}
-	}
-	if len(order) == 0 {
-		os.Exit(0)
-	}
-	dir, argv, env, err := parseOrder(order)
-	if err != nil {
-		return err
-	}
-	null, err := unix.Open(os.DevNull, unix.O_RDONLY, 0)
-	if err != nil {
-		return fmt.Errorf("exec-shim: spare: %w", err)
-	}
-	if err := unix.Dup2(null, 0); err != nil {
-		return fmt.Errorf("exec-shim: spare: stdin: %w", err)
-	}
-	unix.Close(null)
-	if dir != "" {
-		if err := unix.Chdir(dir); err != nil {
-			return fmt.Errorf("exec-shim: spare: chdir %s: %w", dir, err)
-		}
-	}
-	return shimExec(argv, env)
 }

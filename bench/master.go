@@ -248,8 +248,9 @@ func BuildForkd(root, out string) error {
 	}
 	cmd := exec.Command(goCmd, "build", "-o", out, "./cmd/forkd")
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
 	if outp, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build forkd (go build -o %s ./cmd/forkd in %s): %w\n%s", out, root, err, outp)
+		return fmt.Errorf("build forkd (CGO_ENABLED=0 go build -o %s ./cmd/forkd in %s): %w\n%s", out, root, err, outp)
 	}
 	return nil
 }

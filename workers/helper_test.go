@@ -68,9 +68,9 @@ func runWorker(mode string) int {
 	}
 	listenPID := os.Getenv("LISTEN_PID")
 	files := sdactivation.Files(true)
-	line := fmt.Sprintf("pid=%d id=%s gen=%s instance=%s listen_pid=%s fds=%d\n", os.Getpid(),
+	line := fmt.Sprintf("pid=%d id=%s gen=%s instance=%s listen_pid=%s fds=%d shim_parent=%s\n", os.Getpid(),
 		os.Getenv("FORKD_WORKER_ID"), os.Getenv("FORKD_GENERATION"), os.Getenv("FORKD_INSTANCE"),
-		listenPID, len(files))
+		listenPID, len(files), os.Getenv("FORKD_SHIM_PARENT"))
 	var served atomic.Uint64
 	for _, f := range files {
 		l, err := net.FileListener(f)

@@ -262,10 +262,6 @@ func (p *Pool) stop(mode stopMode, why string) {
 	if p.pending != nil {
 		p.failReload(ErrStopping)
 	}
-	if p.spare != nil {
-		p.dropSpare(p.spare)
-		p.spare = nil
-	}
 	for _, g := range []*generation{p.current} {
 		for id := range g.respawn {
 			if t := g.respawn[id]; t != nil {

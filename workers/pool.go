@@ -70,15 +70,16 @@ type Options struct {
 	// Shim is the executable that implements the exec-shim (forkd itself).
 	// Default "/proc/self/exe".
 	Shim string
+	// ExecShim starts every worker through the exec-shim rather than
+	// directly (package forkexec); the pool switches to it by itself when
+	// the kernel refuses the direct start.
+	ExecShim bool
 	// NotifyDir is where the pool creates its private directory holding the
 	// notify socket. Default $RUNTIME_DIRECTORY, else os.TempDir().
 	NotifyDir string
 	// Stdout and Stderr are the workers' standard output and error.
 	// Default the master's.
 	Stdout, Stderr *os.File
-	// NoSpare disables the warm spare (see spare.go), which makes a
-	// replacement worker start without a fork.
-	NoSpare bool
 	// Exe is the executable an upgrade (USR2) re-executes, with Args
 	// (default os.Args); "" disables upgrades.
 	Exe  string
@@ -98,8 +99,6 @@ type Stats struct {
 	// IgnoredNotify counts notify messages from processes that are not
 	// workers.
 	IgnoredNotify int
-	// SparesUsed counts workers started from a warm spare.
-	SparesUsed int
 }
 
 // Pool is the arbiter. Create it with New, run it with Run; the control
@@ -116,23 +115,20 @@ type Pool struct {
 	done     chan struct{} // closed when Run returns
 
 	// State below is owned by the Run goroutine.
-	state    string
-	current  *generation
-	pending  *generation // a reload's new generation, until it is ready
-	retiring map[*worker]bool
-	spare    *spare
-	// sparesExiting counts dropped spares not yet reaped.
-	sparesExiting int
-	byPID         map[int]*worker
-	nextGen       uint64
-	stopping      bool
-	stopErr       error
-	notifyDir     string
-	notifyAdr     string
-	notifyConn    *net.UnixConn
-	devnull       *os.File
-	stats         Stats
-	everReady     bool
+	state      string
+	current    *generation
+	pending    *generation // a reload's new generation, until it is ready
+	retiring   map[*worker]bool
+	byPID      map[int]*worker
+	nextGen    uint64
+	stopping   bool
+	stopErr    error
+	notifyDir  string
+	notifyAdr  string
+	notifyConn *net.UnixConn
+	devnull    *os.File
+	stats      Stats
+	everReady  bool
 }
 
 // New returns a pool for opts; Run starts it.
@@ -215,8 +211,7 @@ func (p *Pool) Run(ctx context.Context) error {
 
 	ctxDone := ctx.Done()
 	for {
-		p.ensureSpare()
-		if p.stopping && len(p.byPID) == 0 && p.spare == nil && p.sparesExiting == 0 {
+		if p.stopping && len(p.byPID) == 0 {
 			p.log.Info("stopped")
 			return p.stopErr
 		}

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -115,9 +117,9 @@ func countFDs(t *testing.T) int {
 }
 
 func TestPool_KilledWorkerIsReplaced(t *testing.T) {
-	for _, spare := range []bool{true, false} {
-		t.Run(map[bool]string{true: "from the warm spare", false: "by fork"}[spare], func(t *testing.T) {
-			h := start(t, testConfig(exe(t), "serve", 1), func(o *Options) { o.NoSpare = !spare })
+	for _, shim := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "through the exec-shim"}[shim], func(t *testing.T) {
+			h := start(t, testConfig(exe(t), "serve", 1), func(o *Options) { o.ExecShim = shim })
 			victim := h.waitReady(1)[0]
 			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -136,12 +138,8 @@ func TestPool_KilledWorkerIsReplaced(t *testing.T) {
 			if atoi(m["pid"]) != r.PID || m["listen_pid"] != m["pid"] || m["id"] != "0" || m["gen"] != "1" || m["fds"] != "1" {
 				t.Errorf("replacement worker sees %v, want pid %d with its own LISTEN_PID, id 0, gen 1, 1 fd", m, r.PID)
 			}
-			st, err := h.pool.Stats(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := map[bool]int{true: 1, false: 0}[spare]; st.SparesUsed != want {
-				t.Errorf("SparesUsed = %d, want %d", st.SparesUsed, want)
+			if m["shim_parent"] != "" {
+				t.Errorf("the worker's environment holds FORKD_SHIM_PARENT")
 			}
 		})
 	}
@@ -197,6 +195,47 @@ func TestPool_CommandMissing(t *testing.T) {
 	if err := h.stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
+}
+
+// TestPool_CommandNotExecutable: the exec itself fails (here EACCES) in a
+// worker process that already exists; the pool reports why and backs off.
+func TestPool_CommandNotExecutable(t *testing.T) {
+	cfg := testConfig(exe(t), "serve", 1)
+	cfg.Worker.Command = filepath.Join(t.TempDir(), "not-executable")
+	if err := os.WriteFile(cfg.Worker.Command, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	h := start(t, cfg, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	first := h.rec.wait(t, 5*time.Second, "child_exit", is(hooks.ChildExit))
+	if first.ExitCode != 127 {
+		t.Errorf("child_exit %+v, want exit code 127", first)
+	}
+	h.rec.wait(t, 5*time.Second, "retry", is(hooks.PreFork))
+	if err := h.stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if want := "could not start: exec " + cfg.Worker.Command + ": permission denied"; !strings.Contains(logs.String(), want) {
+		t.Errorf("log does not say %q:\n%s", want, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the pool's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestPool_BootTimeout(t *testing.T) {

@@ -16,6 +16,8 @@ type exitEvent struct {
 	w      *worker
 	status unix.WaitStatus
 	err    error
+	// execErr says why the worker's process could not exec its command.
+	execErr error
 }
 
 // reap waits, without a thread or a polling loop, for w to exit: the
@@ -24,6 +26,9 @@ type exitEvent struct {
 // wait4(-1), which would steal other children's statuses) and reports.
 func reap(w *worker, exits chan<- exitEvent, done <-chan struct{}) {
 	ev := exitEvent{w: w}
+	if w.exec != nil {
+		ev.execErr = w.exec.Exec()
+	}
 	rc, err := w.pidfd.SyscallConn()
 	if err != nil {
 		ev.err = err
@@ -60,6 +65,8 @@ func describe(ev exitEvent) (text string, code, sig int) {
 	switch {
 	case ev.err != nil:
 		return "lost: " + ev.err.Error(), -1, 0
+	case ev.execErr != nil:
+		return "could not start: " + ev.execErr.Error(), ev.status.ExitStatus(), 0
 	case ev.status.Signaled():
 		s := ev.status.Signal()
 		return fmt.Sprintf("killed by %s", unix.SignalName(s)), -1, int(s)
@@ -73,19 +80,6 @@ func describe(ev exitEvent) (text string, code, sig int) {
 func (p *Pool) handleExit(ev exitEvent) {
 	w := ev.w
 	_ = w.pidfd.Close()
-	if w.phase == phaseSpare {
-		if p.spare != nil && p.spare.w == w {
-			// It died unasked: don't start spares in a loop.
-			p.spare.order.Close()
-			p.spare = nil
-			p.opts.NoSpare = true
-			text, _, _ := describe(ev)
-			p.log.Warn("warm spare "+text+"; spares disabled", "pid", w.pid)
-			return
-		}
-		p.sparesExiting--
-		return
-	}
 	delete(p.byPID, w.pid)
 	delete(p.retiring, w)
 	p.disarm(w)
@@ -103,7 +97,10 @@ func (p *Pool) handleExit(ev exitEvent) {
 	base.Hook = hooks.ChildExit
 	p.emit(base)
 	lvl := p.log.Debug
-	if w.reason == "" && !p.stopping {
+	switch {
+	case ev.execErr != nil:
+		lvl = p.log.Error
+	case w.reason == "" && !p.stopping:
 		lvl = p.log.Warn
 	}
 	lvl("worker "+text, "worker_id", w.id, "pid", w.pid, "generation", g.id,

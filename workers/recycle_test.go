@@ -55,8 +55,11 @@ func checkHandOver(t *testing.T, h *harness, pids map[int]bool) {
 			break
 		}
 	}
-	x := h.rec.wait(t, 10*time.Second, "the predecessor's exit", is(hooks.ChildExit))
-	if x.WorkerID != succ.WorkerID || !pids[x.PID] || x.ExitCode != 0 {
+	// Other slots may be recycling at the same time: wait for this one's.
+	x := h.rec.wait(t, 10*time.Second, "the predecessor's exit", func(e hooks.Event) bool {
+		return e.Hook == hooks.ChildExit && e.WorkerID == succ.WorkerID
+	})
+	if !pids[x.PID] || x.ExitCode != 0 {
 		t.Errorf("after successor %+v, exit %+v: want the old worker of slot %d exiting cleanly", succ, x, succ.WorkerID)
 	}
 }

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,16 +11,18 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/forkexec"
 	"github.com/forkd/forkd/hooks"
+	"golang.org/x/sys/unix"
 )
 
-// childFiles is a child's fds 0, 1, 2, 3…: stdin, the workers' stdout and
+// childFiles is a worker's fds 0, 1, 2, 3…: stdin, the workers' stdout and
 // stderr, then the listening sockets.
-func (p *Pool) childFiles(stdin *os.File) []uintptr {
-	files := make([]uintptr, 0, 3+len(p.opts.Sockets))
-	files = append(files, stdin.Fd(), p.opts.Stdout.Fd(), p.opts.Stderr.Fd())
+func (p *Pool) childFiles(stdin *os.File) []int {
+	files := make([]int, 0, 3+len(p.opts.Sockets))
+	files = append(files, int(stdin.Fd()), int(p.opts.Stdout.Fd()), int(p.opts.Stderr.Fd()))
 	for _, s := range p.opts.Sockets {
-		files = append(files, s.File.Fd())
+		files = append(files, int(s.File.Fd()))
 	}
 	return files
 }
@@ -33,6 +36,7 @@ func (p *Pool) newGeneration(cfg *config.Config, n int) *generation {
 		target: n,
 		env:    baseEnv(cfg, p.opts.Sockets, p.notifyAdr),
 	}
+	g.pidEnv = pidEnv(g.env)
 	p.nextGen++
 	g.minReady = cfg.Server.MinReady
 	if g.minReady <= 0 || g.minReady > n {
@@ -115,11 +119,9 @@ func (p *Pool) spawn(g *generation, id int) {
 	}
 }
 
-// start forks and execs one worker through the exec-shim and starts
-// watching its pidfd.
+// start forks and execs one worker and starts watching its pidfd.
 func (p *Pool) start(g *generation, id int) (*worker, error) {
-	files := p.childFiles(p.devnull)
-	env := make([]string, len(g.env), len(g.env)+2)
+	env := make([]string, len(g.env), len(g.env)+3)
 	copy(env, g.env)
 	env = append(env,
 		"FORKD_WORKER_ID="+strconv.Itoa(id),
@@ -131,27 +133,81 @@ func (p *Pool) start(g *generation, id int) (*worker, error) {
 		}
 		return nil, fmt.Errorf("command %q: %w", g.cfg.Worker.Command, err)
 	}
-	if w := p.takeSpare(g, id, env); w != nil {
-		return w, nil
+	w := &worker{id: id, gen: g, started: time.Now(), inSlot: true}
+	pidfd, err := p.exec(w, env)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", g.cfg.Worker.Command, err)
 	}
-	pidfd := -1
+	if err := p.watch(w, pidfd); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// exec starts w's process, running its generation's command with env and
+// with its own pid in LISTEN_PID and WATCHDOG_PID: directly (forkexec; the
+// reaper learns from w.exec whether the exec worked), or through the
+// exec-shim (forkd re-executed, see activation.Shim) when Options.ExecShim
+// asks for it or the kernel refuses the direct start. It sets w.pid and
+// returns the pidfd (-1: open one).
+func (p *Pool) exec(w *worker, env []string) (pidfd int, err error) {
+	g := w.gen
+	files := p.childFiles(p.devnull)
+	if !p.opts.ExecShim {
+		proc, err := forkexec.Start(&forkexec.Attr{
+			Path:      g.command,
+			Args:      append([]string{g.command}, g.cfg.Worker.Args...),
+			Env:       env,
+			PIDEnv:    g.pidEnv,
+			Dir:       g.cfg.Worker.Dir,
+			Files:     files,
+			Pdeathsig: syscall.SIGKILL,
+		})
+		if err == nil {
+			w.pid, w.exec = proc.PID, proc
+			return proc.PIDFD, nil
+		}
+		if !errors.Is(err, forkexec.ErrUnsupported) {
+			return -1, err
+		}
+		p.log.Warn("the kernel refused a direct start; starting workers through the exec-shim", "err", err)
+		p.opts.ExecShim = true
+	}
+	pidfd = -1
+	ufiles := make([]uintptr, len(files))
+	for i, fd := range files {
+		ufiles[i] = uintptr(fd)
+	}
 	attr := &syscall.ProcAttr{
 		Dir:   g.cfg.Worker.Dir,
-		Env:   env,
-		Files: files,
+		Env:   append(env, activation.ShimParentEnv(os.Getpid())),
+		Files: ufiles,
 		Sys: &syscall.SysProcAttr{
 			Pdeathsig: syscall.SIGKILL,
 			PidFD:     &pidfd,
 		},
 	}
 	argv := activation.ShimArgv(p.opts.Shim, g.command, g.cfg.Worker.Args)
-	pid, err := syscall.ForkExec(p.opts.Shim, argv, attr)
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", g.cfg.Worker.Command, err)
+	w.pid, err = syscall.ForkExec(p.opts.Shim, argv, attr)
+	return pidfd, err
+}
+
+// watch opens w's pidfd (when the kernel did not hand one over) and starts
+// its reaper.
+func (p *Pool) watch(w *worker, pidfd int) error {
+	var err error
+	if pidfd < 0 {
+		if pidfd, err = unix.PidfdOpen(w.pid, 0); err != nil {
+			_ = unix.Kill(w.pid, unix.SIGKILL)
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(w.pid, &ws, 0, nil)
+			return fmt.Errorf("pidfd_open %d: %w", w.pid, err)
+		}
 	}
-	w := &worker{id: id, gen: g, pid: pid, started: time.Now(), inSlot: true}
-	if err := p.watch(w, pidfd); err != nil {
-		return nil, err
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		return fmt.Errorf("pidfd %d: %w", w.pid, err)
 	}
-	return w, nil
+	w.pidfd = os.NewFile(uintptr(pidfd), "pidfd:"+strconv.Itoa(w.pid))
+	go reap(w, p.exits, p.done)
+	return nil
 }

@@ -110,14 +110,6 @@ func (p *Pool) upgrade() error {
 	if err := p.runHook(ev); err != nil {
 		return fmt.Errorf("upgrade aborted by pre_exec hook: %w", err)
 	}
-	if s := p.spare; s != nil {
-		// A spare is no worker: end it here rather than hand it over.
-		p.spare = nil
-		p.signal(s.w, syscall.SIGKILL)
-		s.order.Close()
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(s.w.pid, &ws, 0, nil)
-	}
 	h, keep, err := p.handover()
 	if err != nil {
 		return fmt.Errorf("workers: upgrade: %w", err)
@@ -163,8 +155,6 @@ func (p *Pool) canUpgrade() error {
 		// execve from another thread would end the main thread, and with
 		// it the parent-death signal of every worker it forked.
 		return errors.New("workers: upgrade: the arbiter must run on the main thread (runtime.LockOSThread in init)")
-	case p.sparesExiting > 0:
-		return errors.New("workers: upgrade: a warm spare is still exiting; try again")
 	}
 	return nil
 }

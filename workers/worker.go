@@ -8,6 +8,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/forkexec"
 )
 
 // phase is where a worker is in its life.
@@ -17,7 +18,6 @@ const (
 	phaseStarting phase = iota // spawned, not yet ready
 	phaseReady                 // serving
 	phaseStopping              // asked to stop (or aborted); waiting for its exit
-	phaseSpare                 // a warm spare, not yet a worker (see spare.go)
 )
 
 func (ph phase) String() string {
@@ -26,8 +26,6 @@ func (ph phase) String() string {
 		return "starting"
 	case phaseReady:
 		return "ready"
-	case phaseSpare:
-		return "spare"
 	default:
 		return "stopping"
 	}
@@ -36,10 +34,13 @@ func (ph phase) String() string {
 // worker is one worker process. Only the arbiter goroutine touches its
 // mutable fields; the reaper goroutine reads pid and pidfd only.
 type worker struct {
-	id      int
-	gen     *generation
-	pid     int
-	pidfd   *os.File
+	id    int
+	gen   *generation
+	pid   int
+	pidfd *os.File
+	// exec reports whether the process exec'd the command (nil when the
+	// exec-shim started it, or an upgrade adopted it).
+	exec    *forkexec.Process
 	phase   phase
 	started time.Time
 	readyAt time.Time
@@ -76,6 +77,7 @@ type generation struct {
 	respawn     []*time.Timer
 	command     string   // resolved path of the worker command
 	env         []string // environment shared by the generation's workers
+	pidEnv      []string // variables of env a worker gets its own pid in
 	whenDone    []chan error
 	// announced reports whether when_ready fired for this generation.
 	announced bool
@@ -124,10 +126,24 @@ func baseEnv(cfg *config.Config, socks []activation.Socket, notify string) []str
 	env = append(env,
 		"NOTIFY_SOCKET="+notify,
 		"FORKD_INSTANCE="+cfg.Server.Name,
-		"FORKD_SHIM_PARENT="+strconv.Itoa(os.Getpid()),
 	)
 	if cfg.Worker.Ready != config.ReadyStarted && cfg.Server.Timeout.Duration > 0 {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(cfg.Server.Timeout.Microseconds(), 10))
 	}
 	return env
+}
+
+// pidEnv names the variables of env that must hold the worker's own pid:
+// LISTEN_PID with LISTEN_FDS, WATCHDOG_PID with WATCHDOG_USEC.
+func pidEnv(env []string) []string {
+	var names []string
+	for _, kv := range env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "LISTEN_FDS":
+			names = append(names, "LISTEN_PID")
+		case "WATCHDOG_USEC":
+			names = append(names, "WATCHDOG_PID")
+		}
+	}
+	return names
 }

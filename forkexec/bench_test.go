@@ -1,0 +1,48 @@
+//go:build linux
+
+package forkexec
+
+import (
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The two benchmarks start /bin/true and wait for it, with Start and with
+// syscall.ForkExec (what forkd used with its exec-shim in between): compare
+// them side by side in one run (go test -run '^$' -bench . ./forkexec).
+
+func BenchmarkStart(b *testing.B) {
+	a := &Attr{Path: "/bin/true", Args: []string{"true"}, Env: []string{"A=1"},
+		PIDEnv: []string{"LISTEN_PID"}, Files: []int{0, 1, 2}, Pdeathsig: syscall.SIGKILL}
+	for b.Loop() {
+		proc, err := Start(a)
+		if err == nil {
+			err = proc.Exec()
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(proc.PID, &ws, 0, nil); err != nil {
+			b.Fatal(err)
+		}
+		syscall.Close(proc.PIDFD)
+	}
+}
+
+func BenchmarkForkExec(b *testing.B) {
+	attr := &syscall.ProcAttr{Env: []string{"A=1", "LISTEN_PID=0"}, Files: []uintptr{0, 1, 2},
+		Sys: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}}
+	for b.Loop() {
+		pid, err := syscall.ForkExec("/bin/true", []string{"true"}, attr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,376 @@
+//go:build linux
+
+package forkexec
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// envHelper makes the test binary the child: it reports what it was started
+// with on fd 3 and exits.
+const envHelper = "FORKEXEC_TEST_HELPER"
+
+// report is what the helper child tells about itself.
+type report struct {
+	PID         int
+	PPID        int
+	ListenPID   string
+	WatchdogPID string
+	Other       string // OTHER, which must pass through unchanged
+	Dir         string
+	SigIgn      string // from /proc/self/status, hex
+	SigBlk      string
+	Inodes      map[int]uint64 // fd → inode, fds 0…7
+	Cloexec     map[int]bool
+	Args        []string
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envHelper) == "1" {
+		helper()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func helper() {
+	r := report{
+		PID: os.Getpid(), PPID: os.Getppid(),
+		ListenPID: os.Getenv("LISTEN_PID"), WatchdogPID: os.Getenv("WATCHDOG_PID"),
+		Other:  os.Getenv("OTHER"),
+		Inodes: map[int]uint64{}, Cloexec: map[int]bool{},
+		Args: os.Args[1:],
+	}
+	r.Dir, _ = os.Getwd()
+	if status, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(status), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			switch k {
+			case "SigIgn":
+				r.SigIgn = strings.TrimSpace(v)
+			case "SigBlk":
+				r.SigBlk = strings.TrimSpace(v)
+			}
+		}
+	}
+	// The Go runtime's own fds are opened after ours with O_CLOEXEC; only
+	// fds 0…7 are looked at.
+	for fd := 0; fd < 8; fd++ {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil {
+			continue
+		}
+		r.Inodes[fd] = st.Ino
+		flags, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		r.Cloexec[fd] = flags&unix.FD_CLOEXEC != 0
+	}
+	out := os.NewFile(3, "report")
+	if err := json.NewEncoder(out).Encode(r); err != nil {
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+func helperAttr(t *testing.T) *Attr {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Attr{
+		Path:   self,
+		Args:   []string{self, "-test.run=^$", "one", "two"},
+		Env:    []string{envHelper + "=1", "GORACE=atexit_sleep_ms=0", "LISTEN_PID=1", "OTHER=x=y", "PATH=" + os.Getenv("PATH")},
+		PIDEnv: []string{"LISTEN_PID", "WATCHDOG_PID"},
+	}
+}
+
+func pipe(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return r, w
+}
+
+func inode(t *testing.T, f *os.File) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+func TestStart_EnvFilesSignals(t *testing.T) {
+	// A signal the parent ignores and one it catches must both be SIG_DFL
+	// in the child, and none blocked.
+	signal.Ignore(syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGHUP)
+	caught := make(chan os.Signal, 1)
+	signal.Notify(caught, syscall.SIGUSR2)
+	defer signal.Stop(caught)
+
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	reportR, reportW := pipe(t)
+	_, extraW := pipe(t)
+	a := helperAttr(t)
+	a.Dir = t.TempDir()
+	a.Files = []int{int(devnull.Fd()), int(os.Stderr.Fd()), int(os.Stderr.Fd()), int(reportW.Fd()), -1, int(extraW.Fd())}
+	want := map[int]uint64{0: inode(t, devnull), 3: inode(t, reportW), 5: inode(t, extraW)}
+	r, status := run(t, a, reportR, reportW)
+	if status != 0 {
+		t.Fatalf("helper exited %d", status)
+	}
+	self := strconv.Itoa(r.PID)
+	if r.ListenPID != self || r.WatchdogPID != self {
+		t.Errorf("LISTEN_PID=%q WATCHDOG_PID=%q, want the child's pid %s (the stale LISTEN_PID=1 replaced)", r.ListenPID, r.WatchdogPID, self)
+	}
+	if r.Other != "x=y" {
+		t.Errorf("OTHER=%q, want x=y", r.Other)
+	}
+	if r.PPID != os.Getpid() {
+		t.Errorf("ppid %d, want %d", r.PPID, os.Getpid())
+	}
+	if want, _ := filepath.EvalSymlinks(a.Dir); r.Dir != want {
+		t.Errorf("cwd %q, want %q", r.Dir, want)
+	}
+	if strings.Trim(r.SigIgn, "0") != "" || strings.Trim(r.SigBlk, "0") != "" {
+		t.Errorf("SigIgn %s SigBlk %s, want none ignored or blocked", r.SigIgn, r.SigBlk)
+	}
+	if got := strings.Join(r.Args, " "); got != "-test.run=^$ one two" {
+		t.Errorf("args %q", got)
+	}
+	for fd, ino := range want {
+		if r.Inodes[fd] != ino {
+			t.Errorf("fd %d: inode %d, want %d", fd, r.Inodes[fd], ino)
+		}
+		if r.Cloexec[fd] {
+			t.Errorf("fd %d is close-on-exec", fd)
+		}
+	}
+	// What the child's own runtime opens is close-on-exec; an fd that
+	// crossed the exec is not.
+	for _, fd := range []int{4, 6, 7} {
+		if _, open := r.Inodes[fd]; open && !r.Cloexec[fd] {
+			t.Errorf("fd %d crossed the exec, want it closed (Files[4] = -1; 6, 7 not passed)", fd)
+		}
+	}
+}
+
+// run starts the helper with a and returns its report and exit status,
+// closing the parent's copy of the report pipe's write
+// end after Start so that the read sees EOF when the child exits.
+func run(t *testing.T, a *Attr, reportR, reportW *os.File) (report, int) {
+	t.Helper()
+	proc, err := Start(a)
+	reportW.Close()
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer syscall.Close(proc.PIDFD)
+	if err := proc.Exec(); err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	pid := proc.PID
+	b, err := io.ReadAll(reportR)
+	if err != nil {
+		t.Fatalf("read report: %v", err)
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("helper's report %q: %v", b, err)
+	}
+	if r.PID != pid {
+		t.Errorf("helper's pid %d, Start returned %d", r.PID, pid)
+	}
+	return r, exitStatus(t, pid)
+}
+
+// exitStatus waits for the child pid and returns its exit status.
+func exitStatus(t *testing.T, pid int) int {
+	t.Helper()
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("wait4 %d: %v", pid, err)
+		}
+		break
+	}
+	if !ws.Exited() {
+		t.Fatalf("pid %d: %v, want an exit", pid, ws)
+	}
+	return ws.ExitStatus()
+}
+
+func TestStart_Errors(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "script")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		a    Attr
+		op   string
+		err  error
+	}{
+		{"missing program", Attr{Path: filepath.Join(dir, "nope"), Args: []string{"nope"}}, "exec", syscall.ENOENT},
+		{"not executable", Attr{Path: notExec, Args: []string{"script"}}, "exec", syscall.EACCES},
+		{"missing dir", Attr{Path: "/bin/true", Args: []string{"true"}, Dir: filepath.Join(dir, "gone")}, "chdir", syscall.ENOENT},
+		{"bad fd", Attr{Path: "/bin/true", Args: []string{"true"}, Files: []int{0, 1, 2, 999}}, "", syscall.EBADF},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			proc, err := Start(&c.a)
+			if err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			err = proc.Exec()
+			if !errors.Is(err, c.err) {
+				t.Fatalf("Exec: %v, want %v", err, c.err)
+			}
+			if status := exitStatus(t, proc.PID); status != 127 {
+				t.Errorf("the failed child exited %d, want 127", status)
+			}
+			syscall.Close(proc.PIDFD)
+			var pe *os.PathError
+			if c.op != "" && (!errors.As(err, &pe) || pe.Op != c.op) {
+				t.Errorf("Start: %v, want an *os.PathError for %s", err, c.op)
+			}
+		})
+	}
+}
+
+func TestStart_BadAttr(t *testing.T) {
+	for _, a := range []Attr{
+		{Path: "/bin/true\x00", Args: []string{"true"}},
+		{Path: "/bin/true", Args: []string{"true"}, PIDEnv: []string{"A=B"}},
+		{Path: "/bin/true", Args: []string{"true"}, PIDEnv: []string{""}},
+	} {
+		if _, err := Start(&a); err == nil || !strings.HasPrefix(err.Error(), "forkexec: ") {
+			t.Errorf("Start(%+q): %v, want a forkexec error", a, err)
+		}
+	}
+}
+
+// TestStart_Concurrent starts children from many goroutines while the
+// garbage collector runs, as a stress of the fork path under -race.
+func TestStart_Concurrent(t *testing.T) {
+	stop := make(chan struct{})
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.GC()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 25; i++ {
+				a := &Attr{Path: "/bin/sh", Args: []string{"sh", "-c", `test "$LISTEN_PID" = "$$"`},
+					Env: []string{"X=" + strings.Repeat("y", i)}, PIDEnv: []string{"LISTEN_PID"}}
+				proc, err := Start(a)
+				if err == nil {
+					err = proc.Exec()
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				pid, pidfd := proc.PID, proc.PIDFD
+				var ws unix.WaitStatus
+				if _, err := unix.Wait4(pid, &ws, 0, nil); err != nil {
+					errs <- err
+				} else if ws.ExitStatus() != 0 {
+					errs <- fmt.Errorf("pid %d: LISTEN_PID is not its pid (exit %d)", pid, ws.ExitStatus())
+				}
+				syscall.Close(pidfd)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-gcDone
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestStart_Pdeathsig checks that the child gets Pdeathsig when the thread
+// that started it exits: a goroutine locked to its thread starts the child
+// and returns without unlocking, which ends the thread.
+func TestStart_Pdeathsig(t *testing.T) {
+	type started struct {
+		pid, pidfd int
+		err        error
+	}
+	ch := make(chan started)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		proc, err := Start(&Attr{Path: "/bin/sleep", Args: []string{"sleep", "60"}, Pdeathsig: syscall.SIGKILL})
+		if err == nil {
+			err = proc.Exec()
+		}
+		if err != nil {
+			ch <- started{err: err}
+			return
+		}
+		ch <- started{proc.PID, proc.PIDFD, nil}
+	}()
+	s := <-ch
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	defer syscall.Close(s.pidfd)
+	done := make(chan unix.WaitStatus)
+	go func() {
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(s.pid, &ws, 0, nil)
+		done <- ws
+	}()
+	select {
+	case ws := <-done:
+		if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Errorf("child ended with %v, want SIGKILL", ws)
+		}
+	case <-time.After(10 * time.Second):
+		_ = unix.Kill(s.pid, unix.SIGKILL)
+		t.Fatal("the child outlived the thread that started it")
+	}
+}
