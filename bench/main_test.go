@@ -115,12 +115,12 @@ whether forkd's figure met it.
   Gunicorn's sync worker notifies before each request): a figure near 2 s
   means the master acted on the timeout at once.
 - **4 idle wakeups.** The master's voluntary + nonvoluntary context switches
-  summed over /proc/PID/task/*/status, over a 10 s window with 4 idle workers,
-  starting 10 s after they were ready — so the window holds the first
-  heartbeat round of forkd's workers (timeout 30 s: WATCHDOG=1 every 15 s) and
-  the steady state, not the boot. forkd with timeout 30 s and with heartbeats
-  off (timeout 0); Gunicorn with its default timeout 30. The three run side by
-  side.
+  summed over /proc/PID/task/*/status, over a 30 s window with 4 idle workers,
+  starting 17 s after they were ready: after the first heartbeat round of
+  forkd's workers (timeout 30 s: WATCHDOG=1 every 15 s), which tells forkd
+  their heartbeat interval, and holding the second — the steady state, not
+  the boot. forkd with timeout 30 s and with heartbeats off (timeout 0);
+  Gunicorn with its default timeout 30. The three run side by side.
 - **5 master memory.** VmRSS (/proc/PID/status) and Pss
   (/proc/PID/smaps_rollup) of the master with 64 workers serving; MB = 10⁶ bytes.
 - **6 1,024 workers.** forkd only: exec → READY=1 with 1,024 bench workers

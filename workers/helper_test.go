@@ -56,12 +56,15 @@ func TestMain(m *testing.M) {
 //	hang-boot     serves but never sends READY=1
 //	no-heartbeat  READY=1, then no heartbeat
 //	ignore-term   like serve, but ignores TERM
+//
+// In every serving mode USR1 makes the worker exit 42 and USR2 stops its
+// heartbeats (it hangs, as far as the pool can tell).
 func runWorker(mode string) int {
 	if mode == "exit1" {
 		return 1
 	}
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGQUIT, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGINT)
 	if mode == "ignore-term" {
 		signal.Reset(syscall.SIGTERM)
 		signal.Ignore(syscall.SIGTERM)
@@ -106,6 +109,9 @@ func runWorker(mode string) int {
 			switch s {
 			case syscall.SIGUSR1:
 				return 42
+			case syscall.SIGUSR2:
+				tick = nil // hang: serve, but heartbeat no more
+				continue
 			default:
 				return 0
 			}

@@ -3,11 +3,11 @@ package workers
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -31,14 +31,33 @@ type note struct {
 	hasRequests bool
 	// stats is FORKD_REQUEST_STATS, passed on as is ("" when absent).
 	stats string
+	// at is when the datagram arrived (the kernel's timestamp).
+	at time.Time
 }
 
 // notifySocket is the pool's NOTIFY_SOCKET: a datagram socket in a private
-// directory, with SO_PASSCRED so every message carries its sender's pid.
+// directory, with SO_PASSCRED so every message carries its sender's pid and
+// SO_TIMESTAMPNS so it carries its arrival time.
+//
+// The socket is not in the Go runtime's poller, whose edge-triggered epoll
+// would wake a thread for every datagram whether anyone reads or not. A
+// reader goroutine waits on an epoll set of its own that holds the socket
+// while the pool watches it (watch) and only a wake-up eventfd while it
+// does not: then datagrams queue in the kernel and cost the master nothing
+// until it drains them (see quiet.go).
 type notifySocket struct {
-	conn *net.UnixConn
+	fd   int // the socket: non-blocking, close-on-exec
+	ep   int // the reader's epoll set
+	wake int // eventfd in ep that ends the reader
 	dir  string
 	path string
+	// watched is whether fd is in ep; only the arbiter touches it.
+	watched bool
+	// qlen is net.unix.max_dgram_qlen: how many datagrams the socket
+	// queues before senders block.
+	qlen int
+	// stop ends the reader; closed is closed when it has returned.
+	stop, closed chan struct{}
 }
 
 // listenNotify creates the notify socket in a new private directory under
@@ -58,91 +77,202 @@ func listenNotify(base string) (*notifySocket, error) {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
 	path := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err == nil {
+		if err = unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+			unix.Close(fd)
+		}
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
-	rc, err := conn.SyscallConn()
-	if err == nil {
-		cerr := rc.Control(func(fd uintptr) {
-			err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
-		})
-		if cerr != nil {
-			err = cerr
-		}
-	}
+	s, err := newNotifySocket(fd, dir, path)
 	if err != nil {
-		conn.Close()
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("notify socket: SO_PASSCRED: %w", err)
+		return nil, err
 	}
-	// Room for a burst of READY=1 from many workers starting at once.
-	_ = conn.SetReadBuffer(4 << 20)
-	return &notifySocket{conn: conn, dir: dir, path: path}, nil
+	return s, nil
 }
 
-// close closes the socket and removes its directory.
+// newNotifySocket sets up fd, a bound datagram socket, as the notify
+// socket; on failure it closes fd.
+func newNotifySocket(fd int, dir, path string) (*notifySocket, error) {
+	s := &notifySocket{fd: fd, ep: -1, wake: -1, dir: dir, path: path, qlen: maxDgramQlen(),
+		stop: make(chan struct{}), closed: make(chan struct{})}
+	fail := func(what string, err error) (*notifySocket, error) {
+		for _, c := range []int{s.fd, s.ep, s.wake} {
+			if c >= 0 {
+				unix.Close(c)
+			}
+		}
+		return nil, fmt.Errorf("notify socket: %s: %w", what, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return fail("non-blocking", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		return fail("SO_PASSCRED", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fail("SO_TIMESTAMPNS", err)
+	}
+	// Room for a burst of READY=1 from many workers starting at once.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	var err error
+	if s.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return fail("epoll", err)
+	}
+	if s.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fail("eventfd", err)
+	}
+	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, s.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.wake)}); err != nil {
+		return fail("epoll add", err)
+	}
+	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd)}); err != nil {
+		return fail("epoll add", err)
+	}
+	s.watched = true
+	return s, nil
+}
+
+// maxDgramQlen reads net.unix.max_dgram_qlen (the kernel's default, 10,
+// when it cannot; systemd as PID 1 raises it to 512).
+func maxDgramQlen() int {
+	b, err := os.ReadFile("/proc/sys/net/unix/max_dgram_qlen")
+	if err == nil {
+		if n, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 10
+}
+
+// watch adds the socket to the reader's epoll set (on) or takes it out.
+func (s *notifySocket) watch(on bool) error {
+	if on == s.watched {
+		return nil
+	}
+	ev := &unix.EpollEvent{Fd: int32(s.fd)}
+	if on {
+		ev.Events = unix.EPOLLIN
+	}
+	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_MOD, s.fd, ev); err != nil {
+		return fmt.Errorf("notify socket: epoll: %w", err)
+	}
+	s.watched = on
+	return nil
+}
+
+// close stops the reader, closes the socket and removes its directory.
 func (s *notifySocket) close() {
-	s.conn.Close()
+	close(s.stop)
+	one := [8]byte{1} // an eventfd add: any non-zero count wakes the reader
+	_, _ = unix.Write(s.wake, one[:])
+	<-s.closed
+	unix.Close(s.fd)
+	unix.Close(s.ep)
+	unix.Close(s.wake)
 	os.RemoveAll(s.dir)
 }
 
 // maxBatch bounds how many messages one hand-over to the arbiter carries.
 const maxBatch = 256
 
-// read delivers parsed messages until the socket is closed. It reads every
-// datagram already queued before handing them over as one batch, so that a
-// burst (many workers starting, heartbeats from hundreds of workers) wakes
-// the arbiter once, not once a message.
+// read delivers parsed messages while the socket is watched, until close.
+// It reads every datagram already queued before handing them over as one
+// batch, so that a burst (many workers starting, heartbeats from hundreds
+// of workers) wakes the arbiter once, not once a message. It blocks in
+// epoll_wait, holding a thread but no P.
 func (s *notifySocket) read(out chan<- []note, done <-chan struct{}) {
-	rc, err := s.conn.SyscallConn()
-	if err != nil {
-		return
-	}
-	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*16))
+	defer close(s.closed)
+	events := make([]unix.EpollEvent, 2)
+	var buf notifyBuf
 	for {
-		var batch []note
-		rerr := rc.Read(func(fd uintptr) bool {
-			for len(batch) < maxBatch {
-				n, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
-				if err == unix.EINTR {
-					continue
-				}
-				if err != nil {
-					break // EAGAIN: nothing more queued
-				}
-				pid := senderPID(oob[:oobn])
-				if pid <= 0 {
-					continue
-				}
-				m := parseNote(buf[:n])
-				m.pid = pid
-				batch = append(batch, m)
+		n, err := unix.EpollWait(s.ep, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		readable := false
+		for _, ev := range events[:n] {
+			if int(ev.Fd) == s.wake {
+				return
 			}
-			return len(batch) > 0 // false: wait until readable
-		})
-		if rerr != nil {
-			return // closed
+			readable = true
+		}
+		if !readable {
+			continue
+		}
+		batch := buf.drain(s.fd, maxBatch)
+		if len(batch) == 0 {
+			continue
 		}
 		select {
 		case out <- batch:
 		case <-done:
 			return
+		case <-s.stop:
+			return
 		}
 	}
 }
 
-// senderPID returns the pid from the SCM_CREDENTIALS control message, and
-// closes any file descriptors a sender passed (FDSTORE=1 is not for us).
-func senderPID(oob []byte) int {
+// notifyBuf is the buffers of one reader of the socket.
+type notifyBuf struct {
+	data, oob []byte
+}
+
+// drain reads up to max queued datagrams without blocking.
+func (b *notifyBuf) drain(fd, max int) []note {
+	if b.data == nil {
+		b.data = make([]byte, 4096)
+		b.oob = make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(16)+unix.CmsgSpace(4*16))
+	}
+	var batch []note
+	for len(batch) < max {
+		n, oobn, _, _, err := unix.Recvmsg(fd, b.data, b.oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			break // EAGAIN: nothing more queued
+		}
+		pid, at := parseControl(b.oob[:oobn])
+		if pid <= 0 {
+			continue
+		}
+		m := parseNote(b.data[:n])
+		m.pid, m.at = pid, at
+		batch = append(batch, m)
+	}
+	return batch
+}
+
+// parseControl returns the pid from the SCM_CREDENTIALS control message
+// and the arrival time from SCM_TIMESTAMPNS (now when there is none, on
+// the monotonic clock either way), and closes any file descriptors a
+// sender passed (FDSTORE=1 is not for us).
+func parseControl(oob []byte) (pid int, at time.Time) {
+	now := time.Now()
+	at = now
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return 0
+		return 0, at
 	}
-	pid := 0
 	for i := range msgs {
+		h := msgs[i].Header
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(msgs[i].Data) >= 16 {
+			ts := (*unix.Timespec)(unsafe.Pointer(&msgs[i].Data[0]))
+			// A wall-clock stamp: keep its age, not its value, so that a
+			// clock step cannot move a heartbeat.
+			if age := now.Sub(time.Unix(ts.Unix())); age > 0 {
+				at = now.Add(-age)
+			}
+			continue
+		}
 		if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
 			pid = int(cred.Pid)
 			continue
@@ -153,7 +283,7 @@ func senderPID(oob []byte) int {
 			}
 		}
 	}
-	return pid
+	return pid, at
 }
 
 // parseNote parses newline-separated VAR=VALUE assignments (sd_notify(3)).
@@ -225,7 +355,10 @@ func (p *Pool) handleNote(m note) {
 	if m.watchdog && w.phase == phaseReady {
 		// No timer work per heartbeat: the deadline, when it fires,
 		// re-arms itself from the last heartbeat (see handleTimer).
-		w.lastBeat = time.Now()
+		p.beat(w, m.at)
+	}
+	if m.hasStatus || m.stopping || m.hasRequests || m.stats != "" || m.trigger {
+		p.chatter = m.at
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"runtime"
 	"time"
@@ -99,6 +98,9 @@ type Stats struct {
 	// IgnoredNotify counts notify messages from processes that are not
 	// workers.
 	IgnoredNotify int
+	// Quiet counts the times the pool went quiet (stopped watching the
+	// notify socket, see quiet.go); Drains counts the drain timer's runs.
+	Quiet, Drains int
 }
 
 // Pool is the arbiter. Create it with New, run it with Run; the control
@@ -115,17 +117,23 @@ type Pool struct {
 	done     chan struct{} // closed when Run returns
 
 	// State below is owned by the Run goroutine.
-	state      string
-	current    *generation
-	pending    *generation // a reload's new generation, until it is ready
-	retiring   map[*worker]bool
-	byPID      map[int]*worker
-	nextGen    uint64
-	stopping   bool
-	stopErr    error
-	notifyDir  string
-	notifyAdr  string
-	notifyConn *net.UnixConn
+	state     string
+	current   *generation
+	pending   *generation // a reload's new generation, until it is ready
+	retiring  map[*worker]bool
+	byPID     map[int]*worker
+	nextGen   uint64
+	stopping  bool
+	stopErr   error
+	notifyDir string
+	notifyAdr string
+	ns        *notifySocket
+	nbuf      notifyBuf // the arbiter's buffers for draining ns
+	// chatter is when the last message other than a heartbeat arrived;
+	// drainTimer (quiet mode, see quiet.go) drains the unwatched socket.
+	chatter    time.Time
+	drainTimer *time.Timer
+	drainSeq   uint64
 	devnull    *os.File
 	stats      Stats
 	everReady  bool
@@ -191,9 +199,10 @@ func (p *Pool) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.notifyDir, p.notifyAdr, p.notifyConn = ns.dir, ns.path, ns.conn
-	defer ns.close()
+	p.ns, p.notifyDir, p.notifyAdr = ns, ns.dir, ns.path
 	go ns.read(p.notes, p.done)
+	defer ns.close()
+	defer p.stopDrain()
 
 	if p.opts.Adopt != nil {
 		p.adopt(p.opts.Adopt)
@@ -230,8 +239,12 @@ func (p *Pool) Run(ctx context.Context) error {
 		case t := <-p.timers:
 			p.handleTimer(t)
 		case req := <-p.requests:
+			if !p.ns.watched {
+				p.drain() // answer with what the workers said last
+			}
 			p.handleRequest(req)
 		}
+		p.settle()
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	timerRespawn                     // a slot's backoff ended
 	timerRecycle                     // a worker reached max_lifetime
 	timerUpgrade                     // an Upgrade request's reply is out
+	timerDrain                       // quiet mode: drain the notify socket
 )
 
 // timerEvent is a deadline that passed. Worker deadlines carry the worker
@@ -63,6 +64,10 @@ func (p *Pool) handleTimer(t timerEvent) {
 		if err := p.upgrade(); err != nil {
 			p.log.Error("upgrade failed; the old master keeps running", "err", err)
 		}
+		return
+	}
+	if t.kind == timerDrain {
+		p.handleDrain(t)
 		return
 	}
 	if t.kind == timerRespawn {

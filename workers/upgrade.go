@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -187,10 +186,7 @@ func (p *Pool) handover() (*Handover, []int, error) {
 		h.Sockets = append(h.Sockets, HandoverSocket{Name: s.Name, Addr: s.Addr, FD: fd})
 		keep = append(keep, fd)
 	}
-	fd, err := rawFD(p.notifyConn)
-	if err != nil {
-		return nil, nil, fmt.Errorf("notify socket: %w", err)
-	}
+	fd := p.ns.fd
 	h.NotifyFD = fd
 	keep = append(keep, fd)
 	for _, w := range p.byPID {
@@ -265,16 +261,15 @@ func (p *Pool) adopt(h *Handover) {
 // adoptNotify takes over the notify socket of the master this one
 // replaced: same path, so workers keep reaching it.
 func adoptNotify(h *Handover) (*notifySocket, error) {
-	f := os.NewFile(uintptr(h.NotifyFD), h.NotifyPath)
-	c, err := net.FileConn(f)
-	f.Close()
+	if _, err := unix.FcntlInt(uintptr(h.NotifyFD), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("upgrade: notify socket fd %d: %w", h.NotifyFD, err)
+	}
+	if t, err := unix.GetsockoptInt(h.NotifyFD, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_DGRAM {
+		return nil, fmt.Errorf("upgrade: notify socket: fd %d is not a datagram socket", h.NotifyFD)
+	}
+	s, err := newNotifySocket(h.NotifyFD, h.NotifyDir, h.NotifyPath)
 	if err != nil {
-		return nil, fmt.Errorf("upgrade: notify socket: %w", err)
+		return nil, fmt.Errorf("upgrade: %w", err)
 	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil, fmt.Errorf("upgrade: notify socket: fd %d is not a unix socket", h.NotifyFD)
-	}
-	return &notifySocket{conn: uc, dir: h.NotifyDir, path: h.NotifyPath}, nil
+	return s, nil
 }

@@ -46,7 +46,10 @@ type worker struct {
 	readyAt time.Time
 	// lastBeat is when the worker last sent WATCHDOG=1 (or became ready).
 	lastBeat time.Time
-	status   string
+	// beatEvery is the interval between the last two heartbeats (READY=1
+	// counting as the first); 0 until one was seen.
+	beatEvery time.Duration
+	status    string
 	// inSlot reports whether the worker still occupies gen.slots[id];
 	// retired, aborted and scaled-down workers do not.
 	inSlot bool

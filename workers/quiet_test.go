@@ -1,0 +1,94 @@
+package workers
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/forkd/forkd/hooks"
+)
+
+// waitStats polls the pool's counters until ok says yes, failing t after
+// d.
+func waitStats(t *testing.T, h *harness, d time.Duration, what string, ok func(Stats) bool) Stats {
+	t.Helper()
+	deadline := time.After(d)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := h.pool.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(st) {
+			return st
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("%s: not after %s (stats %+v)", what, d, st)
+		case <-tick.C:
+		}
+	}
+}
+
+// quietConfig is two serving workers that heartbeat every 500 ms (the
+// helper beats at a quarter of WATCHDOG_USEC): at the kernel's default
+// max_dgram_qlen of 10 the pool can leave the socket unwatched for 1.75 s.
+func quietConfig(t *testing.T) *harness {
+	cfg := testConfig(exe(t), "serve", 2)
+	cfg.Server.Timeout.Duration = 2 * time.Second
+	return start(t, cfg, nil)
+}
+
+// TestPool_Quiet: a steady pool stops watching the notify socket, and the
+// heartbeats it drains later keep every worker alive.
+func TestPool_Quiet(t *testing.T) {
+	h := quietConfig(t)
+	if q := maxDgramQlen(); q < 10 {
+		t.Skipf("net.unix.max_dgram_qlen is %d: too small a queue to go quiet with 2 workers", q)
+	}
+	h.waitReady(2)
+	st := waitStats(t, h, 10*time.Second, "the pool goes quiet and drains twice", func(s Stats) bool { return s.Drains >= 2 })
+	if st.Quiet < 1 {
+		t.Errorf("drained without going quiet: %+v", st)
+	}
+	select {
+	case e := <-h.rec.ch:
+		if e.Hook == hooks.WorkerAbort || e.Hook == hooks.ChildExit {
+			t.Fatalf("a worker was stopped while the pool was quiet: %+v", e)
+		}
+	default:
+	}
+	// A request drains the queue first and answers as usual.
+	ws, err := h.pool.ListWorkers(context.Background())
+	if err != nil || len(ws) != 2 {
+		t.Fatalf("ListWorkers: %v, %v", ws, err)
+	}
+}
+
+// TestPool_QuietHungWorker: a worker that stops heartbeating while the pool
+// is quiet is aborted at its deadline, from the drained heartbeats'
+// arrival times.
+func TestPool_QuietHungWorker(t *testing.T) {
+	h := quietConfig(t)
+	if q := maxDgramQlen(); q < 10 {
+		t.Skipf("net.unix.max_dgram_qlen is %d: too small a queue to go quiet with 2 workers", q)
+	}
+	pids := h.waitReady(2)
+	waitStats(t, h, 10*time.Second, "the pool goes quiet", func(s Stats) bool { return s.Quiet >= 1 && s.Drains >= 1 })
+	hung := time.Now()
+	if err := syscall.Kill(pids[0], syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	e := h.rec.wait(t, 5*time.Second, "worker_abort", is(hooks.WorkerAbort))
+	took := time.Since(hung)
+	if e.PID != pids[0] {
+		t.Errorf("aborted %+v, want pid %d", e, pids[0])
+	}
+	// Its last heartbeat came at most 500 ms before the hang, so the
+	// 2 s deadline falls between 1.5 s and 2 s after it (plus scheduling).
+	if took < 1400*time.Millisecond || took > 3*time.Second {
+		t.Errorf("aborted %s after the hang, want about 1.5–2 s (timeout 2 s)", took)
+	}
+}
