@@ -106,7 +106,12 @@ func (p *Pool) Healthy(ctx context.Context) bool {
 // Stats returns the pool's counters.
 func (p *Pool) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
-	err := p.call(ctx, func(p *Pool) { s = p.stats })
+	err := p.call(ctx, func(p *Pool) {
+		s = p.stats
+		p.ns.quiet.mu.Lock()
+		s.Drains += p.ns.quiet.drains
+		p.ns.quiet.mu.Unlock()
+	})
 	return s, err
 }
 

@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 )
 
@@ -33,6 +32,15 @@ type note struct {
 	stats string
 	// at is when the datagram arrived (the kernel's timestamp).
 	at time.Time
+	// Notes of pid 0 come from the reader itself: deadline says the
+	// heartbeat clock fired; queueFull, that a quiet drain found the
+	// socket's queue full.
+	deadline, queueFull bool
+}
+
+// heartbeatOnly reports whether m is WATCHDOG=1 and nothing else.
+func (m *note) heartbeatOnly() bool {
+	return m.watchdog && !m.ready && !m.trigger && !m.stopping && !m.hasStatus && !m.hasRequests && m.stats == ""
 }
 
 // notifySocket is the pool's NOTIFY_SOCKET: a datagram socket in a private
@@ -40,22 +48,31 @@ type note struct {
 // SO_TIMESTAMPNS so it carries its arrival time.
 //
 // The socket is not in the Go runtime's poller, whose edge-triggered epoll
-// would wake a thread for every datagram whether anyone reads or not. A
-// reader goroutine waits on an epoll set of its own that holds the socket
-// while the pool watches it (watch) and only a wake-up eventfd while it
-// does not: then datagrams queue in the kernel and cost the master nothing
-// until it drains them (see quiet.go).
+// would wake a thread for every datagram whether anyone reads or not. It is
+// in an epoll set of forkd's own, together with a timerfd; that set is in
+// the runtime's poller, where the reader goroutine waits. While the pool
+// watches the socket, every datagram wakes the reader, which hands batches
+// to the arbiter. While the pool is quiet (see quiet.go) the socket is out
+// of the set: datagrams queue in the kernel, and only the timerfd wakes the
+// reader, which drains the heartbeats itself, without the arbiter.
+//
+// The reader's and the quiet path's system calls are raw (non-blocking,
+// without the runtime's syscall bookkeeping), so that an idle master does
+// not wake the runtime's monitor thread either.
 type notifySocket struct {
-	fd   int // the socket: non-blocking, close-on-exec
-	ep   int // the reader's epoll set
-	wake int // eventfd in ep that ends the reader
-	dir  string
-	path string
+	fd    int      // the socket: non-blocking, close-on-exec
+	ep    *os.File // the epoll set, in the runtime's poller
+	epfd  int
+	timer int // timerfd in ep: the quiet drain
+	dir   string
+	path  string
 	// watched is whether fd is in ep; only the arbiter touches it.
 	watched bool
 	// qlen is net.unix.max_dgram_qlen: how many datagrams the socket
 	// queues before senders block.
 	qlen int
+	// quiet is what the reader needs to drain heartbeats by itself.
+	quiet quietState
 	// stop ends the reader; closed is closed when it has returned.
 	stop, closed chan struct{}
 }
@@ -98,10 +115,10 @@ func listenNotify(base string) (*notifySocket, error) {
 // newNotifySocket sets up fd, a bound datagram socket, as the notify
 // socket; on failure it closes fd.
 func newNotifySocket(fd int, dir, path string) (*notifySocket, error) {
-	s := &notifySocket{fd: fd, ep: -1, wake: -1, dir: dir, path: path, qlen: maxDgramQlen(),
+	s := &notifySocket{fd: fd, epfd: -1, timer: -1, dir: dir, path: path, qlen: maxDgramQlen(),
 		stop: make(chan struct{}), closed: make(chan struct{})}
 	fail := func(what string, err error) (*notifySocket, error) {
-		for _, c := range []int{s.fd, s.ep, s.wake} {
+		for _, c := range []int{s.fd, s.epfd, s.timer} {
 			if c >= 0 {
 				unix.Close(c)
 			}
@@ -120,19 +137,22 @@ func newNotifySocket(fd int, dir, path string) (*notifySocket, error) {
 	// Room for a burst of READY=1 from many workers starting at once.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	var err error
-	if s.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+	if s.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fail("epoll", err)
 	}
-	if s.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		return fail("eventfd", err)
+	if s.timer, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_CLOEXEC|unix.TFD_NONBLOCK); err != nil {
+		return fail("timerfd", err)
 	}
-	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, s.wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.wake)}); err != nil {
-		return fail("epoll add", err)
+	for _, f := range []int{s.timer, s.fd} {
+		if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, f, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(f)}); err != nil {
+			return fail("epoll add", err)
+		}
 	}
-	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.fd)}); err != nil {
-		return fail("epoll add", err)
+	if err := unix.SetNonblock(s.epfd, true); err != nil {
+		return fail("epoll", err)
 	}
 	s.watched = true
+	s.ep = os.NewFile(uintptr(s.epfd), "notify-epoll")
 	return s, nil
 }
 
@@ -153,60 +173,89 @@ func (s *notifySocket) watch(on bool) error {
 	if on == s.watched {
 		return nil
 	}
-	ev := &unix.EpollEvent{Fd: int32(s.fd)}
+	ev := unix.EpollEvent{Fd: int32(s.fd)}
 	if on {
 		ev.Events = unix.EPOLLIN
 	}
-	if err := unix.EpollCtl(s.ep, unix.EPOLL_CTL_MOD, s.fd, ev); err != nil {
-		return fmt.Errorf("notify socket: epoll: %w", err)
+	_, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(s.epfd), unix.EPOLL_CTL_MOD, uintptr(s.fd),
+		uintptr(unsafe.Pointer(&ev)), 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("notify socket: epoll: %w", errno)
 	}
 	s.watched = on
 	return nil
 }
 
+// setTimer arms the timerfd to fire once after d (d ≤ 0: disarms it).
+func (s *notifySocket) setTimer(d time.Duration) {
+	var its unix.ItimerSpec
+	if d > 0 {
+		its.Value = unix.NsecToTimespec(int64(d))
+	}
+	unix.RawSyscall6(unix.SYS_TIMERFD_SETTIME, uintptr(s.timer), 0, uintptr(unsafe.Pointer(&its)), 0, 0, 0)
+}
+
 // close stops the reader, closes the socket and removes its directory.
 func (s *notifySocket) close() {
 	close(s.stop)
-	one := [8]byte{1} // an eventfd add: any non-zero count wakes the reader
-	_, _ = unix.Write(s.wake, one[:])
+	s.ep.Close() // the reader's wait ends with an error
 	<-s.closed
 	unix.Close(s.fd)
-	unix.Close(s.ep)
-	unix.Close(s.wake)
+	unix.Close(s.timer)
 	os.RemoveAll(s.dir)
 }
 
 // maxBatch bounds how many messages one hand-over to the arbiter carries.
 const maxBatch = 256
 
-// read delivers parsed messages while the socket is watched, until close.
-// It reads every datagram already queued before handing them over as one
-// batch, so that a burst (many workers starting, heartbeats from hundreds
-// of workers) wakes the arbiter once, not once a message. It blocks in
-// epoll_wait, holding a thread but no P.
+// read waits on the epoll set until close. While the socket is watched it
+// delivers batches of parsed messages, reading every datagram already
+// queued before handing them over, so that a burst (many workers starting,
+// heartbeats from hundreds of workers) wakes the arbiter once, not once a
+// message. When the quiet timer fires it drains the heartbeats itself (see
+// quietState.drain) and wakes the arbiter only when there is more to do.
 func (s *notifySocket) read(out chan<- []note, done <-chan struct{}) {
 	defer close(s.closed)
-	events := make([]unix.EpollEvent, 2)
+	rc, err := s.ep.SyscallConn()
+	if err != nil {
+		return
+	}
 	var buf notifyBuf
+	events := make([]unix.EpollEvent, 4)
 	for {
-		n, err := unix.EpollWait(s.ep, events, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return
-		}
-		readable := false
-		for _, ev := range events[:n] {
-			if int(ev.Fd) == s.wake {
-				return
+		var readable, timer, broken bool
+		rerr := rc.Read(func(ep uintptr) bool {
+			n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, ep, uintptr(unsafe.Pointer(&events[0])),
+				uintptr(len(events)), 0, 0, 0)
+			switch {
+			case errno == unix.EINTR || errno == unix.EAGAIN || errno == 0 && n == 0:
+				return false // nothing ready: wait in the poller
+			case errno != 0:
+				broken = true
+				return true
 			}
-			readable = true
+			for _, ev := range events[:n] {
+				switch int(ev.Fd) {
+				case s.timer:
+					var b [8]byte
+					unix.RawSyscall(unix.SYS_READ, uintptr(s.timer), uintptr(unsafe.Pointer(&b[0])), 8)
+					timer = true
+				case s.fd:
+					readable = true
+				}
+			}
+			return true
+		})
+		if rerr != nil || broken {
+			return // closed
 		}
-		if !readable {
-			continue
+		var batch []note
+		if timer {
+			batch = s.quiet.drain(s, &buf)
 		}
-		batch := buf.drain(s.fd, maxBatch)
+		if readable {
+			batch = append(batch, buf.drain(s.fd, maxBatch)...)
+		}
 		if len(batch) == 0 {
 			continue
 		}
@@ -233,11 +282,11 @@ func (b *notifyBuf) drain(fd, max int) []note {
 	}
 	var batch []note
 	for len(batch) < max {
-		n, oobn, _, _, err := unix.Recvmsg(fd, b.data, b.oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
-		if err == unix.EINTR {
+		n, oobn, errno := recvmsg(fd, b.data, b.oob)
+		if errno == unix.EINTR {
 			continue
 		}
-		if err != nil {
+		if errno != 0 {
 			break // EAGAIN: nothing more queued
 		}
 		pid, at := parseControl(b.oob[:oobn])
@@ -249,6 +298,20 @@ func (b *notifyBuf) drain(fd, max int) []note {
 		batch = append(batch, m)
 	}
 	return batch
+}
+
+// recvmsg is recvmsg(2) with MSG_DONTWAIT, as a raw system call.
+func recvmsg(fd int, data, oob []byte) (n, oobn int, errno unix.Errno) {
+	iov := unix.Iovec{Base: &data[0]}
+	iov.SetLen(len(data))
+	msg := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: &oob[0]}
+	msg.SetControllen(len(oob))
+	r, _, errno := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)),
+		unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+	if errno != 0 {
+		return 0, 0, errno
+	}
+	return int(r), int(msg.Controllen), 0
 }
 
 // parseControl returns the pid from the SCM_CREDENTIALS control message
@@ -370,9 +433,7 @@ func (p *Pool) markReady(w *worker) {
 	w.readyAt = p.now()
 	w.lastBeat = w.readyAt
 	p.disarm(w)
-	if g.cfg.Worker.Ready != config.ReadyStarted && g.cfg.Server.Timeout.Duration > 0 {
-		p.arm(w, g.cfg.Server.Timeout.Duration, timerHeartbeat)
-	}
+	p.beatsDirty = true // its heartbeat deadline counts from now
 	p.log.Debug("worker ready", "worker_id", w.id, "pid", w.pid, "generation", g.id,
 		"boot", w.readyAt.Sub(w.started).Round(10*time.Microsecond))
 	p.emit(hooks.Event{Hook: hooks.PostWorkerInit, Generation: g.id, WorkerID: w.id, PID: w.pid})

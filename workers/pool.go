@@ -129,11 +129,11 @@ type Pool struct {
 	notifyAdr string
 	ns        *notifySocket
 	nbuf      notifyBuf // the arbiter's buffers for draining ns
-	// chatter is when the last message other than a heartbeat arrived;
-	// drainTimer (quiet mode, see quiet.go) drains the unwatched socket.
-	chatter    time.Time
-	drainTimer *time.Timer
-	drainSeq   uint64
+	// chatter is when the last message other than a heartbeat arrived
+	// (quiet mode, see quiet.go).
+	chatter time.Time
+	// beatsDirty says the heartbeat clock must be set again (see armBeats).
+	beatsDirty bool
 	devnull    *os.File
 	stats      Stats
 	everReady  bool
@@ -202,7 +202,6 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.ns, p.notifyDir, p.notifyAdr = ns, ns.dir, ns.path
 	go ns.read(p.notes, p.done)
 	defer ns.close()
-	defer p.stopDrain()
 
 	if p.opts.Adopt != nil {
 		p.adopt(p.opts.Adopt)
@@ -233,15 +232,24 @@ func (p *Pool) Run(ctx context.Context) error {
 		case ev := <-p.exits:
 			p.handleExit(ev)
 		case batch := <-p.notes:
+			if !p.ns.watched {
+				p.leaveQuiet() // the reader has news
+			}
 			for _, n := range batch {
+				if n.pid == 0 { // the reader's own note
+					if n.queueFull {
+						p.chatter = p.now()
+					}
+					if n.deadline {
+						p.checkBeats()
+					}
+					continue
+				}
 				p.handleNote(n)
 			}
 		case t := <-p.timers:
 			p.handleTimer(t)
 		case req := <-p.requests:
-			if !p.ns.watched {
-				p.drain() // answer with what the workers said last
-			}
 			p.handleRequest(req)
 		}
 		p.settle()

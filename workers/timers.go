@@ -13,13 +13,11 @@ type timerKind int
 
 const (
 	timerBoot       timerKind = iota // worker did not become ready in time
-	timerHeartbeat                   // worker missed its heartbeat
 	timerReadyDelay                  // ready = "started": the delay passed
 	timerKill                        // a stopping worker overstayed: SIGKILL
 	timerRespawn                     // a slot's backoff ended
 	timerRecycle                     // a worker reached max_lifetime
 	timerUpgrade                     // an Upgrade request's reply is out
-	timerDrain                       // quiet mode: drain the notify socket
 )
 
 // timerEvent is a deadline that passed. Worker deadlines carry the worker
@@ -66,10 +64,6 @@ func (p *Pool) handleTimer(t timerEvent) {
 		}
 		return
 	}
-	if t.kind == timerDrain {
-		p.handleDrain(t)
-		return
-	}
 	if t.kind == timerRespawn {
 		g := p.generationByID(t.gen)
 		if g == nil || t.slot >= len(g.respawn) {
@@ -98,13 +92,6 @@ func (p *Pool) handleTimer(t timerEvent) {
 		p.markReady(w)
 	case timerBoot:
 		p.abort(w, fmt.Sprintf("boot timeout (%s)", w.gen.cfg.Server.BootTimeout))
-	case timerHeartbeat:
-		timeout := w.gen.cfg.Server.Timeout.Duration
-		if left := timeout - time.Since(w.lastBeat); left > 0 {
-			p.arm(w, left, timerHeartbeat)
-			return
-		}
-		p.abort(w, fmt.Sprintf("timeout (no heartbeat for %s)", w.gen.cfg.Server.Timeout))
 	case timerKill:
 		p.log.Warn("worker overstayed; killing", "worker_id", w.id, "pid", w.pid, "reason", w.reason)
 		p.signal(w, syscall.SIGKILL)

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/activation"
-	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 )
 
@@ -241,9 +240,7 @@ func (p *Pool) adopt(h *Handover) {
 		case hw.Phase == phaseReady.String():
 			w.phase, w.inSlot, w.lastBeat = phaseReady, true, time.Now()
 			g.slots[w.id] = w
-			if g.cfg.Worker.Ready != config.ReadyStarted && g.cfg.Server.Timeout.Duration > 0 {
-				p.arm(w, g.cfg.Server.Timeout.Duration, timerHeartbeat)
-			}
+			p.beatsDirty = true
 			p.armRecycling(w)
 		default:
 			w.phase, w.inSlot = phaseStarting, true
