@@ -9,22 +9,29 @@
 // execve and a Go runtime start for every worker, about 2.5 ms of CPU each.
 // Start does the child's part itself, with raw system calls only:
 //
-//	clone(CLONE_PIDFD)                      the parent goes on at once
+//	clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD)  on amd64; elsewhere a copy, see below
 //	  reset every signal handler to SIG_DFL  (signals are blocked meanwhile)
 //	  prctl(PR_SET_PDEATHSIG); getppid()    dies with the thread that started it
 //	  dup3 the Files into 0, 1, 2, 3…       everything else is close-on-exec
 //	  chdir(Dir)
 //	  write getpid() into the PIDEnv values
 //	  unblock signals; execve(Path, Args, Env)
-//	  on failure: errno into a pipe, _exit(127)
+//	  on failure: step and errno into a pipe, _exit(127)
 //
-// The parent does not wait for the exec: it can start the next child while
-// this one execs, and Process.Exec reports the outcome later. The child runs
-// on a copy of the parent's memory (no CLONE_VM), so nothing it writes
-// reaches the parent. It allocates nothing, takes no lock and calls
-// only functions that are //go:nosplit and //go:norace, so neither the Go
-// runtime nor the race detector runs in it; every argument is prepared by the
-// parent beforehand.
+// On amd64 the child shares the parent's memory and runs on the calling
+// goroutine's stack until it execs, as syscall.ForkExec's children do: no
+// page tables to copy and none to tear down at exec. The calling thread
+// waits meanwhile (a fraction of a millisecond); a small assembly function
+// keeps the parent's return address out of the child's way (see
+// vfork_amd64.s). Elsewhere the child gets a copy of the parent's memory
+// and the parent goes on at once. Either way the outcome of the exec comes
+// later, from Process.Exec.
+//
+// The child allocates nothing, takes no lock and calls only functions that
+// are //go:nosplit and //go:norace, so neither the Go runtime nor the race
+// detector runs in it; every argument is prepared by the parent beforehand,
+// and what the child writes (its stack below the caller's frame, the values
+// prepared for it) the parent does not read again.
 //
 // Start needs Linux ≥ 5.2 (CLONE_PIDFD). A kernel or seccomp filter that
 // refuses the clone makes Start fail with an error wrapping ErrUnsupported,

@@ -77,9 +77,10 @@ type Process struct {
 	attr   *Attr
 }
 
-// Start forks a child that execs a.Path, and returns as soon as the child
-// exists, without waiting for the exec: the caller goes on while the child
-// execs (on another CPU, when there is one). Exec tells how the exec went.
+// Start forks a child that execs a.Path. It returns once the child has
+// exec'd or given up (amd64, where the child borrows the caller's memory),
+// or as soon as the child exists (elsewhere); either way Exec tells how the
+// exec went.
 // The caller reaps the child (its pidfd becomes readable when it exits)
 // and closes PIDFD.
 //
@@ -216,9 +217,8 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// cloneFlags: a new process (not CLONE_VM: the child has its own copy of
-// memory, and the parent goes on at once), a pidfd for it, and SIGCHLD
-// when it exits.
+// cloneFlags: a pidfd for the child, and SIGCHLD when it exits. vfork adds
+// CLONE_VM|CLONE_VFORK.
 const cloneFlags = unix.CLONE_PIDFD | uintptr(syscall.SIGCHLD)
 
 // fork blocks every signal on this thread, clones, and runs the child's
@@ -236,13 +236,46 @@ func (c *child) fork() (uintptr, syscall.Errno) {
 	var old uint64
 	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK,
 		uintptr(unsafe.Pointer(&all)), uintptr(unsafe.Pointer(&old)), 8, 0, 0)
+	var r uintptr
+	var errno syscall.Errno
+	if sharedVM {
+		r, errno = c.vfork()
+	} else {
+		r, errno = c.copyFork()
+	}
+	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK,
+		uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
+	return r, errno
+}
+
+// vfork clones a child that shares this memory and runs on this stack
+// until it execs; this thread waits meanwhile. The child writes only below
+// this frame's stack pointer and into the child struct, which the parent
+// does not read again but for pidfd. In the parent it returns at once,
+// using nothing but rawVfork's results, which the parent writes after the
+// child is gone (syscall.forkAndExecInChild1 works the same way).
+//
+//go:nosplit
+//go:norace
+func (c *child) vfork() (uintptr, syscall.Errno) {
+	r, errno := rawVfork(cloneFlags|syscall.CLONE_VM|syscall.CLONE_VFORK, uintptr(unsafe.Pointer(&c.pidfd)))
+	if errno == 0 && r == 0 {
+		c.run() // the child: never returns
+	}
+	return r, syscall.Errno(errno)
+}
+
+// copyFork clones a child with a copy of this memory; the parent goes on
+// at once.
+//
+//go:nosplit
+//go:norace
+func (c *child) copyFork() (uintptr, syscall.Errno) {
 	r, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, cloneFlags, 0,
 		uintptr(unsafe.Pointer(&c.pidfd)), 0, 0, 0)
 	if errno == 0 && r == 0 {
 		c.run() // the child: never returns
 	}
-	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK,
-		uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
 	return r, errno
 }
 
