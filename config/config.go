@@ -53,6 +53,13 @@ type Server struct {
 	// during a reload; each one that becomes ready retires one old worker.
 	// 0 (the default) starts the whole new generation at once.
 	MaxSurge int `toml:"max_surge"`
+	// MaxBooting is how many workers may boot at once (started, not yet
+	// ready), across generations. 0 (the default) paces boots by the CPUs:
+	// as many as there are CPUs always, more only while the machine's run
+	// queue is no longer than twice the CPUs. Workers that boot at once
+	// share the CPUs: beyond what they can take, each boot only gets
+	// slower.
+	MaxBooting int `toml:"max_booting"`
 	// MaxFailures stops the instance, with an error, once a worker slot
 	// failed this many times in a row (a worker that exits before it
 	// served for a second, or cannot start), so that systemd's Restart=

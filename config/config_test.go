@@ -67,6 +67,7 @@ func TestLoad_invalid(t *testing.T) {
 		{"backlog_zero", wantErr{2, 11, "server.backlog", "must be between 1 and 65535, got 0"}},
 		{"backlog_too_big", wantErr{2, 11, "server.backlog", "must be between 1 and 65535, got 65536"}},
 		{"min_ready_too_big", wantErr{3, 13, "server.min_ready", "must be between 0 (all workers) and workers (2), got 3"}},
+		{"max_booting_negative", wantErr{3, 15, "server.max_booting", "must be between 0 (paced by the CPUs) and 4096, got -1"}},
 		{"name_invalid", wantErr{2, 8, "server.name", `got "my app"`}},
 		{"bind_no_scheme", wantErr{2, 9, "server.bind[0]", `invalid bind "127.0.0.1:8000": it starts with neither "tcp://" nor "unix:"`}},
 		{"bind_no_port", wantErr{2, 33, "server.bind[1]", `invalid bind "tcp://localhost": the port is missing`}},

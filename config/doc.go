@@ -45,6 +45,9 @@
 //	kill_timeout      wait between SIGABRT or a quick-stop signal and SIGKILL (default "5s")
 //	max_surge         new-generation workers booting at once during a reload;
 //	                  each that is ready retires an old one; 0 all (default 0)
+//	max_booting       workers booting at once (started, not yet ready); 0
+//	                  paces boots by the CPUs: one per CPU, more while the
+//	                  run queue is no longer than twice the CPUs (default 0)
 //	max_failures      stop the instance (exit 1) once a worker slot failed this
 //	                  many times in a row; 0 retries forever (default 0)
 //	reload_after_upgrade  after an in-place upgrade (USR2), replace the

@@ -85,6 +85,9 @@ func (d *document) validateServer(s *Server) {
 	if s.MaxSurge < 0 || s.MaxSurge > maxWorkers {
 		d.fail("server.max_surge", "must be between 0 (all at once) and %d, got %d", maxWorkers, s.MaxSurge)
 	}
+	if s.MaxBooting < 0 || s.MaxBooting > maxWorkers {
+		d.fail("server.max_booting", "must be between 0 (paced by the CPUs) and %d, got %d", maxWorkers, s.MaxBooting)
+	}
 	if s.MaxFailures < 0 {
 		d.fail("server.max_failures", "must be 0 (retry forever) or more, got %d", s.MaxFailures)
 	}

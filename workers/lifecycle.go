@@ -257,6 +257,7 @@ func (p *Pool) stop(mode stopMode, why string) {
 	}
 	p.stopping = true
 	p.state = StateStopping
+	p.stopPacing()
 	p.log.Info("stopping", "reason", why, "signal", unix.SignalName(sig),
 		"grace", grace, "workers", len(p.byPID))
 	if p.pending != nil {

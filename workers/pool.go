@@ -89,6 +89,12 @@ type Options struct {
 	// MinUptime is how long a worker must have served for its exit to
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
+
+	// cpus and runQueue stand in, in tests, for the CPUs the pool may use
+	// (default runtime.GOMAXPROCS(0)) and the machine's run queue (default
+	// /proc/loadavg's); see pace.go.
+	cpus     int
+	runQueue func() (int, error)
 }
 
 // Stats are counters for diagnostics and tests.
@@ -137,6 +143,10 @@ type Pool struct {
 	devnull    *os.File
 	stats      Stats
 	everReady  bool
+	// held are the slots waiting for their turn to boot, paceTimer gives
+	// them another look (see pace.go).
+	held      []heldSlot
+	paceTimer *time.Timer
 }
 
 // New returns a pool for opts; Run starts it.
@@ -155,6 +165,12 @@ func New(opts Options) *Pool {
 	}
 	if opts.MinUptime == 0 {
 		opts.MinUptime = time.Second
+	}
+	if opts.cpus == 0 {
+		opts.cpus = runtime.GOMAXPROCS(0)
+	}
+	if opts.runQueue == nil {
+		opts.runQueue = loadavgRunQueue
 	}
 	return &Pool{
 		opts:     opts,

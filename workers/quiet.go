@@ -145,6 +145,9 @@ func (p *Pool) quietInterval(now time.Time) time.Duration {
 // settle starts or ends a quiet spell as the pool's state asks, after
 // every event the arbiter handles.
 func (p *Pool) settle() {
+	if len(p.held) > 0 {
+		p.unhold()
+	}
 	d := p.quietInterval(p.now())
 	switch {
 	case d > 0 && p.ns.watched:

@@ -89,9 +89,24 @@ func (g *generation) booting() int {
 	return n
 }
 
-// spawn starts the worker for slot id of generation g. A failure to start
-// counts as a failed worker: the slot is retried with backoff.
+// spawn starts the worker for slot id of generation g, or holds the slot
+// until it is its turn to boot (see pace.go): behind the slots held
+// already, or when too many workers boot.
 func (p *Pool) spawn(g *generation, id int) {
+	if len(p.held) > 0 {
+		p.hold(g, id, false)
+		return
+	}
+	if ok, byLoad := p.mayBoot(g); !ok {
+		p.hold(g, id, byLoad)
+		return
+	}
+	p.spawnNow(g, id)
+}
+
+// spawnNow starts the worker for slot id of generation g. A failure to
+// start counts as a failed worker: the slot is retried with backoff.
+func (p *Pool) spawnNow(g *generation, id int) {
 	ev := hooks.Event{Hook: hooks.PreFork, Generation: g.id, WorkerID: id}
 	p.emit(ev)
 	if err := p.runHook(ev); err != nil {

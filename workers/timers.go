@@ -18,6 +18,7 @@ const (
 	timerRespawn                     // a slot's backoff ended
 	timerRecycle                     // a worker reached max_lifetime
 	timerUpgrade                     // an Upgrade request's reply is out
+	timerPace                        // held slots get another look (pace.go)
 )
 
 // timerEvent is a deadline that passed. Worker deadlines carry the worker
@@ -62,6 +63,10 @@ func (p *Pool) handleTimer(t timerEvent) {
 		if err := p.upgrade(); err != nil {
 			p.log.Error("upgrade failed; the old master keeps running", "err", err)
 		}
+		return
+	}
+	if t.kind == timerPace {
+		p.paceTimer = nil // settle, after this event, looks at the held slots
 		return
 	}
 	if t.kind == timerRespawn {
