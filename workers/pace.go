@@ -35,13 +35,14 @@ type heldSlot struct {
 	id int
 }
 
-// booting counts the workers that started and are not ready yet, in
-// every generation.
+// booting counts the workers that started and are not ready yet, in the
+// current and the pending generation (a worker leaving its slot stops
+// booting: it is retired).
 func (p *Pool) booting() int {
 	n := 0
-	for _, w := range p.byPID {
-		if w.phase == phaseStarting {
-			n++
+	for _, g := range []*generation{p.current, p.pending} {
+		if g != nil {
+			n += g.booting()
 		}
 	}
 	return n
@@ -116,7 +117,7 @@ func loadavgRunQueue() (int, error) {
 	}
 	f := bytes.Fields(b)
 	if len(f) < 4 {
-		return 0, fmt.Errorf("/proc/loadavg: %q: want 5 fields", b)
+		return 0, fmt.Errorf("/proc/loadavg: %q: want at least 4 fields", b)
 	}
 	running, _, ok := bytes.Cut(f[3], []byte("/"))
 	if !ok {
