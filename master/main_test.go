@@ -142,6 +142,7 @@ type setup struct {
 	workers  int
 	mode     string // FORKD_TEST_WORKER; "serve" when empty
 	bus      string // --bus; "none" when empty
+	notify   string // NOTIFY_SOCKET for forkd; none when empty
 }
 
 // forkd is forkd running as a subprocess: the test binary with
@@ -256,6 +257,9 @@ func (f *forkd) start() {
 	defer logFile.Close()
 	f.cmd = exec.Command(exe, "--config", f.cfgPath, "--bus", f.setup.bus, "--log-level", "debug")
 	f.cmd.Env = forkdEnv()
+	if f.setup.notify != "" {
+		f.cmd.Env = append(f.cmd.Env, "NOTIFY_SOCKET="+f.setup.notify)
+	}
 	f.cmd.Stdout, f.cmd.Stderr = logFile, logFile
 	f.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := f.cmd.Start(); err != nil {

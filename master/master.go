@@ -217,7 +217,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		}
 	}
 
-	status := newReporter(notifier, cfg, sinks.bus)
+	status := newReporter(notifier, cfg, sinks.bus, log)
 	pool := workers.New(workers.Options{
 		Config:   cfg,
 		Sockets:  socks,

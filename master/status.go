@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 type reporter struct {
 	notifier *systemd.Notifier
 	bus      *hooks.Bus
+	log      *slog.Logger
 	boot     time.Duration
 	latest   chan hooks.Status // capacity 1: only the newest status matters
 	mu       sync.Mutex
@@ -24,6 +26,9 @@ type reporter struct {
 	// note is appended to STATUS= until the next successful reload: why
 	// the last reload failed.
 	note string
+	// failing says the last message to systemd failed: the next failure is
+	// not logged again, a success is. Only run uses it.
+	failing bool
 }
 
 // reloaded is workers.Options.Reloaded: a failed reload stays visible in
@@ -46,8 +51,22 @@ func (r *reporter) last() hooks.Status {
 	return r.newest
 }
 
-func newReporter(n *systemd.Notifier, cfg *config.Config, bus *hooks.Bus) *reporter {
-	return &reporter{notifier: n, bus: bus, boot: cfg.Server.BootTimeout.Duration, latest: make(chan hooks.Status, 1)}
+func newReporter(n *systemd.Notifier, cfg *config.Config, bus *hooks.Bus, log *slog.Logger) *reporter {
+	return &reporter{notifier: n, bus: bus, log: log, boot: cfg.Server.BootTimeout.Duration,
+		latest: make(chan hooks.Status, 1)}
+}
+
+// sent logs the outcome of a message to systemd: the first failure of a
+// spell as a warning (a lost READY=1 fails the unit's start), the success
+// that ends it.
+func (r *reporter) sent(err error) {
+	switch {
+	case err != nil && !r.failing:
+		r.log.Warn("sd_notify failed; messages to systemd are lost until it works again", "err", err)
+	case err == nil && r.failing:
+		r.log.Info("sd_notify works again")
+	}
+	r.failing = err != nil
 }
 
 // observe is workers.Options.Observe: called on the arbiter goroutine.
@@ -89,22 +108,22 @@ func (r *reporter) run(ctx context.Context) error {
 			if s.State != prev {
 				switch s.State {
 				case workers.StateRunning:
-					_ = r.notifier.Ready(t)
+					r.sent(r.notifier.Ready(t))
 				case workers.StateReloading:
-					_ = r.notifier.Reloading()
+					r.sent(r.notifier.Reloading())
 				case workers.StateStopping:
-					_ = r.notifier.Stopping()
+					r.sent(r.notifier.Stopping())
 				}
 				prev = s.State
 			}
 			if s.State == workers.StateStarting && r.boot > 0 && s.ReadyWorkers > ready {
 				// A large generation may take a while: each worker that
 				// comes up buys time; a crash loop does not.
-				_ = r.notifier.ExtendTimeout(r.boot + 10*time.Second)
+				r.sent(r.notifier.ExtendTimeout(r.boot + 10*time.Second))
 			}
 			ready = s.ReadyWorkers
 			if t != text {
-				_ = r.notifier.Status(t)
+				r.sent(r.notifier.Status(t))
 				text = t
 			}
 		}

@@ -33,14 +33,23 @@ type Notifier struct {
 	// no watchdog), watchdogErr why it could not be read.
 	watchdog    time.Duration
 	watchdogErr error
+	// sendTimeout bounds each send (SendTimeout; tests shorten it).
+	sendTimeout time.Duration
 }
+
+// SendTimeout bounds how long one message may wait for room in the notify
+// socket's queue. systemd reads its socket at once, so the queue only fills
+// when the service manager is stuck; then the message is dropped with an
+// error instead of blocking its sender — at worst forkd's status reporter,
+// which would hold up the master's exit — for as long as the manager is.
+const SendTimeout = time.Second
 
 // NewNotifier returns a Notifier for the NOTIFY_SOCKET of the environment,
 // read now and only now, together with WATCHDOG_USEC and WATCHDOG_PID. The
 // environment is left as it is: whoever starts child processes decides what
 // they inherit.
 func NewNotifier() *Notifier {
-	n := &Notifier{addr: os.Getenv("NOTIFY_SOCKET")}
+	n := &Notifier{addr: os.Getenv("NOTIFY_SOCKET"), sendTimeout: SendTimeout}
 	n.watchdog, n.watchdogErr = sddaemon.SdWatchdogEnabled(false)
 	return n
 }
@@ -120,13 +129,20 @@ func (n *Notifier) Errno(errno int, status string) error {
 // send writes b, with the control message oob if any, as one datagram to
 // the notify socket, from a fresh unbound socket as sd_notify(3) does. The
 // kernel adds the sender's credentials, which systemd checks against
-// NotifyAccess=.
+// NotifyAccess=. A send that finds the socket's queue full for sendTimeout
+// fails with EAGAIN.
 func (n *Notifier) send(b, oob []byte) error {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
 	}
 	defer unix.Close(fd)
+	if n.sendTimeout > 0 {
+		tv := unix.NsecToTimeval(n.sendTimeout.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+			return fmt.Errorf("set SO_SNDTIMEO: %w", err)
+		}
+	}
 	// SockaddrUnix maps a leading '@' to the NUL byte of an abstract name.
 	to := &unix.SockaddrUnix{Name: n.addr}
 	for {
@@ -134,6 +150,10 @@ func (n *Notifier) send(b, oob []byte) error {
 		if err != unix.EINTR {
 			break
 		}
+	}
+	if errors.Is(err, unix.EAGAIN) {
+		return fmt.Errorf("send to %s: its queue stayed full for %v (is the service manager reading it?): %w",
+			n.addr, n.sendTimeout, err)
 	}
 	if err != nil {
 		return fmt.Errorf("send to %s: %w", n.addr, err)

@@ -281,3 +281,43 @@ func TestNotifier_SendError(t *testing.T) {
 		t.Errorf("error = %v, want it to name the message and wrap ENOENT", err)
 	}
 }
+
+// TestNotifier_QueueFull: a notify socket nobody reads fills up; a send
+// then fails with EAGAIN after the send timeout instead of blocking its
+// sender, and works again once there is room.
+func TestNotifier_QueueFull(t *testing.T) {
+	r := listenTemp(t)
+	n := NewNotifier()
+	if n.sendTimeout != SendTimeout {
+		t.Fatalf("send timeout %v, want SendTimeout %v", n.sendTimeout, SendTimeout)
+	}
+	n.sendTimeout = 20 * time.Millisecond
+	// The kernel queues net.unix.max_dgram_qlen datagrams (512 by default)
+	// for a receiver before senders wait.
+	limit := 100_000
+	if b, err := os.ReadFile("/proc/sys/net/unix/max_dgram_qlen"); err == nil {
+		if q, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			limit = q + 10
+		}
+	}
+	var err error
+	sent := 0
+	for ; sent < limit; sent++ {
+		if err = n.Status("filling " + strconv.Itoa(sent)); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		t.Fatalf("%d messages to a socket nobody reads all went out; want EAGAIN once its queue is full", sent)
+	}
+	if !errors.Is(err, unix.EAGAIN) || !strings.Contains(err.Error(), "queue stayed full") ||
+		!strings.Contains(err.Error(), "STATUS=filling") {
+		t.Fatalf("error = %v, want EAGAIN, the full queue and the message named", err)
+	}
+	if m := r.read(wait); m.text != "STATUS=filling 0" {
+		t.Fatalf("first queued message %q, want STATUS=filling 0", m.text)
+	}
+	if err := n.Status("room again"); err != nil {
+		t.Fatalf("send after the receiver read one: %v", err)
+	}
+}

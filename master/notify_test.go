@@ -1,0 +1,58 @@
+package master
+
+import (
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestMaster_NotifySocketFull: the service manager is stuck — its notify
+// socket's queue is full and nobody reads it. forkd still starts and
+// serves, says in its log that its messages are lost, and stops on TERM
+// instead of hanging in a send to systemd.
+func TestMaster_NotifySocketFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify")
+	stuck, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	fillQueue(t, path)
+
+	f := startForkd(t, setup{instance: "stuck", workers: 2, notify: path})
+	f.askUntil("2 workers answering", func(seen map[int]answer) bool { return len(seen) == 2 })
+	f.signal(syscall.SIGTERM)
+	if code := f.wait(testTimeout); code != 0 {
+		t.Fatalf("forkd exited with %d after TERM, want 0\n%s", code, f.log())
+	}
+	if log := f.log(); !strings.Contains(log, "sd_notify failed") || !strings.Contains(log, "queue stayed full") {
+		t.Errorf("forkd's log does not say its messages to systemd were lost:\n%s", log)
+	}
+}
+
+// fillQueue sends datagrams to the unixgram socket at path, each from a
+// fresh non-blocking socket, until the kernel refuses one for a full queue.
+func fillQueue(t *testing.T, path string) {
+	t.Helper()
+	to := &unix.SockaddrUnix{Name: path}
+	for n := 0; n < 1_000_000; n++ {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.Sendto(fd, []byte("STATUS=filler"), 0, to)
+		unix.Close(fd)
+		if errors.Is(err, unix.EAGAIN) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("fill %s: %v", path, err)
+		}
+	}
+	t.Fatalf("%s never filled up", path)
+}
