@@ -55,10 +55,10 @@ type Server struct {
 	MaxSurge int `toml:"max_surge"`
 	// MaxBooting is how many workers may boot at once (started, not yet
 	// ready), across generations. 0 (the default) paces boots by the CPUs:
-	// as many as there are CPUs always, more only while the machine's run
-	// queue is no longer than twice the CPUs. Workers that boot at once
-	// share the CPUs: beyond what they can take, each boot only gets
-	// slower.
+	// twice as many as there are CPUs always, more only while the
+	// machine's run queue is no longer than twice the CPUs. Workers that
+	// boot at once share the CPUs: beyond what they can take, each boot
+	// only gets slower.
 	MaxBooting int `toml:"max_booting"`
 	// MaxFailures stops the instance, with an error, once a worker slot
 	// failed this many times in a row (a worker that exits before it

@@ -46,7 +46,7 @@
 //	max_surge         new-generation workers booting at once during a reload;
 //	                  each that is ready retires an old one; 0 all (default 0)
 //	max_booting       workers booting at once (started, not yet ready); 0
-//	                  paces boots by the CPUs: one per CPU, more while the
+//	                  paces boots by the CPUs: two per CPU, more while the
 //	                  run queue is no longer than twice the CPUs (default 0)
 //	max_failures      stop the instance (exit 1) once a worker slot failed this
 //	                  many times in a row; 0 retries forever (default 0)

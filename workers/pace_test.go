@@ -63,24 +63,25 @@ func TestPool_MaxBooting(t *testing.T) {
 	}
 }
 
-// TestPool_PaceByRunQueue: with max_booting = 0, as many workers as CPUs
-// boot at once whatever the run queue says, more only while it is short.
+// TestPool_PaceByRunQueue: with max_booting = 0, twice as many workers as
+// CPUs boot at once whatever the run queue says, more only while it is
+// short.
 func TestPool_PaceByRunQueue(t *testing.T) {
 	q := &fakeRunQueue{}
 	q.others.Store(100) // a busy machine
-	cfg := testConfig(exe(t), "serve", 3)
+	cfg := testConfig(exe(t), "serve", 4)
 	h := start(t, cfg, func(o *Options) { o.cpus, o.runQueue = 1, q.read })
 	b := &bootWatch{h: h}
-	if most := b.until(3); most != 1 {
-		t.Fatalf("busy run queue, 1 CPU: %d workers booted at once, want 1", most)
+	if most := b.until(4); most != 2 {
+		t.Fatalf("busy run queue, 1 CPU: %d workers booted at once, want 2", most)
 	}
 
 	q.others.Store(2) // no longer than twice the CPUs: room for more
-	if err := h.pool.SetWorkers(t.Context(), 6); err != nil {
+	if err := h.pool.SetWorkers(t.Context(), 8); err != nil {
 		t.Fatal(err)
 	}
-	if most := b.until(6); most != 3 {
-		t.Fatalf("short run queue: %d workers booted at once, want all 3 new ones", most)
+	if most := b.until(8); most != 4 {
+		t.Fatalf("short run queue: %d workers booted at once, want all 4 new ones", most)
 	}
 }
 
@@ -89,14 +90,15 @@ func TestPool_PaceByRunQueue(t *testing.T) {
 func TestPool_PaceTimer(t *testing.T) {
 	q := &fakeRunQueue{}
 	q.others.Store(100)
-	cfg := testConfig(exe(t), "hang-boot", 2) // never ready: no events
+	cfg := testConfig(exe(t), "hang-boot", 3) // never ready: no events
 	h := start(t, cfg, func(o *Options) { o.cpus, o.runQueue = 1, q.read })
 	h.rec.wait(t, 20*time.Second, "the first worker", is(hooks.PostFork))
-	// The second slot is held; it is not started while the queue is long.
+	h.rec.wait(t, 20*time.Second, "the second worker", is(hooks.PostFork))
+	// The third slot is held; it is not started while the queue is long.
 	select {
 	case e := <-h.rec.ch:
 		if e.Hook == hooks.PostFork {
-			t.Fatalf("second worker started on a busy run queue: %+v", e)
+			t.Fatalf("third worker started on a busy run queue: %+v", e)
 		}
 	case <-time.After(50 * pacePeriod):
 	}
@@ -109,14 +111,15 @@ func TestPool_PaceTimer(t *testing.T) {
 func TestPool_StopDropsHeldSlots(t *testing.T) {
 	q := &fakeRunQueue{}
 	q.others.Store(100)
-	cfg := testConfig(exe(t), "hang-boot", 3)
+	cfg := testConfig(exe(t), "hang-boot", 4)
 	h := start(t, cfg, func(o *Options) { o.cpus, o.runQueue = 1, q.read })
 	h.rec.wait(t, 20*time.Second, "the first worker", is(hooks.PostFork))
+	h.rec.wait(t, 20*time.Second, "the second worker", is(hooks.PostFork))
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.pool.stats.Spawned; got != 1 {
-		t.Fatalf("spawned %d workers, want only the one that booted before the stop", got)
+	if got := h.pool.stats.Spawned; got != 2 {
+		t.Fatalf("spawned %d workers, want only the 2 that booted before the stop", got)
 	}
 }
 
