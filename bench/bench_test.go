@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,17 +12,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// forkdPath is where the benchmarks build forkd.
-const forkdPath = "/tmp/forkd-bench/forkd"
+	"github.com/forkd/forkd/bench/benchworker"
+)
 
 // setup is what every benchmark needs, found or built once per run.
 type setup struct {
 	forkd    string // built forkd
 	gunicorn string // gunicorn's path; "" when not installed
 	benchDir string // this directory: app.py and gunicorn.conf.py
-	self     string // the test binary, i.e. the bench worker
+	worker   string // built bench worker (bench/cmd/bench-worker)
 	err      error
 
 	bootOnce sync.Once
@@ -41,36 +39,27 @@ var (
 	shared    setup
 )
 
-// env returns the shared setup, building forkd on first use; it fails b
-// when forkd cannot be built and logs (once) when gunicorn is missing.
+// env returns the shared setup, building forkd and the bench worker on
+// first use; it fails b when they cannot be built and logs when gunicorn
+// is missing.
 func env(b *testing.B) *setup {
 	b.Helper()
 	ran.Store(b.Name(), true)
 	setupOnce.Do(func() {
 		s := &shared
 		var err error
-		if s.self, err = os.Executable(); err != nil {
-			s.err = fmt.Errorf("find the test binary: %w", err)
-			return
-		}
 		if s.benchDir, err = filepath.Abs("."); err != nil {
 			s.err = err
 			return
 		}
-		root, err := ModuleRoot(".")
-		if err != nil {
+		if s.forkd, err = forkdBinary.build(); err != nil {
 			s.err = err
 			return
 		}
-		if err := os.MkdirAll(filepath.Dir(forkdPath), 0o755); err != nil {
-			s.err = fmt.Errorf("make %s: %w", filepath.Dir(forkdPath), err)
-			return
-		}
-		if err := BuildForkd(root, forkdPath); err != nil {
+		if s.worker, err = workerBinary.build(); err != nil {
 			s.err = err
 			return
 		}
-		s.forkd = forkdPath
 		if g, err := exec.LookPath("gunicorn"); err == nil {
 			s.gunicorn = g
 		} else {
@@ -88,12 +77,12 @@ func env(b *testing.B) *setup {
 
 // workerEnv is [worker.env] for forkd running the bench worker.
 func (s *setup) workerEnv() map[string]string {
-	return map[string]string{EnvWorker: "1", "GOMAXPROCS": "1"}
+	return map[string]string{"GOMAXPROCS": "1"}
 }
 
 // forkdSpec is a forkd Spec running the bench worker.
 func (s *setup) forkdSpec(workers int, timeout time.Duration) Spec {
-	return Spec{Workers: workers, Timeout: timeout, Command: s.self, Env: s.workerEnv()}
+	return Spec{Workers: workers, Timeout: timeout, Command: s.worker, Env: s.workerEnv()}
 }
 
 // start starts forkd (gunicorn false) or Gunicorn and stops it, failing b
@@ -157,66 +146,34 @@ func (s *setup) workerBoot(b *testing.B) workerBoot {
 // bootAlone starts one lone bench worker and returns exec → start and
 // exec → ready in ms, after checking that it serves.
 func (s *setup) bootAlone() (toStart, toReady float64, err error) {
-	dir, err := os.MkdirTemp("", "forkd-bench-")
+	m, err := StartAlone(s.worker, "GOMAXPROCS=1")
 	if err != nil {
 		return 0, 0, err
 	}
-	defer os.RemoveAll(dir)
-	probe, err := ListenInbox(filepath.Join(dir, "probe.sock"))
+	defer m.Close()
+	evs, err := m.WaitReady(1, 10*time.Second)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("boot the bench worker alone: %w\n%s", err, m.Output())
 	}
-	defer probe.Close()
-	notify, err := ListenInbox(filepath.Join(dir, "notify.sock"))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer notify.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer l.Close()
-	f, err := l.(*net.TCPListener).File()
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	envv := append(os.Environ(), EnvWorker+"=1", EnvAlone+"=1", "GOMAXPROCS=1", "LISTEN_FDS=1",
-		EnvProbe+"="+probe.Path(), "NOTIFY_SOCKET="+notify.Path())
-	p, err := Start([]string{s.self}, envv, "", f)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer p.Stop(5 * time.Second)
-	evs, err := probe.WaitEvents(10*time.Second, "the lone worker's ready probe", func(evs []Event) bool {
-		return len(ReadyPIDs(evs)) > 0 || p.Err() != nil
-	})
-	if err == nil {
-		err = p.Err()
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("boot the bench worker alone: %w\n%s", err, p.Output())
-	}
-	if _, err := notify.Wait(5*time.Second, "the lone worker's READY=1", func(m []Message) bool {
-		_, ok := FirstReady(m)
+	if _, err := m.Notify.Wait(5*time.Second, "the lone worker's READY=1", func(ms []Message) bool {
+		_, ok := FirstReady(ms)
 		return ok
 	}); err != nil {
 		return 0, 0, err
 	}
-	resp, err := (&Master{Name: "lone worker", Port: l.Addr().(*net.TCPAddr).Port}).Get("/")
-	if err != nil || resp != fmt.Sprintf("ok %d\n", p.PID()) {
-		return 0, 0, fmt.Errorf("lone bench worker answered %q, %v; want \"ok %d\"", resp, err, p.PID())
+	resp, err := m.Get("/")
+	if err != nil || resp != fmt.Sprintf("ok %d\n", m.PID()) {
+		return 0, 0, fmt.Errorf("lone bench worker answered %q, %v; want \"ok %d\"", resp, err, m.PID())
 	}
 	for _, ev := range evs {
 		switch ev.Kind {
-		case KindStart:
-			toStart = ms(ev.At.Sub(p.Started))
-		case KindReady:
-			toReady = ms(ev.At.Sub(p.Started))
+		case benchworker.KindStart:
+			toStart = ms(ev.At.Sub(m.Started))
+		case benchworker.KindReady:
+			toReady = ms(ev.At.Sub(m.Started))
 		}
 	}
-	if err := p.Stop(5 * time.Second); err != nil {
+	if err := m.Stop(5 * time.Second); err != nil {
 		return 0, 0, err
 	}
 	return toStart, toReady, nil
@@ -281,7 +238,7 @@ func BenchmarkStart(b *testing.B) {
 			}
 			var last, first time.Time
 			for _, ev := range evs {
-				if ev.Kind == KindStart && (first.IsZero() || ev.At.Before(first)) {
+				if ev.Kind == benchworker.KindStart && (first.IsZero() || ev.At.Before(first)) {
 					first = ev.At
 				}
 			}
@@ -430,7 +387,7 @@ func killOne(m *Master, evs []Event, killed map[int]bool) (toStart, toReady time
 	// single crash, not a burst of them.
 	var lastReady time.Time
 	for _, ev := range evs {
-		if ev.Kind == KindReady && ev.At.After(lastReady) {
+		if ev.Kind == benchworker.KindReady && ev.At.After(lastReady) {
 			lastReady = ev.At
 		}
 	}
@@ -451,9 +408,9 @@ func killOne(m *Master, evs []Event, killed map[int]bool) (toStart, toReady time
 					continue
 				}
 				switch ev.Kind {
-				case KindStart:
+				case benchworker.KindStart:
 					start = ev
-				case KindReady:
+				case benchworker.KindReady:
 					ready = ev
 				}
 			}
@@ -528,9 +485,9 @@ func hangOne(m *Master) (time.Duration, error) {
 			hang, ready = Event{}, Event{}
 			for _, ev := range evs[len(before):] {
 				switch {
-				case ev.Kind == KindHang && hang.PID == 0:
+				case ev.Kind == benchworker.KindHang && hang.PID == 0:
 					hang = ev
-				case ev.Kind == KindReady && !seen[ev.PID] && hang.PID != 0:
+				case ev.Kind == benchworker.KindReady && !seen[ev.PID] && hang.PID != 0:
 					ready = ev
 				}
 			}
@@ -665,7 +622,7 @@ func BenchmarkThousand(b *testing.B) {
 		probes       bool
 	}{
 		{"exec → READY=1, 1,024 bench workers (ready = notify)", "notify-ready-s", Spec{Workers: workers, Timeout: 30 * time.Second,
-			BootTimeout: 60 * time.Second, Command: s.self, Env: s.workerEnv()}, true},
+			BootTimeout: 60 * time.Second, Command: s.worker, Env: s.workerEnv()}, true},
 		{"exec → READY=1, 1,024 /bin/sleep infinity (ready = started)", "sleep-ready-s", Spec{Workers: workers,
 			BootTimeout: 60 * time.Second, Command: sleep, Args: []string{"infinity"}, Ready: "started"}, false},
 	}

@@ -6,10 +6,12 @@
 //
 //	go test -run '^$' -bench . -benchtime 1x ./bench/...
 //
-// (make bench does exactly that). They build forkd into /tmp/forkd-bench,
-// re-execute the test binary as the worker forkd manages (see RunWorker),
-// run Debian's gunicorn with bench/gunicorn.conf.py and bench/app.py, and
-// write a markdown table to stdout and to docs/BENCHMARKS.md.
+// (make bench does exactly that). They build forkd and the bench worker
+// (bench/cmd/bench-worker, a standalone program: see package benchworker)
+// into /tmp/forkd-bench with CGO_ENABLED=0 (see Build), run that worker under
+// forkd and alone, run Debian's gunicorn with bench/gunicorn.conf.py and
+// bench/app.py, and write a markdown table to stdout and to
+// docs/BENCHMARKS.md.
 //
 // Both sides are measured the same way: every worker sends "start PID NANOS"
 // as the first thing it does and "ready PID NANOS" right before it tells its
@@ -19,6 +21,6 @@
 // /proc.
 //
 // The non-test files hold the harness those benchmarks are built from:
-// Inbox, Process, FreePort, the /proc readers, Sample statistics and the
-// Report table.
+// Build, Inbox, Process, FreePort, the /proc readers, Sample statistics,
+// the flood reports (ParseSent) and the Report table.
 package bench

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/bench/benchworker"
 )
 
 func TestSample_Quantile(t *testing.T) {
@@ -36,7 +38,7 @@ func TestSample_Quantile(t *testing.T) {
 
 func TestParseEvent(t *testing.T) {
 	ev, ok := ParseEvent("ready 42 1700000000123456789")
-	if !ok || ev.Kind != KindReady || ev.PID != 42 || ev.At.UnixNano() != 1700000000123456789 {
+	if !ok || ev.Kind != benchworker.KindReady || ev.PID != 42 || ev.At.UnixNano() != 1700000000123456789 {
 		t.Errorf("ParseEvent = %+v, %v", ev, ok)
 	}
 	for _, bad := range []string{"READY=1", "ready 42", "boot 42 1", "ready x 1", "ready 0 1", "ready 1 2 3"} {
@@ -72,7 +74,7 @@ func TestInbox_Wait(t *testing.T) {
 		t.Errorf("READY=1 at %v: not the second message's arrival (sent %v)", at, sent)
 	}
 	evs := in.Events()
-	if len(evs) != 1 || evs[0].Kind != KindStart || evs[0].PID != os.Getpid() || !evs[0].At.Equal(sent.Round(0)) {
+	if len(evs) != 1 || evs[0].Kind != benchworker.KindStart || evs[0].PID != os.Getpid() || !evs[0].At.Equal(sent.Round(0)) {
 		t.Errorf("Events() = %+v", evs)
 	}
 	if _, err := in.Wait(10*time.Millisecond, "nothing", func([]Message) bool { return false }); !errors.Is(err, ErrTimeout) {
@@ -210,81 +212,54 @@ func TestReport_Table(t *testing.T) {
 	}
 }
 
-// TestRunWorker boots the bench worker alone and checks its probes, its
-// READY=1, its answer and /hang.
-func TestRunWorker(t *testing.T) {
-	self, err := os.Executable()
+// TestBenchWorker boots the bench worker (bench/cmd/bench-worker) alone
+// and checks its probes, its READY=1, its answer and /hang.
+func TestBenchWorker(t *testing.T) {
+	m, err := StartAlone(benchWorker(t), "WATCHDOG_USEC=100000")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	probe, err := ListenInbox(filepath.Join(dir, "probe.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer probe.Close()
-	notify, err := ListenInbox(filepath.Join(dir, "notify.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	f, err := l.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	env := append(os.Environ(), EnvWorker+"=1", EnvAlone+"=1", "LISTEN_FDS=1", "WATCHDOG_USEC=100000",
-		EnvProbe+"="+probe.Path(), "NOTIFY_SOCKET="+notify.Path())
-	p, err := Start([]string{self}, env, "", f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A hung worker ignores TERM: Stop ends up killing it.
-	defer p.Stop(100 * time.Millisecond)
-	m := &Master{Name: "worker", Port: l.Addr().(*net.TCPAddr).Port, Process: p, Probe: probe}
+	defer m.Close()
+	// A hung worker ignores TERM: this Stop, run before Close's, kills it.
+	defer m.Stop(100 * time.Millisecond)
 	if _, err := m.WaitReady(1, 10*time.Second); err != nil {
-		t.Fatalf("%v\n%s", err, p.Output())
+		t.Fatalf("%v\n%s", err, m.Output())
 	}
 	// Two heartbeats 50 ms apart, after READY=1.
-	if _, err := notify.Wait(5*time.Second, "READY=1 and 2 heartbeats", func(ms []Message) bool {
+	if _, err := m.Notify.Wait(5*time.Second, "READY=1 and 2 heartbeats", func(ms []Message) bool {
 		return len(ms) >= 3 && ms[0].Data == "READY=1" && ms[2].Data == "WATCHDOG=1"
 	}); err != nil {
 		t.Fatal(err)
 	}
 	body, err := m.Get("/")
-	if want := fmt.Sprintf("ok %d\n", p.PID()); err != nil || body != want {
+	if want := fmt.Sprintf("ok %d\n", m.PID()); err != nil || body != want {
 		t.Fatalf("GET / = %q, %v; want %q", body, err, want)
 	}
-	conn, err := net.Dial("tcp", l.Addr().String())
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", m.Port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	fmt.Fprint(conn, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
-	evs, err := probe.WaitEvents(5*time.Second, "hang", func(evs []Event) bool {
-		return len(evs) > 0 && evs[len(evs)-1].Kind == KindHang
+	evs, err := m.Probe.WaitEvents(5*time.Second, "hang", func(evs []Event) bool {
+		return len(evs) > 0 && evs[len(evs)-1].Kind == benchworker.KindHang
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[0].Kind != KindStart || evs[1].Kind != KindReady || !evs[0].At.Before(evs[1].At) {
+	if evs[0].Kind != benchworker.KindStart || evs[1].Kind != benchworker.KindReady || !evs[0].At.Before(evs[1].At) {
 		t.Errorf("probe events %+v: want start, ready, hang in order", evs)
 	}
 	// Hung: no heartbeat for three intervals after the hang.
-	hangAt := len(notify.Messages())
+	hangAt := len(m.Notify.Messages())
 	<-time.After(150 * time.Millisecond) // the absence of heartbeats over a span is what is tested
-	for _, msg := range notify.Messages()[hangAt:] {
+	for _, msg := range m.Notify.Messages()[hangAt:] {
 		if msg.At.After(evs[len(evs)-1].At.Add(5 * time.Millisecond)) {
 			t.Errorf("heartbeat %q at %v, after the hang at %v", msg.Data, msg.At, evs[len(evs)-1].At)
 		}
 	}
-	if p.Err() != nil {
-		t.Fatalf("hung worker exited: %v", p.Err())
+	if m.Err() != nil {
+		t.Fatalf("hung worker exited: %v", m.Err())
 	}
 }
 
@@ -314,7 +289,7 @@ func TestStartGunicorn(t *testing.T) {
 	}
 	starts := 0
 	for _, ev := range evs {
-		if ev.Kind == KindStart {
+		if ev.Kind == benchworker.KindStart {
 			starts++
 			if at, ok := ReadyPIDs(evs)[ev.PID]; !ok || at.Before(ev.At) {
 				t.Errorf("worker %d: start at %v, ready at %v (ok %v)", ev.PID, ev.At, at, ok)

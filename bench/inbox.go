@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/forkd/forkd/bench/benchworker"
 )
 
 // ErrTimeout is returned by Inbox.Wait when the deadline passes first.
@@ -24,7 +26,8 @@ type Message struct {
 
 // Event is a probe datagram, "KIND PID UNIX-NANOS", parsed.
 type Event struct {
-	// Kind is KindStart, KindReady, KindHang or KindStop.
+	// Kind is one of benchworker's KindStart, KindReady, KindHang and
+	// KindStop.
 	Kind string
 	// PID is the sender's pid.
 	PID int
@@ -148,7 +151,7 @@ func ParseEvent(data string) (Event, bool) {
 		return Event{}, false
 	}
 	switch f[0] {
-	case KindStart, KindReady, KindHang, KindStop:
+	case benchworker.KindStart, benchworker.KindReady, benchworker.KindHang, benchworker.KindStop:
 	default:
 		return Event{}, false
 	}

@@ -7,9 +7,7 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/forkd/forkd/bench/benchworker"
 	"github.com/forkd/forkd/hooks"
 )
 
@@ -163,47 +162,20 @@ func TestSignalLog(t *testing.T) {
 	}
 }
 
-// TestRunWorker_Load runs the bench worker alone with request counting and
-// the notify flood on, and stops it with TERM.
-func TestRunWorker_Load(t *testing.T) {
-	self, err := os.Executable()
+// TestBenchWorker_Load runs the bench worker alone with request counting
+// and the notify flood on, and stops it with TERM.
+func TestBenchWorker_Load(t *testing.T) {
+	m, err := StartAlone(benchWorker(t), benchworker.EnvBootDelay+"=50", benchworker.EnvCountRequests+"=1",
+		benchworker.EnvNotifyRate+"=1000")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	probe, err := ListenInbox(filepath.Join(dir, "probe.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer probe.Close()
-	notify, err := ListenInbox(filepath.Join(dir, "notify.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	f, err := l.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	env := append(os.Environ(), EnvWorker+"=1", EnvAlone+"=1", "LISTEN_FDS=1", EnvProbe+"="+probe.Path(),
-		"NOTIFY_SOCKET="+notify.Path(), EnvBootDelay+"=50", EnvCountRequests+"=1", EnvNotifyRate+"=1000")
-	p, err := Start([]string{self}, env, "", f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop(time.Second)
-	m := &Master{Name: "worker", Port: l.Addr().(*net.TCPAddr).Port, Process: p, Probe: probe}
+	defer m.Close()
 	evs, err := m.WaitReady(1, 10*time.Second)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, p.Output())
+		t.Fatalf("%v\n%s", err, m.Output())
 	}
-	if boot := evs[1].At.Sub(evs[0].At); evs[0].Kind != KindStart || boot < 50*time.Millisecond {
+	if boot := evs[1].At.Sub(evs[0].At); evs[0].Kind != benchworker.KindStart || boot < 50*time.Millisecond {
 		t.Errorf("start → ready %v (events %+v), want ≥ the 50 ms boot delay", boot, evs)
 	}
 
@@ -214,13 +186,13 @@ func TestRunWorker_Load(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := notify.Wait(5*time.Second, "FORKD_REQUESTS=25", func(ms []Message) bool {
+	if _, err := m.Notify.Wait(5*time.Second, "FORKD_REQUESTS=25", func(ms []Message) bool {
 		return len(ms) > 0 && ms[len(ms)-1].Data == fmt.Sprintf("FORKD_REQUESTS=%d", requests)
 	}); err != nil {
 		t.Fatal(err)
 	}
 	var reports int
-	for _, msg := range notify.Messages() {
+	for _, msg := range m.Notify.Messages() {
 		if strings.HasPrefix(msg.Data, "FORKD_REQUESTS=") {
 			reports++
 		}
@@ -230,21 +202,21 @@ func TestRunWorker_Load(t *testing.T) {
 	}
 
 	// USR1 starts the flood, USR1 stops it; the counts add up.
-	before := len(notify.Messages())
-	if err := syscall.Kill(p.PID(), syscall.SIGUSR1); err != nil {
+	before := len(m.Notify.Messages())
+	if err := syscall.Kill(m.PID(), syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := probe.Wait(5*time.Second, "a flood report of ≥ 200 sent", func(ms []Message) bool {
+	if _, err := m.Probe.Wait(5*time.Second, "a flood report of ≥ 200 sent", func(ms []Message) bool {
 		s := ParseSent(ms)
 		return len(s) > 0 && s[len(s)-1].Count >= 200
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(p.PID(), syscall.SIGUSR1); err != nil {
+	if err := syscall.Kill(m.PID(), syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
 	var final Sent
-	if _, err := probe.Wait(5*time.Second, "the flood's final report", func(ms []Message) bool {
+	if _, err := m.Probe.Wait(5*time.Second, "the flood's final report", func(ms []Message) bool {
 		for _, s := range ParseSent(ms) {
 			if s.Final {
 				final = s
@@ -255,7 +227,7 @@ func TestRunWorker_Load(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := notify.Wait(5*time.Second, fmt.Sprintf("%d flood datagrams", final.Count), func(ms []Message) bool {
+	msgs, err := m.Notify.Wait(5*time.Second, fmt.Sprintf("%d flood datagrams", final.Count), func(ms []Message) bool {
 		return countFlood(ms[before:]) >= int(final.Count)
 	})
 	if err != nil {
@@ -265,18 +237,18 @@ func TestRunWorker_Load(t *testing.T) {
 		t.Errorf("notify socket got %d flood datagrams, the worker reports %d (want ≥ 200)", got, final.Count)
 	}
 
-	if err := syscall.Kill(p.PID(), syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(m.PID(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.Exited():
+	case <-m.Exited():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the worker did not exit within 5 s of TERM")
 	}
-	if err := p.Err(); !strings.Contains(err.Error(), "<nil>") {
+	if err := m.Err(); !strings.Contains(err.Error(), "<nil>") {
 		t.Errorf("worker exit: %v", err)
 	}
-	if n := countKind(probe.Events(), KindStop); n != 1 {
+	if n := countKind(m.Probe.Events(), benchworker.KindStop); n != 1 {
 		t.Errorf("%d stop probes, want 1", n)
 	}
 }
@@ -318,10 +290,10 @@ func TestFewestServing(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	evs := []Event{
-		{KindReady, 1, at(0)}, {KindReady, 2, at(1)},
-		{KindReady, 3, at(20)}, {KindStop, 1, at(21)}, // a recycle without a dip
-		{KindStop, 2, at(30)}, {KindReady, 4, at(31)}, // a dip to 1
-		{KindStart, 5, at(40)},
+		{benchworker.KindReady, 1, at(0)}, {benchworker.KindReady, 2, at(1)},
+		{benchworker.KindReady, 3, at(20)}, {benchworker.KindStop, 1, at(21)}, // a recycle without a dip
+		{benchworker.KindStop, 2, at(30)}, {benchworker.KindReady, 4, at(31)}, // a dip to 1
+		{benchworker.KindStart, 5, at(40)},
 	}
 	if got := fewestServing(evs, at(10), at(25)); got != 2 {
 		t.Errorf("fewest in 10…25 ms = %d, want 2", got)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/bench/benchworker"
 )
 
 // loadDoc describes scenarios 7–11 in docs/BENCHMARKS.md.
@@ -165,7 +167,7 @@ func BenchmarkReload(b *testing.B) {
 	const workers, hups = 4, 10
 	baseP99, p99, failed, baseRate, rate, fresh := newPair(), newPair(), newPair(), newPair(), newPair(), newPair()
 	for _, g := range s.sides() {
-		m := s.start(b, g, withEnv(s.spec(g, workers, 30*time.Second), map[string]string{EnvBootDelay: bootDelay}))
+		m := s.start(b, g, withEnv(s.spec(g, workers, 30*time.Second), map[string]string{benchworker.EnvBootDelay: bootDelay}))
 		if _, err := m.WaitReady(workers, 30*time.Second); err != nil {
 			b.Fatalf("%s: %v\n%s", m.Name, err, m.Output())
 		}
@@ -190,13 +192,13 @@ func BenchmarkReload(b *testing.B) {
 		evs, err := m.Probe.WaitEvents(15*time.Second, fmt.Sprintf("%d workers ready in all", want),
 			func(evs []Event) bool {
 				return m.Err() != nil || len(ReadyPIDs(evs)) >= want &&
-					(g || countKind(evs, KindStop) >= hups*workers)
+					(g || countKind(evs, benchworker.KindStop) >= hups*workers)
 			})
 		if err == nil {
 			err = m.Err()
 		}
 		if err != nil {
-			b.Errorf("%s: %v (%d ready, %d stopped)", m.Name, err, len(ReadyPIDs(evs)), countKind(evs, KindStop))
+			b.Errorf("%s: %v (%d ready, %d stopped)", m.Name, err, len(ReadyPIDs(evs)), countKind(evs, benchworker.KindStop))
 		}
 		assertServes(b, m, evs)
 		closeMaster(b, m)
@@ -380,7 +382,7 @@ func fewestServing(evs []Event, from, to time.Time) int {
 	serving := map[int]bool{}
 	fewest := -1 // not yet at from
 	for _, ev := range evs {
-		if ev.Kind != KindReady && ev.Kind != KindStop {
+		if ev.Kind != benchworker.KindReady && ev.Kind != benchworker.KindStop {
 			continue
 		}
 		if ev.At.After(to) {
@@ -389,7 +391,7 @@ func fewestServing(evs []Event, from, to time.Time) int {
 		if fewest < 0 && !ev.At.Before(from) {
 			fewest = len(serving) // the count at from
 		}
-		if ev.Kind == KindReady {
+		if ev.Kind == benchworker.KindReady {
 			serving[ev.PID] = true
 		} else {
 			delete(serving, ev.PID)
@@ -410,8 +412,8 @@ func BenchmarkRecycle(b *testing.B) {
 	s := env(b)
 	w := s.wrk(b, recycleLoad)
 	const workers, maxRequests = 4, 1000
-	spec := withEnv(s.forkdSpec(workers, 30*time.Second), map[string]string{EnvBootDelay: bootDelay,
-		EnvCountRequests: "1"})
+	spec := withEnv(s.forkdSpec(workers, 30*time.Second), map[string]string{benchworker.EnvBootDelay: bootDelay,
+		benchworker.EnvCountRequests: "1"})
 	spec.MaxRequests = maxRequests
 	m := s.start(b, false, spec)
 	before, err := m.WaitReady(workers, 30*time.Second)

@@ -27,17 +27,8 @@ var benchmarks = []string{"BenchmarkStart", "BenchmarkKill", "BenchmarkHang", "B
 	"BenchmarkMemory", "BenchmarkThousand", "BenchmarkReload", "BenchmarkUpgrade", "BenchmarkRecycle",
 	"BenchmarkBusLatency", "BenchmarkNotifyFlood"}
 
-// TestMain makes the test binary the bench worker when BENCH_WORKER=1 (as
-// forkd's workers and the lone-boot reference); otherwise it runs the tests
-// and benchmarks and then publishes the report.
+// TestMain runs the tests and benchmarks and then publishes the report.
 func TestMain(m *testing.M) {
-	if os.Getenv(EnvWorker) == "1" {
-		if err := RunWorker(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
 	started := time.Now()
 	code := m.Run()
 	if len(report.Rows()) > 0 {
@@ -81,12 +72,14 @@ whether forkd's figure met it.
 
 ## How it is measured
 
-- **Workers.** forkd runs the bench worker: the bench test binary re-executed
-  (` + "`BENCH_WORKER=1`" + `, ` + "`GOMAXPROCS=1`" + `), a Go HTTP server on the
-  inherited sockets (go-systemd ` + "`activation.Listeners`" + `) answering
-  "ok PID", READY=1 and WATCHDOG=1 every WATCHDOG_USEC/2 with go-systemd
-  ` + "`daemon.SdNotify`" + `. Gunicorn (Debian's package) runs 4 sync workers
-  of ` + "`bench/app.py`" + ` with ` + "`bench/gunicorn.conf.py`" + `.
+- **Workers.** forkd runs the bench worker, ` + "`bench/cmd/bench-worker`" + `: a
+  standalone Go program (standard library and go-systemd only) that the
+  benchmark builds with ` + "`CGO_ENABLED=0`" + ` and runs with ` + "`GOMAXPROCS=1`" + `,
+  serving net/http on the inherited sockets (go-systemd
+  ` + "`activation.Listeners`" + `) and answering "ok PID", with READY=1 and
+  WATCHDOG=1 every WATCHDOG_USEC/2 sent by go-systemd ` + "`daemon.SdNotify`" + `.
+  Gunicorn (Debian's package) runs 4 sync workers of ` + "`bench/app.py`" + `
+  with ` + "`bench/gunicorn.conf.py`" + `.
 - **Probes.** Each worker sends "start PID NANOS" first thing (Go: top of
   main after exec; Gunicorn: ` + "`post_fork`" + `, Gunicorn forks without
   exec) and "ready PID NANOS" right before it serves (Go: before READY=1;

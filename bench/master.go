@@ -6,11 +6,12 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/forkd/forkd/bench/benchworker"
 )
 
 // Spec describes a master to start: the same shape for forkd and Gunicorn.
@@ -83,7 +84,7 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 		}
 		fmt.Fprintf(&b, "%q", a)
 	}
-	fmt.Fprintf(&b, "]\nready = %q\n\n[worker.env]\n%s = %q\n", ready, EnvProbe, m.Probe.Path())
+	fmt.Fprintf(&b, "]\nready = %q\n\n[worker.env]\n%s = %q\n", ready, benchworker.EnvProbe, m.Probe.Path())
 	for k, v := range spec.Env {
 		fmt.Fprintf(&b, "%s = %q\n", k, v)
 	}
@@ -121,7 +122,7 @@ func StartGunicorn(gunicorn, benchDir string, spec Spec) (*Master, error) {
 		"--bind", fmt.Sprintf("127.0.0.1:%d", m.Port),
 		"--timeout", fmt.Sprint(int(spec.Timeout / time.Second)),
 		"app:app"}
-	env := append(m.env(), EnvProbe+"="+m.Probe.Path(), "PYTHONDONTWRITEBYTECODE=1")
+	env := append(m.env(), benchworker.EnvProbe+"="+m.Probe.Path(), "PYTHONDONTWRITEBYTECODE=1")
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
@@ -232,41 +233,9 @@ func (m *Master) close() error {
 func ReadyPIDs(evs []Event) map[int]time.Time {
 	out := map[int]time.Time{}
 	for _, ev := range evs {
-		if _, seen := out[ev.PID]; ev.Kind == KindReady && !seen {
+		if _, seen := out[ev.PID]; ev.Kind == benchworker.KindReady && !seen {
 			out[ev.PID] = ev.At
 		}
 	}
 	return out
-}
-
-// BuildForkd builds ./cmd/forkd of the module at root into out with the go
-// command (PATH's, or $GOROOT/bin/go).
-func BuildForkd(root, out string) error {
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		goCmd = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	cmd := exec.Command(goCmd, "build", "-o", out, "./cmd/forkd")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build does
-	if outp, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build forkd (CGO_ENABLED=0 go build -o %s ./cmd/forkd in %s): %w\n%s", out, root, err, outp)
-	}
-	return nil
-}
-
-// ModuleRoot returns the nearest directory at or above dir holding go.mod.
-func ModuleRoot(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("find the module root above %s: no go.mod", dir)
-		}
-	}
 }

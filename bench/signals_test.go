@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/forkd/forkd/bench/benchworker"
 	"github.com/forkd/forkd/hooks"
 )
 
@@ -223,7 +224,7 @@ func BenchmarkNotifyFlood(b *testing.B) {
 	bus, log := busFor(b)
 	const workers, perWorker = 64, 200
 	const window = 5 * time.Second
-	spec := withEnv(s.forkdSpec(workers, 30*time.Second), map[string]string{EnvNotifyRate: fmt.Sprint(perWorker)})
+	spec := withEnv(s.forkdSpec(workers, 30*time.Second), map[string]string{benchworker.EnvNotifyRate: fmt.Sprint(perWorker)})
 	spec.Bus = bus.Address
 	m := s.start(b, false, spec)
 	evs, err := m.WaitReady(workers, 60*time.Second)
