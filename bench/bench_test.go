@@ -23,6 +23,9 @@ type setup struct {
 	benchDir string // this directory: app.py and gunicorn.conf.py
 	worker   string // built bench worker (bench/cmd/bench-worker)
 	err      error
+	// restoreQlen puts net.unix.max_dgram_qlen back after the run (nil:
+	// it was not changed).
+	restoreQlen func() error
 
 	bootOnce sync.Once
 	boot     workerBoot
@@ -59,6 +62,20 @@ func env(b *testing.B) *setup {
 		if s.worker, err = workerBinary.build(); err != nil {
 			s.err = err
 			return
+		}
+		// Run as under systemd, whose notify sockets hold 512 datagrams: with
+		// the kernel's 10, a burst of sd_notify from many workers fills
+		// the queue at once and every read then wakes all the waiting
+		// senders.
+		restore, was, err := RaiseDgramQlen(SystemdDgramQlen)
+		switch {
+		case err != nil:
+			report.Note("Ran with net.unix.max_dgram_qlen = %d, below the %d systemd sets at boot: %v.",
+				was, SystemdDgramQlen, err)
+		case restore != nil:
+			s.restoreQlen = restore
+			report.Note("net.unix.max_dgram_qlen was raised from %d to %d for the run, as systemd does at boot, "+
+				"and put back after.", was, SystemdDgramQlen)
 		}
 		if g, err := exec.LookPath("gunicorn"); err == nil {
 			s.gunicorn = g
