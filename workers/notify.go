@@ -168,6 +168,19 @@ func maxDgramQlen() int {
 	return 10
 }
 
+// qlenAdvice is the warning for a notify queue shorter than the pool
+// (net.unix.max_dgram_qlen below the worker count), or "": when more workers
+// send at once than the queue holds, their sd_notify calls wait, and each
+// read then wakes every waiting sender.
+func qlenAdvice(qlen, workers int) string {
+	if workers <= qlen {
+		return ""
+	}
+	return fmt.Sprintf("net.unix.max_dgram_qlen is %d, below the %d workers: their sd_notify calls may wait "+
+		"on each other; raise it to 512 as systemd does at boot (sysctl -w net.unix.max_dgram_qlen=512; "+
+		"in a container: docker run --sysctl net.unix.max_dgram_qlen=512)", qlen, workers)
+}
+
 // watch adds the socket to the reader's epoll set (on) or takes it out.
 func (s *notifySocket) watch(on bool) error {
 	if on == s.watched {

@@ -218,6 +218,9 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.ns, p.notifyDir, p.notifyAdr = ns, ns.dir, ns.path
 	go ns.read(p.notes, p.done)
 	defer ns.close()
+	if advice := qlenAdvice(ns.qlen, p.opts.Config.Server.Workers); advice != "" {
+		p.log.Warn(advice)
+	}
 
 	if p.opts.Adopt != nil {
 		p.adopt(p.opts.Adopt)
