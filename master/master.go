@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -124,6 +123,9 @@ func newLogger(o options, stderr io.Writer) (*slog.Logger, error) {
 // Run runs forkd with the command-line args (without the program name)
 // until it stops: after TERM, INT or QUIT (nil) or a fatal error.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// Signals first, so that none that arrives while we start is lost.
+	sigs := listenSignals()
+	defer sigs.stop()
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -143,7 +145,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	notifier := systemd.NewNotifier()
-	err = serve(ctx, o, cfg, log, notifier)
+	err = serve(ctx, o, cfg, log, notifier, sigs)
 	if err != nil {
 		_ = notifier.Errno(errnoOf(err), "failed: "+err.Error())
 	}
@@ -160,13 +162,8 @@ func errnoOf(err error) int {
 }
 
 // serve runs the master.
-func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger, notifier *systemd.Notifier) error {
-	// Signals first, so none that arrives while we start is lost.
-	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGTERM,
-		syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
-	defer signal.Stop(sigs)
-
+func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger, notifier *systemd.Notifier,
+	sigs *signals) error {
 	sinks, err := newSinks(o, cfg, log)
 	if err != nil {
 		return err
@@ -194,6 +191,9 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	} else {
 		start := hooks.Event{Hook: hooks.OnStarting, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1}
 		sinks.Emit(start)
+		if sinks.exec.Has(hooks.OnStarting) {
+			sigs.wait() // before any child runs: it may signal its parent at once
+		}
 		if err := sinks.runHook(ctx, start); err != nil {
 			return fmt.Errorf("on_starting hook: %w", err)
 		}
@@ -218,11 +218,12 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	}
 
 	status := newReporter(notifier, cfg, sinks.bus, log)
+	sigs.wait() // registered meanwhile; the pool takes them over, and its workers may signal at once
 	pool := workers.New(workers.Options{
 		Config:   cfg,
 		Sockets:  socks,
 		Load:     func() (*config.Config, error) { return config.Load(o.config) },
-		Signals:  sigs,
+		Signals:  sigs.c,
 		Hooks:    sinks,
 		Observe:  status.observe,
 		Reloaded: status.reloaded,

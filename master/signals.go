@@ -1,0 +1,41 @@
+package master
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// caught are the signals the master handles (see the README's signal table).
+var caught = []os.Signal{syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGTERM,
+	syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+
+// signals are the master's caught signals, registered in the background:
+// the Go runtime enables each signal with a round trip to its signal
+// thread, about 0.7 ms for all of them here, which would hold up the start
+// by as much; registered from the first line of Run, they overlap with
+// reading the config instead.
+type signals struct {
+	c          chan os.Signal
+	registered chan struct{}
+}
+
+// listenSignals starts registering the caught signals on a channel.
+func listenSignals() *signals {
+	s := &signals{c: make(chan os.Signal, 32), registered: make(chan struct{})}
+	go func() {
+		signal.Notify(s.c, caught...)
+		close(s.registered)
+	}()
+	return s
+}
+
+// wait returns once every caught signal is registered: from then on none
+// is lost, and none has its default action (most would end the master).
+func (s *signals) wait() { <-s.registered }
+
+// stop unregisters the signals, once they are registered.
+func (s *signals) stop() {
+	s.wait()
+	signal.Stop(s.c)
+}
