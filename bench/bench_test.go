@@ -240,11 +240,11 @@ func assertServes(b *testing.B, m *Master, evs []Event) {
 }
 
 // BenchmarkStart is scenario 1: exec of the master → all 4 workers ready
-// and serving, 10 times each, against the worker's own boot.
+// and serving, 20 times each, against the worker's own boot.
 func BenchmarkStart(b *testing.B) {
 	s := env(b)
 	boot := s.workerBoot(b)
-	const runs, workers = 10, 4
+	const runs, workers = 20, 4
 	var serving, lastReady, masterReady, firstStart [2][]time.Duration
 	for _, g := range s.sides() {
 		for range runs {
@@ -307,9 +307,9 @@ func BenchmarkStart(b *testing.B) {
 	b.ReportMetric(bootMed, "worker-boot-median-ms")
 	report.Add(row(sc, "worker alone: exec → ready (reference), median of 10", "ms", Goal{},
 		pair{bootMed, math.NaN()}))
-	report.Add(row(sc, "exec → all serving (forkd READY=1; Gunicorn 4th worker ready), median of 10", "ms",
+	report.Add(row(sc, fmt.Sprintf("exec → all serving (forkd READY=1; Gunicorn 4th worker ready), median of %d", runs), "ms",
 		Goal{Text: fmt.Sprintf("≤ boot + 5 ms = %.2f ms", bootMed+5), Limit: bootMed + 5}, med))
-	report.Add(row(sc, "exec → all serving, max of 10", "ms",
+	report.Add(row(sc, fmt.Sprintf("exec → all serving, max of %d", runs), "ms",
 		Goal{Text: fmt.Sprintf("≤ boot max + 5 ms = %.2f ms", bootMax+5), Limit: bootMax + 5}, mx))
 	report.Add(row(sc, "exec → 1st worker's start probe, median (master boot + first spawn)", "ms", Goal{}, firstMed))
 	report.Add(row(sc, "exec → 4th worker's ready probe, median", "ms", Goal{}, lastMed))
@@ -657,8 +657,14 @@ func BenchmarkThousand(b *testing.B) {
 		}
 		ready, _ := FirstReady(msgs)
 		if c.probes {
-			if n := len(ReadyPIDs(m.Probe.Events())); n != workers {
-				b.Errorf("forkd READY=1 with %d of %d workers ready", n, workers)
+			// Every worker sent its ready probe before its READY=1, so all
+			// were sent before forkd's READY=1; the last may still be on
+			// their way through the probe socket.
+			evs, err := m.Probe.WaitEvents(10*time.Second, "every worker's ready probe", func(evs []Event) bool {
+				return len(ReadyPIDs(evs)) >= workers
+			})
+			if n := len(ReadyPIDs(evs)); err != nil || n != workers {
+				b.Errorf("forkd READY=1 with %d of %d workers ready: %v", n, workers, err)
 			}
 		}
 		if n := len(Descendants(m.PID())); n < workers {

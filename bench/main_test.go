@@ -105,7 +105,7 @@ whether forkd's figure met it.
 - **1 start.** exec of the master → all 4 workers serve: forkd's READY=1
   (sent when all workers are ready) and Gunicorn's 4th "ready" probe (Gunicorn
   sends READY=1 when its arbiter boots, before any worker exists, so its
-  READY=1 says nothing about serving). 10 runs each. The breakdown rows show
+  READY=1 says nothing about serving). 20 runs each. The breakdown rows show
   exec → the first worker's "start" probe (the master's own boot and first
   spawn) and exec → the 4th worker's "ready" probe.
 - **2 SIGKILL.** With 4 workers, SIGKILL the worker that has served longest
