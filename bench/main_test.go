@@ -129,8 +129,9 @@ whether forkd's figure met it.
 - **5 master memory.** VmRSS (/proc/PID/status) and Pss
   (/proc/PID/smaps_rollup) of the master with 64 workers serving; MB = 10⁶ bytes.
 - **6 1,024 workers.** forkd only: exec → READY=1 with 1,024 bench workers
-  (ready = "notify"), and with 1,024 ` + "`/bin/sleep infinity`" + ` workers
-  (ready = "started": spawn throughput).
+  (ready = "notify"), the same with ` + "`max_booting`" + ` = the CPUs (one boot
+  per CPU, to compare with the default's two), and with 1,024
+  ` + "`/bin/sleep infinity`" + ` workers (ready = "started": spawn throughput).
 ` + loadDoc + `
 `)
 	fmt.Fprintf(&b, "## Results\n\nRun %s, took %s, on %s.\n\n", started.UTC().Format(time.RFC3339),

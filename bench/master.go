@@ -32,6 +32,8 @@ type Spec struct {
 	Env map[string]string
 	// MaxRequests is forkd's [server] max_requests (0 = none).
 	MaxRequests int
+	// MaxBooting is forkd's [server] max_booting (0 = paced by the CPUs).
+	MaxBooting int
 	// Bus is forkd's --bus address; "" means "none" (no D-Bus).
 	Bus string
 }
@@ -75,6 +77,9 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 		spec.Timeout.String(), boot.String())
 	if spec.MaxRequests > 0 {
 		fmt.Fprintf(&b, "max_requests = %d\n", spec.MaxRequests)
+	}
+	if spec.MaxBooting > 0 {
+		fmt.Fprintf(&b, "max_booting = %d\n", spec.MaxBooting)
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "[worker]\ncommand = %q\nargs = [", spec.Command)
