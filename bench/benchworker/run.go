@@ -26,11 +26,11 @@ import (
 //
 // GET /hang makes it a hung worker: it stops heartbeating, stops accepting
 // and never answers, so Run never returns (only a signal's default action
-// ends the process). SIGTERM makes it report "stop", finish in-flight
-// requests (not a hung one) and return nil. It returns an error when it
+// ends the process). SIGTERM, or the end of ctx, makes it report "stop",
+// finish in-flight requests (not a hung one) and return nil. It returns an error when it
 // cannot serve. EnvBootDelay, EnvCountRequests and EnvNotifyRate add a boot
 // time, request counting and a notify flood.
-func Run() error {
+func Run(ctx context.Context) error {
 	started := time.Now()
 	probe := dialProbe(os.Getenv(EnvProbe))
 	defer probe.Close()
@@ -100,11 +100,7 @@ func Run() error {
 	signal.Notify(term, syscall.SIGTERM)
 	select {
 	case <-term:
-		probe.Send(KindStop, time.Now())
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		drain(ctx, srv, listeners, served, conns)
-		return nil
+	case <-ctx.Done():
 	case <-hung:
 		select {} // a hung worker only leaves by a signal's default action
 	case err := <-served:
@@ -115,4 +111,9 @@ func Run() error {
 			return fmt.Errorf("bench worker: serve: %w", err)
 		}
 	}
+	probe.Send(KindStop, time.Now())
+	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	drain(dctx, srv, listeners, served, conns)
+	return nil
 }
