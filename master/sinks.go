@@ -8,7 +8,7 @@ import (
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/worker"
+	"github.com/forkd/forkd/worker/reqstats"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -74,7 +74,7 @@ func (s *sinks) requestStats(log *slog.Logger, instance string, gen uint64, id, 
 	if s.bus == nil {
 		return
 	}
-	st, err := worker.ParseRequestStats(v)
+	st, err := reqstats.Parse(v)
 	if err != nil {
 		log.Debug("request stats", "worker_id", id, "pid", pid, "err", err)
 		return

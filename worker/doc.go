@@ -18,7 +18,8 @@
 //     FieldRequestStats) at most once a second, and gives signals
 //     Gunicorn's meanings: TERM drains in-flight requests, INT and QUIT
 //     exit at once.
-//   - ParseRequestStats reads the latency report on forkd's side.
+//   - ParseRequestStats reads the latency report on forkd's side (the
+//     wire format itself is package reqstats, which forkd's master uses).
 //
 // forkd uses FORKD_REQUESTS for max_requests recycling and forwards
 // FORKD_REQUEST_STATS as an aggregated D-Bus RequestStats signal: there is

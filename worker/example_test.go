@@ -77,7 +77,7 @@ func ExampleParseRequestStats() {
 	// ≤ 5ms: 2
 	// ≤ 25ms: 1
 	// > 25ms: 1
-	// worker: malformed request stats "7;1000;3,2": counts sum to 5, not to the request count 7
+	// reqstats: malformed request stats "7;1000;3,2": counts sum to 5, not to the request count 7
 }
 
 // Status sends one line of text that forkd shows for the worker; without
