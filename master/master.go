@@ -123,12 +123,15 @@ func newLogger(o options, stderr io.Writer) (*slog.Logger, error) {
 // Run runs forkd with the command-line args (without the program name)
 // until it stops: after TERM, INT or QUIT (nil) or a fatal error.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	// Signals first, so that none that arrives while we start is lost.
-	sigs := listenSignals()
-	defer sigs.stop()
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	var sigs *signals
+	if !o.check {
+		// Signals first, so that none that arrives while we start is lost.
+		sigs = listenSignals()
+		defer sigs.stop()
 	}
 	o.exe = executable()
 	cfg, err := config.Load(o.config)
