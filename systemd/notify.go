@@ -137,11 +137,9 @@ func (n *Notifier) send(b, oob []byte) error {
 		return fmt.Errorf("socket: %w", err)
 	}
 	defer unix.Close(fd)
-	if n.sendTimeout > 0 {
-		tv := unix.NsecToTimeval(n.sendTimeout.Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-			return fmt.Errorf("set SO_SNDTIMEO: %w", err)
-		}
+	tv := unix.NsecToTimeval(n.sendTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return fmt.Errorf("set SO_SNDTIMEO: %w", err)
 	}
 	// SockaddrUnix maps a leading '@' to the NUL byte of an abstract name.
 	to := &unix.SockaddrUnix{Name: n.addr}
