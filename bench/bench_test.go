@@ -635,17 +635,19 @@ func BenchmarkThousand(b *testing.B) {
 		b.Fatalf("the started-mode case needs sleep: %v", err)
 	}
 	goal := Goal{Text: "≤ 3 s", Limit: 3}
+	notify := s.forkdSpec(workers, 30*time.Second)
+	notify.BootTimeout = 60 * time.Second
+	onePerCPU := notify
+	onePerCPU.MaxBooting = runtime.NumCPU()
 	cases := []struct {
 		figure, unit string
 		spec         Spec
 		probes       bool
 		goal         Goal
 	}{
-		{"exec → READY=1, 1,024 bench workers (ready = notify)", "notify-ready-s", Spec{Workers: workers, Timeout: 30 * time.Second,
-			BootTimeout: 60 * time.Second, Command: s.worker, Env: s.workerEnv()}, true, goal},
-		{fmt.Sprintf("the same, max_booting = %d (one boot per CPU; the default boots two per CPU)", runtime.NumCPU()),
-			"notify-one-per-cpu-ready-s", Spec{Workers: workers, Timeout: 30 * time.Second, BootTimeout: 60 * time.Second,
-				Command: s.worker, Env: s.workerEnv(), MaxBooting: runtime.NumCPU()}, true, Goal{}},
+		{"exec → READY=1, 1,024 bench workers (ready = notify)", "notify-ready-s", notify, true, goal},
+		{fmt.Sprintf("the same, max_booting = %d (one boot per CPU; the default boots two per CPU)", onePerCPU.MaxBooting),
+			"notify-one-per-cpu-ready-s", onePerCPU, true, Goal{}},
 		{"exec → READY=1, 1,024 /bin/sleep infinity (ready = started)", "sleep-ready-s", Spec{Workers: workers,
 			BootTimeout: 60 * time.Second, Command: sleep, Args: []string{"infinity"}, Ready: "started"}, false, goal},
 	}
