@@ -310,3 +310,51 @@ func TestStartGunicorn(t *testing.T) {
 		t.Errorf("Gunicorn sent no READY=1: %v", err)
 	}
 }
+
+func TestProcWatch_ForkExecExit(t *testing.T) {
+	w, err := WatchProcs()
+	if err != nil {
+		t.Skipf("no proc connector here (run as root to test it): %v", err)
+	}
+	defer w.Close()
+	before := Monotonic()
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	evs, err := w.Wait(5*time.Second, "fork, exec and exit of /bin/true", func(evs []ProcEvent) bool {
+		n := 0
+		for _, e := range evs {
+			if e.PID == pid {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := Monotonic()
+	var kinds []ProcKind
+	last := before
+	for _, e := range evs {
+		if e.PID != pid || e.Kind == ProcThread {
+			continue
+		}
+		if e.Kind == ProcExit && len(kinds) > 0 && kinds[len(kinds)-1] == ProcExit {
+			continue // another thread of it
+		}
+		kinds = append(kinds, e.Kind)
+		if e.At < last || e.At > after {
+			t.Errorf("event %+v at %v, outside [%v, %v] or before the one ahead of it", e, e.At, last, after)
+		}
+		last = e.At
+		if e.Kind == ProcFork && e.Parent != os.Getpid() {
+			t.Errorf("fork of %d from parent %d, want this process %d", pid, e.Parent, os.Getpid())
+		}
+	}
+	if fmt.Sprint(kinds) != fmt.Sprint([]ProcKind{ProcFork, ProcExec, ProcExit}) {
+		t.Errorf("events of pid %d: %v, want fork, exec, exit", pid, kinds)
+	}
+}

@@ -108,10 +108,17 @@ whether forkd's figure met it.
   READY=1 says nothing about serving). 20 runs each. The breakdown rows show
   exec → the first worker's "start" probe (the master's own boot and first
   spawn) and exec → the 4th worker's "ready" probe.
+- **Process events.** The kernel's proc connector (netlink, as root) reports
+  every fork, exec and thread exit on the machine, stamped with CLOCK_MONOTONIC:
+  the moments no probe inside a worker can see — when a process exists, when it
+  has exec'd its program, when the last thread of a killed one is gone.
 - **2 SIGKILL.** With 4 workers, SIGKILL the worker that has served longest
-  (≥ 1.5 s), then time kill → the replacement's "start" and "ready" probes. 20
-  kills each. forkd's goal: within 2 ms of the worker's own exec → start, and
-  within 2 ms of its own exec → ready.
+  (≥ 1.5 s), then time kill → the victim gone (its last thread's exit), the
+  replacement's fork and exec (process events) and its "start" and "ready"
+  probes. 20 kills each. forkd's goals, the issue's: the replacement exec'd
+  within 2 ms, and ready within 2 ms of the worker's own exec → ready.
+  "exec'd → start probe" is the worker's Go runtime starting, alone and under
+  forkd.
 - **3 hung worker.** GET /hang makes a worker stop heartbeating and block
   forever; timeout 2 s (forkd ` + "`timeout = \"2s\"`" + `, Gunicorn
   ` + "`--timeout 2`" + `). From the "hang" probe to the replacement's "ready"
