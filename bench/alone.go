@@ -1,8 +1,13 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/bench/benchworker"
 )
@@ -16,6 +21,13 @@ import (
 // added to its environment. Close stops it as it stops a master; a hung
 // worker ignores SIGTERM, so Stop it with a short grace first.
 func StartAlone(worker string, env ...string) (*Master, error) {
+	return StartLone(worker, 1, env...)
+}
+
+// StartLone is StartAlone for n workers started back to back, sharing the
+// socket and the inboxes: the workers of a master, without the master. The
+// Master's Process is the first; Close stops all of them.
+func StartLone(worker string, n int, env ...string) (*Master, error) {
 	m, err := newMaster("lone worker")
 	if err != nil {
 		return nil, err
@@ -25,20 +37,57 @@ func StartAlone(worker string, env ...string) (*Master, error) {
 		m.Close()
 		return nil, fmt.Errorf("listen for the lone worker: %w", err)
 	}
-	// The worker gets its own descriptor of the socket: ours can go.
+	// The workers get their own descriptors of the socket: ours can go.
 	defer l.Close()
-	f, err := l.File()
+	f, err := handOver(l)
 	if err != nil {
 		m.Close()
 		return nil, fmt.Errorf("listen for the lone worker: %w", err)
 	}
 	defer f.Close()
 	envv := append(m.env(), benchworker.EnvAlone+"=1", "LISTEN_FDS=1", benchworker.EnvProbe+"="+m.Probe.Path())
-	p, err := Start([]string{worker}, append(envv, env...), "", f)
+	envv = append(envv, env...)
+	for i := range n {
+		p, err := Start([]string{worker}, envv, "", f)
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		if i == 0 {
+			m.Process = p
+		} else {
+			m.others = append(m.others, p)
+		}
+	}
+	return m, nil
+}
+
+// handOver returns a descriptor of l's socket to hand to workers, as a
+// master hands its own: in blocking mode, once, before any worker starts —
+// each worker then sets the mode it wants. Not l.File() itself: its Fd,
+// which os/exec calls at every start, switches the socket, shared with the
+// workers started before, back to blocking, and a Go worker whose Accept
+// runs then blocks in accept4 (it no longer waits in the runtime's
+// poller), where closing its listener to drain cannot wake it.
+func handOver(l *net.TCPListener) (*os.File, error) {
+	f, err := l.File()
 	if err != nil {
-		m.Close()
 		return nil, err
 	}
-	m.Process = p
-	return m, nil
+	defer f.Close()
+	fd, err := unix.Dup(int(f.Fd())) // Fd: blocking mode, once
+	if err != nil {
+		return nil, err
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "listener"), nil // left as it is by Fd
+}
+
+// stopOthers stops the lone workers after the first (see StartLone).
+func (m *Master) stopOthers(grace time.Duration) error {
+	var errs []error
+	for _, p := range m.others {
+		errs = append(errs, p.Stop(grace))
+	}
+	return errors.Join(errs...)
 }

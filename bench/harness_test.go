@@ -358,3 +358,32 @@ func TestProcWatch_ForkExecExit(t *testing.T) {
 		t.Errorf("events of pid %d: %v, want fork, exec, exit", pid, kinds)
 	}
 }
+
+// TestStartLone_EveryWorkerStops starts lone workers sharing a socket and
+// stops them: each must drain and exit on SIGTERM. A listening socket the
+// harness switched back to blocking at each start left, about one round in
+// three, a worker blocked in accept4 that its drain could not wake.
+func TestStartLone_EveryWorkerStops(t *testing.T) {
+	w := benchWorker(t)
+	for round := range 10 {
+		m, err := StartLone(w, 4, "GOMAXPROCS=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.WaitReady(4, 10*time.Second); err != nil {
+			m.Close()
+			t.Fatal(err)
+		}
+		if _, err := m.Get("/"); err != nil {
+			t.Error(err)
+		}
+		err = m.Stop(3 * time.Second)
+		if oerr := m.stopOthers(3 * time.Second); err == nil {
+			err = oerr
+		}
+		m.Close()
+		if err != nil {
+			t.Fatalf("round %d: %v", round+1, err)
+		}
+	}
+}

@@ -105,7 +105,11 @@ whether forkd's figure met it.
 - **1 start.** exec of the master → all 4 workers serve: forkd's READY=1
   (sent when all workers are ready) and Gunicorn's 4th "ready" probe (Gunicorn
   sends READY=1 when its arbiter boots, before any worker exists, so its
-  READY=1 says nothing about serving). 20 runs each. The breakdown rows show
+  READY=1 says nothing about serving). 20 runs each. Before each of forkd's
+  runs the benchmark boots the worker alone (the goal's reference) and 4
+  workers at once, sharing a socket, started back to back by itself with no
+  master: on 2 CPUs 4 workers take longer than one, whoever starts them, and
+  "forkd's own share" is what forkd adds to that. The breakdown rows show
   exec → the first worker's "start" probe (the master's own boot and first
   spawn) and exec → the 4th worker's "ready" probe.
 - **Process events.** The kernel's proc connector (netlink, as root) reports

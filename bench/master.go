@@ -51,7 +51,9 @@ type Master struct {
 	// sd_notify messages.
 	Probe, Notify *Inbox
 
-	dir       string
+	dir string
+	// others are the lone workers after the first (StartLone).
+	others    []*Process
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -223,6 +225,7 @@ func (m *Master) close() error {
 	if m.Process != nil {
 		errs = append(errs, m.Stop(20*time.Second))
 	}
+	errs = append(errs, m.stopOthers(20*time.Second))
 	if m.Probe != nil {
 		m.Probe.Close()
 	}
