@@ -336,7 +336,7 @@ func BenchmarkUpgrade(b *testing.B) {
 }
 
 // liveWorkers returns m's descendants that reported ready: its workers,
-// without the spare exec-shim forkd keeps forked ahead.
+// without a child caught between fork and exec or a hook's command.
 func liveWorkers(m *Master) []ProcID {
 	ready := ReadyPIDs(m.Probe.Events())
 	var out []ProcID
