@@ -230,15 +230,16 @@ func (s *setup) bootAlone() (toStart, toReady, execToStart float64, err error) {
 // socket, and returns the exec of the first → the last one's ready probe in
 // ms, after checking that they serve: n workers booting side by side with
 // nothing but the benchmark to start them.
-func (s *setup) bootTogether(n int) (float64, error) {
+func (s *setup) bootTogether(n int) (toReady, spawns float64, err error) {
+	spawns = math.NaN()
 	m, err := StartLone(s.worker, n, "GOMAXPROCS=1")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer m.Close()
 	evs, err := m.WaitReady(n, 10*time.Second)
 	if err != nil {
-		return 0, fmt.Errorf("boot %d bench workers at once: %w\n%s", n, err, m.Output())
+		return 0, 0, fmt.Errorf("boot %d bench workers at once: %w\n%s", n, err, m.Output())
 	}
 	var last time.Time
 	for _, at := range ReadyPIDs(evs) {
@@ -247,12 +248,56 @@ func (s *setup) bootTogether(n int) (float64, error) {
 		}
 	}
 	if resp, err := m.Get("/"); err != nil || !strings.HasPrefix(resp, "ok ") {
-		return 0, fmt.Errorf("lone bench workers answered %q, %v; want \"ok PID\"", resp, err)
+		return 0, 0, fmt.Errorf("lone bench workers answered %q, %v; want \"ok PID\"", resp, err)
+	}
+	if s.procs != nil {
+		first, last, err := spawnSpan(s.procs, evs)
+		if err != nil {
+			return 0, 0, err
+		}
+		spawns = ms(last - first)
 	}
 	if err := m.Close(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return ms(last.Sub(m.Started)), nil
+	return ms(last.Sub(m.Started)), spawns, nil
+}
+
+// forkdBoot returns, in ms, the master's exec → its first worker's fork and
+// that fork → the last worker's exec, for the workers ready in evs.
+func forkdBoot(procs *ProcWatch, master int, evs []Event) (boot, spawns float64, err error) {
+	exec, err := execOf(procs, master)
+	if err != nil {
+		return 0, 0, err
+	}
+	first, last, err := spawnSpan(procs, evs)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ms(first - exec), ms(last - first), nil
+}
+
+// spawnSpan returns the first fork and the last exec, by the proc
+// connector, of the workers ready in evs.
+func spawnSpan(procs *ProcWatch, evs []Event) (firstFork, lastExec time.Duration, err error) {
+	pids := ReadyPIDs(evs)
+	for pid := range pids {
+		exec, err := execOf(procs, pid)
+		if err != nil {
+			return 0, 0, err
+		}
+		lastExec = max(lastExec, exec)
+	}
+	all, _ := procs.Events()
+	for _, e := range all {
+		if _, ok := pids[e.PID]; ok && e.Kind == ProcFork && (firstFork == 0 || e.At < firstFork) {
+			firstFork = e.At
+		}
+	}
+	if firstFork == 0 {
+		return 0, 0, errors.New("proc connector: no fork of the workers recorded")
+	}
+	return firstFork, lastExec, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -335,6 +380,10 @@ func BenchmarkStart(b *testing.B) {
 	// The references run between forkd's runs, so that all three see the
 	// machine at the same speed (it drifts by tens of percent here).
 	var alone, together Sample
+	// By the proc connector: forkd exec'd → its 1st worker forked, and
+	// the 1st worker forked → the 4th exec'd, under forkd and under the
+	// benchmark.
+	var masterBoot, forkdSpawns, loneSpawns Sample
 	for _, g := range s.sides() {
 		for range runs {
 			if !g {
@@ -342,11 +391,12 @@ func BenchmarkStart(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				all, err := s.bootTogether(workers)
+				all, spawns, err := s.bootTogether(workers)
 				if err != nil {
 					b.Fatal(err)
 				}
 				alone, together = append(alone, toReady), append(together, all)
+				loneSpawns = append(loneSpawns, spawns)
 			}
 			m := s.start(b, g, s.spec(g, workers, 30*time.Second))
 			evs, err := m.WaitReady(workers, 30*time.Second)
@@ -373,6 +423,13 @@ func BenchmarkStart(b *testing.B) {
 			}
 			ready, _ := FirstReady(msgs)
 			assertServes(b, m, evs)
+			if !g && s.procs != nil {
+				boot, spawns, err := forkdBoot(s.procs, m.PID(), evs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				masterBoot, forkdSpawns = append(masterBoot, boot), append(forkdSpawns, spawns)
+			}
 			closeMaster(b, m)
 
 			i := idx(g)
@@ -416,6 +473,14 @@ func BenchmarkStart(b *testing.B) {
 	report.Add(row(sc, fmt.Sprintf("forkd's own share: all serving − %d started by the benchmark, medians", workers), "ms", Goal{},
 		pair{med[0] - together.Median(), math.NaN()}))
 	report.Add(row(sc, "exec → 1st worker's start probe, median (master boot + first spawn)", "ms", Goal{}, firstMed))
+	if s.procs != nil {
+		report.Add(row(sc, "forkd exec'd → its 1st worker forked (the master's boot), median", "ms", Goal{},
+			pair{masterBoot.Median(), math.NaN()}))
+		report.Add(row(sc, fmt.Sprintf("1st worker forked → %dth exec'd, median", workers), "ms", Goal{},
+			pair{forkdSpawns.Median(), math.NaN()}))
+		report.Add(row(sc, fmt.Sprintf("same for the %d started by the benchmark, median", workers), "ms", Goal{},
+			pair{loneSpawns.Median(), math.NaN()}))
+	}
 	report.Add(row(sc, "exec → 4th worker's ready probe, median", "ms", Goal{}, lastMed))
 	report.Add(row(sc, "exec → master's READY=1, median (Gunicorn's: before any worker)", "ms", Goal{}, readyMed))
 }

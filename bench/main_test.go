@@ -111,7 +111,9 @@ whether forkd's figure met it.
   master: on 2 CPUs 4 workers take longer than one, whoever starts them, and
   "forkd's own share" is what forkd adds to that. The breakdown rows show
   exec → the first worker's "start" probe (the master's own boot and first
-  spawn) and exec → the 4th worker's "ready" probe.
+  spawn), the master's boot by process events (forkd exec'd → its first
+  worker forked), how long the 4 spawns take (1st forked → 4th exec'd), under
+  forkd and under the benchmark, and exec → the 4th worker's "ready" probe.
 - **Process events.** The kernel's proc connector (netlink, as root) reports
   every fork, exec and thread exit on the machine, stamped with CLOCK_MONOTONIC:
   the moments no probe inside a worker can see — when a process exists, when it
