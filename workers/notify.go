@@ -446,7 +446,7 @@ func (p *Pool) markReady(w *worker) {
 	w.readyAt = p.now()
 	w.lastBeat = w.readyAt
 	p.disarm(w)
-	p.beatsDirty = true // its heartbeat deadline counts from now
+	p.armBeat(w) // its heartbeat deadline counts from now
 	p.log.Debug("worker ready", "worker_id", w.id, "pid", w.pid, "generation", g.id,
 		"boot", w.readyAt.Sub(w.started).Round(10*time.Microsecond))
 	p.emit(hooks.Event{Hook: hooks.PostWorkerInit, Generation: g.id, WorkerID: w.id, PID: w.pid})

@@ -138,8 +138,11 @@ type Pool struct {
 	// chatter is when the last message other than a heartbeat arrived
 	// (quiet mode, see quiet.go).
 	chatter time.Time
-	// beatsDirty says the heartbeat clock must be set again (see armBeats).
+	// beatsDirty says the heartbeat clock must be set again (see armBeats);
+	// beatsAt is the deadline it is set to while the pool watches the
+	// socket (zero: none).
 	beatsDirty bool
+	beatsAt    time.Time
 	devnull    *os.File
 	stats      Stats
 	everReady  bool

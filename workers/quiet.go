@@ -182,11 +182,31 @@ func (p *Pool) armBeats() {
 			next = dl
 		}
 	}
+	p.beatsAt = next
 	if next.IsZero() {
 		p.ns.setTimer(0)
 		return
 	}
 	p.ns.setTimer(max(time.Until(next), time.Nanosecond))
+}
+
+// armBeat brings the heartbeat clock forward to w's deadline when that
+// comes first — all a worker that starts beating needs, without a look at
+// the others (armBeats over every worker at each of 1,024 workers' READY=1
+// was a tenth of the master's CPU at start). Elsewhere it leaves the clock
+// to armBeats.
+func (p *Pool) armBeat(w *worker) {
+	if !beating(w) {
+		return
+	}
+	if !p.ns.watched || p.beatsDirty {
+		p.beatsDirty = true
+		return
+	}
+	if dl := w.lastBeat.Add(w.gen.cfg.Server.Timeout.Duration); p.beatsAt.IsZero() || dl.Before(p.beatsAt) {
+		p.beatsAt = dl
+		p.ns.setTimer(max(time.Until(dl), time.Nanosecond))
+	}
 }
 
 // checkBeats aborts the workers whose heartbeat deadline has passed, and
@@ -208,6 +228,7 @@ func (p *Pool) enterQuiet(d time.Duration) {
 		p.log.Warn("quiet mode", "err", err)
 		return
 	}
+	p.beatsAt = time.Time{} // the clock is the reader's now
 	q := &p.ns.quiet
 	now := time.Now()
 	next := now.Add(d)
