@@ -146,8 +146,10 @@ type Pool struct {
 	devnull    *os.File
 	stats      Stats
 	everReady  bool
-	// held are the slots waiting for their turn to boot, paceTimer gives
-	// them another look (see pace.go).
+	// starting holds every worker that may still be booting (see
+	// booting); held are the slots waiting for their turn to boot,
+	// paceTimer gives them another look (see pace.go).
+	starting  map[*worker]struct{}
 	held      []heldSlot
 	paceTimer *time.Timer
 }
@@ -186,6 +188,7 @@ func New(opts Options) *Pool {
 		state:    StateStarting,
 		retiring: make(map[*worker]bool),
 		byPID:    make(map[int]*worker),
+		starting: make(map[*worker]struct{}),
 	}
 }
 
