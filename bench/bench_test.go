@@ -28,10 +28,10 @@ type setup struct {
 	// it was not changed).
 	restoreQlen func() error
 
-	// procs records the machine's forks and execs (nil: the kernel's proc
-	// connector is out of reach, procsErr says why).
-	procs    *ProcWatch
-	procsErr error
+	// procs records the machine's forks and execs while a scenario that
+	// times them runs (see watchProcs); nil otherwise.
+	procs     *ProcWatch
+	procsOnce sync.Once // notes once why there is none
 
 	bootOnce sync.Once
 	boot     workerBoot
@@ -85,9 +85,6 @@ func env(b *testing.B) *setup {
 			s.restoreQlen = restore
 			report.Note("net.unix.max_dgram_qlen was raised from %d to %d for the run, as systemd does at boot, "+
 				"and put back after.", was, SystemdDgramQlen)
-		}
-		if s.procs, s.procsErr = WatchProcs(); s.procsErr != nil {
-			report.Note("No fork and exec rows: %v.", s.procsErr)
 		}
 		if g, err := exec.LookPath("gunicorn"); err == nil {
 			s.gunicorn = g
@@ -300,6 +297,22 @@ func spawnSpan(procs *ProcWatch, evs []Event) (firstFork, lastExec time.Duration
 	return firstFork, lastExec, nil
 }
 
+// watchProcs records process events while b runs, for the scenarios that
+// time forks and execs; the others run without a reader in the benchmark
+// that wakes for every fork, exec and thread exit on the machine.
+func (s *setup) watchProcs(b *testing.B) {
+	w, err := WatchProcs()
+	if err != nil {
+		s.procsOnce.Do(func() { report.Note("No fork and exec rows: %v.", err) })
+		return
+	}
+	s.procs = w
+	b.Cleanup(func() {
+		s.procs = nil
+		w.Close()
+	})
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // monoOf is t (a probe's wall-clock time) on CLOCK_MONOTONIC, the proc
@@ -375,6 +388,7 @@ func assertServes(b *testing.B, m *Master, evs []Event) {
 // and serving, 20 times each, against the worker's own boot.
 func BenchmarkStart(b *testing.B) {
 	s := env(b)
+	s.watchProcs(b)
 	const runs, workers = 20, 4
 	var serving, lastReady, masterReady, firstStart [2][]time.Duration
 	// The references run between forkd's runs, so that all three see the
@@ -491,6 +505,7 @@ func BenchmarkStart(b *testing.B) {
 // start and ready probes; 20 kills each.
 func BenchmarkKill(b *testing.B) {
 	s := env(b)
+	s.watchProcs(b)
 	boot := s.workerBoot(b)
 	procs := s.procs
 	const kills, workers = 20, 4
