@@ -211,11 +211,11 @@ func (s *setup) bootAlone() (toStart, toReady, execToStart float64, err error) {
 				start = ev
 			}
 		}
-		if at, err := execOf(s.procs, m.PID()); err == nil {
-			execToStart = ms(monoOf(start.At) - at)
-		} else {
+		at, err := execOf(s.procs, m.PID())
+		if err != nil {
 			return 0, 0, 0, err
 		}
+		execToStart = ms(monoOf(start.At) - at)
 	}
 	if err := m.Stop(5 * time.Second); err != nil {
 		return 0, 0, 0, err
@@ -248,11 +248,11 @@ func (s *setup) bootTogether(n int) (toReady, spawns float64, err error) {
 		return 0, 0, fmt.Errorf("lone bench workers answered %q, %v; want \"ok PID\"", resp, err)
 	}
 	if s.procs != nil {
-		first, last, err := spawnSpan(s.procs, evs)
+		firstFork, lastExec, err := spawnSpan(s.procs, evs)
 		if err != nil {
 			return 0, 0, err
 		}
-		spawns = ms(last - first)
+		spawns = ms(lastExec - firstFork)
 	}
 	if err := m.Close(); err != nil {
 		return 0, 0, err

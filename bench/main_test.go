@@ -101,7 +101,8 @@ whether forkd's figure met it.
   benchmark forks and execs the master.
 - **Worker boot.** The reference for forkd's overheads is the bench worker
   run alone, handed a listening socket directly by the benchmark:
-  exec → its "start" probe and exec → its "ready" probe (medians of 10).
+  exec → its "start" probe and exec → its "ready" probe (medians of 10;
+  scenario 1 boots its own 20, between its runs).
 - **1 start.** exec of the master → all 4 workers serve: forkd's READY=1
   (sent when all workers are ready) and Gunicorn's 4th "ready" probe (Gunicorn
   sends READY=1 when its arbiter boots, before any worker exists, so its
