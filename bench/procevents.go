@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -54,16 +53,19 @@ type ProcEvent struct {
 }
 
 // ProcWatch records the machine's process forks, execs, exits and new
-// threads from the
-// proc connector. It needs CAP_NET_ADMIN and the initial network namespace;
-// WatchProcs says so otherwise.
+// threads from the proc connector. It needs CAP_NET_ADMIN and the initial
+// network namespace; WatchProcs says so otherwise.
+//
+// Nothing reads the socket in the background: the kernel queues the events
+// (4 MiB hold some 50,000) and Events and Wait read them when asked, so
+// that a run being measured shares the CPUs with no reader of ours woken
+// by each of its forks, execs and exits.
 type ProcWatch struct {
-	f       *os.File // the netlink socket, in the runtime's poller
-	mu      sync.Mutex
-	events  []ProcEvent
-	lost    bool
-	changed chan struct{} // closed and replaced on every datagram
-	done    chan struct{}
+	fd     int
+	mu     sync.Mutex
+	buf    []byte
+	events []ProcEvent
+	lost   bool
 }
 
 // Monotonic is the current CLOCK_MONOTONIC reading, the clock of
@@ -77,7 +79,7 @@ func Monotonic() time.Duration {
 // WatchProcs subscribes to the proc connector and records its events until
 // Close. They come in the order the kernel emitted them.
 func WatchProcs() (*ProcWatch, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_CONNECTOR)
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_CONNECTOR)
 	if err != nil {
 		return nil, fmt.Errorf("proc connector: socket: %w", err)
 	}
@@ -101,52 +103,27 @@ func WatchProcs() (*ProcWatch, error) {
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fail("listen", err)
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return fail("non-blocking", err)
-	}
-	w := &ProcWatch{f: os.NewFile(uintptr(fd), "proc-connector"), changed: make(chan struct{}), done: make(chan struct{})}
-	rc, err := w.f.SyscallConn()
-	if err != nil {
-		w.f.Close()
-		return nil, fmt.Errorf("proc connector: %w", err)
-	}
-	go w.read(rc)
-	return w, nil
+	return &ProcWatch{fd: fd, buf: make([]byte, 64<<10)}, nil
 }
 
-// read records events until the socket is closed.
-func (w *ProcWatch) read(rc syscall.RawConn) {
-	defer close(w.done)
-	buf := make([]byte, 64<<10)
+// drain records the events the kernel has queued; w.mu is held.
+func (w *ProcWatch) drain() {
 	for {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return !errors.Is(rerr, unix.EAGAIN)
-		})
+		n, _, err := unix.Recvfrom(w.fd, w.buf, unix.MSG_DONTWAIT)
 		switch {
-		case err != nil:
-			return // closed
-		case errors.Is(rerr, unix.EINTR):
+		case errors.Is(err, unix.EINTR):
 			continue
-		case errors.Is(rerr, unix.ENOBUFS):
-			w.mu.Lock()
-			w.lost = true
-			w.mu.Unlock()
+		case errors.Is(err, unix.ENOBUFS):
+			w.lost = true // the queue overflowed: some events are gone
 			continue
-		case rerr != nil:
-			return
+		case err != nil || n == 0:
+			return // EAGAIN: nothing more queued
 		}
-		w.parse(buf[:n])
-		w.mu.Lock()
-		close(w.changed)
-		w.changed = make(chan struct{})
-		w.mu.Unlock()
+		w.parse(w.buf[:n])
 	}
 }
 
-// parse records the events in one netlink datagram.
+// parse records the events in one netlink datagram; w.mu is held.
 func (w *ProcWatch) parse(b []byte) {
 	le := bin.NativeEndian
 	for len(b) >= nlmsgLen {
@@ -180,9 +157,7 @@ func (w *ProcWatch) parse(b []byte) {
 		default:
 			continue
 		}
-		w.mu.Lock()
 		w.events = append(w.events, e)
-		w.mu.Unlock()
 	}
 }
 
@@ -191,35 +166,36 @@ func (w *ProcWatch) parse(b []byte) {
 func (w *ProcWatch) Events() ([]ProcEvent, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.drain()
 	return append([]ProcEvent(nil), w.events...), w.lost
 }
 
-// Wait blocks until ok, called with every event so far each time a
-// datagram arrives (and once at first), reports true, or until timeout, and
-// returns the events. It fails when events were lost.
+// Wait blocks until ok, called with every event so far (at first, then
+// each time more arrive), reports true, or until timeout, and returns the
+// events. It fails when events were lost.
 func (w *ProcWatch) Wait(timeout time.Duration, what string, ok func([]ProcEvent) bool) ([]ProcEvent, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+	deadline := time.Now().Add(timeout)
 	for {
-		w.mu.Lock()
-		evs, lost, changed := append([]ProcEvent(nil), w.events...), w.lost, w.changed
-		w.mu.Unlock()
+		evs, lost := w.Events()
 		if ok(evs) {
 			return evs, nil
 		}
 		if lost {
 			return evs, fmt.Errorf("proc connector: events lost while waiting for %s", what)
 		}
-		select {
-		case <-changed:
-		case <-deadline.C:
+		left := time.Until(deadline)
+		if left <= 0 {
 			return evs, fmt.Errorf("proc connector: wait %v for %s: %w", timeout, what, ErrTimeout)
+		}
+		// Until more events are queued (or the time is up).
+		pfd := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, int(left/time.Millisecond)+1); err != nil && !errors.Is(err, unix.EINTR) {
+			return evs, fmt.Errorf("proc connector: poll: %w", err)
 		}
 	}
 }
 
 // Close stops recording.
 func (w *ProcWatch) Close() {
-	w.f.Close()
-	<-w.done
+	unix.Close(w.fd)
 }
