@@ -87,12 +87,15 @@ func (p *Pool) promote() {
 	if g.target != old.target {
 		p.emit(hooks.Event{Hook: hooks.NworkersChanged, Generation: g.id, Workers: g.target, OldWorkers: old.target})
 	}
+	// Status first, then the outcome: whoever waited for the reload (D-Bus
+	// Reload, forkctl reload) and then reads the status sees the new
+	// generation.
+	p.observe()
+	p.reloaded(nil)
 	for _, c := range g.whenDone {
 		c <- nil
 	}
 	g.whenDone = nil
-	p.reloaded(nil)
-	p.observe()
 }
 
 // failReload rolls back a reload whose generation did not come up: its
@@ -114,12 +117,12 @@ func (p *Pool) failReload(err error) {
 	}
 	err = fmt.Errorf("reload failed, generation %d still serving: %w", p.current.id, err)
 	p.log.Error("reload failed", "generation", g.id, "err", err)
+	p.observe() // as in promote: the status before the outcome
+	p.reloaded(err)
 	for _, c := range g.whenDone {
 		c <- err
 	}
 	g.whenDone = nil
-	p.reloaded(err)
-	p.observe()
 }
 
 // reload re-reads the config and starts a new generation beside the

@@ -728,3 +728,38 @@ func TestPool_MaxFailures(t *testing.T) {
 		t.Fatal("a crash-looping instance did not stop")
 	}
 }
+
+// TestPool_ReloadObservedBeforeOutcome checks that a reload's new status is
+// observed before its outcome is reported: D-Bus Reload, and forkctl
+// reload that reads Generation right after it, must see the new
+// generation.
+func TestPool_ReloadObservedBeforeOutcome(t *testing.T) {
+	var mu sync.Mutex
+	var latest hooks.Status
+	atOutcome := make(chan hooks.Status, 1)
+	h := start(t, testConfig(exe(t), "serve", 1), func(o *Options) {
+		o.Observe = func(s hooks.Status) {
+			mu.Lock()
+			latest = s
+			mu.Unlock()
+		}
+		o.Reloaded = func(error) {
+			mu.Lock()
+			atOutcome <- latest
+			mu.Unlock()
+		}
+	})
+	h.waitReady(1)
+	if err := h.pool.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	after := latest
+	mu.Unlock()
+	if s := <-atOutcome; s.Generation != 2 || s.State != StateRunning {
+		t.Errorf("status observed when the reload's outcome was reported: %+v, want generation 2 running", s)
+	}
+	if after.Generation != 2 || after.State != StateRunning {
+		t.Errorf("status observed when Reload returned: %+v, want generation 2 running", after)
+	}
+}
