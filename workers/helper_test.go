@@ -145,7 +145,7 @@ func runMaster() int {
 			fmt.Fprintln(os.Stderr, "master:", err)
 			return 1
 		}
-		f, _ := l.(*net.TCPListener).File()
+		f, _ := socketFile(l.(*net.TCPListener))
 		l.Close()
 		socks = []activation.Socket{{Name: "test", Addr: "tcp://" + l.Addr().String(), File: f}}
 	}
@@ -265,7 +265,7 @@ func start(t *testing.T, cfg *config.Config, tweak func(*Options)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := l.(*net.TCPListener).File()
+	f, err := socketFile(l.(*net.TCPListener))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,4 +364,23 @@ func (h *harness) waitReady(n int) []int {
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
+}
+
+// socketFile is l's socket as forkd holds the ones it binds: in blocking
+// mode, from os.NewFile, whose Fd (childFiles calls it at every spawn)
+// leaves the mode alone. l.File()'s Fd would switch the socket, which the
+// running workers share, back to blocking at each spawn, and a Go worker
+// whose Accept ran then would block in accept4, out of its drain's reach.
+func socketFile(l *net.TCPListener) (*os.File, error) {
+	f, err := l.File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	syscall.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "listener"), nil
 }
