@@ -57,7 +57,7 @@ type ProcEvent struct {
 // network namespace; WatchProcs says so otherwise.
 //
 // Nothing reads the socket in the background: the kernel queues the events
-// (4 MiB hold some 50,000) and Events and Wait read them when asked, so
+// (4 MiB, some thousands) and Events and Wait read them when asked, so
 // that a run being measured shares the CPUs with no reader of ours woken
 // by each of its forks, execs and exits.
 type ProcWatch struct {
@@ -87,7 +87,11 @@ func WatchProcs() (*ProcWatch, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("proc connector: %s: %w (needs root in the initial network namespace)", what, err)
 	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	// Room for the events between two reads: FORCE, as root may, past
+	// net.core.rmem_max (about 200 KiB, a few hundred events).
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: cnIdxProc}); err != nil {
 		return fail("bind", err)
 	}
