@@ -40,18 +40,12 @@ type heldSlot struct {
 
 // booting counts the workers that started and are not ready yet, in the
 // current and the pending generation (a worker leaving its slot stops
-// booting: it is retired). It looks at p.starting, the workers started
-// lately, and drops from it those that are no longer booting, rather than
-// at every slot: it runs for every worker that may start.
+// booting: it is retired).
 func (p *Pool) booting() int {
 	n := 0
-	for w := range p.starting {
-		if w.phase != phaseStarting || !w.inSlot {
-			delete(p.starting, w) // for good: neither comes back
-			continue
-		}
-		if w.gen == p.current || w.gen == p.pending {
-			n++
+	for _, g := range []*generation{p.current, p.pending} {
+		if g != nil {
+			n += g.booting()
 		}
 	}
 	return n

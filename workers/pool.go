@@ -146,10 +146,8 @@ type Pool struct {
 	devnull    *os.File
 	stats      Stats
 	everReady  bool
-	// starting holds every worker that may still be booting (see
-	// booting); held are the slots waiting for their turn to boot,
-	// paceTimer gives them another look (see pace.go).
-	starting  map[*worker]struct{}
+	// held are the slots waiting for their turn to boot, paceTimer gives
+	// them another look (see pace.go).
 	held      []heldSlot
 	paceTimer *time.Timer
 }
@@ -188,7 +186,6 @@ func New(opts Options) *Pool {
 		state:    StateStarting,
 		retiring: make(map[*worker]bool),
 		byPID:    make(map[int]*worker),
-		starting: make(map[*worker]struct{}),
 	}
 }
 

@@ -82,7 +82,6 @@ func (p *Pool) handleExit(ev exitEvent) {
 	_ = w.pidfd.Close()
 	delete(p.byPID, w.pid)
 	delete(p.retiring, w)
-	delete(p.starting, w)
 	p.disarm(w)
 	text, code, sig := describe(ev)
 	g := w.gen

@@ -124,7 +124,6 @@ func (p *Pool) spawnNow(g *generation, id int) {
 	p.stats.Spawned++
 	g.slots[id] = w
 	p.byPID[w.pid] = w
-	p.starting[w] = struct{}{}
 	ev.Hook, ev.PID = hooks.PostFork, w.pid
 	p.emit(ev)
 	p.log.Debug("spawned worker", "worker_id", id, "pid", w.pid, "generation", g.id)

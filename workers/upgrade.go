@@ -245,7 +245,6 @@ func (p *Pool) adopt(h *Handover) {
 		default:
 			w.phase, w.inSlot = phaseStarting, true
 			g.slots[w.id] = w
-			p.starting[w] = struct{}{}
 			p.arm(w, g.cfg.Server.BootTimeout.Duration, timerBoot)
 		}
 	}
