@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -72,8 +73,7 @@ func (p *Pool) mayBoot(g *generation) (ok, byLoad bool) {
 // hold makes slot id of g wait for its turn to boot; byLoad says the run
 // queue held it, so that it gets another look after pacePeriod.
 func (p *Pool) hold(g *generation, id int, byLoad bool) {
-	if !g.held[id] {
-		g.held[id] = true
+	if !slices.Contains(p.held, heldSlot{g, id}) {
 		p.held = append(p.held, heldSlot{g, id})
 	}
 	if byLoad && p.paceTimer == nil {
@@ -89,7 +89,7 @@ func (p *Pool) unhold() {
 		g := h.g
 		if p.stopping || (g != p.current && g != p.pending) || h.id >= g.target ||
 			g.slots[h.id] != nil || g.respawn[h.id] != nil {
-			p.unheld() // the slot went away or was filled meanwhile
+			p.held = p.held[1:] // the slot went away or was filled meanwhile
 			continue
 		}
 		ok, byLoad := p.mayBoot(g)
@@ -97,24 +97,14 @@ func (p *Pool) unhold() {
 			p.hold(g, h.id, byLoad) // held already: only (re)arms the timer
 			return
 		}
-		p.unheld()
+		p.held = p.held[1:]
 		p.spawnNow(g, h.id)
 	}
 	p.held = nil
 }
 
-// unheld takes the first held slot off the queue.
-func (p *Pool) unheld() {
-	h := p.held[0]
-	h.g.held[h.id] = false
-	p.held = p.held[1:]
-}
-
 // stopPacing drops the held slots and the pace timer (the pool stops).
 func (p *Pool) stopPacing() {
-	for len(p.held) > 0 {
-		p.unheld()
-	}
 	p.held = nil
 	if p.paceTimer != nil {
 		p.paceTimer.Stop()

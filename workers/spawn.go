@@ -56,7 +56,6 @@ func (g *generation) grow(n int) {
 		g.slots = append(g.slots, nil)
 		g.failures = append(g.failures, 0)
 		g.respawn = append(g.respawn, nil)
-		g.held = append(g.held, false)
 		g.predecessor = append(g.predecessor, nil)
 	}
 }

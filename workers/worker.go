@@ -78,7 +78,6 @@ type generation struct {
 	predecessor []*worker
 	failures    []int // consecutive failures per slot
 	respawn     []*time.Timer
-	held        []bool   // held[id]: the slot waits for its turn (see pace.go)
 	command     string   // resolved path of the worker command
 	env         []string // environment shared by the generation's workers
 	pidEnv      []string // variables of env a worker gets its own pid in
