@@ -238,12 +238,7 @@ func (s *setup) bootTogether(n int) (toReady, spawns float64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("boot %d bench workers at once: %w\n%s", n, err, m.Output())
 	}
-	var last time.Time
-	for _, at := range ReadyPIDs(evs) {
-		if at.After(last) {
-			last = at
-		}
-	}
+	last := LastReady(evs)
 	if resp, err := m.Get("/"); err != nil || !strings.HasPrefix(resp, "ok ") {
 		return 0, 0, fmt.Errorf("lone bench workers answered %q, %v; want \"ok PID\"", resp, err)
 	}
@@ -417,17 +412,13 @@ func BenchmarkStart(b *testing.B) {
 			if err != nil {
 				b.Fatalf("%s: %v\n%s", m.Name, err, m.Output())
 			}
-			var last, first time.Time
+			var first time.Time
 			for _, ev := range evs {
 				if ev.Kind == benchworker.KindStart && (first.IsZero() || ev.At.Before(first)) {
 					first = ev.At
 				}
 			}
-			for _, at := range ReadyPIDs(evs) {
-				if at.After(last) {
-					last = at
-				}
-			}
+			last := LastReady(evs)
 			msgs, err := m.Notify.Wait(10*time.Second, m.Name+"'s READY=1", func(ms []Message) bool {
 				_, ok := FirstReady(ms)
 				return ok
@@ -806,10 +797,8 @@ func BenchmarkIdle(b *testing.B) {
 		if err != nil {
 			b.Fatalf("%s: %v", sd.label, err)
 		}
-		for _, at := range ReadyPIDs(evs) {
-			if at.After(lastReady) {
-				lastReady = at
-			}
+		if at := LastReady(evs); at.After(lastReady) {
+			lastReady = at
 		}
 	}
 	// Start the window 17 s after the boot, past the first heartbeat round

@@ -247,3 +247,15 @@ func ReadyPIDs(evs []Event) map[int]time.Time {
 	}
 	return out
 }
+
+// LastReady is when the last of the workers ready in evs sent "ready"
+// (zero when none did).
+func LastReady(evs []Event) time.Time {
+	var last time.Time
+	for _, at := range ReadyPIDs(evs) {
+		if at.After(last) {
+			last = at
+		}
+	}
+	return last
+}
