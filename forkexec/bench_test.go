@@ -16,22 +16,33 @@ import (
 // them side by side in one run (go test -run '^$' -bench . ./forkexec).
 
 func BenchmarkStart(b *testing.B) {
-	a := &Attr{Path: "/bin/true", Args: []string{"true"}, Env: []string{"A=1"},
-		PIDEnv: []string{"LISTEN_PID"}, Files: []int{0, 1, 2}, Pdeathsig: syscall.SIGKILL}
+	a := trueAttr()
 	for b.Loop() {
 		proc, err := Start(a)
-		if err == nil {
-			err = proc.Exec()
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		var ws unix.WaitStatus
-		if _, err := unix.Wait4(proc.PID, &ws, 0, nil); err != nil {
-			b.Fatal(err)
-		}
-		syscall.Close(proc.PIDFD)
+		reap(b, proc, err)
 	}
+}
+
+// trueAttr starts /bin/true as forkd starts a worker.
+func trueAttr() *Attr {
+	return &Attr{Path: "/bin/true", Args: []string{"true"}, Env: []string{"A=1"},
+		PIDEnv: []string{"LISTEN_PID"}, Files: []int{0, 1, 2}, Pdeathsig: syscall.SIGKILL}
+}
+
+// reap takes Start's outcome: the exec's, then the child's exit.
+func reap(b *testing.B, proc *Process, err error) {
+	b.Helper()
+	if err == nil {
+		err = proc.Exec()
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(proc.PID, &ws, 0, nil); err != nil {
+		b.Fatal(err)
+	}
+	syscall.Close(proc.PIDFD)
 }
 
 func BenchmarkForkExec(b *testing.B) {
@@ -73,22 +84,11 @@ func BenchmarkStartReturns(b *testing.B) {
 }
 
 func benchStartReturns(b *testing.B) {
-	a := &Attr{Path: "/bin/true", Args: []string{"true"}, Env: []string{"A=1"},
-		PIDEnv: []string{"LISTEN_PID"}, Files: []int{0, 1, 2}, Pdeathsig: syscall.SIGKILL}
+	a := trueAttr()
 	for b.Loop() {
 		proc, err := Start(a)
 		b.StopTimer()
-		if err == nil {
-			err = proc.Exec()
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		var ws unix.WaitStatus
-		if _, err := unix.Wait4(proc.PID, &ws, 0, nil); err != nil {
-			b.Fatal(err)
-		}
-		syscall.Close(proc.PIDFD)
+		reap(b, proc, err)
 		b.StartTimer()
 	}
 }
