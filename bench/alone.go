@@ -3,13 +3,12 @@ package bench
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/bench/benchworker"
+	"github.com/forkd/forkd/config"
 )
 
 // StartAlone starts the bench worker (the program at worker, see package
@@ -32,18 +31,12 @@ func StartLone(worker string, n int, env ...string) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: m.Port})
+	f, err := listenAt(m.Port)
 	if err != nil {
 		m.Close()
 		return nil, fmt.Errorf("listen for the lone worker: %w", err)
 	}
 	// The workers get their own descriptors of the socket: ours can go.
-	defer l.Close()
-	f, err := handOver(l)
-	if err != nil {
-		m.Close()
-		return nil, fmt.Errorf("listen for the lone worker: %w", err)
-	}
 	defer f.Close()
 	envv := append(m.env(), benchworker.EnvAlone+"=1", "LISTEN_FDS=1", benchworker.EnvProbe+"="+m.Probe.Path())
 	envv = append(envv, env...)
@@ -62,25 +55,24 @@ func StartLone(worker string, n int, env ...string) (*Master, error) {
 	return m, nil
 }
 
-// handOver returns a descriptor of l's socket to hand to workers, as a
-// master hands its own: in blocking mode, once, before any worker starts —
-// each worker then sets the mode it wants. Not l.File() itself: its Fd,
-// which os/exec calls at every start, switches the socket, shared with the
-// workers started before, back to blocking, and a Go worker whose Accept
-// runs then blocks in accept4 (it no longer waits in the runtime's
+// listenAt binds 127.0.0.1:port with forkd's own activation.Listen and
+// returns the socket as the master hands its own: in blocking mode, once,
+// before any worker starts — each worker then sets the mode it wants — from
+// os.NewFile, whose Fd (os/exec calls it at every start) leaves the mode
+// alone. Not a net.Listener's File(): its Fd switches the socket, shared
+// with the workers started before, back to blocking, and a Go worker whose
+// Accept runs then blocks in accept4 (it no longer waits in the runtime's
 // poller), where closing its listener to drain cannot wake it.
-func handOver(l *net.TCPListener) (*os.File, error) {
-	f, err := l.File()
+func listenAt(port int) (*os.File, error) {
+	b, err := config.ParseBind(fmt.Sprintf("tcp://127.0.0.1:%d", port))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	fd, err := unix.Dup(int(f.Fd())) // Fd: blocking mode, once
+	socks, _, err := activation.Listen([]config.Bind{b}, 0, "bench")
 	if err != nil {
 		return nil, err
 	}
-	unix.CloseOnExec(fd)
-	return os.NewFile(uintptr(fd), "listener"), nil // left as it is by Fd
+	return socks[0].File, nil
 }
 
 // stopOthers stops the lone workers after the first (see StartLone).

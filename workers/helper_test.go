@@ -140,14 +140,12 @@ func runMaster() int {
 	if h != nil {
 		socks = h.SocketsOf()
 	} else {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		s, err := listenLoopback()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "master:", err)
 			return 1
 		}
-		f, _ := socketFile(l.(*net.TCPListener))
-		l.Close()
-		socks = []activation.Socket{{Name: "test", Addr: "tcp://" + l.Addr().String(), File: f}}
+		socks = []activation.Socket{s}
 	}
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(socks[0].Addr, "tcp://"))
 	sigs := make(chan os.Signal, 4)
@@ -261,19 +259,14 @@ type harness struct {
 // start runs a pool of cfg with one TCP socket on 127.0.0.1:0.
 func start(t *testing.T, cfg *config.Config, tweak func(*Options)) *harness {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := listenLoopback()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := socketFile(l.(*net.TCPListener))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Close()
-	h := &harness{t: t, rec: newRecorder(), sigs: make(chan os.Signal, 8), addr: l.Addr().String(), ran: make(chan error, 1)}
+	h := &harness{t: t, rec: newRecorder(), sigs: make(chan os.Signal, 8), addr: strings.TrimPrefix(s.Addr, "tcp://"), ran: make(chan error, 1)}
 	opts := Options{
 		Config:    cfg,
-		Sockets:   []activation.Socket{{Name: "test", Addr: "tcp://" + h.addr, File: f}},
+		Sockets:   []activation.Socket{s},
 		Signals:   h.sigs,
 		Hooks:     h.rec,
 		NotifyDir: t.TempDir(),
@@ -291,7 +284,7 @@ func start(t *testing.T, cfg *config.Config, tweak func(*Options)) *harness {
 	go func() { h.ran <- h.pool.Run(ctx) }()
 	t.Cleanup(func() {
 		h.stop()
-		f.Close()
+		activation.Close([]activation.Socket{s})
 	})
 	return h
 }
@@ -366,21 +359,18 @@ func atoi(s string) int {
 	return n
 }
 
-// socketFile is l's socket as forkd holds the ones it binds: in blocking
-// mode, from os.NewFile, whose Fd (childFiles calls it at every spawn)
-// leaves the mode alone. l.File()'s Fd would switch the socket, which the
-// running workers share, back to blocking at each spawn, and a Go worker
-// whose Accept ran then would block in accept4, out of its drain's reach.
-func socketFile(l *net.TCPListener) (*os.File, error) {
-	f, err := l.File()
+// listenLoopback binds a socket named "test" on 127.0.0.1 and a port the
+// kernel picks, with forkd's own activation.Listen: the pool gets it as it
+// gets the sockets forkd binds (blocking, from os.NewFile, whose Fd leaves
+// the mode alone at every spawn).
+func listenLoopback() (activation.Socket, error) {
+	b, err := config.ParseBind("tcp://127.0.0.1:0?name=test")
 	if err != nil {
-		return nil, err
+		return activation.Socket{}, err
 	}
-	defer f.Close()
-	fd, err := syscall.Dup(int(f.Fd()))
+	socks, _, err := activation.Listen([]config.Bind{b}, 0, "test")
 	if err != nil {
-		return nil, err
+		return activation.Socket{}, err
 	}
-	syscall.CloseOnExec(fd)
-	return os.NewFile(uintptr(fd), "listener"), nil
+	return socks[0], nil
 }
