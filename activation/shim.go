@@ -70,6 +70,7 @@ func shimExec(args, environ []string) error {
 			return fmt.Errorf("exec-shim: keep fd %d (of LISTEN_FDS=%d) open across exec: %w", fd, nfds, err)
 		}
 	}
+	defaultSlice()
 	path := args[0]
 	if !strings.Contains(path, "/") {
 		if path, err = exec.LookPath(path); err != nil {
@@ -123,4 +124,17 @@ func shimEnv(env []string, pid, ppid int) (_ []string, nfds int, _ error) {
 		out = append(out, "WATCHDOG_PID="+self)
 	}
 	return out, max(nfds, 0), nil
+}
+
+// defaultSlice gives the shim, and so the command it execs, the kernel's
+// default time slice: the master may have asked for a short one
+// (server.master_slice), which is the master's alone. Workers started
+// without the shim get the same from forkexec.Attr.Sched.
+func defaultSlice() {
+	a, err := unix.SchedGetAttr(0, 0)
+	if err != nil || a.Policy != unix.SCHED_NORMAL && a.Policy != unix.SCHED_BATCH {
+		return
+	}
+	a.Runtime, a.Flags = 0, a.Flags&unix.SCHED_FLAG_RESET_ON_FORK
+	_ = unix.SchedSetAttr(0, a, 0) // at worst the worker keeps the master's slice
 }

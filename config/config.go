@@ -81,6 +81,13 @@ type Server struct {
 	// MaxLifetimeJitter adds a random 0…MaxLifetimeJitter to each
 	// worker's MaxLifetime.
 	MaxLifetimeJitter Duration `toml:"max_lifetime_jitter"`
+	// MasterSlice is the CPU time slice the master's threads ask the
+	// kernel for (sched_setattr's sched_runtime, honoured by Linux ≥ 6.12):
+	// a short one lets the master, once it wakes, run before busy workers
+	// have used up their own slices. Its share of the CPU is unchanged, and
+	// workers get the kernel's default slice. 0 leaves the kernel's
+	// default; otherwise MinMasterSlice…MaxMasterSlice. Default 100µs.
+	MasterSlice Duration `toml:"master_slice"`
 }
 
 // Worker describes the program forked N times.

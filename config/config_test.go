@@ -68,6 +68,8 @@ func TestLoad_invalid(t *testing.T) {
 		{"backlog_too_big", wantErr{2, 11, "server.backlog", "must be between 1 and 65535, got 65536"}},
 		{"min_ready_too_big", wantErr{3, 13, "server.min_ready", "must be between 0 (all workers) and workers (2), got 3"}},
 		{"max_booting_negative", wantErr{3, 15, "server.max_booting", "must be between 0 (paced by the CPUs) and 4096, got -1"}},
+		{"master_slice_too_short", wantErr{2, 16, "server.master_slice", "must be 0 (the kernel's default) or between 100µs and 100ms, got 50µs"}},
+		{"master_slice_too_long", wantErr{2, 16, "server.master_slice", "must be 0 (the kernel's default) or between 100µs and 100ms, got 1s"}},
 		{"name_invalid", wantErr{2, 8, "server.name", `got "my app"`}},
 		{"bind_no_scheme", wantErr{2, 9, "server.bind[0]", `invalid bind "127.0.0.1:8000": it starts with neither "tcp://" nor "unix:"`}},
 		{"bind_no_port", wantErr{2, 33, "server.bind[1]", `invalid bind "tcp://localhost": the port is missing`}},
@@ -167,6 +169,7 @@ func TestLoad_full(t *testing.T) {
 			GracefulTimeout: Duration{90 * time.Second},
 			BootTimeout:     Duration{2 * time.Minute},
 			KillTimeout:     Duration{250 * time.Millisecond},
+			MasterSlice:     Duration{250 * time.Microsecond},
 		},
 		Worker: Worker{
 			Command:    "/bin/sh",

@@ -12,12 +12,20 @@ const (
 	defaultBootTimeout     = 30 * time.Second
 	defaultKillTimeout     = 5 * time.Second
 	defaultHookTimeout     = 30 * time.Second
+	defaultMasterSlice     = MinMasterSlice
+)
+
+// The range of a master_slice other than 0: the kernel's own bounds on a
+// requested slice.
+const (
+	MinMasterSlice = 100 * time.Microsecond
+	MaxMasterSlice = 100 * time.Millisecond
 )
 
 // Default returns a config with every default set and no worker command:
 // instance "forkd", 1 worker, bind tcp://127.0.0.1:8000, backlog 2048,
-// timeout, graceful_timeout and boot_timeout 30s, kill_timeout 5s, ready
-// "notify", no hooks. It is what an empty file decodes to, less the
+// timeout, graceful_timeout and boot_timeout 30s, kill_timeout 5s,
+// master_slice 100µs, ready "notify", no hooks. It is what an empty file decodes to, less the
 // required worker.command; Parse would reject it as it is.
 func Default() *Config {
 	bind, err := ParseBind(defaultBind)
@@ -34,6 +42,7 @@ func Default() *Config {
 			GracefulTimeout: Duration{defaultGracefulTimeout},
 			BootTimeout:     Duration{defaultBootTimeout},
 			KillTimeout:     Duration{defaultKillTimeout},
+			MasterSlice:     Duration{defaultMasterSlice},
 		},
 		Worker: Worker{Ready: ReadyNotify},
 	}
@@ -66,6 +75,9 @@ func applyDefaults(c *Config, d *document, path string) {
 	}
 	if !d.present("server.kill_timeout") {
 		s.KillTimeout = ds.KillTimeout
+	}
+	if !d.present("server.master_slice") {
+		s.MasterSlice = ds.MasterSlice
 	}
 	if !d.present("worker.ready") {
 		c.Worker.Ready = def.Worker.Ready

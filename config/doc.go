@@ -60,6 +60,10 @@
 //	max_lifetime_jitter  random 0…d added per worker (default "0")
 //	                  Recycling starts the replacement first and stops the old
 //	                  worker only once the replacement is ready.
+//	master_slice      CPU time slice the master's threads ask the kernel for
+//	                  (Linux ≥ 6.12), so that the master runs as soon as it
+//	                  wakes; "0" (the kernel's default) or 100µs…100ms
+//	                  (default "100us"); workers get the kernel's default
 //
 // [worker] — the program forked N times:
 //

@@ -97,6 +97,10 @@ func (d *document) validateServer(s *Server) {
 	if s.MaxRequestsJitter < 0 {
 		d.fail("server.max_requests_jitter", "must be 0 or more, got %d", s.MaxRequestsJitter)
 	}
+	if sl := s.MasterSlice.Duration; sl != 0 && (sl < MinMasterSlice || sl > MaxMasterSlice) {
+		d.fail("server.master_slice", "must be 0 (the kernel's default) or between %v and %v, got %v",
+			MinMasterSlice, MaxMasterSlice, sl)
+	}
 }
 
 // validName reports whether name can be an instance name.

@@ -12,6 +12,7 @@
 //	clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD)  on amd64; elsewhere a copy, see below
 //	  reset every signal handler to SIG_DFL  (signals are blocked meanwhile)
 //	  prctl(PR_SET_PDEATHSIG); getppid()    dies with the thread that started it
+//	  sched_setattr(Sched)                  if set: e.g. back to the default slice
 //	  dup3 the Files into 0, 1, 2, 3…       everything else is close-on-exec
 //	  chdir(Dir)
 //	  write getpid() into the PIDEnv values

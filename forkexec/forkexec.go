@@ -42,6 +42,10 @@ type Attr struct {
 	// exits (PR_SET_PDEATHSIG); 0 sends nothing. If the caller's process
 	// died before the child could arm it, the child gets Pdeathsig at once.
 	Pdeathsig syscall.Signal
+	// Sched, if set, is the child's scheduling (sched_setattr(2)), taken
+	// before it execs: a parent that asked for a short time slice for
+	// itself starts its children with the kernel's default.
+	Sched *unix.SchedAttr
 }
 
 // pidRoom is the room for a pid in a PIDEnv value: 20 digits and a NUL.
@@ -62,7 +66,8 @@ type child struct {
 	nextfd    int
 	ppid      int
 	pdeathsig int
-	pidfd     int32 // set by clone(CLONE_PIDFD)
+	sched     *unix.SchedAttr // nil: inherit the caller's
+	pidfd     int32           // set by clone(CLONE_PIDFD)
 }
 
 // Process is a child that Start started.
@@ -147,6 +152,7 @@ type step uint32
 const (
 	stepPdeathsig step = iota + 1
 	stepParentGone
+	stepSched
 	stepFiles
 	stepDir
 	stepExec
@@ -159,6 +165,8 @@ func (s step) error(a *Attr, errno syscall.Errno) error {
 		return fmt.Errorf("forkexec: prctl(PR_SET_PDEATHSIG): %w", errno)
 	case stepParentGone:
 		return fmt.Errorf("forkexec: parent exited before the child started: %w", errno)
+	case stepSched:
+		return fmt.Errorf("forkexec: sched_setattr: %w", errno)
 	case stepFiles:
 		return fmt.Errorf("forkexec: put fds 0…%d in place: %w", len(a.Files)-1, errno)
 	case stepDir:
@@ -171,6 +179,11 @@ func (s step) error(a *Attr, errno syscall.Errno) error {
 // prepare turns a into the child's C-style values.
 func prepare(a *Attr) (*child, error) {
 	c := &child{files: append([]int(nil), a.Files...), pdeathsig: int(a.Pdeathsig)}
+	if a.Sched != nil {
+		s := *a.Sched
+		s.Size = unix.SizeofSchedAttr
+		c.sched = &s
+	}
 	var err error
 	if c.path, err = syscall.BytePtrFromString(a.Path); err != nil {
 		return nil, fmt.Errorf("forkexec: path %q: %w", a.Path, err)
@@ -306,6 +319,13 @@ func (c *child) run() {
 			self, _, _ := syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0)
 			syscall.RawSyscall(syscall.SYS_KILL, self, uintptr(c.pdeathsig), 0)
 			c.fail(stepParentGone, syscall.ESRCH)
+		}
+	}
+
+	if c.sched != nil {
+		_, _, e := syscall.RawSyscall(unix.SYS_SCHED_SETATTR, 0, uintptr(unsafe.Pointer(c.sched)), 0)
+		if e != 0 {
+			c.fail(stepSched, e)
 		}
 	}
 

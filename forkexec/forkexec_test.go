@@ -244,6 +244,7 @@ func TestStart_Errors(t *testing.T) {
 		{"not executable", Attr{Path: notExec, Args: []string{"script"}}, "exec", syscall.EACCES},
 		{"missing dir", Attr{Path: "/bin/true", Args: []string{"true"}, Dir: filepath.Join(dir, "gone")}, "chdir", syscall.ENOENT},
 		{"bad fd", Attr{Path: "/bin/true", Args: []string{"true"}, Files: []int{0, 1, 2, 999}}, "", syscall.EBADF},
+		{"bad sched", Attr{Path: "/bin/true", Args: []string{"true"}, Sched: &unix.SchedAttr{Policy: 1234}}, "", syscall.EINVAL},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -267,6 +268,88 @@ func TestStart_Errors(t *testing.T) {
 	}
 }
 
+// TestStart_Sched starts children with Sched set: the nice value they
+// run with, and, where the kernel honours a requested slice (Linux ≥ 6.12),
+// their time slice.
+func TestStart_Sched(t *testing.T) {
+	sleeper := func(sched *unix.SchedAttr) int {
+		t.Helper()
+		proc, err := Start(&Attr{Path: "/bin/sleep", Args: []string{"sleep", "30"}, Sched: sched})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := proc.Exec(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = unix.Kill(proc.PID, unix.SIGKILL)
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(proc.PID, &ws, 0, nil)
+			syscall.Close(proc.PIDFD)
+		})
+		return proc.PID
+	}
+	plain := sleeper(nil)
+	nice := sleeper(&unix.SchedAttr{Policy: unix.SCHED_NORMAL, Nice: 7})
+	if got, want := procNice(t, plain), procNice(t, os.Getpid()); got != want {
+		t.Errorf("without Sched the child runs at nice %d, want the caller's %d", got, want)
+	}
+	if got := procNice(t, nice); got != 7 {
+		t.Errorf("with Sched.Nice = 7 the child runs at nice %d", got)
+	}
+
+	const asked = 3 * time.Millisecond
+	sliced := sleeper(&unix.SchedAttr{Policy: unix.SCHED_NORMAL, Runtime: uint64(asked)})
+	def, ok := procSlice(t, plain)
+	if !ok {
+		t.Skip("no se.slice in /proc/PID/sched (a kernel without CONFIG_SCHED_DEBUG): slices not checked")
+	}
+	got, _ := procSlice(t, sliced)
+	if got == def && def != asked {
+		t.Skipf("the kernel kept its default slice (%v) for a requested %v: no custom slices before Linux 6.12", def, asked)
+	}
+	if got != asked {
+		t.Errorf("with Sched.Runtime = %v the child's slice is %v", asked, got)
+	}
+}
+
+// procNice is the nice value of pid (/proc/PID/stat, field 19).
+func procNice(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(b), ") ") // the name may hold spaces
+	f := strings.Fields(rest)                  // f[0] is field 3
+	n, err := strconv.Atoi(f[19-3])
+	if err != nil {
+		t.Fatalf("/proc/%d/stat: %v", pid, err)
+	}
+	return n
+}
+
+// procSlice is the time slice of pid's main thread, from /proc/PID/sched
+// (false when the kernel does not show it).
+func procSlice(t *testing.T, pid int) (time.Duration, bool) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/sched", pid))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(k) == "se.slice" {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				t.Fatalf("/proc/%d/sched: %q", pid, line)
+			}
+			return time.Duration(n), true
+		}
+	}
+	return 0, false
+}
+
 func TestStart_BadAttr(t *testing.T) {
 	for _, a := range []Attr{
 		{Path: "/bin/true\x00", Args: []string{"true"}},
@@ -274,7 +357,7 @@ func TestStart_BadAttr(t *testing.T) {
 		{Path: "/bin/true", Args: []string{"true"}, PIDEnv: []string{""}},
 	} {
 		if _, err := Start(&a); err == nil || !strings.HasPrefix(err.Error(), "forkexec: ") {
-			t.Errorf("Start(%+q): %v, want a forkexec error", a, err)
+			t.Errorf("Start(%+v): %v, want a forkexec error", a, err)
 		}
 	}
 }

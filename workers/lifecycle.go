@@ -77,6 +77,7 @@ func (p *Pool) surge(g *generation) {
 func (p *Pool) promote() {
 	old, g := p.current, p.pending
 	p.current, p.pending = g, nil
+	p.applySlice(g.cfg)
 	g.announced = true
 	p.state = StateRunning
 	for id := range old.slots {

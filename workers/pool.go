@@ -144,6 +144,7 @@ type Pool struct {
 	beatsDirty bool
 	beatsAt    time.Time
 	devnull    *os.File
+	slice      slicer
 	stats      Stats
 	everReady  bool
 	// held are the slots waiting for their turn to boot, paceTimer gives
@@ -201,6 +202,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	// when the *thread* that forked them exits. Pin this goroutine to its
 	// thread for good: the thread then lives exactly as long as Run.
 	runtime.LockOSThread()
+	p.applySlice(p.opts.Config)
+	defer func() {
+		if err := p.slice.apply(0); err != nil {
+			p.log.Warn("could not restore the kernel's default time slice", "err", err)
+		}
+	}()
 
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {

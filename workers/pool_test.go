@@ -763,3 +763,69 @@ func TestPool_ReloadObservedBeforeOutcome(t *testing.T) {
 		t.Errorf("status observed when Reload returned: %+v, want generation 2 running", after)
 	}
 }
+
+// TestPool_MasterSlice: with master_slice set, every thread of the master
+// (here, the test process) has that time slice while the pool runs, its
+// workers run with the kernel's default — started directly or through the
+// exec-shim — and Run puts the default back when it returns.
+func TestPool_MasterSlice(t *testing.T) {
+	base := threadSlices(t)
+	def := base[unix.Gettid()]
+	if def == 0 {
+		t.Skip("sched_getattr reports no time slice for SCHED_OTHER: a kernel before Linux 6.12")
+	}
+	const asked = 300 * time.Microsecond
+	for _, shim := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "through the exec-shim"}[shim], func(t *testing.T) {
+			cfg := testConfig(exe(t), "serve", 2)
+			cfg.Server.MasterSlice = config.Duration{Duration: asked}
+			h := start(t, cfg, func(o *Options) { o.ExecShim = shim })
+			pids := h.waitReady(2)
+			for tid, d := range threadSlices(t) {
+				if d != asked {
+					t.Errorf("thread %d of the master: slice %v while the pool runs, want %v", tid, d, asked)
+				}
+			}
+			for _, pid := range pids {
+				if d := threadSlices(t)[pid]; d != 0 {
+					t.Fatalf("worker %d is listed as a thread of the master", pid)
+				}
+				a, err := unix.SchedGetAttr(pid, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := time.Duration(a.Runtime); got != def {
+					t.Errorf("worker %d: slice %v, want the kernel's default %v", pid, got, def)
+				}
+			}
+			if err := h.stop(); err != nil {
+				t.Fatal(err)
+			}
+			for tid, d := range threadSlices(t) {
+				if d != def {
+					t.Errorf("thread %d: slice %v after Run returned, want the default %v back", tid, d, def)
+				}
+			}
+		})
+	}
+}
+
+// threadSlices is the time slice of every thread of this process, by tid,
+// as sched_getattr reports it (0 before Linux 6.12).
+func threadSlices(t *testing.T) map[int]time.Duration {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[int]time.Duration{}
+	for _, e := range ents {
+		tid := atoi(e.Name())
+		a, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			continue // the thread is gone
+		}
+		m[tid] = time.Duration(a.Runtime)
+	}
+	return m
+}

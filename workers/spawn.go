@@ -177,6 +177,7 @@ func (p *Pool) exec(w *worker, env []string) (pidfd int, err error) {
 			Dir:       g.cfg.Worker.Dir,
 			Files:     files,
 			Pdeathsig: syscall.SIGKILL,
+			Sched:     p.slice.childSched(),
 		})
 		if err == nil {
 			w.pid, w.exec = proc.PID, proc

@@ -1,0 +1,90 @@
+package workers
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/config"
+)
+
+// slicer holds the master's time slice (server.master_slice).
+//
+// Since Linux 6.12 a thread may ask the scheduler for a shorter time slice
+// than its default (sched_setattr's sched_runtime). Its share of the CPU
+// stays the same; what changes is that, once it wakes, it may preempt a
+// thread that is in the middle of a longer slice. The master sleeps nearly
+// all the time, and when it wakes it has something to do at once: a worker
+// died and needs a successor, a worker is ready, a signal came. With every
+// CPU taken by busy workers, each of those waits otherwise lasts until a
+// worker's slice ends (about 1.5 ms on 2 CPUs), and a spawn waits twice:
+// its child must run to exec, then the master must run again.
+//
+// The slice is set on every thread of the process, and threads the Go
+// runtime starts later inherit it. Workers must not: each one is started
+// with the master's scheduling as it found it, the kernel's default slice
+// (forkexec.Attr.Sched). Kernels before 6.12 take the request and ignore
+// it.
+type slicer struct {
+	read  bool           // orig has been read
+	fair  bool           // orig is SCHED_OTHER or SCHED_BATCH: slices apply
+	orig  unix.SchedAttr // the calling thread's scheduling, as first read
+	set   time.Duration  // the slice asked for (0: the kernel's default)
+	child *unix.SchedAttr
+}
+
+// apply asks for slice d (0: the kernel's default) on every thread of the
+// process. After it, childSched is what a worker should take.
+func (s *slicer) apply(d time.Duration) error {
+	if !s.read {
+		s.read = true
+		a, err := unix.SchedGetAttr(0, 0)
+		if err != nil {
+			return fmt.Errorf("master_slice: sched_getattr: %w", err)
+		}
+		s.orig = *a
+		s.fair = a.Policy == unix.SCHED_NORMAL || a.Policy == unix.SCHED_BATCH
+	}
+	if !s.fair || d == s.set {
+		return nil
+	}
+	attr := unix.SchedAttr{Policy: s.orig.Policy, Nice: s.orig.Nice, Runtime: uint64(d),
+		Flags: s.orig.Flags & unix.SCHED_FLAG_RESET_ON_FORK}
+	tids, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return fmt.Errorf("master_slice: %w", err)
+	}
+	for _, t := range tids {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("master_slice %v: sched_setattr of thread %d: %w", d, tid, err)
+		}
+	}
+	s.set = d
+	s.child = nil
+	if d != 0 {
+		def := attr
+		def.Runtime = 0 // the kernel's default slice
+		s.child = &def
+	}
+	return nil
+}
+
+// childSched is the scheduling a worker takes before it execs: nil when the
+// master's is the one it found.
+func (s *slicer) childSched() *unix.SchedAttr { return s.child }
+
+// applySlice asks for cfg's master_slice; a failure only costs the master
+// its quick wake-ups, so it is logged and the pool goes on.
+func (p *Pool) applySlice(cfg *config.Config) {
+	if err := p.slice.apply(cfg.Server.MasterSlice.Duration); err != nil {
+		p.log.Warn("could not set the master's time slice; it keeps the kernel's default", "err", err)
+	}
+}
