@@ -393,6 +393,7 @@ func BenchmarkStart(b *testing.B) {
 	// the 1st worker forked → the 4th exec'd, under forkd and under the
 	// benchmark.
 	var masterBoot, forkdSpawns, loneSpawns Sample
+	var flat Sample // forkd with master_slice = "0": exec → READY=1
 	for _, g := range s.sides() {
 		for range runs {
 			if !g {
@@ -407,11 +408,7 @@ func BenchmarkStart(b *testing.B) {
 				alone, together = append(alone, toReady), append(together, all)
 				loneSpawns = append(loneSpawns, spawns)
 			}
-			m := s.start(b, g, s.spec(g, workers, 30*time.Second))
-			evs, err := m.WaitReady(workers, 30*time.Second)
-			if err != nil {
-				b.Fatalf("%s: %v\n%s", m.Name, err, m.Output())
-			}
+			m, evs, ready := s.startReady(b, g, s.spec(g, workers, 30*time.Second))
 			var first time.Time
 			for _, ev := range evs {
 				if ev.Kind == benchworker.KindStart && (first.IsZero() || ev.At.Before(first)) {
@@ -419,14 +416,6 @@ func BenchmarkStart(b *testing.B) {
 				}
 			}
 			last := LastReady(evs)
-			msgs, err := m.Notify.Wait(10*time.Second, m.Name+"'s READY=1", func(ms []Message) bool {
-				_, ok := FirstReady(ms)
-				return ok
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ready, _ := FirstReady(msgs)
 			assertServes(b, m, evs)
 			if !g && s.procs != nil {
 				boot, spawns, err := forkdBoot(s.procs, m.PID(), evs)
@@ -436,6 +425,15 @@ func BenchmarkStart(b *testing.B) {
 				masterBoot, forkdSpawns = append(masterBoot, boot), append(forkdSpawns, spawns)
 			}
 			closeMaster(b, m)
+			if !g {
+				// The same with the kernel's default time slice for the
+				// master, side by side.
+				spec := s.spec(g, workers, 30*time.Second)
+				spec.MasterSlice = "0"
+				mf, _, readyFlat := s.startReady(b, g, spec)
+				closeMaster(b, mf)
+				flat = append(flat, ms(readyFlat.Sub(mf.Started)))
+			}
 
 			i := idx(g)
 			firstStart[i] = append(firstStart[i], first.Sub(m.Started))
@@ -477,6 +475,10 @@ func BenchmarkStart(b *testing.B) {
 		Goal{Text: fmt.Sprintf("≤ boot max + 5 ms = %.2f ms", bootMax+5), Limit: bootMax + 5}, mx))
 	report.Add(row(sc, fmt.Sprintf("forkd's own share: all serving − %d started by the benchmark, medians", workers), "ms", Goal{},
 		pair{med[0] - together.Median(), math.NaN()}))
+	report.Add(row(sc, fmt.Sprintf("exec → all serving, forkd with master_slice = \"0\" (the kernel's default slice), median of %d", runs),
+		"ms", Goal{}, pair{flat.Median(), math.NaN()}))
+	report.Note("Scenario 1: forkd's default master_slice (100µs) / master_slice \"0\", exec → all serving: %.2f× (medians).",
+		med[0]/flat.Median())
 	report.Add(row(sc, "exec → 1st worker's start probe, median (master boot + first spawn)", "ms", Goal{}, firstMed))
 	if s.procs != nil {
 		report.Add(row(sc, "forkd exec'd → its 1st worker forked (the master's boot), median", "ms", Goal{},
@@ -488,6 +490,27 @@ func BenchmarkStart(b *testing.B) {
 	}
 	report.Add(row(sc, "exec → 4th worker's ready probe, median", "ms", Goal{}, lastMed))
 	report.Add(row(sc, "exec → master's READY=1, median (Gunicorn's: before any worker)", "ms", Goal{}, readyMed))
+}
+
+// startReady starts a master of spec and waits until its workers are ready
+// and it sent READY=1: it returns the master (for the caller to close),
+// the probe events and when READY=1 arrived.
+func (s *setup) startReady(b *testing.B, gunicorn bool, spec Spec) (*Master, []Event, time.Time) {
+	b.Helper()
+	m := s.start(b, gunicorn, spec)
+	evs, err := m.WaitReady(spec.Workers, 30*time.Second)
+	if err != nil {
+		b.Fatalf("%s: %v\n%s", m.Name, err, m.Output())
+	}
+	msgs, err := m.Notify.Wait(10*time.Second, m.Name+"'s READY=1", func(ms []Message) bool {
+		_, ok := FirstReady(ms)
+		return ok
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ready, _ := FirstReady(msgs)
+	return m, evs, ready
 }
 
 // BenchmarkKill is scenario 2: SIGKILL a worker that has served ≥ 1.5 s,
@@ -698,6 +721,91 @@ func killOne(m *Master, evs []Event, killed map[int]bool, procs *ProcWatch, exec
 		kt.exec, kt.init = ms(at-killedMono), ms(monoOf(start.At)-at)
 	}
 	return kt, nil
+}
+
+// BenchmarkKillBusy is scenario 2b: scenario 2's SIGKILL while every CPU
+// is taken by a busy loop outside the masters (BusyCPUs), 10 kills each,
+// for forkd as configured by default (master_slice 100µs), forkd with
+// master_slice = "0" (the kernel's default slice) and Gunicorn.
+func BenchmarkKillBusy(b *testing.B) {
+	s := env(b)
+	s.watchProcs(b)
+	const kills, workers = 10, 4
+	type side struct {
+		gunicorn bool
+		slice    string
+		took     killTimes
+	}
+	forkd, flat := &side{}, &side{slice: "0"}
+	sides := []*side{forkd, flat}
+	var guni *side
+	if s.gunicorn != "" {
+		guni = &side{gunicorn: true}
+		sides = append(sides, guni)
+	}
+	for _, sd := range sides {
+		spec := s.spec(sd.gunicorn, workers, 30*time.Second)
+		spec.MasterSlice = sd.slice
+		m := s.start(b, sd.gunicorn, spec)
+		evs, err := m.WaitReady(workers, 30*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stop, err := BusyCPUs()
+		if err != nil {
+			b.Fatal(err)
+		}
+		killed := map[int]bool{}
+		for k := range kills {
+			kt, err := killOne(m, evs, killed, s.procs, !sd.gunicorn)
+			if err != nil {
+				stop()
+				b.Fatalf("%s, kill %d: %v\n%s", m.Name, k+1, err, m.Output())
+			}
+			sd.took.add(kt)
+			evs = m.Probe.Events()
+		}
+		stop()
+		assertServes(b, m, evs)
+		closeMaster(b, m)
+	}
+	const sc = "2b SIGKILL → replacement, every CPU busy"
+	gOf := func(of func(*killTimes) Sample, q float64) float64 {
+		if guni == nil {
+			return math.NaN()
+		}
+		return of(&guni.took).Quantile(q)
+	}
+	for _, q := range []struct {
+		label string
+		q     float64
+	}{{"median", 0.5}, {"p90", 0.9}} {
+		for _, f := range []struct {
+			figure, metric string
+			of             func(*killTimes) Sample
+			procs          bool
+		}{
+			{"kill → replacement forked", "fork", func(k *killTimes) Sample { return k.fork }, true},
+			{"kill → replacement exec'd (Gunicorn forks without exec)", "exec", func(k *killTimes) Sample { return k.exec }, true},
+			{"kill → replacement ready", "ready", func(k *killTimes) Sample { return k.ready }, false},
+		} {
+			if f.procs && s.procs == nil {
+				continue
+			}
+			v := pair{f.of(&forkd.took).Quantile(q.q), gOf(f.of, q.q)}
+			report.Add(row(sc, fmt.Sprintf("%s, %s of %d", f.figure, q.label, kills), "ms", Goal{}, v))
+			d := f.of(&flat.took).Quantile(q.q)
+			report.Add(row(sc, fmt.Sprintf("%s, forkd with master_slice = \"0\" (the kernel's default slice), %s of %d",
+				f.figure, q.label, kills), "ms", Goal{}, pair{d, math.NaN()}))
+			b.ReportMetric(v[0], "forkd-"+f.metric+"-"+q.label+"-ms")
+			b.ReportMetric(d, "forkd-slice0-"+f.metric+"-"+q.label+"-ms")
+		}
+	}
+	if s.procs != nil {
+		report.Note("Scenario 2b: forkd's default master_slice (100µs) / master_slice \"0\", kill → replacement exec'd: "+
+			"%.2f× (median), %.2f× (p90).", forkd.took.exec.Median()/flat.took.exec.Median(),
+			forkd.took.exec.Quantile(0.9)/flat.took.exec.Quantile(0.9))
+	}
 }
 
 // BenchmarkHang is scenario 3: a worker hangs (GET /hang) with a 2 s

@@ -4,10 +4,34 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 )
+
+// BusyCPUs starts one busy loop per CPU (/bin/sh, each its own process)
+// and returns what stops them: until then every CPU is taken, as on a
+// server whose workers are all busy.
+func BusyCPUs() (stop func(), err error) {
+	var spins []*exec.Cmd
+	stop = func() {
+		for _, c := range spins {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	}
+	for range runtime.NumCPU() {
+		c := exec.Command("/bin/sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			stop()
+			return nil, fmt.Errorf("start a busy loop: %w", err)
+		}
+		spins = append(spins, c)
+	}
+	return stop, nil
+}
 
 // userHZ is the unit of the CPU times in /proc/PID/stat: USER_HZ, which
 // Linux fixes at 100 for user space whatever the kernel's own HZ.

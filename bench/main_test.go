@@ -23,7 +23,7 @@ var report = &Report{}
 var ran sync.Map
 
 // benchmarks are the scenarios, in order.
-var benchmarks = []string{"BenchmarkStart", "BenchmarkKill", "BenchmarkHang", "BenchmarkIdle",
+var benchmarks = []string{"BenchmarkStart", "BenchmarkKill", "BenchmarkKillBusy", "BenchmarkHang", "BenchmarkIdle",
 	"BenchmarkMemory", "BenchmarkThousand", "BenchmarkReload", "BenchmarkUpgrade", "BenchmarkRecycle",
 	"BenchmarkBusLatency", "BenchmarkNotifyFlood"}
 
@@ -115,6 +115,10 @@ whether forkd's figure met it.
   spawn), the master's boot by process events (forkd exec'd → its first
   worker forked), how long the 4 spawns take (1st forked → 4th exec'd), under
   forkd and under the benchmark, and exec → the 4th worker's "ready" probe.
+  Each of forkd's runs is followed by one with ` + "`master_slice = \"0\"`" + `
+  (the kernel's default time slice for the master, see 2b): its median is
+  the row "with master_slice = \"0\"", and the note below the table gives
+  the ratio.
 - **Process events.** The kernel's proc connector (netlink, as root) reports
   every fork, exec and thread exit on the machine, stamped with CLOCK_MONOTONIC:
   the moments no probe inside a worker can see — when a process exists, when it
@@ -126,6 +130,16 @@ whether forkd's figure met it.
   within 2 ms, and ready within 2 ms of the worker's own exec → ready.
   "exec'd → start probe" is the worker's Go runtime starting, alone and under
   forkd.
+- **2b SIGKILL, every CPU busy.** Scenario 2's kill, 10 times each, while
+  one busy loop per CPU (` + "`/bin/sh -c 'while :; do :; done'`" + `, outside
+  the masters) keeps every CPU taken, as on a server whose workers are all
+  busy. forkd runs twice, with its default ` + "`master_slice`" + ` (its
+  threads ask the kernel for a 100µs time slice, Linux ≥ 6.12) and with
+  ` + "`master_slice = \"0\"`" + ` (the kernel's default slice), then Gunicorn.
+  With every CPU busy, a master that wakes waits until a busy thread's slice
+  ends; forkd waits twice per spawn (its child must run to exec, then the
+  master must run again). The note below the table gives the ratio of the
+  two forkd runs.
 - **3 hung worker.** GET /hang makes a worker stop heartbeating and block
   forever; timeout 2 s (forkd ` + "`timeout = \"2s\"`" + `, Gunicorn
   ` + "`--timeout 2`" + `). From the "hang" probe to the replacement's "ready"

@@ -34,6 +34,8 @@ type Spec struct {
 	MaxRequests int
 	// MaxBooting is forkd's [server] max_booting (0 = paced by the CPUs).
 	MaxBooting int
+	// MasterSlice is forkd's [server] master_slice ("" = its default).
+	MasterSlice string
 	// Bus is forkd's --bus address; "" means "none" (no D-Bus).
 	Bus string
 }
@@ -82,6 +84,9 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 	}
 	if spec.MaxBooting > 0 {
 		fmt.Fprintf(&b, "max_booting = %d\n", spec.MaxBooting)
+	}
+	if spec.MasterSlice != "" {
+		fmt.Fprintf(&b, "master_slice = %q\n", spec.MasterSlice)
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "[worker]\ncommand = %q\nargs = [", spec.Command)

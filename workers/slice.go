@@ -22,7 +22,8 @@ import (
 // died and needs a successor, a worker is ready, a signal came. With every
 // CPU taken by busy workers, each of those waits otherwise lasts until a
 // worker's slice ends (about 1.5 ms on 2 CPUs), and a spawn waits twice:
-// its child must run to exec, then the master must run again.
+// its child must run to exec, then the master must run again (scenario 2b
+// of docs/BENCHMARKS.md times it).
 //
 // The slice is set on every thread of the process, and threads the Go
 // runtime starts later inherit it. Workers must not: each one is started
