@@ -808,6 +808,27 @@ func TestPool_MasterSlice(t *testing.T) {
 			}
 		})
 	}
+	// A master that USR2 re-executed inherits its predecessor's slice; with
+	// master_slice = "0" it goes back to the kernel's default, and so do
+	// its workers.
+	t.Run("0 after an inherited short slice", func(t *testing.T) {
+		short := unix.SchedAttr{Policy: unix.SCHED_NORMAL, Runtime: uint64(asked)}
+		for tid := range threadSlices(t) {
+			if err := unix.SchedSetAttr(tid, &short, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h := start(t, testConfig(exe(t), "serve", 1), nil) // MasterSlice 0
+		pid := h.waitReady(1)[0]
+		for tid, d := range threadSlices(t) {
+			if d != def {
+				t.Errorf("thread %d of the master: slice %v with master_slice 0, want the default %v", tid, d, def)
+			}
+		}
+		if a, err := unix.SchedGetAttr(pid, 0); err != nil || time.Duration(a.Runtime) != def {
+			t.Errorf("worker %d: sched_getattr = %+v, %v; want the default slice %v", pid, a, err, def)
+		}
+	})
 }
 
 // threadSlices is the time slice of every thread of this process, by tid,

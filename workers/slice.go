@@ -31,11 +31,16 @@ import (
 // (forkexec.Attr.Sched). Kernels before 6.12 take the request and ignore
 // it.
 type slicer struct {
-	read  bool           // orig has been read
-	fair  bool           // orig is SCHED_OTHER or SCHED_BATCH: slices apply
-	orig  unix.SchedAttr // the calling thread's scheduling, as first read
-	set   time.Duration  // the slice asked for (0: the kernel's default)
-	child *unix.SchedAttr
+	read bool           // orig has been read
+	fair bool           // orig is SCHED_OTHER or SCHED_BATCH: slices apply
+	orig unix.SchedAttr // the calling thread's scheduling, as first read
+	// set is the slice asked for (0: the kernel's default), once applied
+	// is true. The first apply asks even for 0: a master that USR2
+	// re-executed inherits its predecessor's slice, whatever its own
+	// config says.
+	set     time.Duration
+	applied bool
+	child   *unix.SchedAttr
 }
 
 // apply asks for slice d (0: the kernel's default) on every thread of the
@@ -50,7 +55,7 @@ func (s *slicer) apply(d time.Duration) error {
 		s.orig = *a
 		s.fair = a.Policy == unix.SCHED_NORMAL || a.Policy == unix.SCHED_BATCH
 	}
-	if !s.fair || d == s.set {
+	if !s.fair || s.applied && d == s.set {
 		return nil
 	}
 	attr := unix.SchedAttr{Policy: s.orig.Policy, Nice: s.orig.Nice, Runtime: uint64(d),
@@ -68,7 +73,7 @@ func (s *slicer) apply(d time.Duration) error {
 			return fmt.Errorf("master_slice %v: sched_setattr of thread %d: %w", d, tid, err)
 		}
 	}
-	s.set = d
+	s.set, s.applied = d, true
 	s.child = nil
 	if d != 0 {
 		def := attr
