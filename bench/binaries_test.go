@@ -11,11 +11,13 @@ import (
 // binDir is where the tests and benchmarks build the programs they run.
 const binDir = "/tmp/forkd-bench"
 
-// The programs the tests and benchmarks build: forkd, and the bench worker
-// forkd runs (and the benchmark times alone).
+// The programs the tests and benchmarks build: forkd, the bench worker
+// forkd runs (and the benchmark times alone), and go-start, the Go
+// runtime's start with forkd's packages (scenario 1).
 var (
-	forkdBinary  = &binary{pkg: "./cmd/forkd", path: filepath.Join(binDir, "forkd")}
-	workerBinary = &binary{pkg: "./bench/cmd/bench-worker", path: filepath.Join(binDir, "bench-worker")}
+	forkdBinary   = &binary{pkg: "./cmd/forkd", path: filepath.Join(binDir, "forkd")}
+	workerBinary  = &binary{pkg: "./bench/cmd/bench-worker", path: filepath.Join(binDir, "bench-worker")}
+	goStartBinary = &binary{pkg: "./bench/cmd/go-start", path: filepath.Join(binDir, "go-start")}
 )
 
 // binary is a main package of the module, built once per run of the test

@@ -112,9 +112,19 @@ whether forkd's figure met it.
   master: on 2 CPUs 4 workers take longer than one, whoever starts them, and
   "forkd's own share" is what forkd adds to that. The breakdown rows show
   exec → the first worker's "start" probe (the master's own boot and first
-  spawn), the master's boot by process events (forkd exec'd → its first
-  worker forked), how long the 4 spawns take (1st forked → 4th exec'd), under
-  forkd and under the benchmark, and exec → the 4th worker's "ready" probe.
+  spawn), by process events the benchmark's exec of forkd (exec → exec'd)
+  and the master's boot (forkd exec'd → its first worker forked), how long
+  the 4 spawns take (1st forked → 4th exec'd), under forkd and under the
+  benchmark, and exec → the 4th worker's "ready" probe.
+- **1 start: the floor.** Beside each of forkd's runs the benchmark also
+  runs ` + "`bench/cmd/go-start`" + `, a program that links forkd's packages
+  (their init functions run) and only reads the clock first thing in
+  main: exec'd (process events) → main is the Go runtime's start that
+  forkd's master pays before its first line. The floor row adds it to the
+  benchmark's exec of forkd and to the 4 workers started by the benchmark:
+  when a master in Go did nothing of its own and spawned as fast as the
+  benchmark does, it would serve then. The note below the table compares
+  the floor with the goal.
   Each of forkd's runs is followed by one with ` + "`master_slice = \"0\"`" + `
   (the kernel's default time slice for the master, see 2b): its median is
   the row "with master_slice = \"0\"", and the note below the table gives
