@@ -63,18 +63,8 @@ func (s *slicer) apply(d time.Duration) error {
 	}
 	attr := unix.SchedAttr{Policy: s.orig.Policy, Nice: s.orig.Nice, Runtime: uint64(d),
 		Flags: s.orig.Flags & unix.SCHED_FLAG_RESET_ON_FORK}
-	tids, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return fmt.Errorf("master_slice: %w", err)
-	}
-	for _, t := range tids {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("master_slice %v: sched_setattr of thread %d: %w", d, tid, err)
-		}
+	if err := setThreads(&attr); err != nil {
+		return fmt.Errorf("master_slice %v: %w", d, err)
 	}
 	s.set, s.applied = d, true
 	s.child = nil
@@ -84,6 +74,36 @@ func (s *slicer) apply(d time.Duration) error {
 		s.child = &def
 	}
 	return nil
+}
+
+// setThreads sets attr on every thread of the process. A thread that one
+// not yet set starts meanwhile inherits the old scheduling and is missing
+// from the listing it was set from, so the listing is read again until it
+// holds no thread that was not set: from then on every thread has attr,
+// and so has every thread they start.
+func setThreads(attr *unix.SchedAttr) error {
+	set := map[int]bool{}
+	for {
+		tids, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		fresh := false
+		for _, t := range tids {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || set[tid] {
+				continue
+			}
+			fresh = true
+			if err := unix.SchedSetAttr(tid, attr, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("sched_setattr of thread %d: %w", tid, err)
+			}
+			set[tid] = true
+		}
+		if !fresh {
+			return nil
+		}
+	}
 }
 
 // childSched is the scheduling a worker takes before it execs: nil when the
