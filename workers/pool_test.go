@@ -531,7 +531,10 @@ type masterProc struct {
 func startMaster(t *testing.T, env ...string) *masterProc {
 	t.Helper()
 	cmd := exec.Command(exe(t))
-	cmd.Env = append(append(os.Environ(), "FORKD_TEST_MASTER=1", "GOTRACEBACK=none"), env...)
+	// The master makes its notify socket's directory under
+	// RUNTIME_DIRECTORY: in the test's, which goes with the test even when
+	// the master is killed and cannot remove it.
+	cmd.Env = append(append(os.Environ(), "FORKD_TEST_MASTER=1", "GOTRACEBACK=none", "RUNTIME_DIRECTORY="+t.TempDir()), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -76,11 +76,11 @@ func (s *slicer) apply(d time.Duration) error {
 	return nil
 }
 
-// setThreads sets attr on every thread of the process. A thread that one
-// not yet set starts meanwhile inherits the old scheduling and is missing
-// from the listing it was set from, so the listing is read again until it
+// setThreads sets attr on every thread of the process. A thread started
+// meanwhile by one not yet set inherits the old scheduling, and the listing
+// read before does not hold it; so the listing is read again until it
 // holds no thread that was not set: from then on every thread has attr,
-// and so has every thread they start.
+// and so does every thread they start.
 func setThreads(attr *unix.SchedAttr) error {
 	set := map[int]bool{}
 	for {
