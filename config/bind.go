@@ -48,6 +48,8 @@ func ParseBind(s string) (Bind, error) {
 			return Bind{}, bindError(s, fmt.Sprintf("the socket path is %d bytes, the limit is %d", len(p), maxUnixPath))
 		case strings.IndexByte(p, 0) >= 0:
 			return Bind{}, bindError(s, "the socket path contains a NUL byte")
+		case strings.HasSuffix(p, "/"):
+			return Bind{}, bindError(s, `the socket path ends in "/", which names a directory`)
 		}
 		b.Address = p
 	default:

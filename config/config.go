@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strconv"
 	"time"
 )
 
@@ -151,8 +152,11 @@ const (
 	OnFailureAbort = "abort"
 )
 
+// Duration is a duration written as a Go duration string ("30s", "1m30s",
+// "0"); it must not be negative.
 type Duration struct{ time.Duration }
 
+// Bind is one listening address of server.bind, parsed by ParseBind.
 type Bind struct {
 	// Raw is the string as written.
 	Raw string
@@ -165,4 +169,27 @@ type Bind struct {
 	Mode uint32
 	// Name is the socket's name in LISTEN_FDNAMES ("" = the instance name).
 	Name string
+}
+
+// Workers says n workers in English: "1 worker", "4 workers".
+func Workers(n int) string {
+	if n == 1 {
+		return "1 worker"
+	}
+	return strconv.Itoa(n) + " workers"
+}
+
+// WorkerVars are the environment variables forkd sets for every worker
+// itself, with what they carry; worker.env cannot set them.
+var WorkerVars = map[string]string{
+	"LISTEN_FDS":        "the number of sockets handed over",
+	"LISTEN_FDNAMES":    "the sockets' names",
+	"LISTEN_PID":        "the worker's own pid",
+	"NOTIFY_SOCKET":     "the master's notify socket",
+	"WATCHDOG_USEC":     "the heartbeat interval, from server.timeout",
+	"WATCHDOG_PID":      "the worker's own pid",
+	"FORKD_WORKER_ID":   "the worker's slot",
+	"FORKD_GENERATION":  "the worker's generation",
+	"FORKD_INSTANCE":    "server.name",
+	"FORKD_SHIM_PARENT": "the master's pid, for the exec-shim",
 }

@@ -148,6 +148,32 @@ func TestLoad_several(t *testing.T) {
 	}
 }
 
+// TestParse_everyWrongValue: every wrong element of an array or inline
+// table is reported, and so is a wrong first value of a key defined twice.
+func TestParse_everyWrongValue(t *testing.T) {
+	doc := "[server]\nworkers = 0\nworkers = 2\n" +
+		"[worker]\ncommand = \"/bin/sh\"\nargs = [\"a\", 2, [\"b\"]]\nenv = { A = 1, B = \"ok\", C = true }\n"
+	_, err := Parse("t.toml", []byte(doc))
+	checkErrors(t, "t.toml", err, []wantErr{
+		{2, 11, "server.workers", "must be between 1 and 4096, got 0"},
+		{3, 1, "server.workers", "defined twice"},
+		// A nested array has no position of its own: the array's is given.
+		{6, 8, "worker.args[2]", "wrong type: want a string, got an array"},
+		{6, 14, "worker.args[1]", "wrong type: want a string, got an integer"},
+		{7, 13, "worker.env.A", "wrong type: want a string, got an integer"},
+		{7, 30, "worker.env.C", "wrong type: want a string, got a boolean"},
+	})
+}
+
+// TestParse_portZeroTwice: two binds of port 0 are two ports, not the same
+// address.
+func TestParse_portZeroTwice(t *testing.T) {
+	doc := "[server]\nbind = [\"tcp://127.0.0.1:0\", \"tcp://127.0.0.1:0\"]\n[worker]\ncommand = \"/bin/sh\"\n"
+	if _, err := Parse("t.toml", []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestLoad_full(t *testing.T) {
 	cfg, err := Load("testdata/full.toml")
 	if err != nil {
@@ -308,9 +334,29 @@ func TestParse_positions(t *testing.T) {
 		{"array table for a table", "[[worker]]\ncommand = \"/bin/sh\"\n",
 			wantErr{1, 3, "worker", "got an array of tables (write [worker])"}},
 		{"table for a scalar", "[server]\nworkers = 2\n[server.workers]\n",
-			wantErr{3, 2, "server.workers", "should be a table, not a value"}},
+			wantErr{3, 9, "server.workers", "wrong type: want an integer, got a table"}},
 		{"unexpected end", "[server]\nworkers = [1,",
 			wantErr{2, 13, "", "syntax error"}},
+		{"array of tables for binds", "[[server.bind]]\nNetwork = \"unix\"\n[worker]\ncommand = \"/bin/sh\"\n",
+			wantErr{1, 10, "server.bind", "wrong type: want an array of bind strings like [\"tcp://127.0.0.1:8000\"], got an array of tables"}},
+		{"table inside binds", "[server.bind.x]\n[worker]\ncommand = \"/bin/sh\"\n",
+			wantErr{1, 9, "server.bind", "wrong type: want an array of bind strings"}},
+		{"array of tables for args", "[worker]\ncommand = \"/bin/sh\"\n[[worker.args]]\n",
+			wantErr{3, 10, "worker.args", "wrong type: want an array of strings, got an array of tables"}},
+		{"table for an env value", "[worker]\ncommand = \"/bin/sh\"\n[worker.env.X]\n",
+			wantErr{3, 13, "worker.env.X", "wrong type: want a string, got a table"}},
+		{"dotted key into an env value", "[worker]\ncommand = \"/bin/sh\"\nenv.A.B = \"x\"\n",
+			wantErr{3, 5, "worker.env.A", "wrong type: want a string, got a table"}},
+		{"hook not a table", "[hooks]\non_starting = [1]\n[worker]\ncommand = \"/bin/sh\"\n",
+			wantErr{2, 16, "hooks.on_starting[0]", "wrong type: want a table, got an integer"}},
+		{"byte order mark", "\ufeff[worker]\ncommand = 5\n",
+			wantErr{2, 11, "worker.command", "wrong type: want a string, got an integer"}},
+		{"protocol variable in env", "[worker]\ncommand = \"/bin/sh\"\n[worker.env]\nLISTEN_FDS = \"3\"\n",
+			wantErr{4, 1, "worker.env.LISTEN_FDS", "forkd sets LISTEN_FDS for every worker itself"}},
+		{"unix path of a directory", "[server]\nbind = [\"unix:/run/\"]\n[worker]\ncommand = \"/bin/sh\"\n",
+			wantErr{2, 9, "server.bind[0]", `the socket path ends in "/"`}},
+		{"same unix path written twice", "[server]\nbind = [\"unix:/run/a.sock\", \"unix:/run//a.sock\"]\n[worker]\ncommand = \"/bin/sh\"\n",
+			wantErr{2, 29, "server.bind[1]", `"unix:/run//a.sock" listens on the same address as "unix:/run/a.sock"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,7 +33,8 @@
 //	                  (default: the file's base name without ".toml")
 //	workers           worker processes, 1–4096 (default 1)
 //	min_ready         workers that must serve before the instance, or a new
-//	                  generation, is ready; 0 means all (default: all)
+//	                  generation, is ready; 0 means all, at most workers
+//	                  (default: all)
 //	bind              addresses forkd binds when systemd passed no sockets
 //	                  (default ["tcp://127.0.0.1:8000"]); see ParseBind:
 //	                  "tcp://127.0.0.1:8000", "tcp://[::]:8000",
@@ -44,10 +45,12 @@
 //	boot_timeout      how long a worker may take to become ready, more than 0 (default "30s")
 //	kill_timeout      wait between SIGABRT or a quick-stop signal and SIGKILL (default "5s")
 //	max_surge         new-generation workers booting at once during a reload;
-//	                  each that is ready retires an old one; 0 all (default 0)
+//	                  each that is ready retires an old one; 0 all, at most
+//	                  4096 (default 0)
 //	max_booting       workers booting at once (started, not yet ready); 0
 //	                  paces boots by the CPUs: two per CPU, more while the
-//	                  run queue is no longer than twice the CPUs (default 0)
+//	                  run queue is no longer than twice the CPUs; at most
+//	                  4096 (default 0)
 //	max_failures      stop the instance (exit 1) once a worker slot failed this
 //	                  many times in a row; 0 retries forever (default 0)
 //	reload_after_upgrade  after an in-place upgrade (USR2), replace the
@@ -71,12 +74,14 @@
 //	                  name looked up in PATH (worker.env's PATH if set, else
 //	                  forkd's); must be an executable regular file
 //	args              its arguments (default none)
-//	env               table of variables added to forkd's environment
+//	env               table of string variables added to forkd's environment;
+//	                  not those forkd sets per worker (WorkerVars)
 //	dir               working directory, must exist (default: forkd's)
 //	ready             "notify": the worker sends READY=1 and heartbeats with
 //	                  WATCHDOG=1; "started": it is ready ready_delay after it
 //	                  started and is not expected to heartbeat (default "notify")
-//	ready_delay       the delay for ready = "started" (default "0")
+//	ready_delay       the delay for ready = "started"; 0 with "notify"
+//	                  (default "0")
 //
 // [[hooks.NAME]] — commands the master runs when hook NAME fires (see package
 // hooks for the names), with the event's fields in the environment; one

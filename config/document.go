@@ -275,6 +275,10 @@ func (d *document) header(n *unstable.Node, arrays map[string]int) (string, refl
 				return key, nil
 			}
 		}
+		if !last && t != nil && !holdsTables(t) {
+			d.problem(off, key, "wrong type: want "+describeType(t)+", got a table")
+			return key, nil
+		}
 		switch {
 		case last && n.Kind == unstable.ArrayTable:
 			d.add(key, off, -1)
@@ -317,6 +321,10 @@ func headerTypeProblem(t reflect.Type, k unstable.Kind, key string) string {
 		return "wrong type: want " + describeType(t) + ", got a table"
 	case isSlice && k == unstable.Table:
 		return "wrong type: want " + describeType(t) + ", got a table (write [[" + key + "]] for each element)"
+	case !holdsTables(t) && k == unstable.ArrayTable:
+		return "wrong type: want " + describeType(t) + ", got an array of tables"
+	case !holdsTables(t):
+		return "wrong type: want " + describeType(t) + ", got a table"
 	case !isSlice && k == unstable.ArrayTable:
 		return "wrong type: want " + describeType(t) + ", got an array of tables (write [" + key + "])"
 	}
@@ -332,7 +340,7 @@ func (d *document) keyValue(n *unstable.Node, table string, t reflect.Type) {
 		part := it.Node()
 		if last != nil {
 			d.add(key, int(last.Raw.Offset), -1) // an implicit table
-			if t != nil && isText(t) {
+			if t != nil && !holdsTables(t) {
 				d.problem(int(last.Raw.Offset), key, "wrong type: want "+describeType(t)+", got a table")
 				return
 			}
@@ -386,6 +394,10 @@ func (d *document) value(v *unstable.Node, t reflect.Type, key string, off int) 
 		}
 		return
 	}
+	if want, ok := scalarKind(t); ok && v.Kind != want {
+		d.problem(off, key, "wrong type: want "+describeType(t)+", got "+describeKind(v.Kind))
+		return
+	}
 	switch v.Kind {
 	case unstable.Array:
 		var et reflect.Type
@@ -417,16 +429,43 @@ func (d *document) value(v *unstable.Node, t reflect.Type, key string, off int) 
 	}
 }
 
+// scalarKind returns the TOML kind a value of Go type t must be written as,
+// for strings, booleans and integers; ok is false for other types and for
+// nil (unknown). Checking these while scanning reports every wrong element
+// of an array or inline table, where go-toml stops at the first.
+func scalarKind(t reflect.Type) (k unstable.Kind, ok bool) {
+	if t == nil || isText(t) {
+		return 0, false
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return unstable.String, true
+	case reflect.Bool:
+		return unstable.Bool, true
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return unstable.Integer, true
+	}
+	return 0, false
+}
+
 // blank overwrites key-value x with spaces, keeping line breaks, and adds its
 // key to d.bad.
 func (d *document) blank(x *expr) {
+	d.erase(x)
+	d.bad = append(d.bad, x.key)
+}
+
+// erase overwrites key-value x with spaces, keeping line breaks, without
+// marking its key bad: for a key defined again, whose first value stands
+// (and is checked).
+func (d *document) erase(x *expr) {
 	for i := x.start; i < x.end; i++ {
 		if d.data[i] != '\n' && d.data[i] != '\r' {
 			d.data[i] = ' '
 		}
 	}
 	x.blanked = true
-	d.bad = append(d.bad, x.key)
 }
 
 // exprAt returns the top-level expression containing offset off, or nil.
@@ -501,6 +540,13 @@ func parentKey(key string) string {
 // encoding.TextUnmarshaler.
 func isText(t reflect.Type) bool {
 	return t.Kind() != reflect.Pointer && reflect.PointerTo(t).Implements(textUnmarshalerType)
+}
+
+// holdsTables reports whether a value of type t is a table or an array of
+// tables: something a [header] or a dotted key can lead into.
+func holdsTables(t reflect.Type) bool {
+	e := elemType(t)
+	return e.Kind() == reflect.Map || e.Kind() == reflect.Struct && !isText(e)
 }
 
 // elemType returns the element type of slice type t, or t itself.

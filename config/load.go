@@ -34,6 +34,9 @@ func Load(path string) (*Config, error) {
 // table header of the wrong kind, with the problems found up to there. On
 // error the returned Config is nil.
 func Parse(path string, data []byte) (*Config, error) {
+	// A byte order mark, as some Windows editors write: not part of the
+	// text (columns on the first line are counted without it).
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	d := scan(path, data)
 	if d.fatal {
 		return nil, joinErrors(d.errs)
@@ -89,10 +92,17 @@ func (d *document) decode() (cfg *Config, ok bool) {
 		if x == nil || x.blanked {
 			return nil, false
 		}
+		if e.Msg == msgDefinedTwice {
+			d.erase(x) // the first definition stands, and is validated
+			continue
+		}
 		d.blank(x)
 	}
 	return nil, false
 }
+
+// msgDefinedTwice is the message for a key or table defined again.
+const msgDefinedTwice = "defined twice (a key or table may appear once)"
 
 // go-toml's messages that fromDecodeError rewords, compiled on the first
 // error rather than at every start (some 60–100 µs of forkd's init).
@@ -128,7 +138,7 @@ func (d *document) fromDecodeError(de *toml.DecodeError, msg string) *Error {
 	}
 	e.Msg = strings.TrimPrefix(de.Error(), "toml: ")
 	if redefined().MatchString(e.Msg) {
-		e.Msg = "defined twice (a key or table may appear once)"
+		e.Msg = msgDefinedTwice
 	}
 	if m := mismatch().FindStringSubmatch(e.Msg); m != nil {
 		got := m[1]
@@ -138,6 +148,9 @@ func (d *document) fromDecodeError(de *toml.DecodeError, msg string) *Error {
 		}
 		e.Msg = "wrong type"
 		if t := typeOf(parts); t != nil {
+			if strings.HasSuffix(e.Key, "]") {
+				t = elemType(t) // an element of the array, not the array
+			}
 			e.Msg += ": want " + describeType(t) + ", got " + article + got
 			if got == "table" && t.Kind() == reflect.Slice {
 				e.Msg += " (write [[" + e.Key + "]] for each element)"

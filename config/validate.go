@@ -70,6 +70,15 @@ func (d *document) validateServer(s *Server) {
 	seen := map[string]string{}
 	for i, b := range s.Bind {
 		addr := b.Network + " " + b.Address
+		switch b.Network {
+		case "unix":
+			// The same file however written: /run//a.sock, /run/./a.sock.
+			addr = b.Network + " " + filepath.Clean(b.Address)
+		case "tcp":
+			if strings.HasSuffix(b.Address, ":0") {
+				continue // each takes a port of its own
+			}
+		}
 		if first, ok := seen[addr]; ok {
 			d.fail(keyIndex("server.bind", i), "%q listens on the same address as %q", b.Raw, first)
 			continue
@@ -137,6 +146,8 @@ func (d *document) validateWorker(w *Worker) {
 			d.failKey(key, "an environment variable's name must not be empty or contain '=' or NUL")
 		case strings.IndexByte(w.Env[k], 0) >= 0:
 			d.fail(key, "an environment variable's value must not contain NUL")
+		case WorkerVars[k] != "":
+			d.failKey(key, "forkd sets %s for every worker itself (%s); it cannot be set here", k, WorkerVars[k])
 		}
 	}
 	for i, a := range w.Args {

@@ -175,7 +175,7 @@ func check(path string, stdout io.Writer) error {
 	for _, b := range cfg.Server.Bind {
 		binds = append(binds, b.String())
 	}
-	_, err = fmt.Fprintf(stdout, "%s: ok: instance %q, %d workers, command %s, bind %s\n",
-		path, cfg.Server.Name, cfg.Server.Workers, cfg.Worker.Command, strings.Join(binds, " "))
+	_, err = fmt.Fprintf(stdout, "%s: ok: instance %q, %s, command %s, bind %s\n",
+		path, cfg.Server.Name, config.Workers(cfg.Server.Workers), cfg.Worker.Command, strings.Join(binds, " "))
 	return err
 }

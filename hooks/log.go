@@ -163,7 +163,11 @@ func eventMessage(e Event) string {
 	case OnReload:
 		fmt.Fprintf(&b, "instance %s reloading from generation %d", e.Instance, e.Generation)
 	case WhenReady:
-		fmt.Fprintf(&b, "generation %d ready with %d workers", e.Generation, e.Workers)
+		if e.Workers == 1 {
+			fmt.Fprintf(&b, "generation %d ready with 1 worker", e.Generation)
+		} else {
+			fmt.Fprintf(&b, "generation %d ready with %d workers", e.Generation, e.Workers)
+		}
 	case PreFork:
 		fmt.Fprintf(&b, "spawning worker %d of generation %d", e.WorkerID, e.Generation)
 	case PostFork:

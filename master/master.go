@@ -139,8 +139,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if o.check {
-		fmt.Fprintf(stdout, "%s: ok (instance %q, %d workers of %s)\n", o.config, cfg.Server.Name,
-			cfg.Server.Workers, cfg.Worker.Command)
+		fmt.Fprintf(stdout, "%s: ok (instance %q, %s of %s)\n", o.config, cfg.Server.Name,
+			config.Workers(cfg.Server.Workers), cfg.Worker.Command)
 		return nil
 	}
 	log, err := newLogger(o, stderr)

@@ -107,10 +107,7 @@ func (g *generation) readyCount() int {
 func baseEnv(cfg *config.Config, socks []activation.Socket, notify string) []string {
 	skip := func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET",
-			"WATCHDOG_USEC", "WATCHDOG_PID", "FORKD_WORKER_ID",
-			"FORKD_GENERATION", "FORKD_INSTANCE", "FORKD_SHIM_PARENT":
+		if _, ours := config.WorkerVars[k]; ours {
 			return true
 		}
 		_, inCfg := cfg.Worker.Env[k]
