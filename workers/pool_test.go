@@ -638,6 +638,38 @@ func TestPool_Upgrade(t *testing.T) {
 // TestPool_ReloadMaxSurge reloads with max_surge = 1: the new generation
 // boots one worker at a time, each ready one retiring an old one, so live
 // capacity never drops and never more than one worker boots.
+// TestPool_ReloadRollbackSpawnsNoMore: when the first spawn of a reload's
+// generation fails (here its pre_fork hook refuses), the reload is rolled
+// back and none of that generation's other slots is started after all.
+func TestPool_ReloadRollbackSpawnsNoMore(t *testing.T) {
+	cfg := testConfig(exe(t), "serve", 3)
+	h := start(t, cfg, func(o *Options) {
+		o.Load = func() (*config.Config, error) { return testConfig(exe(t), "serve", 3), nil }
+		o.RunHook = func(_ context.Context, e hooks.Event) error {
+			if e.Hook == hooks.PreFork && e.Generation == 2 && e.WorkerID == 0 {
+				return errors.New("refused")
+			}
+			return nil
+		}
+	})
+	h.waitReady(3)
+	if err := h.pool.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "pre_fork") {
+		t.Fatalf("Reload = %v, want the pre_fork hook's refusal", err)
+	}
+	list, err := h.pool.ListWorkers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range list {
+		if w.Generation != 1 {
+			t.Errorf("worker %d (pid %d) of generation %d is running after the rollback", w.ID, w.PID, w.Generation)
+		}
+	}
+	if len(list) != 3 {
+		t.Errorf("%d workers after the rollback, want the 3 of generation 1: %+v", len(list), list)
+	}
+}
+
 func TestPool_ReloadMaxSurge(t *testing.T) {
 	cfg := testConfig(exe(t), "serve", 3)
 	cfg.Server.MaxSurge = 1

@@ -61,7 +61,8 @@ func (g *generation) grow(n int) {
 }
 
 // fillSlots starts a worker in every empty slot of g below its target
-// that has no respawn pending.
+// that has no respawn pending, while g is the current or the pending
+// generation and the pool is not stopping.
 //
 // A reload's generation with max_surge set boots at most that many at
 // once (see surge).
@@ -71,6 +72,9 @@ func (p *Pool) fillSlots(g *generation) {
 		room = g.cfg.Server.MaxSurge - g.booting()
 	}
 	for id := 0; id < g.target && room != 0; id++ {
+		if g != p.current && g != p.pending || p.stopping {
+			return // a failed spawn ended g (a reload rolled back) or the pool
+		}
 		if g.slots[id] == nil && g.respawn[id] == nil {
 			p.spawn(g, id)
 			room--
