@@ -118,11 +118,12 @@ func (p *Pool) Stats(ctx context.Context) (Stats, error) {
 // Upgrade starts an in-place upgrade, as USR2 does, and returns nil once
 // it is under way: a moment later (so that the caller's reply gets out)
 // the master re-executes itself. It returns an error when the upgrade is
-// refused now (no executable, a reload in progress, stopping).
+// refused (no executable, a reload in progress, stopping, a config the new
+// master could not start with, or the pre_exec hook's refusal).
 func (p *Pool) Upgrade(ctx context.Context) error {
 	var err error
 	if cerr := p.call(ctx, func(p *Pool) {
-		if err = p.canUpgrade(); err == nil {
+		if err = p.prepareUpgrade(); err == nil {
 			time.AfterFunc(100*time.Millisecond, func() { p.fire(timerEvent{kind: timerUpgrade}) })
 		}
 	}); cerr != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -149,16 +150,42 @@ func runMaster() int {
 	}
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(socks[0].Addr, "tcp://"))
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGUSR2, syscall.SIGHUP)
 	statuses := make(chan hooks.Status, 64)
-	cfg := testConfig(exe, "serve", 2)
-	cfg.Server.ReloadAfterUpgrade = os.Getenv("FORKD_TEST_RELOAD_AFTER_UPGRADE") != ""
+	// The config: 2 workers, or as many as FORKD_TEST_WORKERS_FILE says
+	// (read at start and at every reload; what it holds must be a number,
+	// else the config does not load).
+	load := func() (*config.Config, error) {
+		n := 2
+		if f := os.Getenv("FORKD_TEST_WORKERS_FILE"); f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, err
+			}
+			if n, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+				return nil, fmt.Errorf("%s: workers: %w", f, err)
+			}
+		}
+		cfg := testConfig(exe, "serve", n)
+		cfg.Server.ReloadAfterUpgrade = os.Getenv("FORKD_TEST_RELOAD_AFTER_UPGRADE") != ""
+		return cfg, nil
+	}
+	cfg, err := load()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "master:", err)
+		return 1
+	}
 	p := New(Options{
 		Config:  cfg,
+		Load:    load,
 		Sockets: socks,
 		Signals: sigs,
 		Exe:     exe,
 		Adopt:   h,
+		Hooks:   whenReadyPrinter{},
+		// Errors only, on stdout, where the test reads them (see
+		// masterProc.waitLog); any other line of its is the report below.
+		Logger: slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelError})),
 		Observe: func(s hooks.Status) {
 			select {
 			case statuses <- s:
@@ -170,7 +197,7 @@ func runMaster() int {
 	go func() {
 		reported := uint64(0)
 		for s := range statuses {
-			if s.State != StateRunning || s.ReadyWorkers != 2 || s.Generation == reported {
+			if s.State != StateRunning || s.ReadyWorkers != s.Workers || s.Generation == reported {
 				continue
 			}
 			reported = s.Generation
@@ -189,6 +216,16 @@ func runMaster() int {
 	}()
 	p.Run(context.Background())
 	return 0
+}
+
+// whenReadyPrinter is the test master's hook sink: it prints
+// "when_ready GENERATION" for each when_ready event (see masterProc.report).
+type whenReadyPrinter struct{}
+
+func (whenReadyPrinter) Emit(e hooks.Event) {
+	if e.Hook == hooks.WhenReady {
+		fmt.Printf("when_ready %d\n", e.Generation)
+	}
 }
 
 // testConfig is a config running the test binary as a worker in mode.

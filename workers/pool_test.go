@@ -526,6 +526,9 @@ type masterProc struct {
 	cmd   *exec.Cmd
 	lines chan string // its stdout, closed at EOF
 	port  string
+	// whenReady lists the generations of the when_ready events report
+	// read so far.
+	whenReady []int
 }
 
 func startMaster(t *testing.T, env ...string) *masterProc {
@@ -575,12 +578,103 @@ func (m *masterProc) report(t *testing.T) (pid int, adopted bool, workers map[in
 				pid, m.port, adopted = atoi(f[1]), f[3], f[5] == "true"
 			case len(f) == 2 && f[0] == "worker":
 				workers[atoi(f[1])] = true
+			case len(f) == 2 && f[0] == "when_ready":
+				m.whenReady = append(m.whenReady, atoi(f[1]))
 			default:
 				t.Fatalf("master said %q", line)
 			}
 		case <-deadline:
 			t.Fatal("master did not report within 20s")
 		}
+	}
+}
+
+// waitLog waits for a log line of the master that contains text.
+func (m *masterProc) waitLog(t *testing.T, text string) string {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case line, ok := <-m.lines:
+			if !ok {
+				t.Fatalf("master exited before logging %q", text)
+			}
+			if strings.Contains(line, text) {
+				return line
+			}
+		case <-deadline:
+			t.Fatalf("master did not log %q within 20s", text)
+		}
+	}
+}
+
+// workersFile writes n (or any text) to the file a test master reads its
+// worker count from (FORKD_TEST_WORKERS_FILE).
+func workersFile(t *testing.T, path, n string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPool_UpgradeRefusedBadConfig: USR2 with a config that does not load
+// is refused by the old master — the new one would exit at once, and every
+// worker with it — and the old master goes on serving, reloading once the
+// file is fixed.
+func TestPool_UpgradeRefusedBadConfig(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "workers")
+	workersFile(t, file, "2")
+	m := startMaster(t, "FORKD_TEST_WORKERS_FILE="+file)
+	pid, _, before := m.report(t)
+	workersFile(t, file, "two")
+	if err := m.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if line := m.waitLog(t, "upgrade refused"); !strings.Contains(line, "workers") {
+		t.Errorf("the refusal does not say what is wrong with the config: %s", line)
+	}
+	workersFile(t, file, "3")
+	if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	pid2, adopted, after := m.report(t)
+	if pid2 != pid || adopted {
+		t.Fatalf("after the refused upgrade: master %d (want %d), adopted %v (want false)", pid2, pid, adopted)
+	}
+	if len(after) != 3 {
+		t.Errorf("after the reload: %d workers, want 3", len(after))
+	}
+	for p := range before {
+		gone(t, p, 10*time.Second)
+	}
+}
+
+// TestPool_UpgradeThenWorkersChange: a worker count changed in the file
+// before an upgrade applies at the next reload — the adopted generation
+// keeps the count it was started with, and the reload compares the file
+// with that, not with what the new master read at its start.
+func TestPool_UpgradeThenWorkersChange(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "workers")
+	workersFile(t, file, "3")
+	m := startMaster(t, "FORKD_TEST_WORKERS_FILE="+file)
+	pid, _, before := m.report(t)
+	if len(before) != 3 {
+		t.Fatalf("%d workers at start, want 3", len(before))
+	}
+	workersFile(t, file, "2")
+	if err := m.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	pid2, adopted, adoptedWorkers := m.report(t)
+	if pid2 != pid || !adopted || !samePIDs(before, adoptedWorkers) {
+		t.Fatalf("after USR2: master %d (want %d), adopted %v, workers %v → %v", pid2, pid, adopted, before, adoptedWorkers)
+	}
+	if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	_, _, after := m.report(t)
+	if len(after) != 2 {
+		t.Errorf("after the reload: %d workers (%v), want the file's 2", len(after), after)
 	}
 }
 
@@ -620,6 +714,10 @@ func TestPool_Upgrade(t *testing.T) {
 		if !samePIDs(before, after) {
 			t.Fatalf("upgrade %d changed the workers: %v → %v", i+1, before, after)
 		}
+		// Each master, the first and each successor, said it serves.
+		if len(m.whenReady) != i+2 {
+			t.Errorf("after upgrade %d: when_ready came for generations %v, want one per master (%d)", i+1, m.whenReady, i+2)
+		}
 		for range 4 {
 			c, err := net.DialTimeout("tcp", "127.0.0.1:"+m.port, 5*time.Second)
 			if err != nil {
@@ -635,9 +733,6 @@ func TestPool_Upgrade(t *testing.T) {
 	}
 }
 
-// TestPool_ReloadMaxSurge reloads with max_surge = 1: the new generation
-// boots one worker at a time, each ready one retiring an old one, so live
-// capacity never drops and never more than one worker boots.
 // TestPool_ReloadRollbackSpawnsNoMore: when the first spawn of a reload's
 // generation fails (here its pre_fork hook refuses), the reload is rolled
 // back and none of that generation's other slots is started after all.
@@ -670,6 +765,9 @@ func TestPool_ReloadRollbackSpawnsNoMore(t *testing.T) {
 	}
 }
 
+// TestPool_ReloadMaxSurge reloads with max_surge = 1: the new generation
+// boots one worker at a time, each ready one retiring an old one, so live
+// capacity never drops and never more than one worker boots.
 func TestPool_ReloadMaxSurge(t *testing.T) {
 	cfg := testConfig(exe(t), "serve", 3)
 	cfg.Server.MaxSurge = 1

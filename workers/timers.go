@@ -60,7 +60,7 @@ func (p *Pool) disarm(w *worker) {
 // handleTimer acts on a deadline that passed.
 func (p *Pool) handleTimer(t timerEvent) {
 	if t.kind == timerUpgrade {
-		if err := p.upgrade(); err != nil {
+		if err := p.execUpgrade(); err != nil {
 			p.log.Error("upgrade failed; the old master keeps running", "err", err)
 		}
 		return

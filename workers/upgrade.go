@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 )
 
@@ -40,6 +41,22 @@ type Handover struct {
 	Target     int              `json:"target"`
 	EverReady  bool             `json:"ever_ready"`
 	Workers    []HandoverWorker `json:"workers"`
+	// Config is what the current generation runs with of the settings a
+	// reload compares with its new config.
+	Config HandoverConfig `json:"config"`
+}
+
+// HandoverConfig holds the settings of the old master's current generation
+// that its successor keeps for the adopted workers: a reload after the
+// upgrade compares the config with these, not with the file the new
+// master read at its start, which may have changed meanwhile.
+type HandoverConfig struct {
+	// Workers is the generation's config's workers (not its target,
+	// which TTIN and TTOU change).
+	Workers int      `json:"workers"`
+	Name    string   `json:"name"`
+	Backlog int      `json:"backlog"`
+	Bind    []string `json:"bind"`
 }
 
 // HandoverSocket is a listening socket kept open across the upgrade.
@@ -100,13 +117,38 @@ func TakeHandover() (*Handover, error) {
 
 // upgrade re-executes the master; it returns only when that failed.
 func (p *Pool) upgrade() error {
+	if err := p.prepareUpgrade(); err != nil {
+		return err
+	}
+	return p.execUpgrade()
+}
+
+// prepareUpgrade says whether an upgrade may go ahead: it can start now,
+// the config loads (the new master reads it first thing and would exit,
+// taking every worker with it, if it did not), and the pre_exec hook
+// agrees.
+func (p *Pool) prepareUpgrade() error {
 	if err := p.canUpgrade(); err != nil {
 		return err
+	}
+	if p.opts.Load != nil {
+		if _, err := p.opts.Load(); err != nil {
+			return fmt.Errorf("upgrade refused: the new master could not start with this config: %w", err)
+		}
 	}
 	ev := hooks.Event{Hook: hooks.PreExec, Generation: p.current.id}
 	p.emit(ev)
 	if err := p.runHook(ev); err != nil {
 		return fmt.Errorf("upgrade aborted by pre_exec hook: %w", err)
+	}
+	return nil
+}
+
+// execUpgrade hands the pool over and re-executes the master (after
+// prepareUpgrade); it returns only when that failed.
+func (p *Pool) execUpgrade() error {
+	if err := p.canUpgrade(); err != nil {
+		return err
 	}
 	h, keep, err := p.handover()
 	if err != nil {
@@ -174,8 +216,13 @@ func restoreCloexec(fds []int) {
 // handover describes the pool for its successor and lists the fds that
 // must survive execve.
 func (p *Pool) handover() (*Handover, []int, error) {
+	srv := p.current.cfg.Server
 	h := &Handover{NextGen: p.nextGen, Current: p.current.id, Target: p.current.target,
-		EverReady: p.everReady, NotifyDir: p.notifyDir, NotifyPath: p.notifyAdr}
+		EverReady: p.everReady, NotifyDir: p.notifyDir, NotifyPath: p.notifyAdr,
+		Config: HandoverConfig{Workers: srv.Workers, Name: srv.Name, Backlog: srv.Backlog}}
+	for _, b := range srv.Bind {
+		h.Config.Bind = append(h.Config.Bind, b.Raw)
+	}
 	var keep []int
 	for _, s := range p.opts.Sockets {
 		fd, err := rawFD(s.File)
@@ -209,8 +256,40 @@ func rawFD(f syscall.Conn) (int, error) {
 	return fd, nil
 }
 
+// adoptedConfig is the config for the adopted generation: cfg, the one
+// this master read, with the settings of h that its workers were started
+// with and that a reload compares (see HandoverConfig). A name or sockets
+// that changed cannot apply to a running instance, as on reload: the
+// difference is logged.
+func (p *Pool) adoptedConfig(cfg *config.Config, h HandoverConfig) *config.Config {
+	if h.Name == "" {
+		return cfg // from a master that did not hand its config over
+	}
+	c := *cfg
+	if c.Server.Name != h.Name {
+		p.log.Warn("server.name cannot change on upgrade; keeping the old one", "name", h.Name)
+		c.Server.Name = h.Name
+	}
+	var binds []config.Bind
+	for _, raw := range h.Bind {
+		b, err := config.ParseBind(raw)
+		if err != nil {
+			p.log.Warn("upgrade: the old master's bind does not parse", "bind", raw, "err", err)
+			return cfg
+		}
+		binds = append(binds, b)
+	}
+	c.Server.Bind, c.Server.Backlog = binds, h.Backlog
+	if !sameSockets(&c, cfg) {
+		p.log.Warn("server.bind and server.backlog apply at start only; the adopted sockets stay; restart forkd to change them")
+	}
+	c.Server.Workers = h.Workers
+	return &c
+}
+
 // adopt takes over the workers of the master this one replaced.
 func (p *Pool) adopt(h *Handover) {
+	p.opts.Config = p.adoptedConfig(p.opts.Config, h.Config)
 	p.nextGen = h.Current
 	g := p.newGeneration(p.opts.Config, h.Target)
 	p.nextGen = max(h.NextGen, g.id+1)
@@ -253,6 +332,11 @@ func (p *Pool) adopt(h *Handover) {
 		p.state = StateRunning
 	}
 	p.log.Info("upgraded: adopted workers", "workers", len(p.byPID), "generation", g.id)
+	if g.announced {
+		// The new master serves: say so, as after a reload (an adopted
+		// generation still booting says so once it is ready).
+		p.emit(hooks.Event{Hook: hooks.WhenReady, Generation: g.id, Workers: g.target})
+	}
 }
 
 // adoptNotify takes over the notify socket of the master this one
