@@ -73,6 +73,9 @@ type listenersReport struct {
 	ShimParentSet bool
 	Listeners     int // usable ones
 	Addrs         []string
+	// Crossed lists the fds above the listeners open without
+	// close-on-exec: fds that crossed the exec beside them.
+	Crossed []int
 }
 
 func runListeners() int {
@@ -98,6 +101,17 @@ func runListeners() int {
 		}
 	}
 	rep.Listeners = len(usable)
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range ents {
+			fd, err := strconv.Atoi(e.Name())
+			if err != nil || fd < 3+len(ls) {
+				continue
+			}
+			if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+				rep.Crossed = append(rep.Crossed, fd)
+			}
+		}
+	}
 	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
 		return 1
 	}

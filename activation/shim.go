@@ -38,7 +38,8 @@ func ShimArgv(shimPath, command string, args []string) []string {
 //
 // Before execve(2) it sets LISTEN_PID to its own pid when LISTEN_FDS is set
 // and WATCHDOG_PID when WATCHDOG_USEC is set, clears FD_CLOEXEC on fds
-// 3…3+LISTEN_FDS-1, and removes FORKD_SHIM_PARENT from the environment. If
+// 3…3+LISTEN_FDS-1 (every fd above them closes at exec), and removes
+// FORKD_SHIM_PARENT from the environment. If
 // FORKD_SHIM_PARENT is set and is not the parent's pid, the master has died
 // and Shim returns an error wrapping ErrMasterGone without starting the
 // command. A command without a slash is looked up in PATH.
@@ -70,6 +71,10 @@ func shimExec(args, environ []string) error {
 			return fmt.Errorf("exec-shim: keep fd %d (of LISTEN_FDS=%d) open across exec: %w", fd, nfds, err)
 		}
 	}
+	// Every fd above them closes at exec, also those the master inherited
+	// without close-on-exec: the worker gets the sockets and nothing else,
+	// as from systemd. Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC.
+	_ = unix.CloseRange(uint(listenFdsStart+max(nfds, 0)), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	defaultSlice()
 	path := args[0]
 	if !strings.Contains(path, "/") {

@@ -32,7 +32,14 @@ func shimWorker(t *testing.T, argv []string) {
 	admin := unixBind(filepath.Join(t.TempDir(), "admin.sock"), 0o600)
 	admin.Name = "admin"
 	socks := listen(t, 64, tcp("127.0.0.1:0"), admin)
-	files := []*os.File{socks[0].File, socks[1].File}
+	// A third fd beside the sockets, as a master inherits without
+	// close-on-exec from whoever started it: it must not reach the worker.
+	stray, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stray.Close()
+	files := []*os.File{socks[0].File, socks[1].File, stray}
 	env := append(activation.Env(socks),
 		"FORKD_SHIM_PARENT="+strconv.Itoa(os.Getpid()),
 		"WATCHDOG_USEC=5000000",
@@ -60,6 +67,9 @@ func shimWorker(t *testing.T, argv []string) {
 	}
 	if rep.Listeners != 2 {
 		t.Fatalf("worker has %d usable listeners (%q), want 2", rep.Listeners, rep.Addrs)
+	}
+	if len(rep.Crossed) != 0 {
+		t.Errorf("fds %v crossed the exec beside the listeners, want none (the stray fd 5 closed)", rep.Crossed)
 	}
 	for i, addr := range []struct{ network, address string }{
 		{"tcp", strings.TrimPrefix(socks[0].Addr, "tcp://")},

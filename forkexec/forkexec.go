@@ -35,8 +35,8 @@ type Attr struct {
 	// Dir is the child's working directory; "" keeps the caller's.
 	Dir string
 	// Files are the child's fds 0, 1, 2, …: Files[i] is the caller's fd that
-	// becomes fd i, or -1 to leave fd i closed. Every other fd of the
-	// caller must be close-on-exec (Go opens every fd so).
+	// becomes fd i, or -1 to leave fd i closed. Every other fd is closed
+	// at exec, close-on-exec in the caller or not (Linux ≥ 5.11).
 	Files []int
 	// Pdeathsig is sent to the child when the thread that called Start
 	// exits (PR_SET_PDEATHSIG); 0 sends nothing. If the caller's process
@@ -364,6 +364,12 @@ func (c *child) run() {
 			c.fail(stepFiles, e)
 		}
 	}
+
+	// Every other fd closes at exec, also those the parent holds without
+	// close-on-exec (inherited from whoever started it): the child gets
+	// Files and nothing else, as from systemd. Kernels before 5.11 lack
+	// CLOSE_RANGE_CLOEXEC; there such fds still cross.
+	syscall.RawSyscall(unix.SYS_CLOSE_RANGE, uintptr(len(c.files)), uintptr(^uint32(0)), unix.CLOSE_RANGE_CLOEXEC)
 
 	if c.dir != nil {
 		if _, _, e := syscall.RawSyscall(syscall.SYS_CHDIR, uintptr(unsafe.Pointer(c.dir)), 0, 0); e != 0 {

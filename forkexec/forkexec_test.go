@@ -37,7 +37,10 @@ type report struct {
 	SigBlk      string
 	Inodes      map[int]uint64 // fd → inode, fds 0…7
 	Cloexec     map[int]bool
-	Args        []string
+	// Crossed lists the fds from 8 up that are open without close-on-exec:
+	// fds that crossed the exec (the child's runtime opens its own with it).
+	Crossed []int
+	Args    []string
 }
 
 func TestMain(m *testing.M) {
@@ -78,6 +81,17 @@ func helper() {
 		r.Inodes[fd] = st.Ino
 		flags, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 		r.Cloexec[fd] = flags&unix.FD_CLOEXEC != 0
+	}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range ents {
+			fd, err := strconv.Atoi(e.Name())
+			if err != nil || fd < 8 {
+				continue
+			}
+			if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+				r.Crossed = append(r.Crossed, fd)
+			}
+		}
 	}
 	out := os.NewFile(3, "report")
 	if err := json.NewEncoder(out).Encode(r); err != nil {
@@ -176,6 +190,33 @@ func TestStart_EnvFilesSignals(t *testing.T) {
 		if _, open := r.Inodes[fd]; open && !r.Cloexec[fd] {
 			t.Errorf("fd %d crossed the exec, want it closed (Files[4] = -1; 6, 7 not passed)", fd)
 		}
+	}
+}
+
+// TestStart_InheritedFDs: an fd the parent holds without close-on-exec —
+// one it inherited, say — does not reach the child: a worker gets fds 0…n-1
+// of Files and nothing else, as from systemd.
+func TestStart_InheritedFDs(t *testing.T) {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	// F_DUPFD: no close-on-exec, and from 100 up, where the helper looks.
+	inherited, err := unix.FcntlInt(devnull.Fd(), unix.F_DUPFD, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(inherited)
+	reportR, reportW := pipe(t)
+	a := helperAttr(t)
+	a.Files = []int{int(devnull.Fd()), int(os.Stderr.Fd()), int(os.Stderr.Fd()), int(reportW.Fd())}
+	r, status := run(t, a, reportR, reportW)
+	if status != 0 {
+		t.Fatalf("helper exited %d", status)
+	}
+	if len(r.Crossed) != 0 {
+		t.Errorf("fds %v crossed the exec (the parent's %d among them?), want only 0…3", r.Crossed, inherited)
 	}
 }
 
