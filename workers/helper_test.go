@@ -3,7 +3,9 @@ package workers
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +20,7 @@ import (
 
 	sdactivation "github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
@@ -57,15 +60,19 @@ func TestMain(m *testing.M) {
 //	hang-boot     serves but never sends READY=1
 //	no-heartbeat  READY=1, then no heartbeat
 //	ignore-term   like serve, but ignores TERM
+//	barrier       like serve, each READY=1 and heartbeat followed by an
+//	              sd_notify_barrier(3); exits 7 when one is not read
+//	              within a second
 //
-// In every serving mode USR1 makes the worker exit 42 and USR2 stops its
-// heartbeats (it hangs, as far as the pool can tell).
+// In every serving mode USR1 makes the worker exit 42, USR2 stops its
+// heartbeats (it hangs, as far as the pool can tell) and HUP makes it send
+// STOPPING=1 and exit 0 (it leaves by itself).
 func runWorker(mode string) int {
 	if mode == "exit1" {
 		return 1
 	}
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGINT, syscall.SIGHUP)
 	if mode == "ignore-term" {
 		signal.Reset(syscall.SIGTERM)
 		signal.Ignore(syscall.SIGTERM)
@@ -95,9 +102,21 @@ func runWorker(mode string) int {
 			}
 		}()
 	}
+	notify := func(state string) bool {
+		daemon.SdNotify(false, state)
+		if mode == "barrier" {
+			if err := notifyBarrier(time.Second); err != nil {
+				fmt.Fprintln(os.Stderr, "worker:", err)
+				return false
+			}
+		}
+		return true
+	}
 	var tick <-chan time.Time
 	if mode != "hang-boot" {
-		daemon.SdNotify(false, daemon.SdNotifyReady)
+		if !notify(daemon.SdNotifyReady) {
+			return 7
+		}
 		if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 && mode != "no-heartbeat" {
 			tick = time.NewTicker(d / 4).C
 		}
@@ -105,7 +124,9 @@ func runWorker(mode string) int {
 	for {
 		select {
 		case <-tick:
-			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			if !notify(daemon.SdNotifyWatchdog) {
+				return 7
+			}
 		case s := <-sigs:
 			switch s {
 			case syscall.SIGUSR1:
@@ -113,11 +134,44 @@ func runWorker(mode string) int {
 			case syscall.SIGUSR2:
 				tick = nil // hang: serve, but heartbeat no more
 				continue
+			case syscall.SIGHUP:
+				daemon.SdNotify(false, daemon.SdNotifyStopping)
+				return 0
 			default:
 				return 0
 			}
 		}
 	}
+}
+
+// notifyBarrier is sd_notify_barrier(3): BARRIER=1 with the write end of a
+// pipe, then a wait of at most d for the reader of NOTIFY_SOCKET to close
+// it.
+func notifyBarrier(d time.Duration) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	err = unix.Sendmsg(fd, []byte("BARRIER=1"), unix.UnixRights(int(w.Fd())),
+		&unix.SockaddrUnix{Name: os.Getenv("NOTIFY_SOCKET")}, 0)
+	unix.Close(fd)
+	w.Close()
+	if err != nil {
+		return err
+	}
+	if err := r.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return err
+	}
+	if _, err := r.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("barrier not read within %s: %v", d, err)
+	}
+	return nil
 }
 
 // runMaster runs a pool of two serving workers on its own TCP socket, on

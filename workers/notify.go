@@ -30,6 +30,9 @@ type note struct {
 	hasRequests bool
 	// stats is FORKD_REQUEST_STATS, passed on as is ("" when absent).
 	stats string
+	// barrier is BARRIER=1: the sender waits, in sd_notify_barrier(3),
+	// until the message is read (its fd was closed on reading).
+	barrier bool
 	// at is when the datagram arrived (the kernel's timestamp).
 	at time.Time
 	// Notes of pid 0 come from the reader itself: deadline says the
@@ -40,7 +43,8 @@ type note struct {
 
 // heartbeatOnly reports whether m is WATCHDOG=1 and nothing else.
 func (m *note) heartbeatOnly() bool {
-	return m.watchdog && !m.ready && !m.trigger && !m.stopping && !m.hasStatus && !m.hasRequests && m.stats == ""
+	return m.watchdog && !m.ready && !m.trigger && !m.stopping && !m.hasStatus && !m.hasRequests && m.stats == "" &&
+		!m.barrier
 }
 
 // notifySocket is the pool's NOTIFY_SOCKET: a datagram socket in a private
@@ -396,6 +400,8 @@ func parseNote(b []byte) note {
 			}
 		case "FORKD_REQUEST_STATS":
 			m.stats = string(v)
+		case "BARRIER":
+			m.barrier = m.barrier || string(v) == "1"
 		}
 	}
 	return m
@@ -435,6 +441,13 @@ func (p *Pool) handleNote(m note) {
 	}
 	if m.hasStatus || m.stopping || m.hasRequests || m.stats != "" || m.trigger {
 		p.chatter = m.at
+	}
+	if m.barrier && !p.barriers {
+		// A quiet pool reads a barrier only at its next drain, later than
+		// sd_notify_barrier waits (systemd-notify(1) gives up after 5 s):
+		// a pool whose workers use barriers stays watched.
+		p.barriers = true
+		p.log.Debug("a worker uses sd_notify barriers: the notify socket stays watched", "pid", m.pid)
 	}
 }
 

@@ -136,8 +136,10 @@ type Pool struct {
 	ns        *notifySocket
 	nbuf      notifyBuf // the arbiter's buffers for draining ns
 	// chatter is when the last message other than a heartbeat arrived
-	// (quiet mode, see quiet.go).
-	chatter time.Time
+	// (quiet mode, see quiet.go); barriers says a worker used
+	// sd_notify_barrier(3), after which the pool never goes quiet.
+	chatter  time.Time
+	barriers bool
 	// beatsDirty says the heartbeat clock must be set again (see armBeats);
 	// beatsAt is the deadline it is set to while the pool watches the
 	// socket (zero: none).
@@ -259,29 +261,57 @@ func (p *Pool) Run(ctx context.Context) error {
 		case sig := <-p.opts.Signals:
 			p.handleSignal(sig)
 		case ev := <-p.exits:
+			// What the worker said before it exited (STOPPING=1, say)
+			// counts first, as under systemd.
+			p.takeNotes()
 			p.handleExit(ev)
 		case batch := <-p.notes:
 			if !p.ns.watched {
 				p.leaveQuiet() // the reader has news
 			}
-			for _, n := range batch {
-				if n.pid == 0 { // the reader's own note
-					if n.queueFull {
-						p.chatter = p.now()
-					}
-					if n.deadline {
-						p.checkBeats()
-					}
-					continue
-				}
-				p.handleNote(n)
-			}
+			p.handleBatch(batch)
 		case t := <-p.timers:
 			p.handleTimer(t)
 		case req := <-p.requests:
 			p.handleRequest(req)
 		}
 		p.settle()
+	}
+}
+
+// handleBatch applies a batch of notify messages from the reader.
+func (p *Pool) handleBatch(batch []note) {
+	for _, n := range batch {
+		if n.pid == 0 { // the reader's own note
+			if n.queueFull {
+				p.chatter = p.now()
+			}
+			if n.deadline {
+				p.checkBeats()
+			}
+			continue
+		}
+		p.handleNote(n)
+	}
+}
+
+// takeNotes applies every notify message sent so far: the batches the
+// reader has read and what is still queued in the socket (a quiet pool's
+// queue included).
+func (p *Pool) takeNotes() {
+	if !p.ns.watched {
+		p.leaveQuiet() // drains the queue
+	}
+	for drained := false; !drained; {
+		select {
+		case batch := <-p.notes:
+			p.handleBatch(batch)
+		default:
+			drained = true
+		}
+	}
+	for _, n := range p.nbuf.drain(p.ns.fd, 1<<20) {
+		p.handleNote(n)
 	}
 }
 

@@ -36,8 +36,11 @@ import (
 //
 // Worth knowing: a message other than a heartbeat that arrives while the
 // pool is quiet — WATCHDOG=trigger, STATUS= — is acted on at the next drain,
-// at most the drain interval later. Pools with max_requests never go quiet:
-// the workers' request counts must reach the arbiter when they are sent.
+// at most the drain interval later; a worker's exit takes what it sent
+// before at once. Pools with max_requests never go quiet: the workers'
+// request counts must reach the arbiter when they are sent. Nor do pools
+// whose workers use sd_notify_barrier(3), as systemd-notify(1) does at every
+// call: a barrier waits until its message is read.
 
 // quietAfter is how long after a message other than a heartbeat the pool
 // waits before it goes quiet.
@@ -118,7 +121,7 @@ func (p *Pool) beat(w *worker, at time.Time) {
 // unwatched now: 0 when it must watch it.
 func (p *Pool) quietInterval(now time.Time) time.Duration {
 	g := p.current
-	if p.stopping || p.pending != nil || len(p.retiring) > 0 || g == nil || len(p.byPID) == 0 ||
+	if p.stopping || p.barriers || p.pending != nil || len(p.retiring) > 0 || g == nil || len(p.byPID) == 0 ||
 		g.cfg.Server.Timeout.Duration <= 0 || g.cfg.Server.MaxRequests > 0 || now.Sub(p.chatter) < quietAfter {
 		return 0
 	}

@@ -92,3 +92,56 @@ func TestPool_QuietHungWorker(t *testing.T) {
 		t.Errorf("aborted %s after the hang, want about 1.5–2 s (timeout 2 s)", took)
 	}
 }
+
+// TestPool_QuietStoppingThenExit: a worker that sends STOPPING=1 and exits
+// while the pool is quiet has its exit reported as its own, not as a crash:
+// the exit takes what the worker sent before it.
+func TestPool_QuietStoppingThenExit(t *testing.T) {
+	h := quietConfig(t)
+	if q := maxDgramQlen(); q < 10 {
+		t.Skipf("net.unix.max_dgram_qlen is %d: too small a queue to go quiet with 2 workers", q)
+	}
+	pids := h.waitReady(2)
+	waitStats(t, h, 10*time.Second, "the pool goes quiet", func(s Stats) bool { return s.Quiet >= 1 })
+	if err := syscall.Kill(pids[0], syscall.SIGHUP); err != nil { // STOPPING=1, exit 0
+		t.Fatal(err)
+	}
+	e := h.rec.wait(t, 10*time.Second, "worker_exit of the worker that left", func(e hooks.Event) bool {
+		return e.Hook == hooks.WorkerExit && e.PID == pids[0]
+	})
+	if e.Reason != "worker stopping by itself" {
+		t.Errorf("worker_exit reason %q, want \"worker stopping by itself\"", e.Reason)
+	}
+}
+
+// TestPool_BarrierStaysWatched: workers that follow their messages with
+// sd_notify_barrier(3) — as systemd-notify(1) does — keep the pool from
+// going quiet, where a barrier would wait for the next drain: every
+// barrier is read within a second (the worker exits 7 otherwise) for
+// longer than a pool without barriers takes to go quiet.
+func TestPool_BarrierStaysWatched(t *testing.T) {
+	cfg := testConfig(exe(t), "barrier", 2)
+	cfg.Server.Timeout.Duration = 2 * time.Second
+	h := start(t, cfg, nil)
+	if q := maxDgramQlen(); q < 10 {
+		t.Skipf("net.unix.max_dgram_qlen is %d: too small a queue to go quiet with 2 workers", q)
+	}
+	h.waitReady(2)
+	until := time.Now().Add(quietAfter + 3*time.Second)
+	for time.Now().Before(until) {
+		st, err := h.pool.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Quiet > 0 {
+			t.Fatalf("the pool went quiet with workers that use barriers: %+v", st)
+		}
+		select {
+		case e := <-h.rec.ch:
+			if e.Hook == hooks.ChildExit || e.Hook == hooks.WorkerAbort {
+				t.Fatalf("a worker stopped: %+v", e)
+			}
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
