@@ -30,6 +30,9 @@ type Status struct {
 	Workers int
 	// ReadyWorkers is how many workers of the current generation serve.
 	ReadyWorkers int
+	// Reloads counts the reloads begun (HUP, Reload), those refused before
+	// a new generation started included.
+	Reloads uint64
 }
 
 // Controller is what the D-Bus methods need from the arbiter. Every method

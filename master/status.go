@@ -92,11 +92,14 @@ func (r *reporter) observe(s hooks.Status) {
 
 // run maps state transitions to sd_notify until ctx is done:
 // starting→running READY=1, →reloading RELOADING=1, reloading→running
-// READY=1, →stopping STOPPING=1, and STATUS= on every change.
+// READY=1, →stopping STOPPING=1, and STATUS= on every change; a reload it
+// did not see in state reloading (one refused at once) still gets
+// RELOADING=1 and READY=1.
 func (r *reporter) run(ctx context.Context) error {
 	prev := workers.StateStarting
 	text := ""
 	ready := 0
+	var reloads uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -105,6 +108,16 @@ func (r *reporter) run(ctx context.Context) error {
 			r.mu.Lock()
 			t := workers.StatusText(s) + r.note
 			r.mu.Unlock()
+			if s.Reloads != reloads {
+				if s.State == workers.StateRunning && prev == workers.StateRunning {
+					// A reload came and went unseen (refused before a new
+					// generation started, or over before this look):
+					// systemd's Type=notify-reload still waits for both.
+					r.sent(r.notifier.Reloading())
+					r.sent(r.notifier.Ready(t))
+				}
+				reloads = s.Reloads
+			}
 			if s.State != prev {
 				switch s.State {
 				case workers.StateRunning:

@@ -139,13 +139,13 @@ func (p *Pool) reload(reply chan error) {
 		return
 	}
 	old := p.current
+	p.reloads++
 	ev := hooks.Event{Hook: hooks.OnReload, Generation: old.id}
 	p.emit(ev)
 	if err := p.runHook(ev); err != nil {
 		err = fmt.Errorf("reload aborted by on_reload hook, generation %d still serving: %w", old.id, err)
 		p.log.Error("reload aborted", "err", err)
-		p.reloaded(err)
-		reply <- err
+		p.refused(err, reply)
 		return
 	}
 	cfg := old.cfg
@@ -154,8 +154,7 @@ func (p *Pool) reload(reply chan error) {
 		if err != nil {
 			err = fmt.Errorf("reload rejected, generation %d still serving: %w", old.id, err)
 			p.log.Error("reload rejected", "err", err)
-			p.reloaded(err)
-			reply <- err
+			p.refused(err, reply)
 			return
 		}
 		cfg = c
@@ -182,6 +181,16 @@ func (p *Pool) reload(reply chan error) {
 		return
 	}
 	p.fillSlots(g)
+}
+
+// refused ends a reload refused before a new generation started: the
+// status, with Reloads counting it, is observed before the outcome is
+// reported (systemd's Type=notify-reload waits for RELOADING=1 and READY=1
+// even then), and reply gets err.
+func (p *Pool) refused(err error, reply chan error) {
+	p.observe()
+	p.reloaded(err)
+	reply <- err
 }
 
 // reloaded reports a reload's outcome to Options.Reloaded.

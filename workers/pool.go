@@ -140,6 +140,8 @@ type Pool struct {
 	// sd_notify_barrier(3), after which the pool never goes quiet.
 	chatter  time.Time
 	barriers bool
+	// reloads counts the reloads begun (Status.Reloads).
+	reloads uint64
 	// beatsDirty says the heartbeat clock must be set again (see armBeats);
 	// beatsAt is the deadline it is set to while the pool watches the
 	// socket (zero: none).
@@ -331,7 +333,7 @@ func (p *Pool) emit(e hooks.Event) {
 
 // status is the pool's current Status.
 func (p *Pool) status() hooks.Status {
-	s := hooks.Status{State: p.state}
+	s := hooks.Status{State: p.state, Reloads: p.reloads}
 	if g := p.current; g != nil {
 		s.Generation = g.id
 		s.Workers = g.target
