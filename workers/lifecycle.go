@@ -167,8 +167,11 @@ func (p *Pool) reload(reply chan error) {
 		cfg.Server.Name = old.cfg.Server.Name
 	}
 	n := cfg.Server.Workers
-	if n == old.cfg.Server.Workers {
-		n = old.target // keep TTIN/TTOU/SetWorkers changes unless the config changed workers
+	if n == old.cfg.Server.Workers && old.target > 0 {
+		// Keep TTIN/TTOU/SetWorkers changes unless the config changed
+		// workers; after WINCH (no workers at all) the config's count
+		// applies, as Gunicorn's HUP does.
+		n = old.target
 	}
 	g := p.newGeneration(cfg, n)
 	g.whenDone = append(g.whenDone, reply)
@@ -316,7 +319,7 @@ func (p *Pool) handleSignal(sig os.Signal) {
 		}
 	case syscall.SIGTTOU:
 		if p.current.target <= 1 {
-			p.log.Warn("TTOU ignored: already at one worker")
+			p.log.Warn("TTOU ignored: TTOU stops at one worker (WINCH stops them all)", "workers", p.current.target)
 			return
 		}
 		if err := p.scale(p.current.target - 1); err != nil {

@@ -413,14 +413,21 @@ func TestPool_Signals(t *testing.T) {
 			t.Errorf("Status = %+v, %v", s, err)
 		}
 	})
-	t.Run("INT stops quickly", func(t *testing.T) {
-		if err := h.pool.SetWorkers(context.Background(), 1); err != nil {
-			t.Fatal(err)
+	t.Run("HUP after WINCH starts the config's workers", func(t *testing.T) {
+		h.sigs <- syscall.SIGHUP
+		h.waitReady(2)
+		s, err := h.pool.Status(context.Background())
+		if err != nil || s.Workers != 2 {
+			t.Errorf("Status = %+v, %v; want the config's 2 workers", s, err)
 		}
-		pid := h.waitReady(1)[0]
+	})
+	t.Run("INT stops quickly", func(t *testing.T) {
+		pids := h.pids()
 		h.sigs <- syscall.SIGINT
 		h.rec.wait(t, 5*time.Second, "worker_int", is(hooks.WorkerInt))
-		gone(t, pid, 5*time.Second)
+		for pid := range pids {
+			gone(t, pid, 5*time.Second)
+		}
 		select {
 		case err := <-h.ran:
 			close(h.ran)

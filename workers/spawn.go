@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -148,6 +149,9 @@ func (p *Pool) start(g *generation, id int) (*worker, error) {
 	)
 	if _, err := os.Stat(g.command); err != nil {
 		if os.IsNotExist(err) {
+			if strings.Contains(g.cfg.Worker.Command, "/") {
+				return nil, fmt.Errorf("command %q: %s does not exist", g.cfg.Worker.Command, g.command)
+			}
 			return nil, fmt.Errorf("command %q: %w", g.cfg.Worker.Command, exec.ErrNotFound)
 		}
 		return nil, fmt.Errorf("command %q: %w", g.cfg.Worker.Command, err)
