@@ -174,7 +174,8 @@ func notifyBarrier(d time.Duration) error {
 	return nil
 }
 
-// runMaster runs a pool of two serving workers on its own TCP socket, on
+// runMaster runs a pool of two serving workers (see load below for what
+// the environment changes) on its own TCP socket, on
 // the main goroutine (locked to the main thread by init, as cmd/forkd
 // does), and reports on stdout once they are ready:
 //
@@ -204,7 +205,7 @@ func runMaster() int {
 	}
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(socks[0].Addr, "tcp://"))
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGUSR2, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGTTOU)
 	statuses := make(chan hooks.Status, 64)
 	// The config: 2 workers, or as many as FORKD_TEST_WORKERS_FILE says
 	// (read at start and at every reload; what it holds must be a number,
@@ -220,8 +221,19 @@ func runMaster() int {
 				return nil, fmt.Errorf("%s: workers: %w", f, err)
 			}
 		}
-		cfg := testConfig(exe, "serve", n)
+		mode := os.Getenv("FORKD_TEST_WORKER_MODE")
+		if mode == "" {
+			mode = "serve"
+		}
+		cfg := testConfig(exe, mode, n)
 		cfg.Server.ReloadAfterUpgrade = os.Getenv("FORKD_TEST_RELOAD_AFTER_UPGRADE") != ""
+		if g := os.Getenv("FORKD_TEST_GRACE"); g != "" {
+			d, err := time.ParseDuration(g)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Server.GracefulTimeout.Duration = d
+		}
 		return cfg, nil
 	}
 	cfg, err := load()

@@ -685,6 +685,40 @@ func TestPool_UpgradeThenWorkersChange(t *testing.T) {
 	}
 }
 
+// TestPool_UpgradeKeepsDeadlines: a worker stopping when the master is
+// upgraded is killed at the deadline its stop began with, not a whole
+// graceful_timeout after the upgrade.
+func TestPool_UpgradeKeepsDeadlines(t *testing.T) {
+	const grace, gap = 3 * time.Second, 1500 * time.Millisecond
+	m := startMaster(t, "FORKD_TEST_WORKER_MODE=ignore-term", "FORKD_TEST_GRACE="+grace.String())
+	_, _, before := m.report(t)
+	ttou := time.Now()
+	if err := m.cmd.Process.Signal(syscall.SIGTTOU); err != nil { // one worker stops, ignoring TERM
+		t.Fatal(err)
+	}
+	// The scenario: the upgrade comes well into the stopping worker's grace.
+	time.Sleep(gap)
+	if err := m.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan time.Duration, len(before))
+	for pid := range before {
+		go func() {
+			for syscall.Kill(pid, 0) == nil && time.Since(ttou) < 3*grace {
+				time.Sleep(10 * time.Millisecond)
+			}
+			done <- time.Since(ttou)
+		}()
+	}
+	first := <-done
+	if first > grace+gap/2 {
+		t.Errorf("the stopping worker was gone %s after TTOU, want about its grace %s (the upgrade came %s in)", first, grace, gap)
+	}
+	if first < grace-100*time.Millisecond {
+		t.Errorf("the stopping worker was gone %s after TTOU, before its grace %s", first, grace)
+	}
+}
+
 // TestPool_MasterKilled kills -9 a master (the test binary as a separate
 // process) and checks that no worker survives it.
 func TestPool_MasterKilled(t *testing.T) {

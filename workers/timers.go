@@ -45,6 +45,7 @@ func (p *Pool) arm(w *worker, d time.Duration, kind timerKind) {
 	p.disarm(w)
 	w.seq++
 	seq := w.seq
+	w.due, w.dueKind = time.Now().Add(d), kind
 	w.timer = time.AfterFunc(d, func() { p.fire(timerEvent{kind: kind, w: w, seq: seq}) })
 }
 
@@ -54,6 +55,7 @@ func (p *Pool) disarm(w *worker) {
 		w.timer.Stop()
 		w.timer = nil
 	}
+	w.due = time.Time{}
 	w.seq++
 }
 

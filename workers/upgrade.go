@@ -44,6 +44,9 @@ type Handover struct {
 	// Config is what the current generation runs with of the settings a
 	// reload compares with its new config.
 	Config HandoverConfig `json:"config"`
+	// Failures are the current generation's consecutive failures per
+	// slot, which backoff and max_failures count.
+	Failures []int `json:"failures,omitempty"`
 }
 
 // HandoverConfig holds the settings of the old master's current generation
@@ -77,6 +80,23 @@ type HandoverWorker struct {
 	ReadyAt    time.Time `json:"ready_at"`
 	Requests   uint64    `json:"requests"`
 	Reason     string    `json:"reason,omitempty"`
+	// Due is the worker's pending deadline (zero: none) and DueKind what
+	// for: "boot", "ready_delay" or "kill".
+	Due     time.Time `json:"due,omitempty"`
+	DueKind string    `json:"due_kind,omitempty"`
+}
+
+// dueKinds names the worker deadlines a handover carries.
+var dueKinds = map[timerKind]string{timerBoot: "boot", timerReadyDelay: "ready_delay", timerKill: "kill"}
+
+// left is how much of the deadline of kind that hw carries is left (none
+// left: 0), or def when hw carries no such deadline (from a master that
+// did not hand deadlines over); it is never more than def.
+func (hw HandoverWorker) left(kind string, def time.Duration) time.Duration {
+	if hw.DueKind != kind || hw.Due.IsZero() {
+		return def
+	}
+	return min(max(time.Until(hw.Due), 0), def)
 }
 
 // SocketsOf returns h's listening sockets as activation.Sockets.
@@ -235,10 +255,15 @@ func (p *Pool) handover() (*Handover, []int, error) {
 	fd := p.ns.fd
 	h.NotifyFD = fd
 	keep = append(keep, fd)
+	h.Failures = append([]int(nil), p.current.failures...)
 	for _, w := range p.byPID {
-		h.Workers = append(h.Workers, HandoverWorker{ID: w.id, PID: w.pid, Generation: w.gen.id,
+		hw := HandoverWorker{ID: w.id, PID: w.pid, Generation: w.gen.id,
 			Phase: w.phase.String(), InSlot: w.inSlot, Started: w.started, ReadyAt: w.readyAt,
-			Requests: w.requests, Reason: w.reason})
+			Requests: w.requests, Reason: w.reason}
+		if kind, ok := dueKinds[w.dueKind]; ok && !w.due.IsZero() {
+			hw.Due, hw.DueKind = w.due, kind
+		}
+		h.Workers = append(h.Workers, hw)
 	}
 	return h, keep, nil
 }
@@ -295,6 +320,7 @@ func (p *Pool) adopt(h *Handover) {
 	p.nextGen = max(h.NextGen, g.id+1)
 	p.current = g
 	p.everReady = h.EverReady
+	copy(g.failures, h.Failures)
 	older := map[uint64]*generation{}
 	for _, hw := range h.Workers {
 		wg := g
@@ -315,16 +341,20 @@ func (p *Pool) adopt(h *Handover) {
 		case hw.Phase == phaseStopping.String() || !hw.InSlot || wg != g || hw.ID >= g.target:
 			w.phase = phaseStopping
 			p.retiring[w] = true
-			p.arm(w, g.cfg.Server.GracefulTimeout.Duration, timerKill)
+			p.arm(w, hw.left("kill", g.cfg.Server.GracefulTimeout.Duration), timerKill)
 		case hw.Phase == phaseReady.String():
 			w.phase, w.inSlot, w.lastBeat = phaseReady, true, time.Now()
 			g.slots[w.id] = w
 			p.beatsDirty = true
 			p.armRecycling(w)
+		case g.cfg.Worker.Ready == config.ReadyStarted:
+			w.phase, w.inSlot = phaseStarting, true
+			g.slots[w.id] = w
+			p.arm(w, hw.left("ready_delay", g.cfg.Worker.ReadyDelay.Duration), timerReadyDelay)
 		default:
 			w.phase, w.inSlot = phaseStarting, true
 			g.slots[w.id] = w
-			p.arm(w, g.cfg.Server.BootTimeout.Duration, timerBoot)
+			p.arm(w, hw.left("boot", g.cfg.Server.BootTimeout.Duration), timerBoot)
 		}
 	}
 	g.announced = g.readyCount() >= g.minReady

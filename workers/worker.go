@@ -57,6 +57,11 @@ type worker struct {
 	// delay or kill); seq invalidates deadlines that were re-armed.
 	timer *time.Timer
 	seq   uint64
+	// due is when timer fires (zero: no deadline) and dueKind what for:
+	// an upgrade hands both over (Handover), so that a deadline does not
+	// start again in the new master.
+	due     time.Time
+	dueKind timerKind
 	// reason is why the worker is being stopped ("" when it is not).
 	reason string
 	// requests is the worker's FORKD_REQUESTS; maxRequests (0 = none) is
