@@ -128,17 +128,17 @@ func (p *Pool) handleExit(ev exitEvent) {
 			return
 		}
 		// A ready worker of the new generation died: replace it like any.
-		p.replace(g, w, wasReady)
+		p.replace(g, w, wasReady, text)
 	case p.current:
-		p.replace(g, w, wasReady)
+		p.replace(g, w, wasReady, text)
 	}
 	p.observe()
 }
 
-// replace starts the successor of w in its slot: at once when w had served
-// for MinUptime, else after a backoff that doubles with each consecutive
-// failure of the slot.
-func (p *Pool) replace(g *generation, w *worker, wasReady bool) {
+// replace starts the successor of w, which exited as text says, in its
+// slot: at once when w had served for MinUptime, else after a backoff that
+// doubles with each consecutive failure of the slot.
+func (p *Pool) replace(g *generation, w *worker, wasReady bool, text string) {
 	if w.id >= g.target {
 		return // the slot was scaled away meanwhile
 	}
@@ -147,7 +147,11 @@ func (p *Pool) replace(g *generation, w *worker, wasReady bool) {
 		p.spawn(g, w.id)
 		return
 	}
-	p.slotFailed(g, w.id, "failed")
+	if wasReady {
+		p.slotFailed(g, w.id, fmt.Sprintf("%s after serving for less than %s", text, p.opts.MinUptime))
+		return
+	}
+	p.slotFailed(g, w.id, text+" before it was ready")
 }
 
 // slotFailed schedules a retry of slot id after the slot's backoff.

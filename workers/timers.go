@@ -133,7 +133,7 @@ func (p *Pool) abort(w *worker, reason string) {
 		return
 	}
 	if g == p.current || g == p.pending {
-		p.replace(g, w, wasReady)
+		p.replace(g, w, wasReady, "aborted ("+reason+")")
 	}
 	p.observe()
 }
