@@ -10,6 +10,8 @@
 //		conn, err := dbus.Connect(d.Address)
 //		…
 //		d.Restart() // the bus goes away and comes back at the same Address
+//		d.Pause()   // the bus stops answering (SIGSTOP) …
+//		d.Resume()  // … and goes on (SIGCONT)
 //	}
 //
 // Tests running as root own and call as root does; others get, in
@@ -30,6 +32,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -160,6 +163,35 @@ func (d *Daemon) stopLocked() {
 	_ = d.cmd.Process.Kill()
 	<-d.done
 	d.cmd, d.done = nil, nil
+}
+
+// Pause stops the daemon with SIGSTOP: a bus that no longer answers. Its
+// socket still accepts connections (the kernel queues them) and takes
+// writes until its buffers are full, but nothing is read or answered until
+// Resume. Stop and Restart kill a paused daemon as they do a running one.
+func (d *Daemon) Pause() {
+	d.t.Helper()
+	d.signal(syscall.SIGSTOP)
+}
+
+// Resume continues a daemon stopped by Pause (SIGCONT).
+func (d *Daemon) Resume() {
+	d.t.Helper()
+	d.signal(syscall.SIGCONT)
+}
+
+// signal sends sig to the running daemon, failing the test when there is
+// none.
+func (d *Daemon) signal(sig syscall.Signal) {
+	d.t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		d.t.Fatalf("dbustest: %v: the daemon is not running", sig)
+	}
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatalf("dbustest: %v to dbus-daemon: %v", sig, err)
+	}
 }
 
 // Restart kills the daemon and starts a new one on the same socket, so

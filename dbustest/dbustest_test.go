@@ -1,6 +1,8 @@
 package dbustest_test
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,5 +147,34 @@ func TestWithDir(t *testing.T) {
 	busID(t, connect(t, d2.Address))
 	if b, err := os.ReadFile(filepath.Join(dir, "bus.conf")); err != nil || !strings.Contains(string(b), "io.github.forkd.conf") {
 		t.Errorf("bus.conf in %s: %v; want it to include the shipped policy", dir, err)
+	}
+}
+
+// TestPause checks that a paused bus answers nothing, that Resume makes
+// it answer again, and that Stop kills a paused daemon.
+func TestPause(t *testing.T) {
+	d := dbustest.Start(t)
+	conn := connect(t, d.Address)
+	id := busID(t, conn)
+
+	d.Pause()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	call := conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetId", 0)
+	if !errors.Is(call.Err, context.DeadlineExceeded) {
+		t.Fatalf("GetId on a paused bus: %v, want no answer (context.DeadlineExceeded)", call.Err)
+	}
+	d.Resume()
+	if got := busID(t, conn); got != id {
+		t.Errorf("after Resume the bus id is %s, want %s", got, id)
+	}
+
+	d.Pause()
+	stopped := make(chan struct{})
+	go func() { d.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(testTimeout):
+		t.Fatal("Stop did not kill a paused daemon")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,8 +45,37 @@ const MaxWorkers = 4096
 // arguments; the bus reports them as BusErrorInvalidArgs.
 var ErrInvalidArgs = errors.New("hooks: invalid argument")
 
-// errBusNameTaken reports that another process owns the instance's name.
-var errBusNameTaken = errors.New("hooks: D-Bus name already owned by another process")
+// What a connection attempt or a write can run into besides plain I/O
+// errors.
+var (
+	// errBusNameTaken reports that another process owns the instance's name.
+	errBusNameTaken = errors.New("hooks: D-Bus name already owned by another process")
+	// errBusNameStale reports that the name was not granted but is owned by
+	// no other process: by the Bus's own previous connection, given up
+	// after a write that did not complete but not yet seen closed by the
+	// bus, or by nobody any more.
+	errBusNameStale = errors.New("hooks: D-Bus name still owned by the previous connection")
+	// errBusUnresponsive reports a bus that did not answer or take a write
+	// in time.
+	errBusUnresponsive = errors.New("hooks: D-Bus not responding")
+)
+
+// The bounds on waiting for the bus. godbus has no timeouts of its own: a
+// bus that accepts connections but does not answer (a stopped or wedged
+// dbus-daemon) holds its authentication and calls, and its writes once the
+// socket buffers are full, forever.
+const (
+	// busConnectTimeout bounds connecting: dialing, authentication, Hello,
+	// exporting the object and owning the name. A bus that takes longer
+	// counts as missing.
+	busConnectTimeout = 5 * time.Second
+	// busSendTimeout bounds one write to a connected bus. A bus that does
+	// not take a message within it counts as lost.
+	busSendTimeout = 5 * time.Second
+	// drainTimeout bounds how long a stopping Bus keeps sending what is
+	// queued, and so how long Run takes to return once cancelled.
+	drainTimeout = time.Second
+)
 
 //go:embed io.github.forkd.Manager1.xml
 var introspectionXML string
@@ -159,10 +189,14 @@ type BusOptions struct {
 //
 // Emit and UpdateStatus never block: signals wait in a bounded queue that
 // Run drains, and what does not fit is dropped and counted (Dropped, the
-// DroppedSignals property). While the bus is away Run keeps reconnecting
-// with backoff; signals emitted meanwhile wait in the queue and are sent
-// once it is back, and when the queue is full they are dropped. The
-// arbiter goes on either way.
+// DroppedSignals property). While the bus is away — missing, not answering
+// within a few seconds, or gone after the Bus owned its name — Run keeps
+// reconnecting with backoff; signals emitted meanwhile wait in the queue and
+// are sent once it is back, and when the queue is full they are dropped.
+// While another process owns the name, signals are dropped as they are
+// emitted: once the Bus takes the name over, only later events are sent.
+// The arbiter goes on either way, and Run returns within about a second of
+// being cancelled, dropping what it could not send by then.
 //
 // A Bus is a Sink. The unit that runs forkd needs the D-Bus policy
 // io.github.forkd.conf installed for the service user to own its name.
@@ -175,6 +209,12 @@ type Bus struct {
 
 	queue   chan busSignal
 	dropped atomic.Uint64
+	// nameTaken is set from an attempt that found the name owned by another
+	// process until one owns it: Emit drops signals meanwhile.
+	nameTaken atomic.Bool
+	// lastConn is the unique name of the Bus's latest connection (Run's
+	// goroutine only).
+	lastConn string
 
 	// requestEvery is the minimum gap between request signals (0: never);
 	// lastRequest is when the last one went through (UnixNano).
@@ -190,6 +230,8 @@ type Bus struct {
 
 	// Reconnection backoff; tests shorten it.
 	backoffMin, backoffMax time.Duration
+	// busConnectTimeout and busSendTimeout; tests shorten them.
+	connectTimeout, sendTimeout time.Duration
 	// droppedEvery limits DroppedSignals PropertiesChanged signals.
 	droppedEvery time.Duration
 	// onAttempt, when set (tests), is called after every connection attempt
@@ -216,17 +258,19 @@ func NewBus(opts BusOptions) *Bus {
 		logger = slog.Default()
 	}
 	b := &Bus{
-		instance:      opts.Instance,
-		name:          BusName(opts.Instance),
-		controller:    opts.Controller,
-		log:           logger,
-		address:       opts.Address,
-		queue:         make(chan busSignal, n),
-		statusChanged: make(chan struct{}, 1),
-		droppedMore:   make(chan struct{}, 1),
-		backoffMin:    100 * time.Millisecond,
-		backoffMax:    10 * time.Second,
-		droppedEvery:  time.Second,
+		instance:       opts.Instance,
+		name:           BusName(opts.Instance),
+		controller:     opts.Controller,
+		log:            logger,
+		address:        opts.Address,
+		queue:          make(chan busSignal, n),
+		statusChanged:  make(chan struct{}, 1),
+		droppedMore:    make(chan struct{}, 1),
+		backoffMin:     100 * time.Millisecond,
+		backoffMax:     10 * time.Second,
+		connectTimeout: busConnectTimeout,
+		sendTimeout:    busSendTimeout,
+		droppedEvery:   time.Second,
 	}
 	if opts.RequestSignals > 0 {
 		b.requestEvery = time.Duration(float64(time.Second) / opts.RequestSignals)
@@ -237,8 +281,10 @@ func NewBus(opts BusOptions) *Bus {
 // Name returns the well-known name the bus owns: BusName(instance).
 func (b *Bus) Name() string { return b.name }
 
-// Dropped returns how many signals were dropped because the queue was full
-// (the bus slow or away) or the connection broke while sending them.
+// Dropped returns how many signals were dropped: emitted while the queue
+// was full (the bus slow, or away for long) or while another process owned
+// the name, lost with a connection that broke or stopped taking them while
+// they were sent, or still queued when Run returned.
 func (b *Bus) Dropped() uint64 { return b.dropped.Load() }
 
 // Emit queues e's signal; it never blocks. Events with an invalid Hook are
@@ -291,11 +337,32 @@ func (b *Bus) EmitRequestStats(s RequestStats) {
 	}})
 }
 
+// enqueue queues s for Run, or drops it when the queue is full or another
+// process owns the name.
 func (b *Bus) enqueue(s busSignal) {
+	if b.nameTaken.Load() {
+		b.drop()
+		return
+	}
 	select {
 	case b.queue <- s:
 	default:
 		b.drop()
+	}
+}
+
+// dropQueued drops every signal waiting in the queue and returns how many
+// it dropped.
+func (b *Bus) dropQueued() int {
+	n := 0
+	for {
+		select {
+		case <-b.queue:
+			b.drop()
+			n++
+		default:
+			return n
+		}
 	}
 }
 
@@ -342,9 +409,11 @@ func (b *Bus) UpdateStatus(s Status) {
 
 // Run connects to the bus, owns the instance's name, exports the object
 // and sends queued signals until ctx is done. When the bus cannot be
-// reached or goes away it logs one warning and keeps retrying with
-// backoff, re-acquiring the name each time. It returns nil when ctx is
-// done.
+// reached, does not answer within a few seconds, goes away or stops taking
+// signals, or another process owns the name, it logs one warning and keeps
+// retrying with backoff, re-acquiring the name each time. Once ctx is done
+// it sends what is queued for at most drainTimeout, drops and logs the rest,
+// and returns nil.
 func (b *Bus) Run(ctx context.Context) error {
 	backoff := b.backoffMin
 	warned := false
@@ -354,6 +423,7 @@ func (b *Bus) Run(ctx context.Context) error {
 		// the name gets announced.
 		published, _ := b.properties(ctx)
 		conn, err := b.connect(ctx)
+		b.noteName(err)
 		if b.onAttempt != nil {
 			b.onAttempt(err)
 		}
@@ -366,14 +436,17 @@ func (b *Bus) Run(ctx context.Context) error {
 			warned = false
 			backoff = b.backoffMin
 			err = b.serve(ctx, conn, published)
-			conn.Close()
 			if ctx.Err() != nil {
+				b.dropAtExit() // serve drained, unless it lost the bus first
 				return nil
 			}
 			b.log.Warn("D-Bus connection lost: hook signals disabled until it is back", "err", err)
 			warned = true
 		} else if ctx.Err() != nil {
+			b.dropAtExit()
 			return nil
+		} else if errors.Is(err, errBusNameStale) {
+			b.log.Debug("D-Bus name still owned by the lost connection", "name", b.name)
 		} else if !warned && errors.Is(err, errBusNameTaken) {
 			b.log.Warn("D-Bus name taken by another process: hook signals disabled, serving anyway",
 				"name", b.name, "err", err)
@@ -389,6 +462,7 @@ func (b *Bus) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			b.dropAtExit()
 			return nil
 		case <-t.C:
 		}
@@ -396,26 +470,90 @@ func (b *Bus) Run(ctx context.Context) error {
 	}
 }
 
-// connect dials the bus, exports the object and owns the name.
+// noteName records what a connection attempt learnt about the name. Found
+// owned by another process, it stays taken for the Bus until an attempt
+// owns it: what is queued was emitted while the name was not the Bus's,
+// and is dropped, as is what is emitted meanwhile — never sent minutes
+// later, once the other process has gone. Other failures (the bus away)
+// leave it as it was: the signals of a Bus that owned its name wait for
+// the bus to come back.
+func (b *Bus) noteName(err error) {
+	switch {
+	case err == nil:
+		b.nameTaken.Store(false)
+	case errors.Is(err, errBusNameTaken):
+		b.nameTaken.Store(true)
+		b.dropQueued()
+	}
+}
+
+// dropAtExit drops what is still queued when Run stops without a bus
+// connection, and says how much.
+func (b *Bus) dropAtExit() {
+	if n := b.dropQueued(); n > 0 {
+		b.log.Info("no D-Bus at exit: hook signals not sent", "signals", n)
+	}
+}
+
+// connect connects to the bus, exports the object and owns the name within
+// connectTimeout; cancelling ctx abandons the attempt at once.
 func (b *Bus) connect(ctx context.Context) (*dbus.Conn, error) {
-	var (
+	// The connection's context is not ctx: godbus closes a connection when
+	// its context ends, and a stopping Bus still drains its queue (on_exit)
+	// before closing. Until connected, ending it is how the timeout and ctx
+	// interrupt godbus's authentication and calls, which wait for the bus
+	// without a deadline: the socket is closed under them.
+	connCtx, abandon := context.WithCancel(context.WithoutCancel(ctx))
+	timer := time.AfterFunc(b.connectTimeout, abandon)
+	stopWatching := context.AfterFunc(ctx, abandon)
+	conn, err := b.dial(connCtx)
+	timedOut, cancelled := !timer.Stop(), !stopWatching()
+	if timedOut || cancelled || err != nil {
+		abandon()
+		if conn != nil {
+			conn.Close()
+		}
+	}
+	switch {
+	case cancelled:
+		return nil, fmt.Errorf("connect to D-Bus %s: %w", b.addressName(), ctx.Err())
+	case timedOut:
+		return nil, fmt.Errorf("connect to D-Bus %s: no answer within %v: %w",
+			b.addressName(), b.connectTimeout, errBusUnresponsive)
+	}
+	return conn, err
+}
+
+// dial connects to the bus with ctx as the connection's context, exports
+// the object and owns the name. When ctx ends it returns at once.
+func (b *Bus) dial(ctx context.Context) (*dbus.Conn, error) {
+	// godbus dials a TCP bus without a timeout, before the connection (and
+	// its context) exists: such an attempt is left to fail or finish in the
+	// background, and what it connects is closed.
+	type dialed struct {
 		conn *dbus.Conn
 		err  error
-	)
-	// Not ctx itself: godbus closes a connection when its context ends,
-	// and a stopping Bus still drains its queue (on_exit) before closing.
-	opt := dbus.WithContext(context.WithoutCancel(ctx))
-	switch b.address {
-	case "":
-		conn, err = dbus.ConnectSystemBus(opt)
-	case "session":
-		conn, err = dbus.ConnectSessionBus(opt)
-	default:
-		conn, err = dbus.Connect(b.address, opt)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("connect to D-Bus %s: %w", b.addressName(), err)
+	c := make(chan dialed, 1)
+	go func() {
+		conn, err := connectBus(ctx, b.address)
+		c <- dialed{conn, err}
+	}()
+	var d dialed
+	select {
+	case d = <-c:
+	case <-ctx.Done():
+		go func() {
+			if d := <-c; d.conn != nil {
+				d.conn.Close()
+			}
+		}()
+		d.err = ctx.Err()
 	}
+	if d.err != nil {
+		return nil, fmt.Errorf("connect to D-Bus %s: %w", b.addressName(), d.err)
+	}
+	conn := d.conn
 	if err := b.export(conn); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("export %s on D-Bus: %w", BusObjectPath, err)
@@ -426,10 +564,49 @@ func (b *Bus) connect(ctx context.Context) (*dbus.Conn, error) {
 		return nil, fmt.Errorf("request D-Bus name %s: %w", b.name, err)
 	}
 	if reply != dbus.RequestNameReplyPrimaryOwner && reply != dbus.RequestNameReplyAlreadyOwner {
+		err := b.takenBy(conn)
 		conn.Close()
-		return nil, fmt.Errorf("request D-Bus name %s: %w", b.name, errBusNameTaken)
+		return nil, fmt.Errorf("request D-Bus name %s: %w", b.name, err)
 	}
+	b.lastConn = conn.Names()[0]
 	return conn, nil
+}
+
+// connectBus dials the bus at address (as BusOptions.Address says),
+// authenticates and says Hello, with ctx as the connection's context.
+func connectBus(ctx context.Context, address string) (*dbus.Conn, error) {
+	opt := dbus.WithContext(ctx)
+	switch address {
+	case "":
+		return dbus.ConnectSystemBus(opt)
+	case "session":
+		return dbus.ConnectSessionBus(opt)
+	}
+	return dbus.Connect(address, opt)
+}
+
+// takenBy tells why the name was not granted: errBusNameTaken when another
+// process owns it, errBusNameStale when the Bus's previous connection still
+// does — one it gave up after a write that did not complete, which the bus
+// closes once it reads again — or nobody does any more.
+func (b *Bus) takenBy(conn *dbus.Conn) error {
+	var owner string
+	err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, b.name).Store(&owner)
+	var de dbus.Error
+	switch {
+	case errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner":
+		return errBusNameStale // released meanwhile
+	case err != nil || b.lastConn == "" || owner != b.lastConn:
+		return errBusNameTaken
+	}
+	// A bus never reuses a unique name, but a restarted bus counts again
+	// from the start.
+	var pid uint32
+	err = conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, owner).Store(&pid)
+	if err != nil || int(pid) != os.Getpid() {
+		return errBusNameTaken
+	}
+	return errBusNameStale
 }
 
 func (b *Bus) addressName() string {
@@ -443,8 +620,20 @@ func (b *Bus) addressName() string {
 }
 
 // serve sends queued signals and property changes on conn until ctx is
-// done (nil) or the connection breaks (an error).
+// done (nil, after draining the queue) or the connection breaks or stops
+// taking writes (an error). It closes conn.
 func (b *Bus) serve(ctx context.Context, conn *dbus.Conn, published map[string]dbus.Variant) error {
+	// Writes stop drainTimeout after ctx is done: a stopping Bus drains
+	// its queue until then, and gives up a write still blocked then.
+	writeCtx, stopWriting := context.WithCancel(context.WithoutCancel(ctx))
+	unwatch := context.AfterFunc(ctx, func() { time.AfterFunc(drainTimeout, stopWriting) })
+	c := newBusConn(writeCtx, conn, b.sendTimeout)
+	defer func() {
+		unwatch()
+		c.close()
+		stopWriting()
+	}()
+
 	var (
 		droppedTimer <-chan time.Time
 		droppedAt    time.Time
@@ -465,7 +654,7 @@ func (b *Bus) serve(ctx context.Context, conn *dbus.Conn, published map[string]d
 		if len(changed) == 0 {
 			return nil
 		}
-		if err := conn.Emit(BusObjectPath, "org.freedesktop.DBus.Properties.PropertiesChanged",
+		if err := c.emit("org.freedesktop.DBus.Properties.PropertiesChanged",
 			BusInterface, changed, []string{}); err != nil {
 			return fmt.Errorf("send PropertiesChanged: %w", err)
 		}
@@ -477,25 +666,25 @@ func (b *Bus) serve(ctx context.Context, conn *dbus.Conn, published map[string]d
 		return publish("DroppedSignals")
 	}
 	for {
+		var (
+			err  error
+			lost int // signals dropped by the failure
+		)
 		select {
 		case <-ctx.Done():
-			b.drain(conn)
+			b.drain(c)
 			return nil
 		case <-conn.Context().Done():
-			return fmt.Errorf("D-Bus connection closed")
+			err = errors.New("D-Bus connection closed")
 		case s := <-b.queue:
-			if err := b.send(conn, s); err != nil {
-				return err
-			}
+			err, lost = b.send(c, s), 1
 		case <-b.statusChanged:
 			// Signals emitted before the update go first.
-			for n := len(b.queue); n > 0; n-- {
-				if err := b.send(conn, <-b.queue); err != nil {
-					return err
-				}
+			for n := len(b.queue); n > 0 && err == nil; n-- {
+				err, lost = b.send(c, <-b.queue), 1
 			}
-			if err := publish("State", "Generation", "Workers", "ReadyWorkers"); err != nil {
-				return err
+			if err == nil {
+				err, lost = publish("State", "Generation", "Workers", "ReadyWorkers"), 0
 			}
 		case <-b.droppedMore:
 			if droppedTimer != nil {
@@ -505,43 +694,147 @@ func (b *Bus) serve(ctx context.Context, conn *dbus.Conn, published map[string]d
 				droppedTimer = time.After(wait)
 				continue
 			}
-			if err := publishDropped(); err != nil {
-				return err
-			}
+			err = publishDropped()
 		case <-droppedTimer:
-			if err := publishDropped(); err != nil {
-				return err
-			}
+			err = publishDropped()
+		}
+		if err != nil && ctx.Err() != nil {
+			b.unsentAtExit(err, lost) // say, a write given up at the drain's deadline
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
 }
 
-// drainTimeout bounds how long a stopping Bus keeps sending what is queued.
-const drainTimeout = time.Second
-
 // drain sends the signals still queued when Run is cancelled — on_exit and
-// the last exits among them — for at most drainTimeout.
-func (b *Bus) drain(conn *dbus.Conn) {
-	deadline := time.Now().Add(drainTimeout)
-	for time.Now().Before(deadline) {
-		select {
-		case s := <-b.queue:
-			if b.send(conn, s) != nil {
-				return
-			}
-		default:
-			return
-		}
+// the last exits among them — until the connection's writes stop
+// (drainTimeout after the cancel) or one fails.
+func (b *Bus) drain(c *busConn) {
+	var err error
+	for err == nil && c.ctx.Err() == nil && len(b.queue) > 0 {
+		err = b.send(c, <-b.queue) // Run's goroutine is the only receiver
+	}
+	switch {
+	case err != nil:
+		b.unsentAtExit(err, 1)
+	case len(b.queue) > 0:
+		b.unsentAtExit(fmt.Errorf("not sent within %v", drainTimeout), 0)
+	}
+}
+
+// unsentAtExit drops what is still queued when a stopping Bus cannot send
+// it, err saying why, and logs how many signals were lost: those and the
+// lost that the failure err dropped already.
+func (b *Bus) unsentAtExit(err error, lost int) {
+	if lost += b.dropQueued(); lost > 0 {
+		b.log.Warn("D-Bus at exit: hook signals not sent", "signals", lost, "err", err)
 	}
 }
 
 // send emits one queued signal; a signal that cannot be sent is dropped.
-func (b *Bus) send(conn *dbus.Conn, s busSignal) error {
-	if err := conn.Emit(BusObjectPath, BusInterface+"."+s.member, s.body...); err != nil {
+func (b *Bus) send(c *busConn, s busSignal) error {
+	if err := c.emit(BusInterface+"."+s.member, s.body...); err != nil {
 		b.drop()
 		return fmt.Errorf("send %s signal: %w", s.member, err)
 	}
 	return nil
+}
+
+// busConn is a connection to the bus whose writes are bounded. godbus
+// writes synchronously and has no write deadline: a write to a bus that
+// stopped reading blocks until it reads again, and so does Close, which
+// waits for the write. So one goroutine of the busConn's own writes, and
+// emit waits for it only so long.
+type busConn struct {
+	*dbus.Conn
+	// ctx ends when writes stop altogether: drainTimeout after Run's
+	// context.
+	ctx context.Context
+	// timeout bounds each write; timer times it.
+	timeout time.Duration
+	timer   *time.Timer
+	// stalled says a write did not complete in time. The connection is
+	// given up: the write is left to finish (or fail) in the background,
+	// and so is Close.
+	stalled bool
+
+	writes  chan busWrite // to the writer; it takes one at a time
+	written chan error    // the writer's results
+}
+
+// busWrite is a signal for the writer: its name (interface.member) and
+// body.
+type busWrite struct {
+	name string
+	body []any
+}
+
+// newBusConn starts the writer of conn, whose writes stop when ctx ends.
+func newBusConn(ctx context.Context, conn *dbus.Conn, timeout time.Duration) *busConn {
+	c := &busConn{Conn: conn, ctx: ctx, timeout: timeout, timer: time.NewTimer(timeout),
+		writes: make(chan busWrite, 1), written: make(chan error, 1)}
+	c.timer.Stop()
+	go c.write()
+	return c
+}
+
+// write sends what emit hands it until close.
+func (c *busConn) write() {
+	for w := range c.writes {
+		c.written <- c.Emit(BusObjectPath, w.name, w.body...)
+	}
+}
+
+// emit sends the signal name (interface.member) from BusObjectPath. It
+// returns an errBusUnresponsive error, and gives the connection up, when
+// the write does not complete within the timeout or before c.ctx ends.
+func (c *busConn) emit(name string, body ...any) error {
+	if c.stalled {
+		return errBusUnresponsive
+	}
+	c.writes <- busWrite{name, body}
+	c.timer.Reset(c.timeout)
+	defer c.timer.Stop()
+	var why string
+	select {
+	case err := <-c.written:
+		return err
+	case <-c.timer.C:
+		why = fmt.Sprintf("within %v", c.timeout)
+	case <-c.ctx.Done():
+		why = "when stopping"
+	}
+	select {
+	case err := <-c.written: // done just now after all
+		return err
+	default:
+	}
+	c.stalled = true
+	return fmt.Errorf("write not taken %s: %w", why, errBusUnresponsive)
+}
+
+// close stops the writer and closes the connection. It waits for that at
+// most the write timeout or until c.ctx ends, and not at all after a
+// stalled write.
+func (c *busConn) close() {
+	close(c.writes)
+	done := make(chan struct{})
+	go func() {
+		c.Close()
+		close(done)
+	}()
+	if c.stalled {
+		return
+	}
+	c.timer.Reset(c.timeout)
+	defer c.timer.Stop()
+	select {
+	case <-done:
+	case <-c.timer.C:
+	case <-c.ctx.Done():
+	}
 }
 
 // currentStatus returns the latest UpdateStatus, or asks the controller
