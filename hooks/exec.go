@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -113,12 +114,38 @@ func (e *CommandError) ExitCode() int {
 // A command's stdout and stderr go to the logger, one record per line, with
 // the attributes hook and pid. Commands run in their own process group; at
 // the timeout the group gets SIGTERM, then SIGKILL a few seconds later.
+//
+// Replace swaps the commands (a reload's config brings its own), and
+// Shutdown runs what is still queued before the master's on_exit.
 type Exec struct {
-	cmds      map[Hook][]Command
+	cmds      atomic.Pointer[commandTable]
 	logger    *slog.Logger
-	queue     chan Event
+	queue     chan queued
 	dropped   atomic.Uint64
 	killDelay time.Duration
+
+	// mu orders Emit with Shutdown and Run's start, and guards what follows.
+	mu sync.Mutex
+	// spell counts the events dropped since the queue last took one: the
+	// first drop of a spell is logged, and so is its end.
+	spell uint64
+	// closed says Shutdown was called: Emit queues nothing more.
+	closed bool
+	// started says Run was called.
+	started bool
+	closing chan struct{} // closed by Shutdown
+	stopped chan struct{} // closed when Run returns
+}
+
+// commandTable is an Exec's commands by hook. It is never changed once
+// stored: Replace stores another.
+type commandTable map[Hook][]Command
+
+// queued is an event waiting for Run with the commands that were
+// configured for its hook when it was emitted.
+type queued struct {
+	event Event
+	cmds  []Command
 }
 
 // NewExec returns an Exec running cmds, which logs their output and failures
@@ -133,66 +160,166 @@ func newExec(cmds []Command, logger *slog.Logger, queueLen int) *Exec {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	x := &Exec{
-		cmds:      make(map[Hook][]Command),
 		logger:    logger,
-		queue:     make(chan Event, queueLen),
+		queue:     make(chan queued, queueLen),
 		killDelay: execKillDelay,
+		closing:   make(chan struct{}),
+		stopped:   make(chan struct{}),
 	}
+	x.Replace(cmds)
+	return x
+}
+
+// Replace makes cmds the commands that run from now on, in place of those
+// given to NewExec or to the last Replace: for the events emitted and the
+// RunNow calls made after it returns. Events queued before keep the
+// commands of their moment. Commands with an empty Argv are ignored. It may
+// be called from any goroutine.
+func (x *Exec) Replace(cmds []Command) {
+	t := make(commandTable)
 	for _, c := range cmds {
 		if len(c.Argv) == 0 {
-			logger.Warn("exec hook without a command ignored", "hook", string(c.Hook))
+			x.logger.Warn("exec hook without a command ignored", "hook", string(c.Hook))
 			continue
 		}
 		c.Argv = append([]string(nil), c.Argv...)
-		x.cmds[c.Hook] = append(x.cmds[c.Hook], c)
+		t[c.Hook] = append(t[c.Hook], c)
 	}
-	return x
+	x.cmds.Store(&t)
+}
+
+// commands returns the commands that run at hook h now.
+func (x *Exec) commands(h Hook) []Command {
+	return (*x.cmds.Load())[h]
 }
 
 // Has reports whether any command runs at hook h.
 func (x *Exec) Has(h Hook) bool {
-	return len(x.cmds[h]) > 0
+	return len(x.commands(h)) > 0
 }
 
-// Dropped returns how many events Emit dropped because its queue was full.
+// Dropped returns how many events Emit dropped: because its queue was full,
+// or because they came after Shutdown.
 func (x *Exec) Dropped() uint64 {
 	return x.dropped.Load()
 }
 
-// Emit queues e for Run when commands run at e.Hook, and returns at once: an
-// event that finds the queue full is dropped and counted (see Dropped).
-// Events of hooks without commands are ignored.
+// Emit queues e for Run when commands run at e.Hook, and returns at once.
+// Events of hooks without commands are ignored. An event that finds the
+// queue full, or comes after Shutdown, is dropped and counted (see
+// Dropped): the first drop after the queue last took an event is logged as
+// a warning naming the hook and the count so far, and the next event the
+// queue takes logs how many were dropped meanwhile.
 func (x *Exec) Emit(e Event) {
-	if !x.Has(e.Hook) {
+	cmds := x.commands(e.Hook)
+	if len(cmds) == 0 {
 		return
 	}
-	select {
-	case x.queue <- e:
-	default:
-		x.dropped.Add(1)
+	ok, spell, total := x.offer(queued{event: e, cmds: cmds})
+	switch {
+	case !ok && spell == 1:
+		x.logger.Warn("exec hook event dropped (queue full, or shut down): its commands do not run, "+
+			"nor those of the events dropped until the queue has room", "hook", string(e.Hook), "dropped", total)
+	case ok && spell > 0:
+		x.logger.Warn("exec hook queue has room again", "dropped_meanwhile", spell, "dropped", total)
 	}
+}
+
+// offer queues q unless the queue is full or Shutdown was called. It
+// reports whether q was queued; spell is the number of events dropped in a
+// row, this one included (when it was queued: the spell it ends, if any),
+// and total the number dropped since the start.
+func (x *Exec) offer(q queued) (ok bool, spell, total uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.closed {
+		select {
+		case x.queue <- q:
+			spell, x.spell = x.spell, 0
+			return true, spell, x.dropped.Load()
+		default:
+		}
+	}
+	x.spell++
+	return false, x.spell, x.dropped.Add(1)
 }
 
 // Run runs the commands of queued events, one at a time, in the order the
 // events were emitted. A command's failure is logged; Abort has no effect
-// here (nothing waits for a queued event). Run returns nil once ctx is done,
-// after killing and waiting for the command running then; the events still
-// queued are not run.
+// here (nothing waits for a queued event). Call it once.
+//
+// Run returns nil once ctx is done, after killing and waiting for the
+// command running then; the events still queued are not run. After
+// Shutdown it returns nil as soon as it has run the commands of every event
+// queued before.
 func (x *Exec) Run(ctx context.Context) error {
+	x.mu.Lock()
+	x.started = true
+	x.mu.Unlock()
+	defer close(x.stopped)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case e := <-x.queue:
-			for _, c := range x.cmds[e.Hook] {
-				if ctx.Err() != nil {
-					return nil
-				}
-				if err := x.run(ctx, c, e); err != nil && ctx.Err() == nil {
-					x.logger.Warn("exec hook failed", "hook", string(e.Hook), "err", err)
-				}
-			}
+		case q := <-x.queue:
+			x.runQueued(ctx, q)
+		case <-x.closing:
+			x.drain(ctx)
+			return nil
 		}
+	}
+}
+
+// drain runs the commands of the events left in the queue, which takes no
+// more, until it is empty or ctx is done.
+func (x *Exec) drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		select {
+		case q := <-x.queue:
+			x.runQueued(ctx, q)
+		default:
+			return
+		}
+	}
+}
+
+// runQueued runs the commands of q in order, logging failures, and stops
+// when ctx is done.
+func (x *Exec) runQueued(ctx context.Context, q queued) {
+	for _, c := range q.cmds {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := x.run(ctx, c, q.event); err != nil && ctx.Err() == nil {
+			x.logger.Warn("exec hook failed", "hook", string(q.event.Hook), "err", err)
+		}
+	}
+}
+
+// Shutdown drains x, as net/http's Server.Shutdown does: from now on Emit
+// drops every event (and counts it), and Shutdown waits until Run has run
+// the commands of the events queued before — each bounded by its own
+// timeout, as always — and returned. It returns nil then, or at once when
+// Run was never called (the queued events are not run), or ctx's error
+// when ctx ends first; Run then goes on until its own context ends. RunNow
+// still works after Shutdown. Shutdown may be called from any goroutine,
+// and more than once.
+func (x *Exec) Shutdown(ctx context.Context) error {
+	x.mu.Lock()
+	if !x.closed {
+		x.closed = true
+		close(x.closing)
+	}
+	started := x.started
+	x.mu.Unlock()
+	if !started {
+		return nil
+	}
+	select {
+	case <-x.stopped:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -205,7 +332,7 @@ func (x *Exec) Run(ctx context.Context) error {
 // other commands are logged and ignored. When ctx ends, the running command
 // is killed and RunNow returns an error wrapping ctx's error.
 func (x *Exec) RunNow(ctx context.Context, e Event) error {
-	for _, c := range x.cmds[e.Hook] {
+	for _, c := range x.commands(e.Hook) {
 		err := x.run(ctx, c, e)
 		if ctx.Err() != nil {
 			return fmt.Errorf("hooks: run %s command %q: %w", e.Hook, c.Argv, context.Cause(ctx))

@@ -326,6 +326,14 @@ func TestExec_EmitDrops(t *testing.T) {
 		t.Errorf("Has(on_exit) = %v, Has(post_fork) = %v; want false, true", x.Has(OnExit), x.Has(PostFork))
 	}
 
+	// The first drop of the spell is a warning naming the hook and the
+	// count; the two after it are not logged.
+	warns := warnings(t, log)
+	if len(warns) != 1 || warns[0]["hook"] != "post_fork" || warns[0]["dropped"] != float64(1) ||
+		!strings.Contains(fmt.Sprint(warns[0]["msg"]), "dropped") {
+		t.Fatalf("warnings %v; want one about a dropped event, with hook=post_fork dropped=1", warns)
+	}
+
 	// The events that made it in run, the first four, in order.
 	runExec(t, x)
 	for i := range 4 {
@@ -333,6 +341,27 @@ func TestExec_EmitDrops(t *testing.T) {
 			t.Fatalf("queued event %d ran as %q, want %q", i, rec["msg"], strconv.Itoa(i))
 		}
 	}
+	// The next event fits: the spell is over, and its count is logged.
+	x.Emit(Event{Hook: PostFork, WorkerID: 7})
+	if rec := log.nextOutput(t); rec["msg"] != "7" {
+		t.Fatalf("the event after the spell ran as %q, want \"7\"", rec["msg"])
+	}
+	warns = warnings(t, log)
+	if len(warns) != 2 || warns[1]["dropped_meanwhile"] != float64(3) || warns[1]["dropped"] != float64(3) {
+		t.Fatalf("warnings %v; want a second one saying 3 were dropped meanwhile, 3 in all", warns)
+	}
+}
+
+// warnings returns the Warn records logged so far.
+func warnings(t *testing.T, log *recordLog) []map[string]any {
+	t.Helper()
+	var warns []map[string]any
+	for _, rec := range log.all(t) {
+		if rec["level"] == "WARN" {
+			warns = append(warns, rec)
+		}
+	}
+	return warns
 }
 
 func TestExec_Timeout(t *testing.T) {
@@ -558,4 +587,210 @@ func ExampleExec_RunNow() {
 	// Output:
 	// level=INFO msg="starting myapp" hook=on_starting
 	// hooks: on_starting command ["/bin/sh" "-c" "echo \"starting $FORKD_INSTANCE\"; exit 4"] failed: exit status 4
+}
+
+// gateArgv is the argv of a command that prints its worker id once the test
+// lets it through the gate fifo (see openGate).
+func gateArgv(fifo string) []string {
+	return shellArgv(`cat "$0" > /dev/null; echo "$FORKD_WORKER_ID"`, fifo)
+}
+
+// openGate opens fifo for writing, which returns once a command opened it
+// for reading: that command runs, and waits until the returned file is
+// closed. It fails the test after testDeadline.
+func openGate(t *testing.T, fifo string) *os.File {
+	t.Helper()
+	opened := make(chan *os.File, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			t.Errorf("open the gate: %v", err)
+		}
+		opened <- f
+	}()
+	select {
+	case f := <-opened:
+		if f == nil {
+			t.FailNow()
+		}
+		return f
+	case <-time.After(testDeadline):
+		t.Fatalf("no command opened the gate within %s", testDeadline)
+		return nil
+	}
+}
+
+// newGate makes the fifo for gateArgv and openGate.
+func newGate(t *testing.T) string {
+	t.Helper()
+	fifo := filepath.Join(t.TempDir(), "gate")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fifo
+}
+
+// wantOutputs checks that the next output records are msgs, in order.
+func wantOutputs(t *testing.T, log *recordLog, msgs ...string) {
+	t.Helper()
+	for _, want := range msgs {
+		if rec := log.nextOutput(t); rec["msg"] != want {
+			t.Fatalf("a command printed %q, want %q", rec["msg"], want)
+		}
+	}
+}
+
+func TestExec_DropSpells(t *testing.T) {
+	// Each spell of drops is logged twice: at its first drop, and when the
+	// queue takes an event again.
+	gate, log := newGate(t), newRecordLog()
+	x := newExec([]Command{{Hook: PostFork, Argv: gateArgv(gate)}}, log.logger(), 1)
+	runExec(t, x)
+
+	x.Emit(Event{Hook: PostFork, WorkerID: 0})
+	hold := openGate(t, gate) // Run is in event 0's command; the queue is empty
+	x.Emit(Event{Hook: PostFork, WorkerID: 1})
+	x.Emit(Event{Hook: PostFork, WorkerID: 2}) // full: the spell begins
+	x.Emit(Event{Hook: PostFork, WorkerID: 3})
+	hold.Close()
+	wantOutputs(t, log, "0")
+	hold = openGate(t, gate)                   // in event 1's command
+	x.Emit(Event{Hook: PostFork, WorkerID: 4}) // queued: the spell ends
+	x.Emit(Event{Hook: PostFork, WorkerID: 5}) // a new one begins
+	hold.Close()
+	wantOutputs(t, log, "1")
+	openGate(t, gate).Close()
+	wantOutputs(t, log, "4")
+
+	if got := x.Dropped(); got != 3 {
+		t.Errorf("Dropped() = %d, want 3", got)
+	}
+	warns := warnings(t, log)
+	ok := len(warns) == 3 &&
+		warns[0]["hook"] == "post_fork" && warns[0]["dropped"] == float64(1) &&
+		warns[1]["dropped_meanwhile"] == float64(2) && warns[1]["dropped"] == float64(2) &&
+		warns[2]["hook"] == "post_fork" && warns[2]["dropped"] == float64(3)
+	if !ok {
+		t.Errorf("warnings:\n%s\nwant: dropped (post_fork, 1), room again (2 meanwhile, 2), dropped (post_fork, 3)", log.String())
+	}
+}
+
+func TestExec_Replace(t *testing.T) {
+	log := newRecordLog()
+	x := NewExec([]Command{
+		{Hook: PostFork, Argv: shellArgv(`echo "old $FORKD_WORKER_ID"`)},
+		{Hook: WhenReady, Argv: shellArgv(`echo "old when_ready"`)},
+	}, log.logger())
+	x.Emit(Event{Hook: PostFork, WorkerID: 0}) // queued with the old commands
+
+	x.Replace([]Command{
+		{Hook: PostFork, Argv: shellArgv(`echo "new $FORKD_WORKER_ID"`)},
+		{Hook: PreFork, Argv: shellArgv(`echo "new pre_fork"`)},
+	})
+	if x.Has(WhenReady) || !x.Has(PreFork) || !x.Has(PostFork) {
+		t.Errorf("after Replace: Has(when_ready, pre_fork, post_fork) = %v, %v, %v; want false, true, true",
+			x.Has(WhenReady), x.Has(PreFork), x.Has(PostFork))
+	}
+	x.Emit(Event{Hook: WhenReady}) // no command any more: ignored
+	x.Emit(Event{Hook: PostFork, WorkerID: 1})
+	runExec(t, x)
+	wantOutputs(t, log, "old 0", "new 1")
+	if err := x.RunNow(context.Background(), Event{Hook: PreFork}); err != nil {
+		t.Fatalf("RunNow(pre_fork) = %v", err)
+	}
+	wantOutputs(t, log, "new pre_fork")
+}
+
+func TestExec_Shutdown(t *testing.T) {
+	t.Run("drains", func(t *testing.T) {
+		gate, log := newGate(t), newRecordLog()
+		x := NewExec([]Command{{Hook: ChildExit, Argv: gateArgv(gate)}}, log.logger())
+		runExec(t, x)
+		for i := range 3 {
+			x.Emit(Event{Hook: ChildExit, WorkerID: i})
+		}
+		hold := openGate(t, gate) // event 0's command runs; 1 and 2 wait
+
+		shut := make(chan error, 1)
+		go func() { shut <- x.Shutdown(context.Background()) }()
+		select {
+		case <-x.closing:
+		case <-time.After(testDeadline):
+			t.Fatalf("Shutdown did not begin within %s", testDeadline)
+		}
+		x.Emit(Event{Hook: ChildExit, WorkerID: 3}) // too late: dropped
+		if got := x.Dropped(); got != 1 {
+			t.Errorf("Dropped() = %d after an Emit that followed Shutdown, want 1", got)
+		}
+
+		hold.Close()
+		wantOutputs(t, log, "0")
+		openGate(t, gate).Close()
+		wantOutputs(t, log, "1")
+		hold = openGate(t, gate)
+		select {
+		case err := <-shut:
+			t.Fatalf("Shutdown returned %v while event 2's command still ran", err)
+		default:
+		}
+		hold.Close()
+		select {
+		case err := <-shut:
+			if err != nil {
+				t.Fatalf("Shutdown = %v, want nil", err)
+			}
+		case <-time.After(testDeadline):
+			t.Fatalf("Shutdown did not return within %s of the last command", testDeadline)
+		}
+		// Run has returned: everything it did is logged.
+		for _, rec := range log.all(t) {
+			if rec["level"] == "INFO" && rec["msg"] != "0" && rec["msg"] != "1" && rec["msg"] != "2" {
+				t.Errorf("unexpected output %v: the event emitted after Shutdown ran", rec)
+			}
+		}
+		select {
+		case <-x.stopped:
+		default:
+			t.Errorf("Shutdown returned before Run did")
+		}
+	})
+
+	t.Run("no Run", func(t *testing.T) {
+		log := newRecordLog()
+		x := NewExec([]Command{
+			{Hook: ChildExit, Argv: shellArgv(`echo child_exit`)},
+			{Hook: OnExit, Argv: shellArgv(`echo on_exit`)},
+		}, log.logger())
+		x.Emit(Event{Hook: ChildExit})
+		shut := make(chan error, 1)
+		go func() { shut <- x.Shutdown(context.Background()) }()
+		select {
+		case err := <-shut:
+			if err != nil {
+				t.Fatalf("Shutdown = %v, want nil", err)
+			}
+		case <-time.After(testDeadline):
+			t.Fatalf("Shutdown without Run did not return within %s", testDeadline)
+		}
+		// The blocking hooks' commands still run.
+		if err := x.RunNow(context.Background(), Event{Hook: OnExit}); err != nil {
+			t.Fatalf("RunNow(on_exit) after Shutdown = %v", err)
+		}
+		wantOutputs(t, log, "on_exit")
+	})
+
+	t.Run("deadline", func(t *testing.T) {
+		gate := newGate(t)
+		x := NewExec([]Command{{Hook: ChildExit, Argv: gateArgv(gate)}}, nil)
+		stop := runExec(t, x)
+		x.Emit(Event{Hook: ChildExit})
+		hold := openGate(t, gate)
+		defer hold.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := x.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+			t.Errorf("Shutdown with a canceled context while a command runs = %v, want context.Canceled", err)
+		}
+		stop() // Run's own context kills the command
+	})
 }

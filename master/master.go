@@ -222,14 +222,19 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 
 	status := newReporter(notifier, cfg, sinks.bus, log)
 	sigs.wait() // registered meanwhile; the pool takes them over, and its workers may signal at once
+	reloaded := func(err error) {
+		sinks.reloaded(err)
+		status.reloaded(err)
+	}
 	pool := workers.New(workers.Options{
 		Config:   cfg,
 		Sockets:  socks,
 		Load:     func() (*config.Config, error) { return config.Load(o.config) },
+		Staged:   sinks.stage,
 		Signals:  sigs.c,
 		Hooks:    sinks,
 		Observe:  status.observe,
-		Reloaded: status.reloaded,
+		Reloaded: reloaded,
 		RunHook:  sinks.runHook,
 		RequestStats: func(gen uint64, id, pid int, v string) {
 			sinks.requestStats(log, cfg.Server.Name, gen, id, pid, v)
@@ -258,6 +263,9 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		err = gerr
 	}
 
+	// on_exit comes after everything else: the exec hooks still queued
+	// (the last workers' child_exit and worker_exit) run first.
+	sinks.drainExec(cfg.Server.GracefulTimeout.Duration)
 	exit := hooks.Event{Hook: hooks.OnExit, Time: time.Now(), Instance: cfg.Server.Name, WorkerID: -1,
 		Generation: status.last().Generation, Reason: "stopped"}
 	if err != nil {

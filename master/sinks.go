@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
@@ -16,23 +17,24 @@ import (
 // disabled), exec hooks and the journal (under systemd).
 type sinks struct {
 	log     hooks.Sink
+	logger  *slog.Logger
 	bus     *hooks.Bus
 	exec    *hooks.Exec
 	journal *hooks.Journal
 	ctl     *lateController
+
+	// A reload's exec hooks (see stage), used on the arbiter's goroutine
+	// only: cmds are the commands in force; staged says they are a
+	// reload's in progress, and prev those from before it.
+	cmds   []hooks.Command
+	prev   []hooks.Command
+	staged bool
 }
 
 // newSinks builds the sinks for cfg; none is running yet.
 func newSinks(o options, cfg *config.Config, log *slog.Logger) (*sinks, error) {
-	s := &sinks{log: hooks.NewLog(log), ctl: &lateController{}}
-	var cmds []hooks.Command
-	for name, list := range cfg.Hooks {
-		for _, h := range list {
-			cmds = append(cmds, hooks.Command{Hook: hooks.Hook(name), Argv: h.Exec,
-				Timeout: h.Timeout.Duration, Abort: h.OnFailure == "abort"})
-		}
-	}
-	s.exec = hooks.NewExec(cmds, log)
+	s := &sinks{log: hooks.NewLog(log), logger: log, ctl: &lateController{}, cmds: execCommands(cfg)}
+	s.exec = hooks.NewExec(s.cmds, log)
 	if o.bus != "none" {
 		s.bus = hooks.NewBus(hooks.BusOptions{Instance: cfg.Server.Name, Controller: s.ctl, Logger: log, Address: o.bus})
 	}
@@ -42,9 +44,69 @@ func newSinks(o options, cfg *config.Config, log *slog.Logger) (*sinks, error) {
 	return s, nil
 }
 
+// execCommands returns the exec hooks of cfg's [[hooks.NAME]] tables.
+func execCommands(cfg *config.Config) []hooks.Command {
+	var cmds []hooks.Command
+	for name, list := range cfg.Hooks {
+		for _, h := range list {
+			cmds = append(cmds, hooks.Command{Hook: hooks.Hook(name), Argv: h.Exec,
+				Timeout: h.Timeout.Duration, Abort: h.OnFailure == "abort"})
+		}
+	}
+	return cmds
+}
+
+// stage is workers.Options.Staged: a reload's config was accepted, and its
+// exec hooks are the ones that run from now on — for the new generation's
+// pre_fork to its when_ready as for every other event, as Gunicorn's HUP
+// applies the new hooks at once. reloaded keeps them if the reload
+// succeeds and brings back the previous ones if it is rolled back.
+func (s *sinks) stage(cfg *config.Config) {
+	if !s.staged {
+		s.prev, s.staged = s.cmds, true
+	}
+	s.cmds = execCommands(cfg)
+	s.exec.Replace(s.cmds)
+}
+
+// reloaded is the sinks' part of workers.Options.Reloaded: how the reload
+// ended (nil: it succeeded). A failed one brings back the exec hooks from
+// before it.
+func (s *sinks) reloaded(err error) {
+	if !s.staged {
+		return // refused by on_reload, or the file was rejected
+	}
+	if err != nil {
+		s.cmds = s.prev
+		s.exec.Replace(s.cmds)
+		s.logger.Info("reload failed: the exec hooks from before it apply again")
+	}
+	s.prev, s.staged = nil, false
+}
+
+// drainExec runs the exec hook commands still queued (the last workers'
+// child_exit and worker_exit…), each bounded by its timeout, and returns
+// once they are done or after grace (the stop's graceful_timeout), when
+// what is left is not run; Emit queues no more. How many events were
+// dropped since the start, if any, is logged.
+func (s *sinks) drainExec(grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := s.exec.Shutdown(ctx); err != nil {
+		s.logger.Warn("exec hooks still queued after graceful_timeout are not run", "graceful_timeout", grace)
+	}
+	if n := s.exec.Dropped(); n > 0 {
+		s.logger.Warn("exec hook events were dropped (queue full): their commands did not run", "dropped", n)
+	}
+}
+
 // start runs the sinks' delivery loops in g.
 func (s *sinks) start(g *group) {
-	g.Go(s.exec.Run)
+	g.Go(func(ctx context.Context) error {
+		err := s.exec.Run(ctx)
+		<-ctx.Done() // after drainExec: the other sinks still deliver on_exit
+		return err
+	})
 	if s.bus != nil {
 		g.Go(s.bus.Run)
 	}

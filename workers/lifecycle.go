@@ -166,6 +166,9 @@ func (p *Pool) reload(reply chan error) {
 		p.log.Warn("server.name cannot change on reload; keeping the old one", "name", old.cfg.Server.Name)
 		cfg.Server.Name = old.cfg.Server.Name
 	}
+	if p.opts.Staged != nil {
+		p.opts.Staged(cfg)
+	}
 	n := cfg.Server.Workers
 	if n == old.cfg.Server.Workers && old.target > 0 {
 		// Keep TTIN/TTOU/SetWorkers changes unless the config changed

@@ -52,6 +52,11 @@ type Options struct {
 	// Observe is called from the arbiter's goroutine whenever the pool's
 	// Status changes; it must not block. May be nil.
 	Observe func(hooks.Status)
+	// Staged is called on the arbiter's goroutine with a reload's config
+	// once it loaded and was accepted, before its generation starts (whose
+	// pre_fork comes next); Reloaded then tells how that reload ended. It
+	// must not block. May be nil.
+	Staged func(cfg *config.Config)
 	// Reloaded is told, on the arbiter's goroutine, how each reload ended:
 	// nil, or why it was rejected or rolled back. It must not block. May
 	// be nil.
