@@ -464,3 +464,35 @@ func waitProperties(t *testing.T, c *busClient, inst string, want map[string]any
 		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
 	}
 }
+
+// TestMaster_UpgradeKeepsName: a server.name changed in the file before an
+// upgrade does not rename the running instance — its successor keeps the
+// D-Bus name (and FORKD_INSTANCE), and says so in its log.
+func TestMaster_UpgradeKeepsName(t *testing.T) {
+	d := dbustest.Start(t)
+	c := dialBus(t, d.Address)
+	c.subscribe()
+	const inst = "keepname"
+	f := startForkd(t, setup{instance: inst, workers: 1, bus: d.Address})
+	c.collect("WhenReady", testTimeout, is("WhenReady", nil))
+	c.waitOwned(hooks.BusName(inst), testTimeout)
+
+	f.setup.instance = "renamed"
+	f.writeConfig(f.setup.mode, "")
+	f.signal(syscall.SIGUSR2)
+	c.collect("the successor's WhenReady", testTimeout, is("WhenReady", nil))
+	c.waitOwned(hooks.BusName(inst), testTimeout)
+	var has bool
+	if err := c.conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, hooks.BusName("renamed")).Store(&has); err != nil {
+		t.Fatal(err)
+	}
+	if has {
+		t.Errorf("after the upgrade %s is owned: the instance was renamed", hooks.BusName("renamed"))
+	}
+	if got := c.properties(inst)["Instance"]; got != inst {
+		t.Errorf("Instance property %v after the upgrade, want %q", got, inst)
+	}
+	if log := f.log(); !strings.Contains(log, "server.name cannot change on upgrade") {
+		t.Errorf("the successor did not warn about the name:\n%s", log)
+	}
+}

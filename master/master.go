@@ -167,6 +167,17 @@ func errnoOf(err error) int {
 // serve runs the master.
 func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger, notifier *systemd.Notifier,
 	sigs *signals) error {
+	// A master started by an upgrade (USR2) inherits the sockets and the
+	// workers; on_starting ran once already, for this instance, whose name
+	// (its D-Bus name, FORKD_INSTANCE) stays what it was.
+	adopt, err := workers.TakeHandover()
+	if err != nil {
+		return err
+	}
+	if adopt != nil && adopt.Config.Name != "" && adopt.Config.Name != cfg.Server.Name {
+		log.Warn("server.name cannot change on upgrade; keeping the old one", "name", adopt.Config.Name)
+		cfg.Server.Name = adopt.Config.Name
+	}
 	sinks, err := newSinks(o, cfg, log)
 	if err != nil {
 		return err
@@ -178,12 +189,6 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		_ = sinkGroup.Wait()
 	}()
 
-	// A master started by an upgrade (USR2) inherits the sockets and the
-	// workers; on_starting ran once already, for this instance.
-	adopt, err := workers.TakeHandover()
-	if err != nil {
-		return err
-	}
 	var (
 		socks     []activation.Socket
 		activated bool
