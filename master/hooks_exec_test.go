@@ -6,11 +6,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,53 +15,9 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/dbustest"
 	"github.com/forkd/forkd/hooks"
 )
-
-// execTestPorts is the range of TCP ports these tests bind on 127.0.0.1.
-const execTestPortMin, execTestPortMax = 18400, 18499
-
-// execTestPort returns a TCP port of execTestPortMin…execTestPortMax on
-// 127.0.0.1 that is free now.
-func execTestPort(t *testing.T) int {
-	t.Helper()
-	n := execTestPortMax - execTestPortMin + 1
-	first := rand.IntN(n)
-	for i := range n {
-		p := execTestPortMin + (first+i)%n
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return p
-	}
-	t.Fatalf("no free port in %d…%d", execTestPortMin, execTestPortMax)
-	return 0
-}
-
-// newExecForkd is newForkd with a port of execTestPort's range; the config
-// is for s.mode (or "serve") with nothing extra.
-func newExecForkd(t *testing.T, s setup) *forkd {
-	t.Helper()
-	if s.mode == "" {
-		s.mode = "serve"
-	}
-	if s.bus == "" {
-		s.bus = "none"
-	}
-	dir := t.TempDir()
-	f := &forkd{
-		t:       t,
-		setup:   s,
-		cfgPath: filepath.Join(dir, s.instance+".toml"),
-		logPath: filepath.Join(dir, "forkd.log"),
-		port:    execTestPort(t),
-	}
-	f.addr = "127.0.0.1:" + strconv.Itoa(f.port)
-	f.writeConfig(s.mode, "")
-	return f
-}
 
 // hookLines collects what exec hook commands write to a fifo, one line per
 // command run, in the order they wrote.
@@ -138,7 +91,7 @@ func (h *hookLines) want(lines ...string) {
 // is rolled back or rejected.
 func TestMaster_ExecHooksReload(t *testing.T) {
 	h := newHookLines(t)
-	f := newExecForkd(t, setup{instance: "hookreload", workers: 2})
+	f := newForkd(t, setup{instance: "hookreload", workers: 2})
 	f.writeConfig("serve", h.config("v1", hooks.OnReload, hooks.WhenReady, hooks.NworkersChanged))
 	f.start()
 	h.want("v1 when_ready 1")
@@ -181,7 +134,7 @@ func TestMaster_ExecHooksReload(t *testing.T) {
 // refuses it.
 func TestMaster_ExecHooksUpgradeRefused(t *testing.T) {
 	h := newHookLines(t)
-	f := newExecForkd(t, setup{instance: "hookupgrade", workers: 2})
+	f := newForkd(t, setup{instance: "hookupgrade", workers: 2})
 	refuse := func(tag string) string {
 		return fmt.Sprintf("\n[[hooks.pre_exec]]\nexec = [\"/bin/sh\", \"-c\", %q, %q]\non_failure = \"abort\"\n",
 			fmt.Sprintf(`echo "%s pre_exec" > "$0"; exit 1`, tag), h.fifo)
@@ -205,7 +158,7 @@ func TestMaster_ExecHooksUpgradeRefused(t *testing.T) {
 // forkd exits.
 func TestMaster_ExecHooksStop(t *testing.T) {
 	h := newHookLines(t)
-	f := newExecForkd(t, setup{instance: "hookstop", workers: 2})
+	f := newForkd(t, setup{instance: "hookstop", workers: 2})
 	// The exit hooks hang until their timeout kills them: without a drain,
 	// on_exit would come while they are still queued.
 	slow := `echo "$FORKD_HOOK $FORKD_PID" > "$0"; exec sleep 100`
@@ -271,7 +224,7 @@ func TestSinks_ExecDrops(t *testing.T) {
 	if err := syscall.Mkfifo(gate, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := newExecForkd(t, setup{instance: "drops", workers: 1})
+	f := newForkd(t, setup{instance: "drops", workers: 1})
 	f.writeConfig("serve", fmt.Sprintf("\n[[hooks.post_fork]]\nexec = [\"/bin/sh\", \"-c\", \"cat \\\"$0\\\" > /dev/null\", %q]\n"+
 		"\n[[hooks.child_exit]]\nexec = [\"/bin/echo\", \"ran\"]\n", gate))
 	cfg, err := config.Load(f.cfgPath)
@@ -321,5 +274,31 @@ func TestSinks_ExecDrops(t *testing.T) {
 	}
 	if want := `msg="exec hook events were dropped (queue full): their commands did not run" dropped=2`; !strings.Contains(log, want) {
 		t.Errorf("the drain did not log the count %q; log:\n%s", want, log)
+	}
+}
+
+// TestMaster_UpgradeRefusedIsAnError: forkctl upgrade (D-Bus Upgrade)
+// fails when pre_exec refuses the upgrade, and the master keeps serving.
+func TestMaster_UpgradeRefusedIsAnError(t *testing.T) {
+	d := dbustest.Start(t)
+	c := dialBus(t, d.Address)
+	const inst = "refuseupgrade"
+	f := newForkd(t, setup{instance: inst, workers: 1, bus: d.Address})
+	f.writeConfig("serve", "\n[[hooks.pre_exec]]\nexec = [\"/bin/false\"]\non_failure = \"abort\"\n")
+	f.start()
+	c.waitOwned(hooks.BusName(inst), testTimeout)
+	before := f.askUntil("a worker answering", func(seen map[int]answer) bool { return len(seen) == 1 })
+	out, err := forkctl(t, d.Address, "upgrade", inst)
+	if err == nil {
+		t.Fatalf("forkctl upgrade = nil (%q), want the pre_exec refusal", out)
+	}
+	if !strings.Contains(err.Error(), "pre_exec") {
+		t.Errorf("forkctl upgrade: %v, want it to name pre_exec", err)
+	}
+	after := f.askUntil("the same worker answering", func(seen map[int]answer) bool { return len(seen) == 1 })
+	for pid := range after {
+		if _, ok := before[pid]; !ok {
+			t.Errorf("worker %d answers after the refused upgrade, want the one from before (%v)", pid, before)
+		}
 	}
 }
