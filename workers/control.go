@@ -42,7 +42,7 @@ func (p *Pool) handleRequest(req request) { req.do(p) }
 // workers keep serving either way).
 func (p *Pool) Reload(ctx context.Context) error {
 	reply := make(chan error, 1)
-	if err := p.call(ctx, func(p *Pool) { p.reload(reply) }); err != nil {
+	if err := p.call(ctx, func(p *Pool) { p.reload(reply, "Reload") }); err != nil {
 		return err
 	}
 	select {
@@ -58,7 +58,7 @@ func (p *Pool) Reload(ctx context.Context) error {
 // SetWorkers sets the number of workers of the current generation.
 func (p *Pool) SetWorkers(ctx context.Context, n int) error {
 	var err error
-	if cerr := p.call(ctx, func(p *Pool) { err = p.scale(n) }); cerr != nil {
+	if cerr := p.call(ctx, func(p *Pool) { err = p.scale(n, "SetWorkers") }); cerr != nil {
 		return cerr
 	}
 	return err
@@ -123,7 +123,7 @@ func (p *Pool) Stats(ctx context.Context) (Stats, error) {
 func (p *Pool) Upgrade(ctx context.Context) error {
 	var err error
 	if cerr := p.call(ctx, func(p *Pool) {
-		if err = p.prepareUpgrade(); err == nil {
+		if err = p.prepareUpgrade("Upgrade"); err == nil {
 			time.AfterFunc(100*time.Millisecond, func() { p.fire(timerEvent{kind: timerUpgrade}) })
 		}
 	}); cerr != nil {

@@ -86,7 +86,8 @@ func (p *Pool) promote() {
 	p.log.Info("reload done", "generation", g.id, "workers", g.target)
 	p.emit(hooks.Event{Hook: hooks.WhenReady, Generation: g.id, Workers: g.target})
 	if g.target != old.target {
-		p.emit(hooks.Event{Hook: hooks.NworkersChanged, Generation: g.id, Workers: g.target, OldWorkers: old.target})
+		p.emit(hooks.Event{Hook: hooks.NworkersChanged, Generation: g.id, Workers: g.target, OldWorkers: old.target,
+			Reason: "reload"})
 	}
 	// Status first, then the outcome: whoever waited for the reload (D-Bus
 	// Reload, forkctl reload) and then reads the status sees the new
@@ -127,8 +128,9 @@ func (p *Pool) failReload(err error) {
 }
 
 // reload re-reads the config and starts a new generation beside the
-// current one; reply (buffered) receives the outcome when it is known.
-func (p *Pool) reload(reply chan error) {
+// current one, for why (the on_reload hook's reason: "SIGHUP", "Reload",
+// …); reply (buffered) receives the outcome when it is known.
+func (p *Pool) reload(reply chan error, why string) {
 	switch {
 	case p.stopping:
 		reply <- ErrStopping
@@ -140,7 +142,7 @@ func (p *Pool) reload(reply chan error) {
 	}
 	old := p.current
 	p.reloads++
-	ev := hooks.Event{Hook: hooks.OnReload, Generation: old.id}
+	ev := hooks.Event{Hook: hooks.OnReload, Generation: old.id, Reason: why}
 	p.emit(ev)
 	if err := p.runHook(ev); err != nil {
 		err = fmt.Errorf("reload aborted by on_reload hook, generation %d still serving: %w", old.id, err)
@@ -231,8 +233,9 @@ func (p *Pool) runHook(e hooks.Event) error {
 	return p.opts.RunHook(context.Background(), e)
 }
 
-// scale sets the current generation's target worker count.
-func (p *Pool) scale(n int) error {
+// scale sets the current generation's target worker count, for why (the
+// nworkers_changed hook's reason: "SIGTTIN", "SetWorkers", …).
+func (p *Pool) scale(n int, why string) error {
 	switch {
 	case p.stopping:
 		return ErrStopping
@@ -256,7 +259,7 @@ func (p *Pool) scale(n int) error {
 		g.failures[id] = 0
 	}
 	p.log.Info("workers changed", "old", old, "new", n)
-	p.emit(hooks.Event{Hook: hooks.NworkersChanged, Generation: g.id, Workers: n, OldWorkers: old})
+	p.emit(hooks.Event{Hook: hooks.NworkersChanged, Generation: g.id, Workers: n, OldWorkers: old, Reason: why})
 	p.fillSlots(g)
 	p.observe()
 	return nil
@@ -310,14 +313,14 @@ func (p *Pool) handleSignal(sig os.Signal) {
 	switch s {
 	case syscall.SIGHUP:
 		reply := make(chan error, 1)
-		p.reload(reply)
+		p.reload(reply, "SIGHUP")
 		go func() {
 			if err := <-reply; err != nil && !errors.Is(err, ErrStopping) {
 				p.log.Debug("HUP reload finished", "err", err)
 			}
 		}()
 	case syscall.SIGTTIN:
-		if err := p.scale(p.current.target + 1); err != nil {
+		if err := p.scale(p.current.target+1, "SIGTTIN"); err != nil {
 			p.log.Warn("TTIN ignored", "err", err)
 		}
 	case syscall.SIGTTOU:
@@ -325,11 +328,11 @@ func (p *Pool) handleSignal(sig os.Signal) {
 			p.log.Warn("TTOU ignored: TTOU stops at one worker (WINCH stops them all)", "workers", p.current.target)
 			return
 		}
-		if err := p.scale(p.current.target - 1); err != nil {
+		if err := p.scale(p.current.target-1, "SIGTTOU"); err != nil {
 			p.log.Warn("TTOU ignored", "err", err)
 		}
 	case syscall.SIGWINCH:
-		if err := p.scale(0); err != nil {
+		if err := p.scale(0, "SIGWINCH"); err != nil {
 			p.log.Warn("WINCH ignored", "err", err)
 		}
 	case syscall.SIGTERM:
@@ -341,7 +344,7 @@ func (p *Pool) handleSignal(sig os.Signal) {
 			p.signal(w, syscall.SIGUSR1)
 		}
 	case syscall.SIGUSR2:
-		if err := p.upgrade(); err != nil {
+		if err := p.upgrade("SIGUSR2"); err != nil {
 			p.log.Error("upgrade failed; the old master keeps running", "err", err)
 		}
 	}

@@ -244,7 +244,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	if p.opts.Adopt != nil {
 		p.adopt(p.opts.Adopt)
 		if p.opts.Config.Server.ReloadAfterUpgrade {
-			p.reload(make(chan error, 1)) // the outcome is logged
+			p.reload(make(chan error, 1), "reload_after_upgrade") // the outcome is logged
 		}
 	} else {
 		p.nextGen = 1

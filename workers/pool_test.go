@@ -357,8 +357,8 @@ func TestPool_Signals(t *testing.T) {
 	t.Run("TTIN", func(t *testing.T) {
 		h.sigs <- syscall.SIGTTIN
 		e := h.rec.wait(t, 5*time.Second, "nworkers_changed", is(hooks.NworkersChanged))
-		if e.OldWorkers != 2 || e.Workers != 3 {
-			t.Errorf("nworkers_changed = %+v, want 2 → 3", e)
+		if e.OldWorkers != 2 || e.Workers != 3 || e.Reason != "SIGTTIN" {
+			t.Errorf("nworkers_changed = %+v, want 2 → 3 for SIGTTIN", e)
 		}
 		h.waitReady(1)
 	})
@@ -415,6 +415,9 @@ func TestPool_Signals(t *testing.T) {
 	})
 	t.Run("HUP after WINCH starts the config's workers", func(t *testing.T) {
 		h.sigs <- syscall.SIGHUP
+		if e := h.rec.wait(t, 5*time.Second, "on_reload", is(hooks.OnReload)); e.Reason != "SIGHUP" {
+			t.Errorf("on_reload reason %q, want SIGHUP", e.Reason)
+		}
 		h.waitReady(2)
 		s, err := h.pool.Status(context.Background())
 		if err != nil || s.Workers != 2 {

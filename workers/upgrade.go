@@ -135,9 +135,10 @@ func TakeHandover() (*Handover, error) {
 	return &h, nil
 }
 
-// upgrade re-executes the master; it returns only when that failed.
-func (p *Pool) upgrade() error {
-	if err := p.prepareUpgrade(); err != nil {
+// upgrade re-executes the master, for why (the pre_exec hook's reason);
+// it returns only when that failed.
+func (p *Pool) upgrade(why string) error {
+	if err := p.prepareUpgrade(why); err != nil {
 		return err
 	}
 	return p.execUpgrade()
@@ -147,7 +148,7 @@ func (p *Pool) upgrade() error {
 // the config loads (the new master reads it first thing and would exit,
 // taking every worker with it, if it did not), and the pre_exec hook
 // agrees.
-func (p *Pool) prepareUpgrade() error {
+func (p *Pool) prepareUpgrade(why string) error {
 	if err := p.canUpgrade(); err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func (p *Pool) prepareUpgrade() error {
 			return fmt.Errorf("upgrade refused: the new master could not start with this config: %w", err)
 		}
 	}
-	ev := hooks.Event{Hook: hooks.PreExec, Generation: p.current.id}
+	ev := hooks.Event{Hook: hooks.PreExec, Generation: p.current.id, Reason: why}
 	p.emit(ev)
 	if err := p.runHook(ev); err != nil {
 		return fmt.Errorf("upgrade aborted by pre_exec hook: %w", err)
