@@ -208,7 +208,7 @@ func TestLoad_full(t *testing.T) {
 		},
 		Hooks: map[string][]HookExec{
 			"on_starting": {
-				{Exec: []string{"/usr/local/bin/migrate", "--up"}, Timeout: Duration{2 * time.Minute}, OnFailure: OnFailureAbort},
+				{Exec: []string{"/bin/echo", "--up"}, Timeout: Duration{2 * time.Minute}, OnFailure: OnFailureAbort},
 				{Exec: []string{"/usr/bin/logger", "shop starting"}, Timeout: Duration{30 * time.Second}, OnFailure: OnFailureIgnore},
 			},
 			"child_exit": {
@@ -351,6 +351,8 @@ func TestParse_positions(t *testing.T) {
 			wantErr{2, 16, "hooks.on_starting[0]", "wrong type: want a table, got an integer"}},
 		{"byte order mark", "\ufeff[worker]\ncommand = 5\n",
 			wantErr{2, 11, "worker.command", "wrong type: want a string, got an integer"}},
+		{"hook command missing", "[worker]\ncommand = \"/bin/sh\"\n[[hooks.on_exit]]\nexec = [\"/nonexistent/forkd-test-hook\"]\n",
+			wantErr{4, 9, "hooks.on_exit[0].exec[0]", `"/nonexistent/forkd-test-hook"`}},
 		{"protocol variable in env", "[worker]\ncommand = \"/bin/sh\"\n[worker.env]\nLISTEN_FDS = \"3\"\n",
 			wantErr{4, 1, "worker.env.LISTEN_FDS", "forkd sets LISTEN_FDS for every worker itself"}},
 		{"unix path of a directory", "[server]\nbind = [\"unix:/run/\"]\n[worker]\ncommand = \"/bin/sh\"\n",

@@ -259,7 +259,7 @@ func checkExecutable(path string) error {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("no such file: %w", fs.ErrNotExist)
+		return errNoFile{}
 	case err != nil:
 		return errors.Unwrap(err)
 	case fi.IsDir():
@@ -274,6 +274,12 @@ func checkExecutable(path string) error {
 	}
 	return nil
 }
+
+// errNoFile says a program's file does not exist; it is fs.ErrNotExist.
+type errNoFile struct{}
+
+func (errNoFile) Error() string        { return "no such file" }
+func (errNoFile) Is(target error) bool { return target == fs.ErrNotExist }
 
 // canAbort reports whether h precedes something that a failing hook
 // command can stop (starting, reloading, forking a worker, re-executing).
@@ -310,6 +316,11 @@ func (d *document) validateHooks(hs map[string][]HookExec) {
 				d.fail(key+".exec", "must not be empty")
 			case h.Exec[0] == "":
 				d.fail(keyIndex(key+".exec", 0), "the program must not be empty")
+			default:
+				// As the master runs it: forkd's PATH, forkd's directory.
+				if _, err := findCommand(h.Exec[0], "", nil); err != nil {
+					d.fail(keyIndex(key+".exec", 0), "%v", err)
+				}
 			}
 			for j, a := range h.Exec {
 				if strings.IndexByte(a, 0) >= 0 {
