@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,12 @@ func connect(ctx context.Context, opts options) (*dbus.Conn, error) {
 		conn, err = dbus.ConnectSystemBus(opt)
 	case "session":
 		conn, err = dbus.ConnectSessionBus(opt)
+		if err != nil && os.Getenv("DBUS_SESSION_BUS_ADDRESS") == "" {
+			// godbus found no bus in the user's runtime directory and
+			// tried dbus-launch: say what is missing, not only that.
+			return nil, fmt.Errorf("connect to the session bus: none found (DBUS_SESSION_BUS_ADDRESS is unset and "+
+				"there is no bus socket in the user's runtime directory; %v): use --bus ADDRESS", err)
+		}
 	default:
 		conn, err = dbus.Connect(opts.address, opt)
 	}
