@@ -2,7 +2,6 @@ package activation_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/internal/syncbuf"
 )
 
 // The test binary doubles as the processes the tests need, chosen by
@@ -199,27 +198,8 @@ func helperCmd(t *testing.T, argv []string, env []string, files []*os.File) *exe
 	cmd.Args = argv
 	cmd.Env = append(cleanEnv(), env...)
 	cmd.ExtraFiles = files
-	cmd.Stderr = &syncBuffer{}
+	cmd.Stderr = &syncbuf.Buffer{}
 	return cmd
-}
-
-// syncBuffer collects a child's stderr; the test may read it while the
-// child still writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // cleanEnv is the test's environment without what the tests set.

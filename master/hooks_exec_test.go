@@ -2,14 +2,12 @@ package master
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/dbustest"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/syncbuf"
 )
 
 // hookLines collects what exec hook commands write to a fifo, one line per
@@ -198,24 +197,6 @@ func TestMaster_ExecHooksStop(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that several goroutines may write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestSinks_ExecDrops: the exec hook events that did not fit in the queue
 // are logged — the first of the spell with its hook — and counted again
 // when forkd exits, after the drain ran the ones that fit.
@@ -231,7 +212,7 @@ func TestSinks_ExecDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	s, err := newSinks(options{bus: "none"}, cfg, slog.New(slog.NewTextHandler(&out, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -15,10 +15,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/internal/syncbuf"
 )
 
 // helperEnv makes the test binary run as a worker built on the SDK.
@@ -151,8 +152,8 @@ type helper struct {
 	notify string    // the NOTIFY_SOCKET path
 	notes  chan note // datagrams in arrival order
 	exited chan error
-	stdout lockedBuffer
-	stderr lockedBuffer
+	stdout syncbuf.Buffer
+	stderr syncbuf.Buffer
 }
 
 // startHelper starts the worker with the given extra environment and
@@ -720,22 +721,4 @@ func TestServer_USR1(t *testing.T) {
 	if !strings.Contains(h.stderr.String(), "SIGUSR1") {
 		t.Errorf("no log line about SIGUSR1:\n%s", h.stderr.String())
 	}
-}
-
-// lockedBuffer is an io.Writer safe to read while a process writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

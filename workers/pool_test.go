@@ -2,7 +2,6 @@ package workers
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/syncbuf"
 )
 
 type tWriter struct{ t *testing.T }
@@ -205,7 +205,7 @@ func TestPool_CommandNotExecutable(t *testing.T) {
 	if err := os.WriteFile(cfg.Worker.Command, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	h := start(t, cfg, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	first := h.rec.wait(t, 5*time.Second, "child_exit", is(hooks.ChildExit))
 	if first.ExitCode != 127 {
@@ -218,24 +218,6 @@ func TestPool_CommandNotExecutable(t *testing.T) {
 	if want := "could not start: exec " + cfg.Worker.Command + ": permission denied"; !strings.Contains(logs.String(), want) {
 		t.Errorf("log does not say %q:\n%s", want, logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the pool's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestPool_BootTimeout(t *testing.T) {

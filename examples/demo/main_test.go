@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/internal/syncbuf"
 )
 
 // helperEnv makes the test binary run as the demo worker (TestMain).
@@ -476,7 +478,7 @@ func TestRun_Standalone(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, &stderr) }()
 
@@ -518,22 +520,4 @@ func TestRun_BadFlags(t *testing.T) {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}
 	}
-}
-
-// lockedBuffer is an io.Writer safe to read while run writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
