@@ -212,9 +212,12 @@ type Bus struct {
 	// nameTaken is set from an attempt that found the name owned by another
 	// process until one owns it: Emit drops signals meanwhile.
 	nameTaken atomic.Bool
-	// lastConn is the unique name of the Bus's latest connection (Run's
+	// lastConn is the unique name of the Bus's latest connection, and
+	// abandoned says an attempt since gave up waiting for the bus, which
+	// may still grant it the name before it reads the close (Run's
 	// goroutine only).
-	lastConn string
+	lastConn  string
+	abandoned bool
 
 	// requestEvery is the minimum gap between request signals (0: never);
 	// lastRequest is when the last one went through (UnixNano).
@@ -518,6 +521,7 @@ func (b *Bus) connect(ctx context.Context) (*dbus.Conn, error) {
 	case cancelled:
 		return nil, fmt.Errorf("connect to D-Bus %s: %w", b.addressName(), ctx.Err())
 	case timedOut:
+		b.abandoned = true
 		return nil, fmt.Errorf("connect to D-Bus %s: no answer within %v: %w",
 			b.addressName(), b.connectTimeout, errBusUnresponsive)
 	}
@@ -568,7 +572,7 @@ func (b *Bus) dial(ctx context.Context) (*dbus.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("request D-Bus name %s: %w", b.name, err)
 	}
-	b.lastConn = conn.Names()[0]
+	b.lastConn, b.abandoned = conn.Names()[0], false
 	return conn, nil
 }
 
@@ -586,9 +590,11 @@ func connectBus(ctx context.Context, address string) (*dbus.Conn, error) {
 }
 
 // takenBy tells why the name was not granted: errBusNameTaken when another
-// process owns it, errBusNameStale when the Bus's previous connection still
-// does — one it gave up after a write that did not complete, which the bus
-// closes once it reads again — or nobody does any more.
+// process owns it, errBusNameStale when a connection the Bus gave up still
+// does — its previous one, dropped after a write that did not complete, or
+// an attempt that timed out, which a bus slow to read may still have
+// granted the name; the bus closes them once it reads again — or nobody
+// does any more.
 func (b *Bus) takenBy(conn *dbus.Conn) error {
 	var owner string
 	err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, b.name).Store(&owner)
@@ -596,14 +602,17 @@ func (b *Bus) takenBy(conn *dbus.Conn) error {
 	switch {
 	case errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner":
 		return errBusNameStale // released meanwhile
-	case err != nil || b.lastConn == "" || owner != b.lastConn:
+	case err != nil || owner != b.lastConn && !b.abandoned:
 		return errBusNameTaken
 	}
 	// A bus never reuses a unique name, but a restarted bus counts again
 	// from the start.
 	var pid uint32
 	err = conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, owner).Store(&pid)
-	if err != nil || int(pid) != os.Getpid() {
+	switch {
+	case errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner":
+		return errBusNameStale // the owner went away meanwhile
+	case err != nil || int(pid) != os.Getpid():
 		return errBusNameTaken
 	}
 	return errBusNameStale

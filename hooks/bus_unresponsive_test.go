@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -71,26 +70,7 @@ func startSilentBus(t *testing.T) *silentBus {
 // test unless Run returns nil within busStopBound.
 func runBusUntil(t *testing.T, b *Bus) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		t.Helper()
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run = %v after cancel, want nil", err)
-				}
-			case <-time.After(busStopBound):
-				t.Errorf("Run did not return within %v of cancel", busStopBound)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return runUntil(t, b.Run, busStopBound)
 }
 
 // recordAttempts records the results of a Bus's connection attempts, the
