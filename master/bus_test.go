@@ -469,14 +469,8 @@ func waitProperties(t *testing.T, c *busClient, inst string, want map[string]any
 // upgrade does not rename the running instance — its successor keeps the
 // D-Bus name (and FORKD_INSTANCE), and says so in its log.
 func TestMaster_UpgradeKeepsName(t *testing.T) {
-	d := dbustest.Start(t)
-	c := dialBus(t, d.Address)
-	c.subscribe()
 	const inst = "keepname"
-	f := startForkd(t, setup{instance: inst, workers: 1, bus: d.Address})
-	c.collect("WhenReady", testTimeout, is("WhenReady", nil))
-	c.waitOwned(hooks.BusName(inst), testTimeout)
-
+	_, c, f := startOnBus(t, inst, 1)
 	f.setup.instance = "renamed"
 	f.writeConfig(f.setup.mode, "")
 	f.signal(syscall.SIGUSR2)
