@@ -377,7 +377,10 @@ func (x *Exec) run(ctx context.Context, c Command, e Event) error {
 	cmd.Env = commandEnv(os.Environ(), e)
 	cmd.Stdout = w
 	cmd.Stderr = w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, and SIGKILL when the master dies, as the
+	// workers get (forkd's threads live as long as it does, so the
+	// parent-death signal, tied to the forking thread, means the master).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		// The whole group: what the command started goes too.
 		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)

@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/dbustest"
@@ -281,5 +284,42 @@ func TestMaster_UpgradeRefusedIsAnError(t *testing.T) {
 		if _, ok := before[pid]; !ok {
 			t.Errorf("worker %d answers after the refused upgrade, want the one from before (%v)", pid, before)
 		}
+	}
+}
+
+// TestMaster_HookCommandDiesWithMaster: a hook command still running when
+// the master is SIGKILLed — it had no chance to stop it — is killed too,
+// as the workers are.
+func TestMaster_HookCommandDiesWithMaster(t *testing.T) {
+	h := newHookLines(t)
+	f := newForkd(t, setup{instance: "hookorphan", workers: 1})
+	f.writeConfig("serve", fmt.Sprintf("\n[[hooks.when_ready]]\nexec = [\"/bin/sh\", \"-c\", %q, %q]\ntimeout = \"1m\"\n",
+		`echo "$$" > "$0"; exec sleep 60`, h.fifo))
+	f.start()
+	line := h.next("the hook command's pid")
+	pid, err := strconv.Atoi(line)
+	if err != nil {
+		t.Fatalf("the hook command wrote %q, want its pid", line)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	defer syscall.Kill(pid, syscall.SIGKILL) // when the test fails
+	f.signal(syscall.SIGKILL)
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, int(testTimeout.Milliseconds()))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Errorf("hook command %d still runs %v after the master was killed", pid, testTimeout)
+		}
+		return
 	}
 }
