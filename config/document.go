@@ -265,7 +265,9 @@ func (d *document) header(n *unstable.Node, arrays map[string]int) (string, refl
 		t, msg = step(t, name)
 		key = keyJoin(key, name)
 		if msg != "" {
-			d.problem(off, key, msg)
+			// A header names tables: [Worker] is an unknown table, as
+			// [wroker] is (go-toml's word for that).
+			d.problem(off, key, strings.Replace(msg, "unknown key", "unknown table", 1))
 			return key, nil
 		}
 		last := i == len(parts)-1
