@@ -353,6 +353,8 @@ func TestParse_positions(t *testing.T) {
 			wantErr{2, 11, "worker.command", "wrong type: want a string, got an integer"}},
 		{"not UTF-8", "[worker]\ncommand = \"/bin/sh\"\nK\xe9 = \"x\"\n",
 			wantErr{3, 2, "", "byte 0xe9 is not UTF-8"}},
+		{"table inside an array of tables", "[hooks.on_starting.x]\n[worker]\ncommand = \"/bin/sh\"\n",
+			wantErr{1, 8, "hooks.on_starting", "wrong type: want an array of tables, got a table (write [[hooks.on_starting]] for each element)"}},
 		{"table in the wrong case", "[Worker]\ncommand = \"/bin/sh\"\n",
 			wantErr{1, 2, "Worker", `unknown table (keys are case-sensitive: write "worker")`}},
 		{"hook command missing", "[worker]\ncommand = \"/bin/sh\"\n[[hooks.on_exit]]\nexec = [\"/nonexistent/forkd-test-hook\"]\n",

@@ -281,6 +281,12 @@ func (d *document) header(n *unstable.Node, arrays map[string]int) (string, refl
 			d.problem(off, key, "wrong type: want "+describeType(t)+", got a table")
 			return key, nil
 		}
+		if !last && t != nil && t.Kind() == reflect.Slice && !isText(t) && arrays[key] == 0 {
+			// [hooks.on_exit.x] before any [[hooks.on_exit]]: a table where
+			// an array of tables belongs.
+			d.problem(off, key, headerTypeProblem(t, unstable.Table, key))
+			return key, nil
+		}
 		switch {
 		case last && n.Kind == unstable.ArrayTable:
 			d.add(key, off, -1)
