@@ -256,7 +256,10 @@ func (f *forkd) start() {
 	}
 	defer logFile.Close()
 	f.cmd = exec.Command(exe, "--config", f.cfgPath, "--bus", f.setup.bus, "--log-level", "debug")
-	f.cmd.Env = forkdEnv()
+	// The notify socket's directory goes in the test's own directory,
+	// which goes with the test even when forkd is killed and cannot
+	// remove it.
+	f.cmd.Env = append(forkdEnv(), "RUNTIME_DIRECTORY="+filepath.Dir(f.cfgPath))
 	if f.setup.notify != "" {
 		f.cmd.Env = append(f.cmd.Env, "NOTIFY_SOCKET="+f.setup.notify)
 	}
