@@ -306,8 +306,9 @@ func (p *Pool) handleBatch(batch []note) {
 // reader has read and what is still queued in the socket (a quiet pool's
 // queue included).
 func (p *Pool) takeNotes() {
-	if !p.ns.watched {
-		p.leaveQuiet() // drains the queue
+	quiet := !p.ns.watched
+	if quiet {
+		p.leaveQuiet() // takes what is queued in the socket too
 	}
 	for drained := false; !drained; {
 		select {
@@ -317,8 +318,10 @@ func (p *Pool) takeNotes() {
 			drained = true
 		}
 	}
-	for _, n := range p.nbuf.drain(p.ns.fd, 1<<20) {
-		p.handleNote(n)
+	if !quiet {
+		for _, n := range p.nbuf.drain(p.ns.fd, 1<<20) {
+			p.handleNote(n)
+		}
 	}
 }
 
