@@ -3,11 +3,13 @@ package config
 import (
 	"encoding"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -150,6 +152,15 @@ func scan(file string, data []byte) *document {
 			d.lines = append(d.lines, i+1)
 		}
 	}
+	if off := firstNotUTF8(d.data); off >= 0 {
+		// A TOML file must be UTF-8; go-toml's message for such a byte in
+		// a key is only that a key or '=' was expected.
+		line, col := d.pos(off)
+		d.errs = append(d.errs, &Error{File: file, Line: line, Col: col,
+			Msg: fmt.Sprintf("byte 0x%02x is not UTF-8: a TOML file must be UTF-8 text", d.data[off])})
+		d.fatal = true
+		return d
+	}
 
 	var p unstable.Parser
 	p.Reset(d.data)
@@ -196,6 +207,22 @@ func scan(file string, data []byte) *document {
 		}
 	}
 	return d
+}
+
+// firstNotUTF8 returns the offset of the first byte of b that is not part
+// of valid UTF-8, or -1.
+func firstNotUTF8(b []byte) int {
+	if utf8.Valid(b) {
+		return -1
+	}
+	for off := 0; off < len(b); {
+		r, size := utf8.DecodeRune(b[off:])
+		if r == utf8.RuneError && size == 1 {
+			return off
+		}
+		off += size
+	}
+	return -1
 }
 
 // pos returns the 1-based line and byte column of offset off.

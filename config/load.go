@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	toml "github.com/pelletier/go-toml/v2"
 )
@@ -38,9 +37,6 @@ func Parse(path string, data []byte) (*Config, error) {
 	// A byte order mark, as some Windows editors write: not part of the
 	// text (columns on the first line are counted without it).
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
-	if err := checkUTF8(path, data); err != nil {
-		return nil, err
-	}
 	d := scan(path, data)
 	if d.fatal {
 		return nil, joinErrors(d.errs)
@@ -56,26 +52,6 @@ func Parse(path string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
-}
-
-// checkUTF8 returns an *Error at the first byte of data that is not UTF-8
-// (a TOML file must be; go-toml's message for such a byte in a key is only
-// that a key or '=' was expected), or nil.
-func checkUTF8(path string, data []byte) error {
-	if utf8.Valid(data) {
-		return nil
-	}
-	for off := 0; off < len(data); {
-		r, size := utf8.DecodeRune(data[off:])
-		if r == utf8.RuneError && size == 1 {
-			line := 1 + bytes.Count(data[:off], []byte("\n"))
-			col := off - (bytes.LastIndexByte(data[:off], '\n') + 1) + 1
-			return &Error{File: path, Line: line, Col: col,
-				Msg: fmt.Sprintf("byte 0x%02x is not UTF-8: a TOML file must be UTF-8 text", data[off])}
-		}
-		off += size
-	}
-	return nil
 }
 
 // decode decodes d.data with go-toml in strict mode. go-toml stops at the
