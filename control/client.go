@@ -27,24 +27,12 @@ var (
 // connect opens a private connection to the bus opts names; it closes
 // when ctx is done.
 func connect(ctx context.Context, opts options) (*dbus.Conn, error) {
-	var (
-		conn *dbus.Conn
-		err  error
-	)
-	opt := dbus.WithContext(ctx)
-	switch opts.address {
-	case "":
-		conn, err = dbus.ConnectSystemBus(opt)
-	case "session":
-		conn, err = dbus.ConnectSessionBus(opt)
-		if err != nil && os.Getenv("DBUS_SESSION_BUS_ADDRESS") == "" {
-			// godbus found no bus in the user's runtime directory and
-			// tried dbus-launch: say what is missing, not only that.
-			return nil, fmt.Errorf("connect to the session bus: none found (DBUS_SESSION_BUS_ADDRESS is unset and "+
-				"there is no bus socket in the user's runtime directory; %v): use --bus ADDRESS", err)
-		}
-	default:
-		conn, err = dbus.Connect(opts.address, opt)
+	conn, err := hooks.ConnectBus(ctx, opts.address)
+	if err != nil && opts.address == "session" && os.Getenv("DBUS_SESSION_BUS_ADDRESS") == "" {
+		// godbus found no bus in the user's runtime directory and tried
+		// dbus-launch: say what is missing, not only that.
+		return nil, fmt.Errorf("connect to the session bus: none found (DBUS_SESSION_BUS_ADDRESS is unset and "+
+			"there is no bus socket in the user's runtime directory; %v): use --bus ADDRESS", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", busDescription(opts), err)

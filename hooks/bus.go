@@ -540,7 +540,7 @@ func (b *Bus) dial(ctx context.Context) (*dbus.Conn, error) {
 	}
 	c := make(chan dialed, 1)
 	go func() {
-		conn, err := connectBus(ctx, b.address)
+		conn, err := ConnectBus(ctx, b.address)
 		c <- dialed{conn, err}
 	}()
 	var d dialed
@@ -576,9 +576,10 @@ func (b *Bus) dial(ctx context.Context) (*dbus.Conn, error) {
 	return conn, nil
 }
 
-// connectBus dials the bus at address (as BusOptions.Address says),
+// ConnectBus dials the bus at address — "" the system bus, "session" the
+// session bus, else a D-Bus address, as BusOptions.Address says —
 // authenticates and says Hello, with ctx as the connection's context.
-func connectBus(ctx context.Context, address string) (*dbus.Conn, error) {
+func ConnectBus(ctx context.Context, address string) (*dbus.Conn, error) {
 	opt := dbus.WithContext(ctx)
 	switch address {
 	case "":
