@@ -12,7 +12,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/dbustest"
+	"github.com/forkd/forkd/internal/dbustest"
 )
 
 // busTestTimeout bounds every wait in the bus tests.

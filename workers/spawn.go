@@ -12,8 +12,8 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/forkexec"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/forkexec"
 	"golang.org/x/sys/unix"
 )
 

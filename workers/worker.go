@@ -8,7 +8,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/forkexec"
+	"github.com/forkd/forkd/internal/forkexec"
 )
 
 // phase is where a worker is in its life.

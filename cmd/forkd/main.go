@@ -15,7 +15,7 @@ import (
 	"runtime"
 
 	"github.com/forkd/forkd/activation"
-	"github.com/forkd/forkd/master"
+	"github.com/forkd/forkd/internal/master"
 )
 
 func init() {

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	_ "github.com/forkd/forkd/master"
+	_ "github.com/forkd/forkd/internal/master"
 )
 
 func main() {

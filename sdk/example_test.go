@@ -1,4 +1,4 @@
-package worker_test
+package sdk_test
 
 import (
 	"context"
@@ -12,16 +12,16 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/forkd/forkd/worker"
+	"github.com/forkd/forkd/sdk"
 )
 
 // The shortest worker: serve a handler on the inherited sockets until
 // forkd (or systemd) stops it.
 func ExampleServe() {
 	http.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello from worker %d\n", worker.ID())
+		fmt.Fprintf(w, "hello from worker %d\n", sdk.ID())
 	})
-	if err := worker.Serve(nil); err != nil { // nil: http.DefaultServeMux
+	if err := sdk.Serve(nil); err != nil { // nil: http.DefaultServeMux
 		log.Fatal(err)
 	}
 }
@@ -29,16 +29,16 @@ func ExampleServe() {
 // A worker with request hooks, its own latency buckets and a context of
 // its own: cancelling it drains the server like SIGTERM does.
 func ExampleServer() {
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker_id", worker.ID())
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker_id", sdk.ID())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGHUP)
 	defer stop()
-	srv := &worker.Server{
+	srv := &sdk.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "ok\n")
 		}),
-		Hooks: worker.Hooks{
+		Hooks: sdk.Hooks{
 			PreRequest: func(r *http.Request) {
-				r.Header.Set("X-Forkd-Worker", fmt.Sprint(worker.ID()))
+				r.Header.Set("X-Forkd-Worker", fmt.Sprint(sdk.ID()))
 			},
 			PostRequest: func(r *http.Request, status int, d time.Duration) {
 				logger.Info("request", "method", r.Method, "path", r.URL.Path, "status", status, "took", d)
@@ -56,7 +56,7 @@ func ExampleServer() {
 
 // The master side: read a worker's latency report.
 func ExampleParseRequestStats() {
-	st, err := worker.ParseRequestStats("7;1000,5000,25000;3,2,1,1")
+	st, err := sdk.ParseRequestStats("7;1000,5000,25000;3,2,1,1")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func ExampleParseRequestStats() {
 		}
 	}
 
-	_, err = worker.ParseRequestStats("7;1000;3,2")
+	_, err = sdk.ParseRequestStats("7;1000;3,2")
 	fmt.Println(err)
 	// Output:
 	// 7 requests
@@ -84,16 +84,16 @@ func ExampleParseRequestStats() {
 // NOTIFY_SOCKET it does nothing.
 func ExampleStatus() {
 	os.Unsetenv("NOTIFY_SOCKET")
-	fmt.Println(worker.Status("warming caches"))
+	fmt.Println(sdk.Status("warming caches"))
 	// Output: <nil>
 }
 
 func ExampleStats_String() {
-	st := worker.Stats{
+	st := sdk.Stats{
 		Requests: 4,
 		Bounds:   []time.Duration{time.Millisecond, 2500 * time.Millisecond},
 		Counts:   []uint64{1, 2, 1},
 	}
-	fmt.Println(worker.FieldRequestStats + "=" + st.String())
+	fmt.Println(sdk.FieldRequestStats + "=" + st.String())
 	// Output: FORKD_REQUEST_STATS=4;1000,2500000;1,2,1
 }

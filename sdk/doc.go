@@ -38,19 +38,19 @@
 //		"os"
 //		"time"
 //
-//		"github.com/forkd/forkd/worker"
+//		"github.com/forkd/forkd/sdk"
 //	)
 //
 //	func main() {
-//		log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker_id", worker.ID())
+//		log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker_id", sdk.ID())
 //		mux := http.NewServeMux()
 //		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 //			fmt.Fprintf(w, "hello from worker %d of %s, generation %d\n",
-//				worker.ID(), worker.Instance(), worker.Generation())
+//				sdk.ID(), sdk.Instance(), sdk.Generation())
 //		})
-//		srv := &worker.Server{
+//		srv := &sdk.Server{
 //			Handler: mux,
-//			Hooks: worker.Hooks{
+//			Hooks: sdk.Hooks{
 //				PostRequest: func(r *http.Request, status int, d time.Duration) {
 //					log.Info("request", "path", r.URL.Path, "status", status, "took", d)
 //				},
@@ -85,4 +85,4 @@
 // `systemd-socket-activate -l 127.0.0.1:8000 ./myapp` starts it the same
 // way. Started with no inherited socket at all, Run returns
 // ErrNoListeners.
-package worker
+package sdk

@@ -1,4 +1,4 @@
-package control
+package forkctl
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/dbustest"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/dbustest"
 )
 
 // testTimeout bounds every wait in these tests.

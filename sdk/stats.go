@@ -1,4 +1,4 @@
-package worker
+package sdk
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/forkd/forkd/worker/reqstats"
+	"github.com/forkd/forkd/sdk/reqstats"
 )
 
 // The two fields the SDK adds to sd_notify(3)'s vocabulary (see package

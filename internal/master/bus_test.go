@@ -10,8 +10,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/dbustest"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/dbustest"
 )
 
 // busClient is a connection to the test bus that receives forkd's signals.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/dbustest"
+	"github.com/forkd/forkd/internal/dbustest"
 )
 
 const testTimeout = 10 * time.Second

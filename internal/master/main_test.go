@@ -25,7 +25,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/forkd/forkd/activation"
-	"github.com/forkd/forkd/worker"
+	"github.com/forkd/forkd/sdk"
 )
 
 // testTimeout bounds every wait in these tests.
@@ -89,7 +89,7 @@ func runTestWorker(mode string) int {
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "pid=%d gen=%s id=%s\n", os.Getpid(), gen, id)
 		})
-		s := &worker.Server{Handler: h, ReportEvery: 100 * time.Millisecond}
+		s := &sdk.Server{Handler: h, ReportEvery: 100 * time.Millisecond}
 		if err := s.Run(context.Background()); err != nil {
 			fmt.Fprintln(os.Stderr, "sdk worker:", err)
 			return 1

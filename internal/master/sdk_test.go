@@ -10,7 +10,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/dbustest"
+	"github.com/forkd/forkd/internal/dbustest"
 )
 
 // get asks forkd's port over HTTP and returns the answering worker's pid.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/worker/reqstats"
+	"github.com/forkd/forkd/sdk/reqstats"
 	"github.com/forkd/forkd/workers"
 )
 

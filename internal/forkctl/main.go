@@ -12,7 +12,7 @@
 // INSTANCE defaults to the only forkd instance on the bus. The system bus
 // is used unless --user (the session bus) or --bus ADDRESS says otherwise;
 // on systemd 252 `ExecReload=forkctl reload %i` gives a waiting reload.
-package control
+package forkctl
 
 import (
 	"context"

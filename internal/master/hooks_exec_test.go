@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/dbustest"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/dbustest"
 	"github.com/forkd/forkd/internal/syncbuf"
 )
 
@@ -272,7 +272,7 @@ func TestMaster_UpgradeRefusedIsAnError(t *testing.T) {
 	f.start()
 	c.waitOwned(hooks.BusName(inst), testTimeout)
 	before := f.askUntil("a worker answering", func(seen map[int]answer) bool { return len(seen) == 1 })
-	out, err := forkctl(t, d.Address, "upgrade", inst)
+	out, err := runForkctl(t, d.Address, "upgrade", inst)
 	if err == nil {
 		t.Fatalf("forkctl upgrade = nil (%q), want the pre_exec refusal", out)
 	}

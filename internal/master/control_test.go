@@ -14,18 +14,18 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/control"
-	"github.com/forkd/forkd/dbustest"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/internal/forkctl"
 )
 
-// forkctl runs forkctl against the bus at address and returns its output.
-func forkctl(t *testing.T, address string, args ...string) (string, error) {
+// runForkctl runs forkctl against the bus at address and returns its output.
+func runForkctl(t *testing.T, address string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	err := control.Main(ctx, append([]string{"--bus", address}, args...), &out, &errOut)
+	err := forkctl.Main(ctx, append([]string{"--bus", address}, args...), &out, &errOut)
 	if ctx.Err() != nil {
 		t.Fatalf("forkctl %q did not return within %v", args, testTimeout)
 	}
@@ -41,7 +41,7 @@ type listed struct {
 // forkctlWorkers runs forkctl workers and parses its table.
 func forkctlWorkers(t *testing.T, address string) []listed {
 	t.Helper()
-	out, err := forkctl(t, address, "workers")
+	out, err := runForkctl(t, address, "workers")
 	if err != nil {
 		t.Fatalf("forkctl workers: %v", err)
 	}
@@ -115,7 +115,7 @@ func TestMaster_Forkctl(t *testing.T) {
 	const inst = "fctl"
 	d, c, f := startOnBus(t, inst, 2)
 
-	out, err := forkctl(t, d.Address, "status")
+	out, err := runForkctl(t, d.Address, "status")
 	if err != nil {
 		t.Fatalf("forkctl status: %v", err)
 	}
@@ -134,7 +134,7 @@ func TestMaster_Forkctl(t *testing.T) {
 	f.askAll(gen1) // the pids listed are the workers that answer
 
 	// scale 3: a third worker, id 2.
-	if out, err := forkctl(t, d.Address, "scale", "3"); err != nil || out != "fctl: workers set to 3\n" {
+	if out, err := runForkctl(t, d.Address, "scale", "3"); err != nil || out != "fctl: workers set to 3\n" {
 		t.Fatalf("forkctl scale 3: %q, %v", out, err)
 	}
 	c.collect("worker 2's PostWorkerInit", testTimeout, is("PostWorkerInit", arg(2, int32(2))))
@@ -146,7 +146,7 @@ func TestMaster_Forkctl(t *testing.T) {
 	f.askAll(gen1)
 
 	// reload returns once generation 2 serves.
-	out, err = forkctl(t, d.Address, "reload")
+	out, err = runForkctl(t, d.Address, "reload")
 	if err != nil {
 		t.Fatalf("forkctl reload: %v", err)
 	}
@@ -163,7 +163,7 @@ func TestMaster_Forkctl(t *testing.T) {
 			t.Fatalf("pid %d is in both generations: %v", pid, rows)
 		}
 	}
-	out, err = forkctl(t, d.Address, "status")
+	out, err = runForkctl(t, d.Address, "status")
 	if err != nil || !regexp.MustCompile(`Generation:\s+2\n`).MatchString(out) {
 		t.Errorf("forkctl status after reload: %v\n%s; want generation 2", err, out)
 	}
@@ -187,7 +187,7 @@ func TestMaster_Forkctl(t *testing.T) {
 	// An invalid config is rejected, naming file:line:col; generation 2
 	// keeps serving.
 	f.writeConfig("serve", "bogus_key = 1\n")
-	out, err = forkctl(t, d.Address, "reload")
+	out, err = runForkctl(t, d.Address, "reload")
 	where := fmt.Sprintf("%s:%d:1: server.bogus_key", f.cfgPath, f.cfgLines+1)
 	if err == nil || !strings.Contains(err.Error(), where) {
 		t.Fatalf("forkctl reload of an invalid config: %q, %v; want an error naming %s", out, err, where)
@@ -199,7 +199,7 @@ func TestMaster_Forkctl(t *testing.T) {
 	if now := readyWorkers(rows, 2); len(rows) != 3 || !reflect.DeepEqual(now, gen2) {
 		t.Errorf("after the rejected reload, forkctl workers: %v; want the same generation 2: %v", rows, gen2)
 	}
-	out, err = forkctl(t, d.Address, "status")
+	out, err = runForkctl(t, d.Address, "status")
 	if err != nil || !regexp.MustCompile(`State:\s+running\n`).MatchString(out) ||
 		!regexp.MustCompile(`Generation:\s+2\n`).MatchString(out) {
 		t.Errorf("forkctl status after the rejected reload: %v\n%s; want running, generation 2", err, out)
@@ -220,7 +220,7 @@ func TestMaster_ReloadCrashingGeneration(t *testing.T) {
 	f.askAll(gen1)
 
 	f.writeConfig("exit1", "")
-	out, err := forkctl(t, d.Address, "reload")
+	out, err := runForkctl(t, d.Address, "reload")
 	if err == nil {
 		t.Fatalf("forkctl reload into crashing workers succeeded: %q", out)
 	}
