@@ -26,7 +26,7 @@ BENCH_PACKAGES := gunicorn wrk
 BINARIES := forkd:./cmd/forkd forkctl:./cmd/forkctl forkd-demo:./examples/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help build test deps run lint bench e2e deb rpm clean
+.PHONY: help build test deps run lint bench bench-compare e2e deb rpm clean
 
 # apt-ensure is a shell snippet that installs the Debian packages $(1) that are
 # missing, as root, saying what it does; it says nothing when all are present,
@@ -94,6 +94,11 @@ bench: ## benchmarks side by side with Gunicorn (installs gunicorn and wrk as ro
 	$(call apt-ensure,$(BENCH_PACKAGES)); \
 	echo "$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/..."; \
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/...
+
+bench-compare: ## make bench on BASE=<commit> and on this tree side by side (ROUNDS=1, BENCH=.)
+	@test -n "$(BASE)" || { echo "bench-compare: set BASE=<commit>, e.g. make bench-compare BASE=HEAD~3"; exit 1; }
+	@$(call apt-ensure,$(BENCH_PACKAGES))
+	bench/compare/compare.sh $(BASE) $(or $(ROUNDS),1) '$(or $(BENCH),.)'
 
 e2e: deps ## end-to-end tests against real systemd (nspawn) and D-Bus; run as root
 	@if ! find e2e -name '*_test.go' 2>/dev/null | grep -q .; then echo "e2e: no tests in e2e/ yet"; exit 1; fi
