@@ -105,8 +105,9 @@ type Event struct {
 
 // Sink receives events. Emit must not block the caller.
 type Sink interface {
-	// Emit delivers e, or queues it for delivery, and returns at once.
-	Emit(e Event)
+	// Emit delivers the event, or queues it for delivery, and returns at
+	// once.
+	Emit(Event)
 }
 
 // Sinks fans an event out to several sinks, in order.
