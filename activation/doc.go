@@ -64,8 +64,9 @@
 // signal mask and ignored signals are inherited.
 //
 // The shim does little: no config, one pass over the environment, a few
-// fcntl calls, and nothing in this package's initialization. Most of its
-// cost (about 2.5 ms of CPU a worker) is the Go runtime and the package
-// initialization of the whole forkd binary it runs in, which is why it is
-// the fallback, not the rule.
+// fcntl calls, and nothing in this package's initialization. Still, every
+// worker it starts pays for the Go runtime's start and the package
+// initialization of the whole forkd binary (BenchmarkShim compares the two
+// ways of starting a program), which is why it is the fallback, not the
+// rule.
 package activation

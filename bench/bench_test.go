@@ -408,7 +408,7 @@ func BenchmarkStart(b *testing.B) {
 	const runs, workers = 20, 4
 	var serving, lastReady, masterReady, firstStart [2][]time.Duration
 	// The references run between forkd's runs, so that all three see the
-	// machine at the same speed (it drifts by tens of percent here).
+	// machine at the same speed, which drifts over a run.
 	var alone, together Sample
 	// By the proc connector: forkd exec'd → its 1st worker forked, and
 	// the 1st worker forked → the 4th exec'd, under forkd and under the
@@ -1040,7 +1040,8 @@ func BenchmarkMemory(b *testing.B) {
 func BenchmarkThousand(b *testing.B) {
 	s := env(b)
 	const workers = 1024
-	// 1,024 bench workers took about 1 GiB in all here; ask for 4 GiB.
+	// 4 MiB of available memory per worker: more than a bench worker
+	// uses, with room to spare.
 	const need = workers * 4 << 20
 	if avail, err := MemAvailable(); err != nil {
 		b.Fatal(err)

@@ -10,9 +10,12 @@ import (
 
 // Sent is a flood progress report: by then, PID had sent Count datagrams.
 type Sent struct {
-	PID   int
+	// PID is the flooding worker.
+	PID int
+	// Count is how many flood datagrams the worker had sent in all.
 	Count uint64
-	At    time.Time
+	// At is the worker's timestamp of the report.
+	At time.Time
 	// Final is set on the report sent when the flood was toggled off.
 	Final bool
 }

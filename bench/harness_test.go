@@ -360,9 +360,10 @@ func TestProcWatch_ForkExecExit(t *testing.T) {
 }
 
 // TestStartLone_EveryWorkerStops starts lone workers sharing a socket and
-// stops them: each must drain and exit on SIGTERM. A listening socket the
-// harness switched back to blocking at each start left, about one round in
-// three, a worker blocked in accept4 that its drain could not wake.
+// stops them: each must drain and exit on SIGTERM. It guards listenAt's
+// promise that no start switches the shared socket back to blocking mode,
+// which would leave a worker blocked in accept4 where its drain cannot
+// wake it.
 func TestStartLone_EveryWorkerStops(t *testing.T) {
 	w := benchWorker(t)
 	for round := range 10 {

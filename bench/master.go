@@ -22,9 +22,10 @@ type Spec struct {
 	Timeout time.Duration
 	// BootTimeout is forkd's boot_timeout (0 = 30s). Gunicorn has none.
 	BootTimeout time.Duration
-	// Command and Args are forkd's worker program (absolute path).
+	// Command is forkd's worker program (absolute path).
 	Command string
-	Args    []string
+	// Args are the worker program's arguments.
+	Args []string
 	// Ready is forkd's readiness mode: "notify" (default) or "started".
 	Ready string
 	// Env is added to forkd's workers' environment ([worker.env]) and to

@@ -103,7 +103,9 @@ func statusFields(path string, keys ...string) ([]uint64, error) {
 // ProcID names one process incarnation: a pid and its start time (field 22
 // of /proc/PID/stat), so that a reused pid is not mistaken for it.
 type ProcID struct {
-	PID       int
+	// PID is the process id.
+	PID int
+	// StartTime is when the process started, in clock ticks after boot.
 	StartTime uint64
 }
 

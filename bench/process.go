@@ -132,6 +132,8 @@ type tailBuffer struct {
 	buf []byte
 }
 
+// Write appends b, dropping what lies more than max bytes back; it never
+// fails.
 func (t *tailBuffer) Write(b []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -142,6 +144,7 @@ func (t *tailBuffer) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// String returns the bytes kept.
 func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()

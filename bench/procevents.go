@@ -42,6 +42,8 @@ const (
 
 // ProcEvent is one process event from the kernel.
 type ProcEvent struct {
+	// Kind is what happened: a fork, an exec, a thread's exit or a new
+	// thread.
 	Kind ProcKind
 	// PID is the process the event is about: the new child of a fork,
 	// the process that started a thread.
@@ -88,7 +90,7 @@ func WatchProcs() (*ProcWatch, error) {
 		return nil, fmt.Errorf("proc connector: %s: %w (needs root in the initial network namespace)", what, err)
 	}
 	// Room for the events between two reads: FORCE, as root may, past
-	// net.core.rmem_max (about 200 KiB, a few hundred events).
+	// net.core.rmem_max.
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	}

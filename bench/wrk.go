@@ -21,9 +21,10 @@ var ErrWrkOutput = errors.New("bench: unexpected wrk output")
 type Wrk struct {
 	// Path is the wrk program.
 	Path string
-	// Threads, Conns and Duration are -t, -c and -d.
+	// Threads and Conns are -t and -c.
 	Threads, Conns int
-	Duration       time.Duration
+	// Duration is -d: how long the run lasts.
+	Duration time.Duration
 	// Headers are sent with every request ("Connection: close").
 	Headers []string
 }

@@ -5,6 +5,9 @@ import (
 	"time"
 )
 
+// Config is a forkd config file decoded. Load and Parse return it with
+// every default applied and every value checked; Default returns the
+// defaults alone. The toml tags are the file's spellings.
 type Config struct {
 	// Path is the file the config was read from ("" when parsed from memory).
 	Path string `toml:"-"`
@@ -116,6 +119,7 @@ type Worker struct {
 	ReadyDelay Duration `toml:"ready_delay"`
 }
 
+// ReadyMode is worker.ready: when a worker counts as serving.
 type ReadyMode string
 
 const (
@@ -127,10 +131,13 @@ const (
 	ReadyStarted ReadyMode = "started"
 )
 
+// Valid reports whether m is ReadyNotify or ReadyStarted.
 func (m ReadyMode) Valid() bool {
 	return m == ReadyNotify || m == ReadyStarted
 }
 
+// HookExec is one [[hooks.NAME]] table: a command the master runs when
+// hook NAME fires.
 type HookExec struct {
 	// Exec is the command and its arguments (argv); required, and argv[0]
 	// is not empty.

@@ -525,9 +525,10 @@ func TestLoad_missingFile(t *testing.T) {
 	}
 }
 
-// TestGoTOML_textErrors records what go-toml v2.4.3 does with an error from
-// UnmarshalText — Parse depends on it — and checks that such an error, when
-// go-toml does report it, comes out with the right position and key.
+// TestGoTOML_textErrors records what go-toml (the version go.mod names)
+// does with an error from UnmarshalText — Parse depends on it — and checks
+// that such an error, when go-toml does report it, comes out with the
+// right position and key.
 func TestGoTOML_textErrors(t *testing.T) {
 	decode := func(doc string) error {
 		var c Config

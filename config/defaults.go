@@ -25,8 +25,9 @@ const (
 // Default returns a config with every default set and no worker command:
 // instance "forkd", 1 worker, bind tcp://127.0.0.1:8000, backlog 2048,
 // timeout, graceful_timeout and boot_timeout 30s, kill_timeout 5s,
-// master_slice 100µs, ready "notify", no hooks. It is what an empty file decodes to, less the
-// required worker.command; Parse would reject it as it is.
+// master_slice 100µs, ready "notify", no hooks. It is what an empty file
+// decodes to, less the required worker.command; Parse would reject it as it
+// is.
 func Default() *Config {
 	bind, err := ParseBind(defaultBind)
 	if err != nil {

@@ -105,7 +105,8 @@ func (d *document) decode() (cfg *Config, ok bool) {
 const msgDefinedTwice = "defined twice (a key or table may appear once)"
 
 // go-toml's messages that fromDecodeError rewords, compiled on the first
-// error rather than at every start (some 60–100 µs of forkd's init).
+// error rather than at package initialization, so that a config without
+// errors costs no regexp compilation.
 var (
 	mismatch  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^cannot decode TOML (.+?) into `) })
 	redefined = sync.OnceValue(func() *regexp.Regexp {

@@ -1,9 +1,3 @@
-// Package hooks is forkd's hook vocabulary — Gunicorn's lifecycle hooks,
-// each fired at one moment of the arbiter — and the sinks that publish them:
-// D-Bus signals, exec hooks, Go callbacks and the log.
-//
-// The arbiter calls Sink.Emit, which never blocks: sinks queue what they
-// cannot deliver at once and count what they drop.
 package hooks
 
 import (
@@ -81,12 +75,21 @@ func (h Hook) Valid() bool {
 // Event is one occurrence of a hook. Fields a hook does not use are zero;
 // WorkerID is -1 for hooks about the master.
 type Event struct {
-	Hook       Hook
-	Time       time.Time
-	Instance   string
+	// Hook is the moment that occurred.
+	Hook Hook
+	// Time is when it occurred.
+	Time time.Time
+	// Instance is the forkd instance's name (server.name).
+	Instance string
+	// Generation is the worker generation the event is about: the
+	// worker's own for worker hooks; for the master's, the generation
+	// serving or becoming ready.
 	Generation uint64
-	WorkerID   int
-	PID        int
+	// WorkerID is the worker's slot, 0…N-1 (-1 for hooks about the
+	// master).
+	WorkerID int
+	// PID is the worker's process id (0 before it exists, at pre_fork).
+	PID int
 	// ExitCode is the exit status of an exited worker (-1 if it was killed).
 	ExitCode int
 	// Signal is the signal that killed or is sent to a worker (0 if none).
@@ -102,6 +105,8 @@ type Event struct {
 
 // Sink receives events. Emit must not block the caller.
 type Sink interface {
+	// Emit delivers the event, or queues it for delivery, and returns at
+	// once.
 	Emit(Event)
 }
 

@@ -1,4 +1,4 @@
-// Package worker is forkd's worker SDK for Go: it turns an http.Handler
+// Package sdk is forkd's worker SDK for Go: it turns an http.Handler
 // into a forkd worker in one call.
 //
 // forkd is to its workers what systemd is to a service, and a worker

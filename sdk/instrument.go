@@ -64,14 +64,16 @@ type statusWriter struct {
 	status int // 0 until the header is written
 }
 
+// WriteHeader records code as the response's status, unless it is a 1xx
+// informational response (those precede the real one) other than 101.
 func (w *statusWriter) WriteHeader(code int) {
-	// 1xx informational responses precede the real one.
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write records 200 as the status when no header was written yet.
 func (w *statusWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK

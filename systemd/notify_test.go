@@ -292,8 +292,9 @@ func TestNotifier_QueueFull(t *testing.T) {
 		t.Fatalf("send timeout %v, want SendTimeout %v", n.sendTimeout, SendTimeout)
 	}
 	n.sendTimeout = 20 * time.Millisecond
-	// The kernel queues net.unix.max_dgram_qlen datagrams (512 by default)
-	// for a receiver before senders wait.
+	// The kernel queues net.unix.max_dgram_qlen datagrams for a receiver
+	// before senders wait (10 by the kernel's default, 512 where systemd
+	// set it at boot).
 	limit := 100_000
 	if b, err := os.ReadFile("/proc/sys/net/unix/max_dgram_qlen"); err == nil {
 		if q, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {

@@ -204,21 +204,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // startDrain stops srv, which serves on listeners, without dropping a
-// request. It turns keep-alive off (answers say "Connection: close", idle
-// connections are closed) and closes the listeners before it returns; the
-// rest runs in the background for at most timeout, or until ctx is done,
-// and then the returned channel gets srv.Shutdown's error. served is
-// closed once srv's Serve loops have all returned.
+// request. Before it returns it turns keep-alive off (answers say
+// "Connection: close") and closes the listeners, so that the kernel hands
+// new connections to the other workers sharing the socket. In the
+// background it then waits for served (closed once srv's Serve loops have
+// all returned) and for every connection this worker accepted to be
+// answered (connTracker), and only then calls srv.Shutdown, which closes
+// what is idle: for at most timeout in all, or until ctx is done. The
+// returned channel gets Shutdown's error.
 //
-// srv.Shutdown alone would drop requests when workers share their
-// listening socket, as forkd's do: net/http hangs up without an answer on a
-// request it reads once Shutdown has begun, and a connection this worker
-// accepted just before may send its request just after. So the listeners
-// are closed first (the socket stays open in the other workers, which
-// accept what this one no longer does); once the Serve loops have
-// returned, every connection this worker accepted is tracked, and the
-// drain waits for each to be answered; only then does it call
-// srv.Shutdown, which closes what is idle.
+// Shutdown alone would not do: net/http hangs up unanswered on a request
+// it reads once Shutdown has begun, and a connection accepted just before
+// may send its request just after.
 func startDrain(ctx context.Context, timeout time.Duration, srv *http.Server, listeners []net.Listener, served <-chan struct{}, conns *connTracker) <-chan error {
 	srv.SetKeepAlivesEnabled(false)
 	closeAll(listeners)

@@ -1,5 +1,5 @@
-// Package control is forkctl: the command-line client of forkd's D-Bus
-// interface (io.github.forkd.Manager1, see hooks.InterfaceXML) and a config
+// Package forkctl is the forkctl command: the command-line client of
+// forkd's D-Bus interface (io.github.forkd.Manager1, see hooks.InterfaceXML) and a config
 // checker.
 //
 //	forkctl status              # state, generation, workers of the only instance
@@ -10,8 +10,10 @@
 //	forkctl check /etc/forkd/myapp.toml
 //
 // INSTANCE defaults to the only forkd instance on the bus. The system bus
-// is used unless --user (the session bus) or --bus ADDRESS says otherwise;
-// on systemd 252 `ExecReload=forkctl reload %i` gives a waiting reload.
+// is used unless --user (the session bus) or --bus ADDRESS says otherwise.
+// reload returns once the new generation serves (or the reload failed), so
+// `ExecReload=forkctl reload %i` makes systemd wait for the reload where
+// Type=notify-reload is not available (systemd before 253).
 package forkctl
 
 import (

@@ -12,9 +12,9 @@ var caught = []os.Signal{syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, sysca
 
 // signals are the master's caught signals, registered in the background:
 // the Go runtime enables each signal with a round trip to its signal
-// thread, about 0.7 ms for all of them here, which would hold up the start
-// by as much; registered from the first line of Run, they overlap with
-// reading the config instead.
+// thread, so registering them from the first line of Run overlaps that
+// with reading the config instead of holding up the start. wait tells when
+// they are all registered.
 type signals struct {
 	c          chan os.Signal
 	registered chan struct{}

@@ -158,7 +158,9 @@ func (s *sinks) runHook(ctx context.Context, e hooks.Event) error {
 var errNotStarted = errors.New("master: workers not started yet")
 
 // lateController forwards D-Bus method calls to the pool once it exists:
-// the bus starts before the pool so that on_starting reaches it.
+// the bus starts before the pool so that on_starting reaches it. Until
+// then Reload, SetWorkers, ListWorkers and Upgrade fail with errNotStarted,
+// and Status reports StateStarting.
 type lateController struct{ pool atomic.Pointer[workers.Pool] }
 
 func (c *lateController) get() (*workers.Pool, error) {

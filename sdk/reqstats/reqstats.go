@@ -1,7 +1,7 @@
 // Package reqstats is the wire format of the request counts and latency
 // histograms a worker reports to forkd: the FORKD_REQUESTS and
 // FORKD_REQUEST_STATS fields of its sd_notify messages. The worker SDK
-// (package worker) writes them and forkd's master reads them; the package
+// (package sdk) writes them and forkd's master reads them; the package
 // needs nothing beyond strings and numbers, so the master links none of
 // the SDK's HTTP code.
 package reqstats
