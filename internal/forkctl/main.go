@@ -26,7 +26,7 @@ import (
 
 // ErrUsage is wrapped by the errors Main returns for a wrong command line;
 // forkctl exits with status 2 for them.
-var ErrUsage = errors.New("control: usage")
+var ErrUsage = errors.New("forkctl: usage")
 
 // usageError is a command-line mistake; it prints as its message and
 // matches ErrUsage.
