@@ -1,6 +1,8 @@
 // Package hooks is forkd's hook vocabulary — Gunicorn's lifecycle hooks,
-// each fired at one moment of the arbiter — and the sinks that publish them:
-// D-Bus signals, exec hooks, Go callbacks and the log.
+// each fired at one moment of the arbiter, and the Event each firing
+// carries — and the sinks that need no D-Bus: exec hooks (Exec), Go
+// callbacks (Func), the log (NewLog) and the journal (Journal). The D-Bus
+// signals are package bus's Service, a Sink too.
 //
 // The arbiter calls Sink.Emit, which never blocks: sinks queue what they
 // cannot deliver at once and count what they drop.

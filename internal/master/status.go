@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/systemd"
 	"github.com/forkd/forkd/workers"
 )
@@ -17,12 +17,12 @@ import (
 // systemd, so a slow NOTIFY_SOCKET never stalls the arbiter.
 type reporter struct {
 	notifier *systemd.Notifier
-	bus      *hooks.Bus
+	bus      *bus.Service
 	log      *slog.Logger
 	boot     time.Duration
-	latest   chan hooks.Status // capacity 1: only the newest status matters
+	latest   chan workers.Status // capacity 1: only the newest status matters
 	mu       sync.Mutex
-	newest   hooks.Status
+	newest   workers.Status
 	// note is appended to STATUS= until the next successful reload: why
 	// the last reload failed.
 	note string
@@ -45,15 +45,15 @@ func (r *reporter) reloaded(err error) {
 }
 
 // last returns the newest status observed.
-func (r *reporter) last() hooks.Status {
+func (r *reporter) last() workers.Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.newest
 }
 
-func newReporter(n *systemd.Notifier, cfg *config.Config, bus *hooks.Bus, log *slog.Logger) *reporter {
+func newReporter(n *systemd.Notifier, cfg *config.Config, bus *bus.Service, log *slog.Logger) *reporter {
 	return &reporter{notifier: n, bus: bus, log: log, boot: cfg.Server.BootTimeout.Duration,
-		latest: make(chan hooks.Status, 1)}
+		latest: make(chan workers.Status, 1)}
 }
 
 // sent logs the outcome of a message to systemd: the first failure of a
@@ -70,7 +70,7 @@ func (r *reporter) sent(err error) {
 }
 
 // observe is workers.Options.Observe: called on the arbiter goroutine.
-func (r *reporter) observe(s hooks.Status) {
+func (r *reporter) observe(s workers.Status) {
 	r.mu.Lock()
 	r.newest = s
 	r.mu.Unlock()
