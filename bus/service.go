@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,9 +77,9 @@ type Service struct {
 	requestEvery time.Duration
 	lastRequest  atomic.Int64
 
-	mu        sync.Mutex
-	status    workers.Status
-	hasStatus bool
+	// status is the latest UpdateStatus (nil: none yet), read by the
+	// method calls, the properties and Run.
+	status atomic.Pointer[workers.Status]
 
 	statusChanged chan struct{} // capacity 1: UpdateStatus happened
 	droppedMore   chan struct{} // capacity 1: a signal was dropped
@@ -255,9 +254,7 @@ func (b *Service) allowRequestSignal(t time.Time) bool {
 // blocks. Run sends PropertiesChanged for what changed, after the signals
 // emitted before the update.
 func (b *Service) UpdateStatus(s workers.Status) {
-	b.mu.Lock()
-	b.status, b.hasStatus = s, true
-	b.mu.Unlock()
+	b.status.Store(&s)
 	select {
 	case b.statusChanged <- struct{}{}:
 	default:
@@ -267,11 +264,11 @@ func (b *Service) UpdateStatus(s workers.Status) {
 // currentStatus returns the latest UpdateStatus, or asks the controller
 // when there was none yet.
 func (b *Service) currentStatus(ctx context.Context) (workers.Status, error) {
-	b.mu.Lock()
-	s, ok := b.status, b.hasStatus
-	b.mu.Unlock()
-	if ok || b.controller == nil {
-		return s, nil
+	if s := b.status.Load(); s != nil {
+		return *s, nil
+	}
+	if b.controller == nil {
+		return workers.Status{}, nil
 	}
 	s, err := b.controller.Status(ctx)
 	if err != nil {
