@@ -13,7 +13,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/bus"
 )
 
 // ErrNoBusDaemon is returned by StartBusDaemon when dbus-daemon is not
@@ -124,7 +124,7 @@ func (s Signal) PID() (int, bool) {
 }
 
 // SignalLog is a bus connection subscribed to every signal of forkd's
-// interface (hooks.BusInterface), recording each with its arrival time.
+// interface (bus.Interface), recording each with its arrival time.
 type SignalLog struct {
 	conn *dbus.Conn
 	ch   chan *dbus.Signal
@@ -142,9 +142,9 @@ func WatchSignals(address string) (*SignalLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to the bus at %s: %w", address, err)
 	}
-	if err := conn.AddMatchSignal(dbus.WithMatchInterface(hooks.BusInterface)); err != nil {
+	if err := conn.AddMatchSignal(dbus.WithMatchInterface(bus.Interface)); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("subscribe to %s signals: %w", hooks.BusInterface, err)
+		return nil, fmt.Errorf("subscribe to %s signals: %w", bus.Interface, err)
 	}
 	l := &SignalLog{conn: conn, ch: make(chan *dbus.Signal, 4096), done: make(chan struct{}),
 		changed: make(chan struct{})}
@@ -158,10 +158,10 @@ func (l *SignalLog) read() {
 	defer close(l.done)
 	for s := range l.ch {
 		at := time.Now()
-		if s.Path != hooks.BusObjectPath {
+		if s.Path != bus.ObjectPath {
 			continue
 		}
-		name := strings.TrimPrefix(s.Name, hooks.BusInterface+".")
+		name := strings.TrimPrefix(s.Name, bus.Interface+".")
 		l.mu.Lock()
 		l.sigs = append(l.sigs, Signal{At: at, Name: name, Body: s.Body})
 		close(l.changed)

@@ -16,7 +16,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/bench/benchworker"
-	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/bus"
 )
 
 // wrkWithErrors is wrk 4.1's report of a run with socket errors and
@@ -137,10 +137,10 @@ func TestSignalLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sender.Close()
-	if err := sender.Emit("/elsewhere", hooks.BusInterface+".PostFork", "x", uint64(1), int32(0), uint32(7)); err != nil {
+	if err := sender.Emit("/elsewhere", bus.Interface+".PostFork", "x", uint64(1), int32(0), uint32(7)); err != nil {
 		t.Fatal(err)
 	}
-	if err := sender.Emit(hooks.BusObjectPath, hooks.BusInterface+".PostFork", "x", uint64(1), int32(2), uint32(42)); err != nil {
+	if err := sender.Emit(bus.ObjectPath, bus.Interface+".PostFork", "x", uint64(1), int32(2), uint32(42)); err != nil {
 		t.Fatal(err)
 	}
 	sent := time.Now()
@@ -149,7 +149,7 @@ func TestSignalLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(sigs) != 1 || sigs[0].Name != "PostFork" {
-		t.Fatalf("signals %+v, want the one PostFork on %s", sigs, hooks.BusObjectPath)
+		t.Fatalf("signals %+v, want the one PostFork on %s", sigs, bus.ObjectPath)
 	}
 	if pid, ok := sigs[0].PID(); !ok || pid != 42 {
 		t.Errorf("PID() = %d, %v; want 42", pid, ok)

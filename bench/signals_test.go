@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/bench/benchworker"
-	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/bus"
 )
 
 // busFor starts a private dbus-daemon and a SignalLog on it, both closed
@@ -58,11 +58,11 @@ func signalsNamed(sigs []Signal, name string) []Signal {
 // worker's ready probe), over 200 kills of 24 workers.
 func BenchmarkBusLatency(b *testing.B) {
 	s := env(b)
-	bus, log := busFor(b)
+	daemon, log := busFor(b)
 	const workers, kills = 24, 200
 	const minAge = 1200 * time.Millisecond // past forkd's 1 s min uptime: no backoff
 	spec := s.forkdSpec(workers, 30*time.Second)
-	spec.Bus = bus.Address
+	spec.Bus = daemon.Address
 	m := s.start(b, false, spec)
 	if _, err := m.WaitReady(workers, 30*time.Second); err != nil {
 		b.Fatalf("%v\n%s", err, m.Output())
@@ -221,11 +221,11 @@ func waitPidfd(pidfd int, timeout time.Duration) (time.Time, error) {
 // compared with 5 s without the flood.
 func BenchmarkNotifyFlood(b *testing.B) {
 	s := env(b)
-	bus, log := busFor(b)
+	daemon, log := busFor(b)
 	const workers, perWorker = 64, 200
 	const window = 5 * time.Second
 	spec := withEnv(s.forkdSpec(workers, 30*time.Second), map[string]string{benchworker.EnvNotifyRate: fmt.Sprint(perWorker)})
-	spec.Bus = bus.Address
+	spec.Bus = daemon.Address
 	m := s.start(b, false, spec)
 	evs, err := m.WaitReady(workers, 60*time.Second)
 	if err != nil {
@@ -244,7 +244,7 @@ func BenchmarkNotifyFlood(b *testing.B) {
 			}
 		}
 	}
-	obj := log.Conn().Object(hooks.BusName("bench"), hooks.BusObjectPath)
+	obj := log.Conn().Object(bus.Name("bench"), bus.ObjectPath)
 
 	// probe measures for window: a ListWorkers round-trip every 40 ms and,
 	// every 5th round, TTIN or TTOU → NworkersChanged.
@@ -260,7 +260,7 @@ func BenchmarkNotifyFlood(b *testing.B) {
 				State      string
 				Started    uint64
 			}
-			if err := obj.Call(hooks.BusInterface+".ListWorkers", 0).Store(&list); err != nil {
+			if err := obj.Call(bus.Interface+".ListWorkers", 0).Store(&list); err != nil {
 				b.Fatalf("ListWorkers: %v", err)
 			}
 			rtt = append(rtt, ms(time.Since(t)))

@@ -14,9 +14,14 @@ import (
 	"github.com/forkd/forkd/hooks"
 )
 
+// MaxWorkers is the largest worker count forkd runs: the bound on
+// server.workers, server.max_surge and server.max_booting here, and at run
+// time on the arbiter's scaling (SIGTTIN, the D-Bus SetWorkers method,
+// forkctl scale).
+const MaxWorkers = 4096
+
 // Limits on the values.
 const (
-	maxWorkers = hooks.MaxWorkers // the arbiter's own bound
 	maxBacklog = 65535
 	maxNameLen = 64
 )
@@ -56,9 +61,9 @@ func (d *document) validateServer(s *Server) {
 			d.fail("server.name", "the file name %q is not a valid instance name (1 to %d characters of A-Z a-z 0-9 _ . @ -): set server.name", s.Name, maxNameLen)
 		}
 	}
-	workersOK := s.Workers >= 1 && s.Workers <= maxWorkers && !d.isBad("server.workers")
+	workersOK := s.Workers >= 1 && s.Workers <= MaxWorkers && !d.isBad("server.workers")
 	if !workersOK {
-		d.fail("server.workers", "must be between 1 and %d, got %d", maxWorkers, s.Workers)
+		d.fail("server.workers", "must be between 1 and %d, got %d", MaxWorkers, s.Workers)
 	}
 	switch {
 	case s.MinReady < 0 || workersOK && s.MinReady > s.Workers:
@@ -91,11 +96,11 @@ func (d *document) validateServer(s *Server) {
 	if s.BootTimeout.Duration == 0 {
 		d.fail("server.boot_timeout", "must be more than 0s: a worker gets this long to become ready")
 	}
-	if s.MaxSurge < 0 || s.MaxSurge > maxWorkers {
-		d.fail("server.max_surge", "must be between 0 (all at once) and %d, got %d", maxWorkers, s.MaxSurge)
+	if s.MaxSurge < 0 || s.MaxSurge > MaxWorkers {
+		d.fail("server.max_surge", "must be between 0 (all at once) and %d, got %d", MaxWorkers, s.MaxSurge)
 	}
-	if s.MaxBooting < 0 || s.MaxBooting > maxWorkers {
-		d.fail("server.max_booting", "must be between 0 (paced by the CPUs) and %d, got %d", maxWorkers, s.MaxBooting)
+	if s.MaxBooting < 0 || s.MaxBooting > MaxWorkers {
+		d.fail("server.max_booting", "must be between 0 (paced by the CPUs) and %d, got %d", MaxWorkers, s.MaxBooting)
 	}
 	if s.MaxFailures < 0 {
 		d.fail("server.max_failures", "must be 0 (retry forever) or more, got %d", s.MaxFailures)

@@ -1,11 +1,8 @@
 // Package hooks is forkd's hook vocabulary — Gunicorn's lifecycle hooks,
 // each fired at one moment of the arbiter (the Hook constants, in the order
-// of a master's life) — and the sinks that publish them:
+// of a master's life), the Event each firing carries — and the sinks that
+// need no D-Bus (the D-Bus signals are package bus's Service, a Sink too):
 //
-//   - Bus: one D-Bus signal per hook, named by the hook in CamelCase
-//     (on_starting → OnStarting), from object BusObjectPath of the
-//     well-known name BusName(instance), interface BusInterface, together
-//     with the methods and properties forkctl uses (see InterfaceXML).
 //   - Exec: the commands the config lists for a hook (its hooks.NAME
 //     tables), with the event's fields in their environment.
 //   - Journal: one structured systemd journal entry per event, when forkd
@@ -16,7 +13,7 @@
 // The arbiter calls Sink.Emit, which never blocks: sinks queue what they
 // cannot deliver at once and count what they drop. pre_request and
 // post_request happen inside workers (package sdk runs them); the master
-// learns of requests only from the counts workers report, which Bus
+// learns of requests only from the counts workers report, which bus.Service
 // publishes as aggregated RequestStats signals.
 //
 // A command run when a worker times out, in an instance's config:

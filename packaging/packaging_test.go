@@ -50,7 +50,7 @@ var shipped = []file{
 	{"/usr/lib/systemd/system/forkd@.service", 0o644, "systemd/forkd@.service", false},
 	{"/usr/lib/sysusers.d/forkd.conf", 0o644, "systemd/sysusers.d/forkd.conf", false},
 	{"/usr/share/dbus-1/system.d/io.github.forkd.conf", 0o644, "systemd/io.github.forkd.conf", false},
-	{"/usr/share/dbus-1/interfaces/io.github.forkd.Manager1.xml", 0o644, "hooks/io.github.forkd.Manager1.xml", false},
+	{"/usr/share/dbus-1/interfaces/io.github.forkd.Manager1.xml", 0o644, "bus/io.github.forkd.Manager1.xml", false},
 	{"/etc/forkd/example.toml.sample", 0o644, "packaging/example.toml.sample", false},
 	{"/usr/share/man/man8/forkd.8.gz", 0o644, "packaging/man/forkd.8", true},
 	{"/usr/share/man/man1/forkctl.1.gz", 0o644, "packaging/man/forkctl.1", true},
@@ -196,7 +196,7 @@ func buildPackages(t *testing.T) packages {
 	nfpm := findNfpm(t)
 	root := repoRoot(t)
 	stage := t.TempDir()
-	for _, dir := range []string{"systemd", "hooks", "examples", "docs", "packaging"} {
+	for _, dir := range []string{"systemd", "bus", "examples", "docs", "packaging"} {
 		if err := os.Symlink(filepath.Join(root, dir), filepath.Join(stage, dir)); err != nil {
 			t.Fatal(err)
 		}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"sort"
 	"time"
-
-	"github.com/forkd/forkd/hooks"
 )
 
 // request is a control call into the arbiter loop; it carries its reply.
@@ -65,11 +63,11 @@ func (p *Pool) SetWorkers(ctx context.Context, n int) error {
 }
 
 // ListWorkers returns the live workers, by generation then id.
-func (p *Pool) ListWorkers(ctx context.Context) ([]hooks.WorkerInfo, error) {
-	var list []hooks.WorkerInfo
+func (p *Pool) ListWorkers(ctx context.Context) ([]Info, error) {
+	var list []Info
 	err := p.call(ctx, func(p *Pool) {
 		for _, w := range p.byPID {
-			list = append(list, hooks.WorkerInfo{ID: w.id, PID: w.pid, Generation: w.gen.id,
+			list = append(list, Info{ID: w.id, PID: w.pid, Generation: w.gen.id,
 				State: w.phase.String(), Started: w.started})
 		}
 	})
@@ -86,8 +84,8 @@ func (p *Pool) ListWorkers(ctx context.Context) ([]hooks.WorkerInfo, error) {
 }
 
 // Status returns the pool's state and worker counts.
-func (p *Pool) Status(ctx context.Context) (hooks.Status, error) {
-	var s hooks.Status
+func (p *Pool) Status(ctx context.Context) (Status, error) {
+	var s Status
 	err := p.call(ctx, func(p *Pool) { s = p.status() })
 	return s, err
 }

@@ -206,7 +206,7 @@ func runMaster() int {
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(socks[0].Addr, "tcp://"))
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGTTOU)
-	statuses := make(chan hooks.Status, 64)
+	statuses := make(chan Status, 64)
 	// The config: 2 workers, or as many as FORKD_TEST_WORKERS_FILE says
 	// (read at start and at every reload; what it holds must be a number,
 	// else the config does not load).
@@ -252,7 +252,7 @@ func runMaster() int {
 		// Errors only, on stdout, where the test reads them (see
 		// masterProc.waitLog); any other line of its is the report below.
 		Logger: slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelError})),
-		Observe: func(s hooks.Status) {
+		Observe: func(s Status) {
 			select {
 			case statuses <- s:
 			default:

@@ -233,6 +233,10 @@ func (p *Pool) runHook(e hooks.Event) error {
 	return p.opts.RunHook(context.Background(), e)
 }
 
+// ErrOutOfRange is wrapped by the error of a worker count outside
+// 0…config.MaxWorkers.
+var ErrOutOfRange = errors.New("workers: worker count out of range")
+
 // scale sets the current generation's target worker count, for why (the
 // nworkers_changed hook's reason: "SIGTTIN", "SetWorkers", …).
 func (p *Pool) scale(n int, why string) error {
@@ -241,8 +245,8 @@ func (p *Pool) scale(n int, why string) error {
 		return ErrStopping
 	case p.pending != nil:
 		return ErrReloading
-	case n < 0 || n > hooks.MaxWorkers:
-		return fmt.Errorf("workers: count %d out of range 0…%d: %w", n, hooks.MaxWorkers, hooks.ErrInvalidArgs)
+	case n < 0 || n > config.MaxWorkers:
+		return fmt.Errorf("%w: %d is not within 0…%d", ErrOutOfRange, n, config.MaxWorkers)
 	}
 	g := p.current
 	old := g.target

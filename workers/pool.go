@@ -51,7 +51,7 @@ type Options struct {
 	Hooks hooks.Sink
 	// Observe is called from the arbiter's goroutine whenever the pool's
 	// Status changes; it must not block. May be nil.
-	Observe func(hooks.Status)
+	Observe func(Status)
 	// Staged is called on the arbiter's goroutine with a reload's config
 	// once it loaded and was accepted, before its generation starts (whose
 	// pre_fork comes next); Reloaded then tells how that reload ended. It
@@ -340,8 +340,8 @@ func (p *Pool) emit(e hooks.Event) {
 }
 
 // status is the pool's current Status.
-func (p *Pool) status() hooks.Status {
-	s := hooks.Status{State: p.state, Reloads: p.reloads}
+func (p *Pool) status() Status {
+	s := Status{State: p.state, Reloads: p.reloads}
 	if g := p.current; g != nil {
 		s.Generation = g.id
 		s.Workers = g.target
@@ -354,17 +354,5 @@ func (p *Pool) status() hooks.Status {
 func (p *Pool) observe() {
 	if p.opts.Observe != nil {
 		p.opts.Observe(p.status())
-	}
-}
-
-// StatusText is a one-line human summary of s, as sent in sd_notify STATUS=.
-func StatusText(s hooks.Status) string {
-	switch s.State {
-	case StateStopping:
-		return fmt.Sprintf("stopping, %d workers ready, generation %d", s.ReadyWorkers, s.Generation)
-	case StateReloading:
-		return fmt.Sprintf("reloading, %d/%d workers ready, generation %d", s.ReadyWorkers, s.Workers, s.Generation)
-	default:
-		return fmt.Sprintf("%d/%d workers ready, generation %d", s.ReadyWorkers, s.Workers, s.Generation)
 	}
 }

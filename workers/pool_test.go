@@ -894,10 +894,10 @@ func TestPool_MaxFailures(t *testing.T) {
 // generation.
 func TestPool_ReloadObservedBeforeOutcome(t *testing.T) {
 	var mu sync.Mutex
-	var latest hooks.Status
-	atOutcome := make(chan hooks.Status, 1)
+	var latest Status
+	atOutcome := make(chan Status, 1)
 	h := start(t, testConfig(exe(t), "serve", 1), func(o *Options) {
-		o.Observe = func(s hooks.Status) {
+		o.Observe = func(s Status) {
 			mu.Lock()
 			latest = s
 			mu.Unlock()

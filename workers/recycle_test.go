@@ -9,9 +9,9 @@ import (
 )
 
 // observer records every status the pool reports.
-type observer struct{ ch chan hooks.Status }
+type observer struct{ ch chan Status }
 
-func (o *observer) observe(s hooks.Status) {
+func (o *observer) observe(s Status) {
 	select {
 	case o.ch <- s:
 	default:
@@ -67,7 +67,7 @@ func checkHandOver(t *testing.T, h *harness, pids map[int]bool) {
 func TestPool_RecycleMaxLifetime(t *testing.T) {
 	cfg := testConfig(exe(t), "serve", 2)
 	cfg.Server.MaxLifetime.Duration = 500 * time.Millisecond
-	obs := &observer{ch: make(chan hooks.Status, 1<<14)}
+	obs := &observer{ch: make(chan Status, 1<<14)}
 	h := start(t, cfg, func(o *Options) { o.Observe = obs.observe })
 	pids := map[int]bool{}
 	for _, pid := range h.waitReady(2) {
@@ -82,7 +82,7 @@ func TestPool_RecycleMaxLifetime(t *testing.T) {
 func TestPool_RecycleMaxRequests(t *testing.T) {
 	cfg := testConfig(exe(t), "serve", 1)
 	cfg.Server.MaxRequests = 3
-	obs := &observer{ch: make(chan hooks.Status, 1<<14)}
+	obs := &observer{ch: make(chan Status, 1<<14)}
 	h := start(t, cfg, func(o *Options) { o.Observe = obs.observe })
 	old := h.waitReady(1)[0]
 	for range 3 {

@@ -8,8 +8,9 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/workers"
 )
 
 // testTimeout bounds every wait in these tests.
@@ -23,11 +24,11 @@ func startDaemon(t *testing.T) string {
 	return dbustest.Start(t).Address
 }
 
-// testController stands in for the arbiter behind a real hooks.Bus.
+// testController stands in for the arbiter behind a real bus.Service.
 type testController struct {
 	mu        sync.Mutex
-	status    hooks.Status
-	workers   []hooks.WorkerInfo
+	status    workers.Status
+	workers   []workers.Info
 	reloadErr error
 	reloads   int
 	set       []int
@@ -50,23 +51,23 @@ func (c *testController) SetWorkers(_ context.Context, n int) error {
 	return nil
 }
 
-func (c *testController) ListWorkers(context.Context) ([]hooks.WorkerInfo, error) {
+func (c *testController) ListWorkers(context.Context) ([]workers.Info, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]hooks.WorkerInfo(nil), c.workers...), nil
+	return append([]workers.Info(nil), c.workers...), nil
 }
 
-func (c *testController) Status(context.Context) (hooks.Status, error) {
+func (c *testController) Status(context.Context) (workers.Status, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.status, nil
 }
 
-// startBus runs a hooks.Bus for instance on address until the test ends
+// startBus runs a bus.Service for instance on address until the test ends
 // and returns once it owns its name.
-func startBus(t *testing.T, address, instance string, ctl hooks.Controller) *hooks.Bus {
+func startBus(t *testing.T, address, instance string, ctl bus.Controller) *bus.Service {
 	t.Helper()
-	b := hooks.NewBus(hooks.BusOptions{Instance: instance, Address: address, Controller: ctl})
+	b := bus.New(bus.Options{Instance: instance, Address: address, Controller: ctl})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()

@@ -11,7 +11,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/bus"
 )
 
 // Errors resolving which instance a command is about.
@@ -27,7 +27,7 @@ var (
 // connect opens a private connection to the bus opts names; it closes
 // when ctx is done.
 func connect(ctx context.Context, opts options) (*dbus.Conn, error) {
-	conn, err := hooks.ConnectBus(ctx, opts.address)
+	conn, err := bus.Connect(ctx, opts.address)
 	if err != nil && opts.address == "session" && os.Getenv("DBUS_SESSION_BUS_ADDRESS") == "" {
 		// godbus found no bus in the user's runtime directory and tried
 		// dbus-launch: say what is missing, not only that.
@@ -58,13 +58,13 @@ type instance struct {
 }
 
 func (in instance) object() dbus.BusObject {
-	return in.conn.Object(in.busName, hooks.BusObjectPath)
+	return in.conn.Object(in.busName, bus.ObjectPath)
 }
 
 // resolve finds the instance called name, or the only one when name is "".
 func resolve(ctx context.Context, conn *dbus.Conn, opts options, name string) (instance, error) {
 	if name != "" {
-		busName := hooks.BusName(name)
+		busName := bus.Name(name)
 		var has bool
 		err := conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, busName).Store(&has)
 		if err != nil {
@@ -100,7 +100,7 @@ func listInstances(ctx context.Context, conn *dbus.Conn) ([]instance, error) {
 	}
 	var found []instance
 	for _, n := range names {
-		if inst, ok := hooks.InstanceFromBusName(n); ok {
+		if inst, ok := bus.InstanceFromName(n); ok {
 			found = append(found, instance{name: inst, busName: n, conn: conn})
 		}
 	}

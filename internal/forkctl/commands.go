@@ -11,8 +11,8 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/hooks"
 )
 
 // open connects and resolves the instance; the caller closes the
@@ -33,7 +33,7 @@ func open(ctx context.Context, opts options, name string) (instance, error) {
 // properties reads every Manager1 property of in.
 func properties(ctx context.Context, in instance) (map[string]dbus.Variant, error) {
 	var props map[string]dbus.Variant
-	err := in.object().CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, hooks.BusInterface).Store(&props)
+	err := in.object().CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, bus.Interface).Store(&props)
 	if err != nil {
 		return nil, callError("read the status of", in, err)
 	}
@@ -85,14 +85,14 @@ type worker struct {
 	StartedUsec uint64
 }
 
-func workers(ctx context.Context, opts options, name string, stdout io.Writer) error {
+func listWorkers(ctx context.Context, opts options, name string, stdout io.Writer) error {
 	in, err := open(ctx, opts, name)
 	if err != nil {
 		return err
 	}
 	defer in.conn.Close()
 	var list []worker
-	if err := in.object().CallWithContext(ctx, hooks.BusInterface+".ListWorkers", 0).Store(&list); err != nil {
+	if err := in.object().CallWithContext(ctx, bus.Interface+".ListWorkers", 0).Store(&list); err != nil {
 		return callError("list the workers of", in, err)
 	}
 	now := time.Now()
@@ -118,11 +118,11 @@ func reload(ctx context.Context, opts options, name string, stdout io.Writer) er
 	defer in.conn.Close()
 	// No timeout but ctx: a reload lasts as long as the new workers take
 	// to boot.
-	if err := in.object().CallWithContext(ctx, hooks.BusInterface+".Reload", 0).Err; err != nil {
+	if err := in.object().CallWithContext(ctx, bus.Interface+".Reload", 0).Err; err != nil {
 		return callError("reload", in, err)
 	}
 	var gen uint64
-	if v, err := in.object().GetProperty(hooks.BusInterface + ".Generation"); err == nil && v.Store(&gen) == nil {
+	if v, err := in.object().GetProperty(bus.Interface + ".Generation"); err == nil && v.Store(&gen) == nil {
 		_, err := fmt.Fprintf(stdout, "%s: reloaded, generation %d serving\n", in.name, gen)
 		return err
 	}
@@ -136,7 +136,7 @@ func upgrade(ctx context.Context, opts options, name string, stdout io.Writer) e
 		return err
 	}
 	defer in.conn.Close()
-	if err := in.object().CallWithContext(ctx, hooks.BusInterface+".Upgrade", 0).Err; err != nil {
+	if err := in.object().CallWithContext(ctx, bus.Interface+".Upgrade", 0).Err; err != nil {
 		return callError("upgrade", in, err)
 	}
 	_, err = fmt.Fprintf(stdout, "%s: upgrade under way (the master re-executes in place)\n", in.name)
@@ -146,8 +146,8 @@ func upgrade(ctx context.Context, opts options, name string, stdout io.Writer) e
 // parseWorkers parses scale's N.
 func parseWorkers(s string) (uint32, error) {
 	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil || n > hooks.MaxWorkers {
-		return 0, usagef("scale: N must be a number of workers, 0…%d, not %q", hooks.MaxWorkers, s)
+	if err != nil || n > config.MaxWorkers {
+		return 0, usagef("scale: N must be a number of workers, 0…%d, not %q", config.MaxWorkers, s)
 	}
 	return uint32(n), nil
 }
@@ -158,7 +158,7 @@ func scale(ctx context.Context, opts options, n uint32, name string, stdout io.W
 		return err
 	}
 	defer in.conn.Close()
-	if err := in.object().CallWithContext(ctx, hooks.BusInterface+".SetWorkers", 0, n).Err; err != nil {
+	if err := in.object().CallWithContext(ctx, bus.Interface+".SetWorkers", 0, n).Err; err != nil {
 		return callError("scale", in, err)
 	}
 	_, err = fmt.Fprintf(stdout, "%s: workers set to %d\n", in.name, n)

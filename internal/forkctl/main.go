@@ -1,5 +1,5 @@
 // Package forkctl is the forkctl command: the command-line client of
-// forkd's D-Bus interface (io.github.forkd.Manager1, see hooks.InterfaceXML) and a config
+// forkd's D-Bus interface (io.github.forkd.Manager1, see bus.InterfaceXML) and a config
 // checker.
 //
 //	forkctl status              # state, generation, workers of the only instance
@@ -127,7 +127,7 @@ flags:
 		if err != nil {
 			return err
 		}
-		return workers(ctx, opts, inst, stdout)
+		return listWorkers(ctx, opts, inst, stdout)
 	case "reload":
 		inst, err := optionalInstance(cmd, args)
 		if err != nil {

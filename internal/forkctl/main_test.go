@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/workers"
 )
 
 // forkctl runs Main with a bounded context and returns its output.
@@ -55,7 +56,7 @@ func TestMain_Usage(t *testing.T) {
 
 func TestMain_Status(t *testing.T) {
 	addr := startDaemon(t)
-	ctl := &testController{status: hooks.Status{State: "running", Generation: 4, Workers: 3, ReadyWorkers: 2}}
+	ctl := &testController{status: workers.Status{State: "running", Generation: 4, Workers: 3, ReadyWorkers: 2}}
 	startBus(t, addr, "web-1", ctl)
 
 	stdout, _, err := forkctl(t, "--bus", addr, "status")
@@ -84,8 +85,8 @@ func TestMain_InstanceResolution(t *testing.T) {
 	if _, _, err := forkctl(t, "--bus", addr, "status"); !errors.Is(err, ErrNoInstance) {
 		t.Errorf("status with no instance on the bus: %v, want ErrNoInstance", err)
 	}
-	startBus(t, addr, "a", &testController{status: hooks.Status{State: "running"}})
-	startBus(t, addr, "b", &testController{status: hooks.Status{State: "stopping"}})
+	startBus(t, addr, "a", &testController{status: workers.Status{State: "running"}})
+	startBus(t, addr, "b", &testController{status: workers.Status{State: "stopping"}})
 	_, _, err := forkctl(t, "--bus", addr, "status")
 	if !errors.Is(err, ErrSeveralInstances) || !strings.Contains(err.Error(), `"a", "b"`) {
 		t.Errorf("status with two instances: %v, want ErrSeveralInstances naming both", err)
@@ -102,7 +103,7 @@ func TestMain_InstanceResolution(t *testing.T) {
 func TestMain_Workers(t *testing.T) {
 	addr := startDaemon(t)
 	started := time.Now().Add(-90 * time.Second)
-	ctl := &testController{workers: []hooks.WorkerInfo{
+	ctl := &testController{workers: []workers.Info{
 		{ID: 1, PID: 1235, Generation: 2, State: "starting"},
 		{ID: 0, PID: 1234, Generation: 2, State: "ready", Started: started},
 	}}
@@ -149,14 +150,14 @@ func TestMain_Scale(t *testing.T) {
 
 func TestMain_Reload(t *testing.T) {
 	addr := startDaemon(t)
-	ctl := &testController{status: hooks.Status{State: "running", Generation: 1}}
+	ctl := &testController{status: workers.Status{State: "running", Generation: 1}}
 	b := startBus(t, addr, "web", ctl)
 
 	// The bus shows the generation the arbiter last reported.
 	ctl.mu.Lock()
 	ctl.status.Generation = 2
 	ctl.mu.Unlock()
-	b.UpdateStatus(hooks.Status{State: "running", Generation: 2})
+	b.UpdateStatus(workers.Status{State: "running", Generation: 2})
 	stdout, _, err := forkctl(t, "--bus", addr, "reload")
 	if err != nil || stdout != "web: reloaded, generation 2 serving\n" {
 		t.Errorf("reload: %v, %q", err, stdout)

@@ -13,7 +13,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
 
-	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/bus"
 )
 
 // monitorEvent is one line of `forkctl monitor --json`.
@@ -35,12 +35,12 @@ type monitorEvent struct {
 // shipped interface XML.
 func signalArgNames() (map[string][]string, error) {
 	var node introspect.Node
-	if err := xml.Unmarshal([]byte(hooks.InterfaceXML()), &node); err != nil {
+	if err := xml.Unmarshal([]byte(bus.InterfaceXML()), &node); err != nil {
 		return nil, fmt.Errorf("parse the interface XML: %w", err)
 	}
 	names := map[string][]string{}
 	for _, iface := range node.Interfaces {
-		if iface.Name != hooks.BusInterface {
+		if iface.Name != bus.Interface {
 			continue
 		}
 		for _, s := range iface.Signals {
@@ -65,15 +65,15 @@ func monitor(ctx context.Context, opts options, name string, asJSON bool, stdout
 		return err
 	}
 	defer conn.Close()
-	match := []dbus.MatchOption{dbus.WithMatchInterface(hooks.BusInterface), dbus.WithMatchObjectPath(hooks.BusObjectPath)}
+	match := []dbus.MatchOption{dbus.WithMatchInterface(bus.Interface), dbus.WithMatchObjectPath(bus.ObjectPath)}
 	if name != "" {
-		match = append(match, dbus.WithMatchSender(hooks.BusName(name)))
+		match = append(match, dbus.WithMatchSender(bus.Name(name)))
 	}
 	// A large buffer keeps signals in order (godbus reorders on overflow).
 	signals := make(chan *dbus.Signal, 4096)
 	conn.Signal(signals)
 	if err := conn.AddMatchSignalContext(ctx, match...); err != nil {
-		return fmt.Errorf("subscribe to %s signals: %w", hooks.BusInterface, err)
+		return fmt.Errorf("subscribe to %s signals: %w", bus.Interface, err)
 	}
 	which := "all forkd instances"
 	if name != "" {
@@ -92,7 +92,7 @@ func monitor(ctx context.Context, opts options, name string, asJSON bool, stdout
 				}
 				return fmt.Errorf("monitor: connection to %s closed", busDescription(opts))
 			}
-			member, found := strings.CutPrefix(s.Name, hooks.BusInterface+".")
+			member, found := strings.CutPrefix(s.Name, bus.Interface+".")
 			if !found {
 				continue
 			}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/internal/dbustest"
 )
 
@@ -37,7 +37,7 @@ func dialBus(t *testing.T, address string) *busClient {
 // subscribe matches every signal of forkd's interface.
 func (c *busClient) subscribe() {
 	c.t.Helper()
-	if err := c.conn.AddMatchSignal(dbus.WithMatchInterface(hooks.BusInterface)); err != nil {
+	if err := c.conn.AddMatchSignal(dbus.WithMatchInterface(bus.Interface)); err != nil {
 		c.t.Fatalf("add match: %v", err)
 	}
 }
@@ -45,7 +45,7 @@ func (c *busClient) subscribe() {
 // subscribeProperties matches PropertiesChanged of forkd's object.
 func (c *busClient) subscribeProperties() {
 	c.t.Helper()
-	if err := c.conn.AddMatchSignal(dbus.WithMatchObjectPath(hooks.BusObjectPath),
+	if err := c.conn.AddMatchSignal(dbus.WithMatchObjectPath(bus.ObjectPath),
 		dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
 		dbus.WithMatchMember("PropertiesChanged")); err != nil {
 		c.t.Fatalf("add match: %v", err)
@@ -82,7 +82,7 @@ func (c *busClient) waitOwned(name string, d time.Duration) {
 
 // member is s's name without forkd's interface ("" for other signals).
 func member(s *dbus.Signal) string {
-	m, ok := strings.CutPrefix(s.Name, hooks.BusInterface+".")
+	m, ok := strings.CutPrefix(s.Name, bus.Interface+".")
 	if !ok {
 		return ""
 	}
@@ -123,8 +123,8 @@ func (c *busClient) propertiesChanged(d time.Duration) map[string]any {
 			if s.Name != "org.freedesktop.DBus.Properties.PropertiesChanged" {
 				continue
 			}
-			if len(s.Body) != 3 || s.Body[0] != hooks.BusInterface {
-				c.t.Fatalf("PropertiesChanged %v: want interface %s first", s.Body, hooks.BusInterface)
+			if len(s.Body) != 3 || s.Body[0] != bus.Interface {
+				c.t.Fatalf("PropertiesChanged %v: want interface %s first", s.Body, bus.Interface)
 			}
 			changed, ok := s.Body[1].(map[string]dbus.Variant)
 			if !ok {
@@ -144,14 +144,14 @@ func (c *busClient) propertiesChanged(d time.Duration) map[string]any {
 
 // object is forkd's object for instance.
 func (c *busClient) object(instance string) dbus.BusObject {
-	return c.conn.Object(hooks.BusName(instance), hooks.BusObjectPath)
+	return c.conn.Object(bus.Name(instance), bus.ObjectPath)
 }
 
 // properties reads every Manager1 property of instance.
 func (c *busClient) properties(instance string) map[string]any {
 	c.t.Helper()
 	var all map[string]dbus.Variant
-	if err := c.object(instance).Call("org.freedesktop.DBus.Properties.GetAll", 0, hooks.BusInterface).Store(&all); err != nil {
+	if err := c.object(instance).Call("org.freedesktop.DBus.Properties.GetAll", 0, bus.Interface).Store(&all); err != nil {
 		c.t.Fatalf("GetAll: %v", err)
 	}
 	out := map[string]any{}
@@ -297,8 +297,8 @@ func TestMaster_HookSignals(t *testing.T) {
 	f.askAll(answers(1, pids))
 	// The bus owner is this forkd.
 	var owner uint32
-	if err := c.conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, hooks.BusName(inst)).Store(&owner); err != nil || int(owner) != f.pid() {
-		t.Fatalf("owner of %s: pid %d, %v; want forkd's pid %d", hooks.BusName(inst), owner, err, f.pid())
+	if err := c.conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, bus.Name(inst)).Store(&owner); err != nil || int(owner) != f.pid() {
+		t.Fatalf("owner of %s: pid %d, %v; want forkd's pid %d", bus.Name(inst), owner, err, f.pid())
 	}
 
 	// SIGKILL worker 0: it is reaped and replaced in the same slot.
@@ -419,7 +419,7 @@ func TestMaster_Properties(t *testing.T) {
 	const inst = "props"
 	f := startForkd(t, setup{instance: inst, workers: 2, bus: d.Address})
 	c.collect("WhenReady", testTimeout, is("WhenReady", nil))
-	c.waitOwned(hooks.BusName(inst), testTimeout)
+	c.waitOwned(bus.Name(inst), testTimeout)
 
 	// WhenReady is emitted before the status reaches the bus: wait for it.
 	want := map[string]any{"Instance": inst, "State": "running", "Generation": uint64(1),
@@ -475,13 +475,13 @@ func TestMaster_UpgradeKeepsName(t *testing.T) {
 	f.writeConfig(f.setup.mode, "")
 	f.signal(syscall.SIGUSR2)
 	c.collect("the successor's WhenReady", testTimeout, is("WhenReady", nil))
-	c.waitOwned(hooks.BusName(inst), testTimeout)
+	c.waitOwned(bus.Name(inst), testTimeout)
 	var has bool
-	if err := c.conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, hooks.BusName("renamed")).Store(&has); err != nil {
+	if err := c.conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, bus.Name("renamed")).Store(&has); err != nil {
 		t.Fatal(err)
 	}
 	if has {
-		t.Errorf("after the upgrade %s is owned: the instance was renamed", hooks.BusName("renamed"))
+		t.Errorf("after the upgrade %s is owned: the instance was renamed", bus.Name("renamed"))
 	}
 	if got := c.properties(inst)["Instance"]; got != inst {
 		t.Errorf("Instance property %v after the upgrade, want %q", got, inst)

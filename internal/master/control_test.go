@@ -14,7 +14,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/internal/dbustest"
 	"github.com/forkd/forkd/internal/forkctl"
 )
@@ -103,7 +103,7 @@ func startOnBus(t *testing.T, inst string, workers int) (*dbustest.Daemon, *busC
 	c.subscribe()
 	f := startForkd(t, setup{instance: inst, workers: workers, bus: d.Address})
 	c.collect("WhenReady", testTimeout, is("WhenReady", nil))
-	c.waitOwned(hooks.BusName(inst), testTimeout)
+	c.waitOwned(bus.Name(inst), testTimeout)
 	waitProperties(t, c, inst, map[string]any{"Instance": inst, "State": "running", "Generation": uint64(1),
 		"Workers": uint32(workers), "ReadyWorkers": uint32(workers), "DroppedSignals": uint64(0)})
 	return d, c, f
@@ -292,7 +292,7 @@ func TestMaster_BusLoss(t *testing.T) {
 	c2 := dialBus(t, d.Address)
 	c2.subscribe()
 	// forkd retries with backoff (at most 10s between attempts).
-	c2.waitOwned(hooks.BusName(inst), 30*time.Second)
+	c2.waitOwned(bus.Name(inst), 30*time.Second)
 	f.signal(syscall.SIGTTOU)
 	c2.collect("NworkersChanged 3 → 2", testTimeout, is("NworkersChanged", func(b []any) bool {
 		return arg(0, inst)(b) && arg(1, uint64(1))(b) && arg(2, uint32(3))(b) && arg(3, uint32(2))(b)

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/dbustest"
@@ -270,7 +271,7 @@ func TestMaster_UpgradeRefusedIsAnError(t *testing.T) {
 	f := newForkd(t, setup{instance: inst, workers: 1, bus: d.Address})
 	f.writeConfig("serve", "\n[[hooks.pre_exec]]\nexec = [\"/bin/false\"]\non_failure = \"abort\"\n")
 	f.start()
-	c.waitOwned(hooks.BusName(inst), testTimeout)
+	c.waitOwned(bus.Name(inst), testTimeout)
 	before := f.askUntil("a worker answering", func(seen map[int]answer) bool { return len(seen) == 1 })
 	out, err := runForkctl(t, d.Address, "upgrade", inst)
 	if err == nil {

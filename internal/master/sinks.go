@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/sdk/reqstats"
@@ -18,7 +19,7 @@ import (
 type sinks struct {
 	log     hooks.Sink
 	logger  *slog.Logger
-	bus     *hooks.Bus
+	bus     *bus.Service
 	exec    *hooks.Exec
 	journal *hooks.Journal
 	ctl     *lateController
@@ -36,7 +37,7 @@ func newSinks(o options, cfg *config.Config, log *slog.Logger) (*sinks, error) {
 	s := &sinks{log: hooks.NewLog(log), logger: log, ctl: &lateController{}, cmds: execCommands(cfg)}
 	s.exec = hooks.NewExec(s.cmds, log)
 	if o.bus != "none" {
-		s.bus = hooks.NewBus(hooks.BusOptions{Instance: cfg.Server.Name, Controller: s.ctl, Logger: log, Address: o.bus})
+		s.bus = bus.New(bus.Options{Instance: cfg.Server.Name, Controller: s.ctl, Logger: log, Address: o.bus})
 	}
 	if hooks.JournalEnabled() {
 		s.journal = hooks.NewJournal(log)
@@ -141,7 +142,7 @@ func (s *sinks) requestStats(log *slog.Logger, instance string, gen uint64, id, 
 		log.Debug("request stats", "worker_id", id, "pid", pid, "err", err)
 		return
 	}
-	s.bus.EmitRequestStats(hooks.RequestStats{Instance: instance, Generation: gen, WorkerID: id, PID: pid,
+	s.bus.EmitRequestStats(bus.RequestStats{Instance: instance, Generation: gen, WorkerID: id, PID: pid,
 		Requests: st.Requests, Bounds: st.Bounds, Counts: st.Counts})
 }
 
@@ -186,7 +187,7 @@ func (c *lateController) SetWorkers(ctx context.Context, n int) error {
 	return p.SetWorkers(ctx, n)
 }
 
-func (c *lateController) ListWorkers(ctx context.Context) ([]hooks.WorkerInfo, error) {
+func (c *lateController) ListWorkers(ctx context.Context) ([]workers.Info, error) {
 	p, err := c.get()
 	if err != nil {
 		return nil, err
@@ -194,10 +195,10 @@ func (c *lateController) ListWorkers(ctx context.Context) ([]hooks.WorkerInfo, e
 	return p.ListWorkers(ctx)
 }
 
-func (c *lateController) Status(ctx context.Context) (hooks.Status, error) {
+func (c *lateController) Status(ctx context.Context) (workers.Status, error) {
 	p, err := c.get()
 	if err != nil {
-		return hooks.Status{State: workers.StateStarting}, nil
+		return workers.Status{State: workers.StateStarting}, nil
 	}
 	return p.Status(ctx)
 }

@@ -3,11 +3,10 @@ package master
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/systemd"
 	"github.com/forkd/forkd/workers"
 )
@@ -15,45 +14,53 @@ import (
 // reporter tells systemd and the bus about status changes. The arbiter
 // hands it the latest status without blocking; its own goroutine talks to
 // systemd, so a slow NOTIFY_SOCKET never stalls the arbiter.
+//
+// Its state has two owners, and nothing is shared: newest and note belong
+// to the arbiter's goroutine (observe, reloaded, last), which sends run
+// each update with the note in force; failing belongs to run's.
 type reporter struct {
 	notifier *systemd.Notifier
-	bus      *hooks.Bus
+	bus      *bus.Service
 	log      *slog.Logger
 	boot     time.Duration
-	latest   chan hooks.Status // capacity 1: only the newest status matters
-	mu       sync.Mutex
-	newest   hooks.Status
+	latest   chan update // capacity 1: only the newest update matters
+
+	// newest is the latest status observed.
+	newest workers.Status
 	// note is appended to STATUS= until the next successful reload: why
 	// the last reload failed.
 	note string
+
 	// failing says the last message to systemd failed: the next failure is
-	// not logged again, a success is. Only run uses it.
+	// not logged again, a success is.
 	failing bool
 }
 
-// reloaded is workers.Options.Reloaded: a failed reload stays visible in
-// STATUS= ("…; last reload failed: …") until one succeeds.
+// update is what run learns from the arbiter: a status and the note to
+// append to its STATUS= text.
+type update struct {
+	status workers.Status
+	note   string
+}
+
+// reloaded is workers.Options.Reloaded, called on the arbiter's
+// goroutine: a failed reload stays visible in STATUS= ("…; last reload
+// failed: …") until one succeeds.
 func (r *reporter) reloaded(err error) {
-	r.mu.Lock()
 	r.note = ""
 	if err != nil {
 		r.note = "; last reload failed: " + err.Error()
 	}
-	s := r.newest
-	r.mu.Unlock()
-	r.observe(s)
+	r.observe(r.newest)
 }
 
-// last returns the newest status observed.
-func (r *reporter) last() hooks.Status {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.newest
-}
+// last returns the newest status observed. Only the arbiter's goroutine
+// may call it (the one that runs the pool, once the pool has returned).
+func (r *reporter) last() workers.Status { return r.newest }
 
-func newReporter(n *systemd.Notifier, cfg *config.Config, bus *hooks.Bus, log *slog.Logger) *reporter {
-	return &reporter{notifier: n, bus: bus, log: log, boot: cfg.Server.BootTimeout.Duration,
-		latest: make(chan hooks.Status, 1)}
+func newReporter(n *systemd.Notifier, cfg *config.Config, svc *bus.Service, log *slog.Logger) *reporter {
+	return &reporter{notifier: n, bus: svc, log: log, boot: cfg.Server.BootTimeout.Duration,
+		latest: make(chan update, 1)}
 }
 
 // sent logs the outcome of a message to systemd: the first failure of a
@@ -70,16 +77,15 @@ func (r *reporter) sent(err error) {
 }
 
 // observe is workers.Options.Observe: called on the arbiter goroutine.
-func (r *reporter) observe(s hooks.Status) {
-	r.mu.Lock()
+func (r *reporter) observe(s workers.Status) {
 	r.newest = s
-	r.mu.Unlock()
 	if r.bus != nil {
 		r.bus.UpdateStatus(s)
 	}
+	u := update{status: s, note: r.note}
 	for {
 		select {
-		case r.latest <- s:
+		case r.latest <- u:
 			return
 		default:
 			select {
@@ -104,10 +110,9 @@ func (r *reporter) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case s := <-r.latest:
-			r.mu.Lock()
-			t := workers.StatusText(s) + r.note
-			r.mu.Unlock()
+		case u := <-r.latest:
+			s := u.status
+			t := workers.StatusText(s) + u.note
 			if s.Reloads != reloads {
 				if s.State == workers.StateRunning && prev == workers.StateRunning {
 					// A reload came and went unseen (refused before a new

@@ -1,4 +1,4 @@
-package hooks
+package bus
 
 import (
 	"bufio"
@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/workers"
 )
 
 // busPolicyResult is what the unprivileged helper saw.
@@ -30,12 +33,12 @@ type busPolicyResult struct {
 
 const busPolicyHelperEnv = "FORKD_BUS_POLICY_HELPER"
 
-// TestBus_PolicyHelper is not a test: it is the unprivileged client that
-// TestBus_Policy runs as another user (the test binary re-executed).
-func TestBus_PolicyHelper(t *testing.T) {
+// TestService_PolicyHelper is not a test: it is the unprivileged client that
+// TestService_Policy runs as another user (the test binary re-executed).
+func TestService_PolicyHelper(t *testing.T) {
 	address := os.Getenv(busPolicyHelperEnv)
 	if address == "" {
-		t.Skip("helper process for TestBus_Policy")
+		t.Skip("helper process for TestService_Policy")
 	}
 	err := busPolicyHelper(address, os.Stdout)
 	if err != nil {
@@ -53,19 +56,19 @@ func busPolicyHelper(address string, out io.Writer) error {
 	defer conn.Close()
 	signals := make(chan *dbus.Signal, 64)
 	conn.Signal(signals)
-	if err := conn.AddMatchSignal(dbus.WithMatchInterface(BusInterface)); err != nil {
+	if err := conn.AddMatchSignal(dbus.WithMatchInterface(Interface)); err != nil {
 		return fmt.Errorf("add match: %w", err)
 	}
-	obj := conn.Object(BusName("policy"), BusObjectPath)
+	obj := conn.Object(Name("policy"), ObjectPath)
 	var r busPolicyResult
-	r.Reload = dbusErrorName(obj.Call(BusInterface+".Reload", 0).Err)
-	r.SetWorkers = dbusErrorName(obj.Call(BusInterface+".SetWorkers", 0, uint32(2)).Err)
-	var list []busWorker
-	if err := obj.Call(BusInterface+".ListWorkers", 0).Store(&list); err != nil {
+	r.Reload = dbusErrorName(obj.Call(Interface+".Reload", 0).Err)
+	r.SetWorkers = dbusErrorName(obj.Call(Interface+".SetWorkers", 0, uint32(2)).Err)
+	var list []wireWorker
+	if err := obj.Call(Interface+".ListWorkers", 0).Store(&list); err != nil {
 		r.ListWorkers = dbusErrorName(err) + " " + err.Error()
 	}
 	var all map[string]dbus.Variant
-	if err := obj.Call("org.freedesktop.DBus.Properties.GetAll", 0, BusInterface).Store(&all); err != nil {
+	if err := obj.Call("org.freedesktop.DBus.Properties.GetAll", 0, Interface).Store(&all); err != nil {
 		r.GetAll = dbusErrorName(err) + " " + err.Error()
 	} else if s, ok := all["State"].Value().(string); ok {
 		r.State = s
@@ -79,7 +82,7 @@ func busPolicyHelper(address string, out io.Writer) error {
 	for r.Signal == "" {
 		select {
 		case s := <-signals:
-			if strings.HasPrefix(s.Name, BusInterface+".") { // not NameAcquired
+			if strings.HasPrefix(s.Name, Interface+".") { // not NameAcquired
 				r.Signal, r.Body = s.Name, s.Body
 			}
 		case <-deadline:
@@ -94,17 +97,17 @@ func busPolicyHelper(address string, out io.Writer) error {
 	return nil
 }
 
-// TestBus_Policy runs a client as an unprivileged user against a bus with
+// TestService_Policy runs a client as an unprivileged user against a bus with
 // the shipped policy: it may read and listen but not Reload or SetWorkers.
-func TestBus_Policy(t *testing.T) {
+func TestService_Policy(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a client as uid 65534")
 	}
 	dir := busTestDir(t)
 	d := startBusTestDaemon(t, dir)
 	ctl := newBusTestController()
-	ctl.status = Status{State: "running", Generation: 1, Workers: 2, ReadyWorkers: 2}
-	b := NewBus(BusOptions{Instance: "policy", Address: d.Address, Controller: ctl})
+	ctl.status = workers.Status{State: "running", Generation: 1, Workers: 2, ReadyWorkers: 2}
+	b := New(Options{Instance: "policy", Address: d.Address, Controller: ctl})
 	runBusTest(t, b)
 	dialBusTest(t, d.Address).waitOwned(t, b.Name())
 
@@ -117,7 +120,7 @@ func TestBus_Policy(t *testing.T) {
 	if err := copyBusTestFile(self, helper); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(helper, "-test.run=^TestBus_PolicyHelper$", "-test.count=1")
+	cmd := exec.Command(helper, "-test.run=^TestService_PolicyHelper$", "-test.count=1")
 	cmd.Env = append(os.Environ(), busPolicyHelperEnv+"="+d.Address)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
@@ -148,7 +151,7 @@ func TestBus_Policy(t *testing.T) {
 			}
 			switch {
 			case line == "READY":
-				b.Emit(Event{Hook: OnStarting, Generation: 1})
+				b.Emit(hooks.Event{Hook: hooks.OnStarting, Generation: 1})
 			case strings.HasPrefix(line, "RESULT "):
 				result = new(busPolicyResult)
 				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "RESULT ")), result); err != nil {
@@ -182,7 +185,7 @@ func TestBus_Policy(t *testing.T) {
 	if result.State != "running" {
 		t.Errorf("uid 65534 read State %q, want running", result.State)
 	}
-	if result.Signal != BusInterface+".OnStarting" || len(result.Body) != 2 || result.Body[0] != "policy" {
+	if result.Signal != Interface+".OnStarting" || len(result.Body) != 2 || result.Body[0] != "policy" {
 		t.Errorf("uid 65534 received %s %v, want OnStarting [policy 1]", result.Signal, result.Body)
 	}
 	if reloads, set := ctl.calls(); reloads != 0 || len(set) != 0 {

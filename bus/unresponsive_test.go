@@ -1,6 +1,7 @@
-package hooks
+package bus
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/hooks"
 )
 
 // busStopBound is how soon Run must return once cancelled, whatever the
@@ -66,16 +69,36 @@ func startSilentBus(t *testing.T) *silentBus {
 	return s
 }
 
-// runBusUntil runs b and returns a function that cancels it and fails the
-// test unless Run returns nil within busStopBound.
-func runBusUntil(t *testing.T, b *Bus) (stop func()) {
+// runBusUntil runs b and returns a function — also run when the test ends
+// — that cancels it and fails the test unless Run returns nil within
+// busStopBound.
+func runBusUntil(t *testing.T, b *Service) (stop func()) {
 	t.Helper()
-	return runUntil(t, b.Run, busStopBound)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		t.Helper()
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v after cancel, want nil", err)
+				}
+			case <-time.After(busStopBound):
+				t.Errorf("Run did not return within %s of cancel", busStopBound)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
-// recordAttempts records the results of a Bus's connection attempts, the
+// recordAttempts records the results of a Service's connection attempts, the
 // latest 256 of them: when the test reads none for a while, the oldest go.
-func recordAttempts(b *Bus) <-chan error {
+func recordAttempts(b *Service) <-chan error {
 	c := make(chan error, 256)
 	b.onAttempt = func(err error) {
 		for {
@@ -93,7 +116,7 @@ func recordAttempts(b *Bus) <-chan error {
 	return c
 }
 
-// nextAttempt returns the result of the Bus's next connection attempt.
+// nextAttempt returns the result of the Service's next connection attempt.
 func nextAttempt(t *testing.T, c <-chan error, what string) error {
 	t.Helper()
 	select {
@@ -105,22 +128,22 @@ func nextAttempt(t *testing.T, c <-chan error, what string) error {
 	}
 }
 
-// TestBus_SilentBus points a Bus at a socket that accepts and never
+// TestService_SilentBus points a Service at a socket that accepts and never
 // answers: connecting must time out with the one warning of a missing
 // bus, and Run goes on retrying.
-func TestBus_SilentBus(t *testing.T) {
+func TestService_SilentBus(t *testing.T) {
 	silent := startSilentBus(t)
 	log := &busTestLog{}
-	b := NewBus(BusOptions{Instance: "silent", Address: silent.address, Logger: slog.New(log)})
+	b := New(Options{Instance: "silent", Address: silent.address, Logger: slog.New(log)})
 	b.connectTimeout = 50 * time.Millisecond
 	b.backoffMin, b.backoffMax = time.Millisecond, 2*time.Millisecond
 	tries := recordAttempts(b)
-	b.Emit(Event{Hook: OnStarting})
+	b.Emit(hooks.Event{Hook: hooks.OnStarting})
 	stop := runBusUntil(t, b)
 	for i := 0; i < 3; i++ {
 		err := nextAttempt(t, tries, "a bus that never answers")
-		if !errors.Is(err, errBusUnresponsive) {
-			t.Fatalf("attempt %d: %v, want errBusUnresponsive", i, err)
+		if !errors.Is(err, errUnresponsive) {
+			t.Fatalf("attempt %d: %v, want errUnresponsive", i, err)
 		}
 	}
 	stop()
@@ -133,11 +156,11 @@ func TestBus_SilentBus(t *testing.T) {
 	}
 }
 
-// TestBus_StopWhileConnecting cancels Run while it waits for a bus that
+// TestService_StopWhileConnecting cancels Run while it waits for a bus that
 // does not answer, long before the connect timeout: Run returns at once.
-func TestBus_StopWhileConnecting(t *testing.T) {
+func TestService_StopWhileConnecting(t *testing.T) {
 	silent := startSilentBus(t)
-	b := NewBus(BusOptions{Instance: "silent-stop", Address: silent.address})
+	b := New(Options{Instance: "silent-stop", Address: silent.address})
 	b.connectTimeout = time.Hour
 	stop := runBusUntil(t, b)
 	select {
@@ -150,30 +173,30 @@ func TestBus_StopWhileConnecting(t *testing.T) {
 
 // bigEvent is an event whose signal is large: a few of them fill the
 // socket buffers of a bus that does not read.
-func bigEvent(i int) Event {
-	return Event{Hook: WorkerAbort, Generation: 1, WorkerID: i, PID: 1000 + i, Reason: strings.Repeat("x", 1<<20)}
+func bigEvent(i int) hooks.Event {
+	return hooks.Event{Hook: hooks.WorkerAbort, Generation: 1, WorkerID: i, PID: 1000 + i, Reason: strings.Repeat("x", 1<<20)}
 }
 
-// TestBus_StopWithPausedBus stops a Bus whose bus stopped reading while
+// TestService_StopWithPausedBus stops a Service whose bus stopped reading while
 // it had signals to send: Run returns within the drain's bound, and what
 // it could not send is counted and logged.
-func TestBus_StopWithPausedBus(t *testing.T) {
+func TestService_StopWithPausedBus(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	log := &busTestLog{}
-	b := NewBus(BusOptions{Instance: "paused-stop", Address: d.Address, Logger: slog.New(log)})
+	b := New(Options{Instance: "paused-stop", Address: d.Address, Logger: slog.New(log)})
 	stop := runBusUntil(t, b)
 	client.waitOwned(t, b.Name())
 
 	d.Pause()
-	// Killed first (cleanups run last in, first out): the write the Bus
+	// Killed first (cleanups run last in, first out): the write the Service
 	// gave up fails, and its goroutine ends.
 	t.Cleanup(d.Stop)
 	const n = 8
 	for i := 0; i < n; i++ {
 		b.Emit(bigEvent(i))
 	}
-	b.Emit(Event{Hook: OnExit, Reason: "stopped"})
+	b.Emit(hooks.Event{Hook: hooks.OnExit, Reason: "stopped"})
 	stop()
 	if got := b.Dropped(); got == 0 || got > n+1 {
 		t.Errorf("Dropped() = %d, want 1…%d: %d MiB cannot reach a paused bus", got, n+1, n)
@@ -187,15 +210,15 @@ func TestBus_StopWithPausedBus(t *testing.T) {
 	}
 }
 
-// TestBus_PausedBusReconnects pauses the bus under a connected Bus: a
+// TestService_PausedBusReconnects pauses the bus under a connected Service: a
 // write that does not complete counts as a lost connection (one
 // warning), attempts time out while the bus is paused, and once it
-// resumes the Bus owns its name again and sends.
-func TestBus_PausedBusReconnects(t *testing.T) {
+// resumes the Service owns its name again and sends.
+func TestService_PausedBusReconnects(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	log := &busTestLog{}
-	b := NewBus(BusOptions{Instance: "paused", Address: d.Address, Logger: slog.New(log)})
+	b := New(Options{Instance: "paused", Address: d.Address, Logger: slog.New(log)})
 	b.connectTimeout, b.sendTimeout = time.Second, time.Second
 	b.backoffMin, b.backoffMax = time.Millisecond, 20*time.Millisecond
 	tries := recordAttempts(b)
@@ -211,8 +234,8 @@ func TestBus_PausedBusReconnects(t *testing.T) {
 		b.Emit(bigEvent(i))
 	}
 	// The next attempt follows the connection's loss.
-	if err := nextAttempt(t, tries, "paused bus"); !errors.Is(err, errBusUnresponsive) {
-		t.Fatalf("attempt on a paused bus: %v, want errBusUnresponsive", err)
+	if err := nextAttempt(t, tries, "paused bus"); !errors.Is(err, errUnresponsive) {
+		t.Fatalf("attempt on a paused bus: %v, want errUnresponsive", err)
 	}
 	warns := log.at(slog.LevelWarn)
 	if len(warns) != 1 || !strings.HasPrefix(warns[0], "D-Bus connection lost") {
@@ -225,21 +248,21 @@ func TestBus_PausedBusReconnects(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if errors.Is(err, errBusNameTaken) {
-			t.Fatalf("attempt on the resumed bus: %v; the old connection is this Bus's own", err)
+		if errors.Is(err, errNameTaken) {
+			t.Fatalf("attempt on the resumed bus: %v; the old connection is this Service's own", err)
 		}
 	}
 	client.subscribe(t)
-	b.Emit(Event{Hook: WhenReady, Generation: 2, Workers: 1})
+	b.Emit(hooks.Event{Hook: hooks.WhenReady, Generation: 2, Workers: 1})
 	for {
 		s := client.nextForkd(t)
-		if s.Name == BusInterface+".WhenReady" {
+		if s.Name == Interface+".WhenReady" {
 			break
 		}
 	}
 	for _, w := range log.at(slog.LevelWarn) {
 		if strings.Contains(w, "name taken") {
-			t.Errorf("warning %q: the name was held by the Bus's own lost connection", w)
+			t.Errorf("warning %q: the name was held by the Service's own lost connection", w)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package hooks
+package bus
 
 import (
 	"context"
@@ -14,9 +14,13 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
+
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/workers"
 )
 
-func TestBusName(t *testing.T) {
+func TestName(t *testing.T) {
 	cases := []struct{ instance, want string }{
 		{"myapp", "io.github.forkd.myapp"},
 		{"MyApp2", "io.github.forkd.MyApp2"},
@@ -29,24 +33,24 @@ func TestBusName(t *testing.T) {
 		{"", "io.github.forkd._"},
 	}
 	for _, c := range cases {
-		if got := BusName(c.instance); got != c.want {
-			t.Errorf("BusName(%q) = %q, want %q", c.instance, got, c.want)
+		if got := Name(c.instance); got != c.want {
+			t.Errorf("Name(%q) = %q, want %q", c.instance, got, c.want)
 		}
-		back, ok := InstanceFromBusName(c.want)
+		back, ok := InstanceFromName(c.want)
 		if !ok || back != c.instance {
-			t.Errorf("InstanceFromBusName(%q) = %q, %v; want %q, true", c.want, back, ok, c.instance)
+			t.Errorf("InstanceFromName(%q) = %q, %v; want %q, true", c.want, back, ok, c.instance)
 		}
 	}
 	for _, bad := range []string{"org.example.x", "io.github.forkd.", "io.github.forkd.a_2", "io.github.forkd.a_zz", "io.github.forkd.a-b"} {
-		if got, ok := InstanceFromBusName(bad); ok {
-			t.Errorf("InstanceFromBusName(%q) = %q, true; want false", bad, got)
+		if got, ok := InstanceFromName(bad); ok {
+			t.Errorf("InstanceFromName(%q) = %q, true; want false", bad, got)
 		}
 	}
 }
 
-// TestBus_InterfaceXML checks that the shipped XML describes exactly the
+// TestService_InterfaceXML checks that the shipped XML describes exactly the
 // signals Emit sends, argument by argument, and the properties served.
-func TestBus_InterfaceXML(t *testing.T) {
+func TestService_InterfaceXML(t *testing.T) {
 	var node introspect.Node
 	if err := xml.Unmarshal([]byte(InterfaceXML()), &node); err != nil {
 		t.Fatalf("parse io.github.forkd.Manager1.xml: %v", err)
@@ -55,12 +59,12 @@ func TestBus_InterfaceXML(t *testing.T) {
 	var names []string
 	for i := range node.Interfaces {
 		names = append(names, node.Interfaces[i].Name)
-		if node.Interfaces[i].Name == BusInterface {
+		if node.Interfaces[i].Name == Interface {
 			iface = &node.Interfaces[i]
 		}
 	}
 	if iface == nil {
-		t.Fatalf("XML has no %s interface", BusInterface)
+		t.Fatalf("XML has no %s interface", Interface)
 	}
 	for _, want := range []string{"org.freedesktop.DBus.Properties", "org.freedesktop.DBus.Introspectable"} {
 		if !strings.Contains(strings.Join(names, " "), want) {
@@ -71,7 +75,7 @@ func TestBus_InterfaceXML(t *testing.T) {
 	for _, s := range iface.Signals {
 		signals[s.Name] = s
 	}
-	for _, h := range All {
+	for _, h := range hooks.All {
 		s, ok := signals[h.Signal()]
 		if !ok {
 			t.Errorf("XML lacks signal %s", h.Signal())
@@ -88,7 +92,7 @@ func TestBus_InterfaceXML(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("signal %s: XML args %v, Emit sends %v", h.Signal(), got, want)
 		}
-		body := signalBody(Event{Hook: h})
+		body := signalBody(hooks.Event{Hook: h})
 		if sig := dbus.SignatureOf(body...).String(); sig != strings.Join(sigTypes(s.Args), "") {
 			t.Errorf("signal %s: Emit's body has signature %s, XML says %v", h.Signal(), sig, sigTypes(s.Args))
 		}
@@ -124,7 +128,7 @@ func TestBus_InterfaceXML(t *testing.T) {
 	if !reflect.DeepEqual(methods, wantMethods) {
 		t.Errorf("XML methods %v, want %v", methods, wantMethods)
 	}
-	if sig := dbus.SignatureOf([]busWorker{}).String(); sig != "a(iutst)" {
+	if sig := dbus.SignatureOf([]wireWorker{}).String(); sig != "a(iutst)" {
 		t.Errorf("ListWorkers returns %s, XML says a(iutst)", sig)
 	}
 }
@@ -149,17 +153,17 @@ func emitWithin(t *testing.T, what string, f func()) {
 	}
 }
 
-// TestBus_NoBus checks that Emit never blocks without a bus, counts what it
+// TestService_NoBus checks that Emit never blocks without a bus, counts what it
 // drops, and that Run warns once and returns nil on cancel.
-func TestBus_NoBus(t *testing.T) {
+func TestService_NoBus(t *testing.T) {
 	log := &busTestLog{}
-	b := NewBus(BusOptions{Instance: "nobus", Logger: slog.New(log), Queue: 4,
+	b := New(Options{Instance: "nobus", Logger: slog.New(log), Queue: 4,
 		Address: "unix:path=" + t.TempDir() + "/no-such-bus"})
 	b.backoffMin, b.backoffMax = time.Millisecond, 2*time.Millisecond
 
 	emitWithin(t, "Emit with nobody draining the queue", func() {
 		for i := 0; i < 10; i++ {
-			b.Emit(Event{Hook: PostFork, WorkerID: i, PID: 100 + i})
+			b.Emit(hooks.Event{Hook: hooks.PostFork, WorkerID: i, PID: 100 + i})
 		}
 	})
 	if got := b.Dropped(); got != 6 {
@@ -167,7 +171,7 @@ func TestBus_NoBus(t *testing.T) {
 	}
 	emitWithin(t, "UpdateStatus with nobody reading", func() {
 		for i := 0; i < 10; i++ {
-			b.UpdateStatus(Status{State: "running", Generation: uint64(i)})
+			b.UpdateStatus(workers.Status{State: "running", Generation: uint64(i)})
 		}
 	})
 	if s, _ := b.currentStatus(context.Background()); s.Generation != 9 {
@@ -196,7 +200,7 @@ func TestBus_NoBus(t *testing.T) {
 	}
 	emitWithin(t, "Emit while Run retries", func() {
 		for i := 0; i < 100; i++ {
-			b.Emit(Event{Hook: OnStarting})
+			b.Emit(hooks.Event{Hook: hooks.OnStarting})
 		}
 	})
 	if got := b.Dropped(); got != 106 {
@@ -220,55 +224,55 @@ func TestBus_NoBus(t *testing.T) {
 // busTestEvents is one event per hook with distinct values, and the body
 // each signal must carry (written out, not computed by the code under test).
 func busTestEvents() []struct {
-	e    Event
+	e    hooks.Event
 	body []any
 } {
 	const inst = "sig-test"
 	return []struct {
-		e    Event
+		e    hooks.Event
 		body []any
 	}{
-		{Event{Hook: OnStarting, Generation: 1, WorkerID: -1}, []any{inst, uint64(1)}},
-		{Event{Hook: OnReload, Generation: 2, WorkerID: -1}, []any{inst, uint64(2)}},
-		{Event{Hook: WhenReady, Generation: 2, WorkerID: -1, Workers: 4}, []any{inst, uint64(2), uint32(4)}},
-		{Event{Hook: PreFork, Generation: 2, WorkerID: 3}, []any{inst, uint64(2), int32(3)}},
-		{Event{Hook: PostFork, Generation: 2, WorkerID: 3, PID: 4242}, []any{inst, uint64(2), int32(3), uint32(4242)}},
-		{Event{Hook: PostWorkerInit, Generation: 2, WorkerID: 1, PID: 4243}, []any{inst, uint64(2), int32(1), uint32(4243)}},
-		{Event{Hook: WorkerInt, Generation: 2, WorkerID: 1, PID: 4243, Signal: 2}, []any{inst, uint64(2), int32(1), uint32(4243), int32(2)}},
-		{Event{Hook: WorkerAbort, Generation: 2, WorkerID: 0, PID: 4244, Reason: "timeout"}, []any{inst, uint64(2), int32(0), uint32(4244), "timeout"}},
-		{Event{Hook: PreExec, Generation: 3, WorkerID: -1}, []any{inst, uint64(3)}},
-		{Event{Hook: PreRequest, Generation: 3, WorkerID: 2, PID: 4245}, []any{inst, uint64(3), int32(2), uint32(4245)}},
-		{Event{Hook: PostRequest, Generation: 3, WorkerID: 2, PID: 4245}, []any{inst, uint64(3), int32(2), uint32(4245)}},
-		{Event{Hook: ChildExit, Generation: 3, WorkerID: 2, PID: 4245, ExitCode: -1, Signal: 9, Reason: "crashed"}, []any{inst, uint64(3), int32(2), uint32(4245), int32(-1), int32(9), "crashed"}},
-		{Event{Hook: WorkerExit, Generation: 3, WorkerID: 2, PID: 4245, ExitCode: 3, Reason: "scale down"}, []any{inst, uint64(3), int32(2), uint32(4245), int32(3), int32(0), "scale down"}},
-		{Event{Hook: NworkersChanged, Generation: 3, WorkerID: -1, OldWorkers: 4, Workers: 6}, []any{inst, uint64(3), uint32(4), uint32(6)}},
-		{Event{Hook: OnExit, Generation: 3, WorkerID: -1, Reason: "stopped"}, []any{inst, uint64(3), "stopped"}},
+		{hooks.Event{Hook: hooks.OnStarting, Generation: 1, WorkerID: -1}, []any{inst, uint64(1)}},
+		{hooks.Event{Hook: hooks.OnReload, Generation: 2, WorkerID: -1}, []any{inst, uint64(2)}},
+		{hooks.Event{Hook: hooks.WhenReady, Generation: 2, WorkerID: -1, Workers: 4}, []any{inst, uint64(2), uint32(4)}},
+		{hooks.Event{Hook: hooks.PreFork, Generation: 2, WorkerID: 3}, []any{inst, uint64(2), int32(3)}},
+		{hooks.Event{Hook: hooks.PostFork, Generation: 2, WorkerID: 3, PID: 4242}, []any{inst, uint64(2), int32(3), uint32(4242)}},
+		{hooks.Event{Hook: hooks.PostWorkerInit, Generation: 2, WorkerID: 1, PID: 4243}, []any{inst, uint64(2), int32(1), uint32(4243)}},
+		{hooks.Event{Hook: hooks.WorkerInt, Generation: 2, WorkerID: 1, PID: 4243, Signal: 2}, []any{inst, uint64(2), int32(1), uint32(4243), int32(2)}},
+		{hooks.Event{Hook: hooks.WorkerAbort, Generation: 2, WorkerID: 0, PID: 4244, Reason: "timeout"}, []any{inst, uint64(2), int32(0), uint32(4244), "timeout"}},
+		{hooks.Event{Hook: hooks.PreExec, Generation: 3, WorkerID: -1}, []any{inst, uint64(3)}},
+		{hooks.Event{Hook: hooks.PreRequest, Generation: 3, WorkerID: 2, PID: 4245}, []any{inst, uint64(3), int32(2), uint32(4245)}},
+		{hooks.Event{Hook: hooks.PostRequest, Generation: 3, WorkerID: 2, PID: 4245}, []any{inst, uint64(3), int32(2), uint32(4245)}},
+		{hooks.Event{Hook: hooks.ChildExit, Generation: 3, WorkerID: 2, PID: 4245, ExitCode: -1, Signal: 9, Reason: "crashed"}, []any{inst, uint64(3), int32(2), uint32(4245), int32(-1), int32(9), "crashed"}},
+		{hooks.Event{Hook: hooks.WorkerExit, Generation: 3, WorkerID: 2, PID: 4245, ExitCode: 3, Reason: "scale down"}, []any{inst, uint64(3), int32(2), uint32(4245), int32(3), int32(0), "scale down"}},
+		{hooks.Event{Hook: hooks.NworkersChanged, Generation: 3, WorkerID: -1, OldWorkers: 4, Workers: 6}, []any{inst, uint64(3), uint32(4), uint32(6)}},
+		{hooks.Event{Hook: hooks.OnExit, Generation: 3, WorkerID: -1, Reason: "stopped"}, []any{inst, uint64(3), "stopped"}},
 	}
 }
 
-func TestBus_Signals(t *testing.T) {
+func TestService_Signals(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	client.subscribe(t)
-	b := NewBus(BusOptions{Instance: "sig-test", Address: d.Address, RequestSignals: 1e9})
+	b := New(Options{Instance: "sig-test", Address: d.Address, RequestSignals: 1e9})
 	runBusTest(t, b)
-	client.waitOwned(t, BusName("sig-test"))
+	client.waitOwned(t, Name("sig-test"))
 
 	events := busTestEvents()
-	if len(events) != len(All) {
-		t.Fatalf("test covers %d hooks, there are %d", len(events), len(All))
+	if len(events) != len(hooks.All) {
+		t.Fatalf("test covers %d hooks, there are %d", len(events), len(hooks.All))
 	}
 	for _, ev := range events {
 		b.Emit(ev.e)
 	}
 	for _, ev := range events {
 		s := client.nextForkd(t)
-		want := BusInterface + "." + ev.e.Hook.Signal()
+		want := Interface + "." + ev.e.Hook.Signal()
 		if s.Name != want {
 			t.Fatalf("got signal %s, want %s (signals must arrive in order)", s.Name, want)
 		}
-		if s.Path != BusObjectPath {
-			t.Errorf("%s sent from %s, want %s", s.Name, s.Path, BusObjectPath)
+		if s.Path != ObjectPath {
+			t.Errorf("%s sent from %s, want %s", s.Name, s.Path, ObjectPath)
 		}
 		if !reflect.DeepEqual(s.Body, ev.body) {
 			t.Errorf("%s body = %#v, want %#v", s.Name, s.Body, ev.body)
@@ -279,7 +283,7 @@ func TestBus_Signals(t *testing.T) {
 		Bounds: []time.Duration{time.Millisecond, 10 * time.Millisecond}, Counts: []uint64{6, 3, 1}})
 	s := client.nextForkd(t)
 	want := []any{"sig-test", uint64(3), int32(1), uint32(77), uint64(10), []uint64{1000, 10000}, []uint64{6, 3, 1}}
-	if s.Name != BusInterface+".RequestStats" || !reflect.DeepEqual(s.Body, want) {
+	if s.Name != Interface+".RequestStats" || !reflect.DeepEqual(s.Body, want) {
 		t.Errorf("got %s %#v, want RequestStats %#v", s.Name, s.Body, want)
 	}
 	if got := b.Dropped(); got != 0 {
@@ -287,36 +291,36 @@ func TestBus_Signals(t *testing.T) {
 	}
 }
 
-// TestBus_RequestSignalsOptIn checks that PreRequest/PostRequest are not
+// TestService_RequestSignalsOptIn checks that PreRequest/PostRequest are not
 // sent by default and are rate-limited when enabled.
-func TestBus_RequestSignalsOptIn(t *testing.T) {
+func TestService_RequestSignalsOptIn(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	client.subscribe(t)
 
-	off := NewBus(BusOptions{Instance: "req-off", Address: d.Address})
-	limited := NewBus(BusOptions{Instance: "req-limited", Address: d.Address, RequestSignals: 1.0 / 3600})
+	off := New(Options{Instance: "req-off", Address: d.Address})
+	limited := New(Options{Instance: "req-limited", Address: d.Address, RequestSignals: 1.0 / 3600})
 	runBusTest(t, off)
 	runBusTest(t, limited)
 	client.waitOwned(t, off.Name())
 	client.waitOwned(t, limited.Name())
 
 	now := time.Now()
-	off.Emit(Event{Hook: PreRequest, Time: now})
-	off.Emit(Event{Hook: PostRequest, Time: now})
-	off.Emit(Event{Hook: OnExit, Reason: "marker"})
-	if s := client.nextForkd(t); s.Name != BusInterface+".OnExit" {
+	off.Emit(hooks.Event{Hook: hooks.PreRequest, Time: now})
+	off.Emit(hooks.Event{Hook: hooks.PostRequest, Time: now})
+	off.Emit(hooks.Event{Hook: hooks.OnExit, Reason: "marker"})
+	if s := client.nextForkd(t); s.Name != Interface+".OnExit" {
 		t.Errorf("by default got %s before the marker, want no request signals", s.Name)
 	}
 
-	limited.Emit(Event{Hook: PreRequest, Time: now})
-	limited.Emit(Event{Hook: PostRequest, Time: now.Add(time.Second)})
-	limited.Emit(Event{Hook: PreRequest, Time: now.Add(time.Minute)})
-	limited.Emit(Event{Hook: OnExit, Reason: "marker"})
-	if s := client.nextForkd(t); s.Name != BusInterface+".PreRequest" {
+	limited.Emit(hooks.Event{Hook: hooks.PreRequest, Time: now})
+	limited.Emit(hooks.Event{Hook: hooks.PostRequest, Time: now.Add(time.Second)})
+	limited.Emit(hooks.Event{Hook: hooks.PreRequest, Time: now.Add(time.Minute)})
+	limited.Emit(hooks.Event{Hook: hooks.OnExit, Reason: "marker"})
+	if s := client.nextForkd(t); s.Name != Interface+".PreRequest" {
 		t.Errorf("rate-limited: first signal %s, want PreRequest", s.Name)
 	}
-	if s := client.nextForkd(t); s.Name != BusInterface+".OnExit" {
+	if s := client.nextForkd(t); s.Name != Interface+".OnExit" {
 		t.Errorf("rate-limited (1/hour): got %s after the first request signal, want the marker", s.Name)
 	}
 	if off.Dropped()+limited.Dropped() != 0 {
@@ -324,18 +328,18 @@ func TestBus_RequestSignalsOptIn(t *testing.T) {
 	}
 }
 
-func TestBus_Properties(t *testing.T) {
+func TestService_Properties(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	ctl := newBusTestController()
-	ctl.status = Status{State: "starting", Generation: 1, Workers: 3}
-	b := NewBus(BusOptions{Instance: "props", Address: d.Address, Controller: ctl, Queue: 2})
+	ctl.status = workers.Status{State: "starting", Generation: 1, Workers: 3}
+	b := New(Options{Instance: "props", Address: d.Address, Controller: ctl, Queue: 2})
 	// Dropped before Run: the queue holds 2 of these 5.
 	for i := 0; i < 5; i++ {
-		b.Emit(Event{Hook: PreFork, WorkerID: i})
+		b.Emit(hooks.Event{Hook: hooks.PreFork, WorkerID: i})
 	}
 	match := []dbus.MatchOption{dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
-		dbus.WithMatchMember("PropertiesChanged"), dbus.WithMatchObjectPath(BusObjectPath)}
+		dbus.WithMatchMember("PropertiesChanged"), dbus.WithMatchObjectPath(ObjectPath)}
 	if err := client.AddMatchSignal(match...); err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +349,7 @@ func TestBus_Properties(t *testing.T) {
 
 	// Before any UpdateStatus, the controller answers.
 	var all map[string]dbus.Variant
-	if err := obj.Call("org.freedesktop.DBus.Properties.GetAll", 0, BusInterface).Store(&all); err != nil {
+	if err := obj.Call("org.freedesktop.DBus.Properties.GetAll", 0, Interface).Store(&all); err != nil {
 		t.Fatalf("GetAll: %v", err)
 	}
 	want := map[string]any{"Instance": "props", "State": "starting", "Generation": uint64(1),
@@ -354,26 +358,26 @@ func TestBus_Properties(t *testing.T) {
 		t.Errorf("GetAll = %v, want %v", got, want)
 	}
 
-	b.UpdateStatus(Status{State: "running", Generation: 1, Workers: 3, ReadyWorkers: 3})
+	b.UpdateStatus(workers.Status{State: "running", Generation: 1, Workers: 3, ReadyWorkers: 3})
 	s := client.next(t, "org.freedesktop.DBus.Properties.PropertiesChanged")
 	checkChanged(t, s, map[string]any{"State": "running", "ReadyWorkers": uint32(3)})
 
-	b.UpdateStatus(Status{State: "running", Generation: 2, Workers: 5, ReadyWorkers: 3})
+	b.UpdateStatus(workers.Status{State: "running", Generation: 2, Workers: 5, ReadyWorkers: 3})
 	s = client.next(t, "org.freedesktop.DBus.Properties.PropertiesChanged")
 	checkChanged(t, s, map[string]any{"Generation": uint64(2), "Workers": uint32(5)})
 
 	var v dbus.Variant
-	if err := obj.Call("org.freedesktop.DBus.Properties.Get", 0, BusInterface, "Workers").Store(&v); err != nil {
+	if err := obj.Call("org.freedesktop.DBus.Properties.Get", 0, Interface, "Workers").Store(&v); err != nil {
 		t.Fatalf("Get Workers: %v", err)
 	}
 	if v.Value() != uint32(5) {
 		t.Errorf("Get Workers = %v, want 5", v.Value())
 	}
-	err := obj.Call("org.freedesktop.DBus.Properties.Get", 0, BusInterface, "Nope").Err
+	err := obj.Call("org.freedesktop.DBus.Properties.Get", 0, Interface, "Nope").Err
 	if name := dbusErrorName(err); name != "org.freedesktop.DBus.Error.UnknownProperty" {
 		t.Errorf("Get Nope: error %v, want UnknownProperty", err)
 	}
-	err = obj.Call("org.freedesktop.DBus.Properties.Set", 0, BusInterface, "Workers", dbus.MakeVariant(uint32(1))).Err
+	err = obj.Call("org.freedesktop.DBus.Properties.Set", 0, Interface, "Workers", dbus.MakeVariant(uint32(1))).Err
 	// The shipped policy denies Set to everyone (the object would answer
 	// PropertyReadOnly anyway).
 	if name := dbusErrorName(err); name != "org.freedesktop.DBus.Error.AccessDenied" {
@@ -391,7 +395,7 @@ func variantValues(m map[string]dbus.Variant) map[string]any {
 
 func checkChanged(t *testing.T, s *dbus.Signal, want map[string]any) {
 	t.Helper()
-	if len(s.Body) != 3 || s.Body[0] != BusInterface {
+	if len(s.Body) != 3 || s.Body[0] != Interface {
 		t.Fatalf("PropertiesChanged body %#v", s.Body)
 	}
 	changed, ok := s.Body[1].(map[string]dbus.Variant)
@@ -403,16 +407,16 @@ func checkChanged(t *testing.T, s *dbus.Signal, want map[string]any) {
 	}
 }
 
-// TestBus_DroppedSignalsChanged checks that drops while connected are
+// TestService_DroppedSignalsChanged checks that drops while connected are
 // published as a DroppedSignals change.
-func TestBus_DroppedSignalsChanged(t *testing.T) {
+func TestService_DroppedSignalsChanged(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	if err := client.AddMatchSignal(dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
 		dbus.WithMatchMember("PropertiesChanged")); err != nil {
 		t.Fatal(err)
 	}
-	b := NewBus(BusOptions{Instance: "drops", Address: d.Address, Queue: 1})
+	b := New(Options{Instance: "drops", Address: d.Address, Queue: 1})
 	b.droppedEvery = 0
 	runBusTest(t, b)
 	client.waitOwned(t, b.Name())
@@ -421,11 +425,11 @@ func TestBus_DroppedSignalsChanged(t *testing.T) {
 	checkChanged(t, s, map[string]any{"DroppedSignals": uint64(1)})
 }
 
-func TestBus_Reload(t *testing.T) {
+func TestService_Reload(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	ctl := newBusTestController()
-	b := NewBus(BusOptions{Instance: "reload", Address: d.Address, Controller: ctl})
+	b := New(Options{Instance: "reload", Address: d.Address, Controller: ctl})
 	runBusTest(t, b)
 	client.waitOwned(t, b.Name())
 	obj := client.object("reload")
@@ -436,10 +440,10 @@ func TestBus_Reload(t *testing.T) {
 		wantName string
 	}{
 		{"ok", nil, ""},
-		{"failed", errors.New("new generation did not come up: worker 0 exited with 3"), BusErrorReloadFailed},
+		{"failed", errors.New("new generation did not come up: worker 0 exited with 3"), ErrorReloadFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			call := obj.Go(BusInterface+".Reload", 0, make(chan *dbus.Call, 1))
+			call := obj.Go(Interface+".Reload", 0, make(chan *dbus.Call, 1))
 			select {
 			case <-ctl.reloadIn:
 			case <-time.After(busTestTimeout):
@@ -448,8 +452,8 @@ func TestBus_Reload(t *testing.T) {
 			// A signal sent while the reload is in flight still arrives:
 			// methods do not hold up the signal queue.
 			client.subscribe(t)
-			b.Emit(Event{Hook: OnReload, Generation: 9})
-			if s := client.nextForkd(t); s.Name != BusInterface+".OnReload" {
+			b.Emit(hooks.Event{Hook: hooks.OnReload, Generation: 9})
+			if s := client.nextForkd(t); s.Name != Interface+".OnReload" {
 				t.Errorf("during Reload got %s, want OnReload", s.Name)
 			}
 			select {
@@ -476,64 +480,64 @@ func TestBus_Reload(t *testing.T) {
 	}
 }
 
-func TestBus_SetWorkers(t *testing.T) {
+func TestService_SetWorkers(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	ctl := newBusTestController()
-	b := NewBus(BusOptions{Instance: "scale", Address: d.Address, Controller: ctl})
+	b := New(Options{Instance: "scale", Address: d.Address, Controller: ctl})
 	runBusTest(t, b)
 	client.waitOwned(t, b.Name())
 	obj := client.object("scale")
 
-	if err := obj.Call(BusInterface+".SetWorkers", 0, uint32(7)).Err; err != nil {
+	if err := obj.Call(Interface+".SetWorkers", 0, uint32(7)).Err; err != nil {
 		t.Fatalf("SetWorkers(7): %v", err)
 	}
-	err := obj.Call(BusInterface+".SetWorkers", 0, uint32(MaxWorkers+1)).Err
-	if got := dbusErrorName(err); got != BusErrorInvalidArgs {
-		t.Errorf("SetWorkers(%d) error %v, want %s", MaxWorkers+1, err, BusErrorInvalidArgs)
+	err := obj.Call(Interface+".SetWorkers", 0, uint32(config.MaxWorkers+1)).Err
+	if got := dbusErrorName(err); got != ErrorInvalidArgs {
+		t.Errorf("SetWorkers(%d) error %v, want %s", config.MaxWorkers+1, err, ErrorInvalidArgs)
 	}
 	if _, set := ctl.calls(); !reflect.DeepEqual(set, []int{7}) {
 		t.Errorf("controller got SetWorkers %v, want [7]", set)
 	}
 	ctl.mu.Lock()
-	ctl.setErr = fmt.Errorf("scale to 9: %w", ErrInvalidArgs)
+	ctl.setErr = fmt.Errorf("scale to 9: %w", workers.ErrOutOfRange)
 	ctl.mu.Unlock()
-	err = obj.Call(BusInterface+".SetWorkers", 0, uint32(9)).Err
-	if got := dbusErrorName(err); got != BusErrorInvalidArgs {
-		t.Errorf("controller's ErrInvalidArgs came back as %v, want %s", err, BusErrorInvalidArgs)
+	err = obj.Call(Interface+".SetWorkers", 0, uint32(9)).Err
+	if got := dbusErrorName(err); got != ErrorInvalidArgs {
+		t.Errorf("controller's workers.ErrOutOfRange came back as %v, want %s", err, ErrorInvalidArgs)
 	}
 	ctl.mu.Lock()
 	ctl.setErr = errors.New("stopping")
 	ctl.mu.Unlock()
-	err = obj.Call(BusInterface+".SetWorkers", 0, uint32(9)).Err
-	if got := dbusErrorName(err); got != BusErrorFailed {
-		t.Errorf("controller failure came back as %v, want %s", err, BusErrorFailed)
+	err = obj.Call(Interface+".SetWorkers", 0, uint32(9)).Err
+	if got := dbusErrorName(err); got != ErrorFailed {
+		t.Errorf("controller failure came back as %v, want %s", err, ErrorFailed)
 	}
 	// A wrong argument type never reaches the controller.
-	if err := obj.Call(BusInterface+".SetWorkers", 0, "seven").Err; err == nil {
+	if err := obj.Call(Interface+".SetWorkers", 0, "seven").Err; err == nil {
 		t.Error(`SetWorkers("seven") succeeded`)
 	}
 }
 
-func TestBus_ListWorkers(t *testing.T) {
+func TestService_ListWorkers(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	ctl := newBusTestController()
 	started := time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
-	ctl.workers = []WorkerInfo{
+	ctl.workers = []workers.Info{
 		{ID: 1, PID: 301, Generation: 2, State: "starting", Started: started},
 		{ID: 0, PID: 200, Generation: 1, State: "stopping", Started: started.Add(-time.Hour)},
 		{ID: 0, PID: 300, Generation: 2, State: "ready"},
 	}
-	b := NewBus(BusOptions{Instance: "list", Address: d.Address, Controller: ctl})
+	b := New(Options{Instance: "list", Address: d.Address, Controller: ctl})
 	runBusTest(t, b)
 	client.waitOwned(t, b.Name())
 
-	var got []busWorker
-	if err := client.object("list").Call(BusInterface+".ListWorkers", 0).Store(&got); err != nil {
+	var got []wireWorker
+	if err := client.object("list").Call(Interface+".ListWorkers", 0).Store(&got); err != nil {
 		t.Fatalf("ListWorkers: %v", err)
 	}
-	want := []busWorker{
+	want := []wireWorker{
 		{0, 200, 1, "stopping", uint64(started.Add(-time.Hour).UnixMicro())},
 		{0, 300, 2, "ready", 0},
 		{1, 301, 2, "starting", uint64(started.UnixMicro())},
@@ -543,10 +547,10 @@ func TestBus_ListWorkers(t *testing.T) {
 	}
 }
 
-func TestBus_Introspect(t *testing.T) {
+func TestService_Introspect(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
-	b := NewBus(BusOptions{Instance: "intro", Address: d.Address})
+	b := New(Options{Instance: "intro", Address: d.Address})
 	runBusTest(t, b)
 	client.waitOwned(t, b.Name())
 	var got string
@@ -561,20 +565,20 @@ func TestBus_Introspect(t *testing.T) {
 	}
 }
 
-// TestBus_Reconnect kills the bus under a running Bus and starts a new one
-// on the same socket: the Bus must own its name again and send signals.
-func TestBus_Reconnect(t *testing.T) {
+// TestService_Reconnect kills the bus under a running Service and starts a new one
+// on the same socket: the Service must own its name again and send signals.
+func TestService_Reconnect(t *testing.T) {
 	dir := busTestDir(t)
 	d := startBusTestDaemon(t, dir)
 	client := dialBusTest(t, d.Address)
 	client.subscribe(t)
 	log := &busTestLog{}
-	b := NewBus(BusOptions{Instance: "phoenix", Address: d.Address, Logger: slog.New(log)})
+	b := New(Options{Instance: "phoenix", Address: d.Address, Logger: slog.New(log)})
 	b.backoffMin, b.backoffMax = 5*time.Millisecond, 50*time.Millisecond
 	runBusTest(t, b)
 	client.waitOwned(t, b.Name())
-	b.Emit(Event{Hook: OnStarting, Generation: 1})
-	if s := client.nextForkd(t); s.Name != BusInterface+".OnStarting" {
+	b.Emit(hooks.Event{Hook: hooks.OnStarting, Generation: 1})
+	if s := client.nextForkd(t); s.Name != Interface+".OnStarting" {
 		t.Fatalf("got %s, want OnStarting", s.Name)
 	}
 
@@ -585,7 +589,7 @@ func TestBus_Reconnect(t *testing.T) {
 		t.Fatal("client connection survived the daemon")
 	}
 	emitWithin(t, "Emit while the bus is down", func() {
-		b.Emit(Event{Hook: WorkerExit, Generation: 1, WorkerID: 0, PID: 1})
+		b.Emit(hooks.Event{Hook: hooks.WorkerExit, Generation: 1, WorkerID: 0, PID: 1})
 	})
 
 	d2 := startBusTestDaemon(t, dir)
@@ -595,13 +599,13 @@ func TestBus_Reconnect(t *testing.T) {
 	client2 := dialBusTest(t, d2.Address)
 	client2.subscribe(t)
 	client2.waitOwned(t, b.Name())
-	b.Emit(Event{Hook: WhenReady, Generation: 2, Workers: 1})
+	b.Emit(hooks.Event{Hook: hooks.WhenReady, Generation: 2, Workers: 1})
 	for {
 		s := client2.nextForkd(t)
-		if s.Name == BusInterface+".WorkerExit" {
+		if s.Name == Interface+".WorkerExit" {
 			continue // queued while down; may or may not beat our match
 		}
-		if s.Name != BusInterface+".WhenReady" || !reflect.DeepEqual(s.Body, []any{"phoenix", uint64(2), uint32(1)}) {
+		if s.Name != Interface+".WhenReady" || !reflect.DeepEqual(s.Body, []any{"phoenix", uint64(2), uint32(1)}) {
 			t.Fatalf("after reconnecting got %s %v, want WhenReady [phoenix 2 1]", s.Name, s.Body)
 		}
 		break
@@ -611,13 +615,13 @@ func TestBus_Reconnect(t *testing.T) {
 	}
 }
 
-// TestBus_NameTaken runs two Buses for one instance: the second warns once,
+// TestService_NameTaken runs two Buses for one instance: the second warns once,
 // keeps retrying, and takes the name over when the first stops.
-func TestBus_NameTaken(t *testing.T) {
+func TestService_NameTaken(t *testing.T) {
 	d := startBusTestDaemon(t, busTestDir(t))
 	client := dialBusTest(t, d.Address)
 	client.subscribe(t)
-	first := NewBus(BusOptions{Instance: "twice", Address: d.Address})
+	first := New(Options{Instance: "twice", Address: d.Address})
 	ctx1, stop1 := context.WithCancel(context.Background())
 	done1 := make(chan error, 1)
 	go func() { done1 <- first.Run(ctx1) }()
@@ -625,7 +629,7 @@ func TestBus_NameTaken(t *testing.T) {
 	client.waitOwned(t, first.Name())
 
 	log := &busTestLog{}
-	second := NewBus(BusOptions{Instance: "twice", Address: d.Address, Logger: slog.New(log)})
+	second := New(Options{Instance: "twice", Address: d.Address, Logger: slog.New(log)})
 	second.backoffMin, second.backoffMax = time.Millisecond, 5*time.Millisecond
 	attempts := make(chan error, 16)
 	acquired := make(chan struct{}, 1)
@@ -646,11 +650,11 @@ func TestBus_NameTaken(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		select {
 		case err := <-attempts:
-			if !errors.Is(err, errBusNameTaken) {
-				t.Fatalf("second Bus attempt: %v, want errBusNameTaken", err)
+			if !errors.Is(err, errNameTaken) {
+				t.Fatalf("second Service attempt: %v, want errNameTaken", err)
 			}
 		case <-time.After(busTestTimeout):
-			t.Fatal("second Bus made no attempts")
+			t.Fatal("second Service made no attempts")
 		}
 	}
 	if warns := log.at(slog.LevelWarn); len(warns) != 1 || !strings.Contains(warns[0], "name taken") {
@@ -662,11 +666,11 @@ func TestBus_NameTaken(t *testing.T) {
 	select {
 	case <-acquired:
 	case <-time.After(busTestTimeout):
-		t.Fatal("second Bus did not take the name over")
+		t.Fatal("second Service did not take the name over")
 	}
-	second.Emit(Event{Hook: OnStarting, Generation: 7})
+	second.Emit(hooks.Event{Hook: hooks.OnStarting, Generation: 7})
 	s := client.nextForkd(t)
-	if s.Name != BusInterface+".OnStarting" || !reflect.DeepEqual(s.Body, []any{"twice", uint64(7)}) {
+	if s.Name != Interface+".OnStarting" || !reflect.DeepEqual(s.Body, []any{"twice", uint64(7)}) {
 		t.Errorf("after taking over got %s %v", s.Name, s.Body)
 	}
 }

@@ -1,4 +1,4 @@
-package hooks
+package bus
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/workers"
 )
 
 // busTestTimeout bounds every wait in the bus tests.
@@ -64,7 +65,7 @@ func dialBusTest(t *testing.T, address string) *busTestClient {
 // subscribe matches every signal of the forkd interface.
 func (c *busTestClient) subscribe(t *testing.T) {
 	t.Helper()
-	if err := c.AddMatchSignal(dbus.WithMatchInterface(BusInterface)); err != nil {
+	if err := c.AddMatchSignal(dbus.WithMatchInterface(Interface)); err != nil {
 		t.Fatalf("add match: %v", err)
 	}
 }
@@ -122,7 +123,7 @@ func (c *busTestClient) nextForkd(t *testing.T) *dbus.Signal {
 	for {
 		select {
 		case s := <-c.signals:
-			if strings.HasPrefix(s.Name, BusInterface+".") {
+			if strings.HasPrefix(s.Name, Interface+".") {
 				return s
 			}
 		case <-deadline:
@@ -132,16 +133,16 @@ func (c *busTestClient) nextForkd(t *testing.T) *dbus.Signal {
 }
 
 func (c *busTestClient) object(instance string) dbus.BusObject {
-	return c.Object(BusName(instance), BusObjectPath)
+	return c.Object(Name(instance), ObjectPath)
 }
 
 // busTestController is the arbiter's stand-in: it records calls and
 // returns what the test configured.
 type busTestController struct {
 	mu         sync.Mutex
-	status     Status
+	status     workers.Status
 	statusErr  error
-	workers    []WorkerInfo
+	workers    []workers.Info
 	setErr     error
 	setCalls   []int
 	reloads    int
@@ -176,13 +177,13 @@ func (c *busTestController) SetWorkers(_ context.Context, n int) error {
 	return nil
 }
 
-func (c *busTestController) ListWorkers(context.Context) ([]WorkerInfo, error) {
+func (c *busTestController) ListWorkers(context.Context) ([]workers.Info, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]WorkerInfo(nil), c.workers...), nil
+	return append([]workers.Info(nil), c.workers...), nil
 }
 
-func (c *busTestController) Status(context.Context) (Status, error) {
+func (c *busTestController) Status(context.Context) (workers.Status, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.status, c.statusErr
@@ -195,7 +196,7 @@ func (c *busTestController) calls() (reloads int, set []int) {
 }
 
 // runBusTest runs b until the test ends and checks that Run returned nil.
-func runBusTest(t *testing.T, b *Bus) {
+func runBusTest(t *testing.T, b *Service) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

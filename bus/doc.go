@@ -1,0 +1,29 @@
+// Package bus is the D-Bus service of a forkd instance: the object
+// ObjectPath with the interface Interface (io.github.forkd.Manager1) that
+// the instance exports under its well-known name Name(instance), with its
+// methods (Reload, Upgrade, SetWorkers, ListWorkers), its properties
+// (Instance, State, Generation, Workers, ReadyWorkers, DroppedSignals) and
+// one signal per hook, plus RequestStats. InterfaceXML is the shipped
+// introspection XML, io.github.forkd.Manager1.xml, installed as
+// /usr/share/dbus-1/interfaces/io.github.forkd.Manager1.xml.
+//
+// The master runs a Service: a hooks.Sink that publishes every event as a
+// signal and serves the methods through a Controller (the arbiter). Clients
+// such as forkctl dial with Connect and use the names, the error names
+// (ErrorReloadFailed, ErrorInvalidArgs, ErrorFailed) and InstanceFromName.
+//
+// Owning the name needs the D-Bus policy io.github.forkd.conf (shipped in
+// systemd/): root and the service user may own the names and call every
+// method, anyone may receive the signals and read the properties:
+//
+//	<policy user="forkd">
+//	  <allow own_prefix="io.github.forkd"/>
+//	  <allow send_destination_prefix="io.github.forkd"
+//	         send_interface="io.github.forkd.Manager1"/>
+//	</policy>
+//
+// From a shell:
+//
+//	busctl introspect io.github.forkd.demo /io/github/forkd
+//	busctl --timeout=5min call io.github.forkd.demo /io/github/forkd io.github.forkd.Manager1 Reload
+package bus
