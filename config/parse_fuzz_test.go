@@ -168,3 +168,21 @@ func rewrite(cfg *Config) ([]byte, error) {
 	}
 	return toml.Marshal(doc)
 }
+
+// TestParse_manyDuplicates: a key defined thousands of times is checked in
+// time linear in the file's size; the first maxRedecodes+1 repeats are
+// reported, then that checking stopped.
+func TestParse_manyDuplicates(t *testing.T) {
+	doc := "[worker]\ncommand = \"/bin/sh\"\n[server]\n" + strings.Repeat("workers = 2\n", 50000)
+	_, err := parseWithin(t, []byte(doc))
+	got := Errors(err)
+	if len(got) != maxRedecodes+2 {
+		t.Fatalf("got %d errors, want %d", len(got), maxRedecodes+2)
+	}
+	if e := got[0]; e.Line != 5 || e.Col != 1 || e.Key != "server.workers" || e.Msg != msgDefinedTwice {
+		t.Errorf("first error %q, want fuzz.toml:5:1: server.workers: %s", e, msgDefinedTwice)
+	}
+	if e := got[len(got)-1]; e.Line != 0 || !strings.Contains(e.Msg, "too many problems") {
+		t.Errorf("last error %q, want one saying checking stopped", e)
+	}
+}
