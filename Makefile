@@ -16,6 +16,8 @@ NFPM ?= $(shell command -v nfpm || echo $(GOBIN_DIR)/nfpm)
 NFPM_VERSION ?= v2.45.2
 VERSION ?= $(or $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//'),0.0.0)
 ARCH ?= $(shell $(GO) env GOARCH)
+# How long `make fuzz` fuzzes each target.
+FUZZTIME ?= 60s
 
 # Debian packages the tests need (a private dbus-daemon, systemd-nspawn, ip, curl)
 # and the ones the benchmarks need.
@@ -26,7 +28,7 @@ BENCH_PACKAGES := gunicorn wrk
 BINARIES := forkd:./cmd/forkd forkctl:./cmd/forkctl forkd-demo:./examples/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help build test deps run lint bench bench-compare e2e deb rpm clean
+.PHONY: help build test deps run lint fuzz bench bench-compare e2e deb rpm clean
 
 # apt-ensure is a shell snippet that installs the Debian packages $(1) that are
 # missing, as root, saying what it does; it says nothing when all are present,
@@ -88,6 +90,17 @@ lint: ## gofmt (must list nothing), go vet, staticcheck (installed if missing)
 		echo "+ $(GO) install honnef.co/go/tools/cmd/staticcheck@latest"; \
 		$(GO) install honnef.co/go/tools/cmd/staticcheck@latest; }
 	$(STATICCHECK) ./...
+
+# Every `func FuzzX(f *testing.F)` in a _test.go file, run one at a time
+# (go test -fuzz takes one target of one package). Their seed corpora
+# (testdata/fuzz/FuzzX) run as plain tests in `make test`.
+fuzz: ## fuzz each parser fed from outside in turn, FUZZTIME each (default 60s)
+	@set -e; grep -r --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]*' . | sort | \
+	while IFS=: read -r file fn; do \
+		name=$${fn#func }; pkg=./$$(dirname $${file#./}); \
+		echo "$(GO) test -run '^$$' -fuzz '^$$name\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg </dev/null; \
+	done
 
 bench: ## benchmarks side by side with Gunicorn (installs gunicorn and wrk as root)
 	@if [ ! -d bench ]; then echo "bench: no bench/ directory yet, nothing to run"; exit 0; fi; \

@@ -30,9 +30,10 @@ func Load(path string) (*Config, error) {
 // Decoding is strict: an unknown key, a key in the wrong case or a value of
 // the wrong type is an error. Every problem found is reported, each as an
 // *Error naming file:line:column and the key, joined with errors.Join in
-// file order (see Errors). Checking stops early at a syntax error or at a
-// table header of the wrong kind, with the problems found up to there. On
-// error the returned Config is nil.
+// file order (see Errors). Checking stops early at a syntax error, at a
+// table header of the wrong kind, or after maxRedecodes problems that only
+// go-toml finds (keys defined twice, mostly), with the problems found up to
+// there. On error the returned Config is nil.
 func Parse(path string, data []byte) (*Config, error) {
 	// A byte order mark, as some Windows editors write: not part of the
 	// text (columns on the first line are counted without it).
@@ -58,9 +59,12 @@ func Parse(path string, data []byte) (*Config, error) {
 // first error; decode records it, blanks out the key-value it is in and
 // decodes again, so that one run reports every wrong value. ok is false when
 // an error could not be set aside that way (it is in a table header, or has
-// no position): what was decoded is then not worth validating.
+// no position) or after maxRedecodes of them: what was decoded is then not
+// worth validating.
 func (d *document) decode() (cfg *Config, ok bool) {
-	for range len(d.exprs) + 1 {
+	// Each error set aside blanks out a key-value not blanked before, so
+	// there are at most len(d.exprs) of them.
+	for range maxRedecodes + 1 {
 		cfg = &Config{}
 		dec := toml.NewDecoder(bytes.NewReader(d.data))
 		dec.DisallowUnknownFields()
@@ -98,8 +102,14 @@ func (d *document) decode() (cfg *Config, ok bool) {
 		}
 		d.blank(x)
 	}
+	d.errs = append(d.errs, &Error{File: d.file, Msg: "too many problems: checking stopped here"})
 	return nil, false
 }
+
+// maxRedecodes bounds how many errors decode sets aside, each at the cost
+// of decoding the whole text again: without a bound, a file with a key
+// defined many times takes time quadratic in its size to check.
+const maxRedecodes = 100
 
 // msgDefinedTwice is the message for a key or table defined again.
 const msgDefinedTwice = "defined twice (a key or table may appear once)"

@@ -132,7 +132,37 @@ func TakeHandover() (*Handover, error) {
 	if err := json.NewDecoder(f).Decode(&h); err != nil {
 		return nil, fmt.Errorf("workers: read upgrade state: %w", err)
 	}
+	if err := h.check(); err != nil {
+		return nil, fmt.Errorf("workers: read upgrade state: %w", err)
+	}
 	return &h, nil
+}
+
+// check reports a value in h that adopt or SocketsOf cannot take — a
+// negative descriptor, worker slot or count, a target beyond
+// config.MaxWorkers, a pid that is not one process's (kill(2) reads -1 as
+// every process) — or returns nil.
+func (h *Handover) check() error {
+	if h.Target < 0 || h.Target > config.MaxWorkers {
+		return fmt.Errorf("target %d out of range 0…%d", h.Target, config.MaxWorkers)
+	}
+	if h.Config.Workers < 0 || h.Config.Workers > config.MaxWorkers {
+		return fmt.Errorf("config workers %d out of range 0…%d", h.Config.Workers, config.MaxWorkers)
+	}
+	if h.NotifyFD < 0 {
+		return fmt.Errorf("notify socket fd %d", h.NotifyFD)
+	}
+	for _, s := range h.Sockets {
+		if s.FD < 0 {
+			return fmt.Errorf("socket %s: fd %d", s.Addr, s.FD)
+		}
+	}
+	for _, w := range h.Workers {
+		if w.ID < 0 || w.PID <= 0 {
+			return fmt.Errorf("worker %d: pid %d", w.ID, w.PID)
+		}
+	}
+	return nil
 }
 
 // upgrade re-executes the master, for why (the pre_exec hook's reason);
