@@ -18,7 +18,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // The test binary doubles as the processes the tests need, chosen by
@@ -198,7 +198,7 @@ func helperCmd(t *testing.T, argv []string, env []string, files []*os.File) *exe
 	cmd.Args = argv
 	cmd.Env = append(cleanEnv(), env...)
 	cmd.ExtraFiles = files
-	cmd.Stderr = &syncbuf.Buffer{}
+	cmd.Stderr = &testkit.Buffer{}
 	return cmd
 }
 

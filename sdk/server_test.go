@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // helperEnv makes the test binary run as a worker built on the SDK.
@@ -152,8 +152,8 @@ type helper struct {
 	notify string    // the NOTIFY_SOCKET path
 	notes  chan note // datagrams in arrival order
 	exited chan error
-	stdout syncbuf.Buffer
-	stderr syncbuf.Buffer
+	stdout testkit.Buffer
+	stderr testkit.Buffer
 }
 
 // startHelper starts the worker with the given extra environment and

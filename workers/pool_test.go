@@ -19,7 +19,7 @@ import (
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 type tWriter struct{ t *testing.T }
@@ -205,7 +205,7 @@ func TestPool_CommandNotExecutable(t *testing.T) {
 	if err := os.WriteFile(cfg.Worker.Command, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncbuf.Buffer{}
+	logs := &testkit.Buffer{}
 	h := start(t, cfg, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	first := h.rec.wait(t, 5*time.Second, "child_exit", is(hooks.ChildExit))
 	if first.ExitCode != 127 {

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // helperEnv makes the test binary run as the demo worker (TestMain).
@@ -478,7 +478,7 @@ func TestRun_Standalone(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncbuf.Buffer
+	var stderr testkit.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, &stderr) }()
 

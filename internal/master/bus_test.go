@@ -11,7 +11,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // busClient is a connection to the test bus that receives forkd's signals.
@@ -273,7 +273,7 @@ func answers(gen uint64, pids map[int]uint32) map[int]answer {
 // hook's signal arrives on a real bus with the right arguments, and that
 // the pids in them are the workers that answer on the port.
 func TestMaster_HookSignals(t *testing.T) {
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe() // before forkd starts: nothing may be missed
 	const inst = "web-1"
@@ -413,7 +413,7 @@ func TestMaster_HookSignals(t *testing.T) {
 // TestMaster_Properties reads the properties of a running forkd and
 // watches PropertiesChanged follow a TTIN.
 func TestMaster_Properties(t *testing.T) {
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe()
 	const inst = "props"

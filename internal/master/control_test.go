@@ -15,8 +15,8 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/internal/dbustest"
 	"github.com/forkd/forkd/internal/forkctl"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // runForkctl runs forkctl against the bus at address and returns its output.
@@ -96,9 +96,9 @@ func waitWorkers(t *testing.T, address, what string, ok func([]listed) bool) []l
 
 // startOnBus starts forkd on a fresh bus and returns once it serves and
 // its status is on the bus.
-func startOnBus(t *testing.T, inst string, workers int) (*dbustest.Daemon, *busClient, *forkd) {
+func startOnBus(t *testing.T, inst string, workers int) (*testkit.Bus, *busClient, *forkd) {
 	t.Helper()
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe()
 	f := startForkd(t, setup{instance: inst, workers: workers, bus: d.Address})
@@ -251,7 +251,7 @@ func TestMaster_ReloadCrashingGeneration(t *testing.T) {
 // forkd owns its name again and its signals flow.
 func TestMaster_BusLoss(t *testing.T) {
 	const inst = "phoenix"
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe()
 	f := startForkd(t, setup{instance: inst, workers: 2, bus: d.Address})

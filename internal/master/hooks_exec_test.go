@@ -17,8 +17,7 @@ import (
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/internal/dbustest"
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // hookLines collects what exec hook commands write to a fifo, one line per
@@ -215,7 +214,7 @@ func TestSinks_ExecDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncbuf.Buffer
+	var out testkit.Buffer
 	s, err := newSinks(options{bus: "none"}, cfg, slog.New(slog.NewTextHandler(&out, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +263,7 @@ func TestSinks_ExecDrops(t *testing.T) {
 // TestMaster_UpgradeRefusedIsAnError: forkctl upgrade (D-Bus Upgrade)
 // fails when pre_exec refuses the upgrade, and the master keeps serving.
 func TestMaster_UpgradeRefusedIsAnError(t *testing.T) {
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	const inst = "refuseupgrade"
 	f := newForkd(t, setup{instance: inst, workers: 1, bus: d.Address})
