@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // busStopBound is how soon Run must return once cancelled, whatever the
@@ -70,7 +72,7 @@ func startSilentBus(t *testing.T) *silentBus {
 // test unless Run returns nil within busStopBound.
 func runBusUntil(t *testing.T, b *Bus) (stop func()) {
 	t.Helper()
-	return runUntil(t, b.Run, busStopBound)
+	return testkit.RunWithin(t, busStopBound, b.Run)
 }
 
 // recordAttempts records the results of a Bus's connection attempts, the

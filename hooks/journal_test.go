@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // journalName is what journald accepts as a field name.
@@ -131,34 +133,6 @@ func readMemfd(t *testing.T, oob []byte) []byte {
 	return data
 }
 
-// runJournal starts j.Run and returns a function that stops it and checks
-// it returned nil in time.
-func runJournal(t *testing.T, j *Journal) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		t.Helper()
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v after cancel, want nil", err)
-			}
-		case <-time.After(testDeadline):
-			t.Fatalf("Run did not return within %s of cancel", testDeadline)
-		}
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 func TestJournalEntry_Format(t *testing.T) {
 	e := Event{Hook: WorkerExit, Instance: "myapp", Generation: 3, WorkerID: 2, PID: 1234, ExitCode: 1, Reason: "crashed"}
 	fields, err := parseJournalEntry(journalEntry(e))
@@ -244,7 +218,7 @@ func TestJournalMessageID(t *testing.T) {
 func TestJournal_Delivery(t *testing.T) {
 	conn, path := listenJournal(t)
 	j := newJournal(nil, path, 16)
-	stop := runJournal(t, j)
+	stop := testkit.Run(t, j.Run)
 
 	t.Run("inline", func(t *testing.T) {
 		j.Emit(Event{Hook: WorkerAbort, Instance: "myapp", Generation: 2, WorkerID: 1, PID: 4321, Signal: 6, Reason: "timeout\nafter 30s"})

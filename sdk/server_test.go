@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -23,14 +22,7 @@ import (
 const deadline = testkit.Deadline
 
 func TestMain(m *testing.M) {
-	testkit.Main(m, testkit.Roles{"sdk-worker": func(args []string) int {
-		testkit.SetListenPID()
-		if err := helperMain(args); err != nil {
-			fmt.Fprintln(os.Stderr, "helper:", err)
-			return 1
-		}
-		return 0
-	}})
+	testkit.Main(m, testkit.Roles{"sdk-worker": testkit.WorkerRole("helper", helperMain)})
 }
 
 // helperMain is the worker the tests start. -mode picks the entry point:

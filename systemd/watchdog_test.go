@@ -7,37 +7,18 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // watchdogUsec is the WATCHDOG_USEC the tests use: pings every 100ms.
 const watchdogUsec = 200_000
 
-// runWatchdog starts n.Watchdog in a goroutine and returns a function that
-// cancels it and fails the test unless it returns nil promptly.
+// runWatchdog runs n.Watchdog until the test ends or stop is called
+// (testkit.Run).
 func runWatchdog(t *testing.T, n *Notifier, healthy func(context.Context) bool) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Watchdog(ctx, healthy) }()
-	stopped := false
-	stop = func() {
-		t.Helper()
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Watchdog returned %v after cancel, want nil", err)
-			}
-		case <-time.After(wait):
-			t.Errorf("Watchdog did not return within %v of cancel", wait)
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return testkit.RunWithin(t, wait, func(ctx context.Context) error { return n.Watchdog(ctx, healthy) })
 }
 
 func setWatchdog(t *testing.T, usec int, pid int) {

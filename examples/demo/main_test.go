@@ -22,14 +22,9 @@ import (
 const deadline = testkit.Deadline
 
 func TestMain(m *testing.M) {
-	testkit.Main(m, testkit.Roles{"demo": func(args []string) int {
-		testkit.SetListenPID()
-		if err := run(context.Background(), args, os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, "forkd-demo:", err)
-			return 1
-		}
-		return 0
-	}})
+	testkit.Main(m, testkit.Roles{"demo": testkit.WorkerRole("forkd-demo", func(args []string) error {
+		return run(context.Background(), args, os.Stderr)
+	})})
 }
 
 // demo is the test binary re-executed as the demo worker, socket-activated

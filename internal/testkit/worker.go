@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -93,6 +94,21 @@ func StartWorker(t testing.TB, spec WorkerSpec) *Worker {
 func SetListenPID() {
 	if os.Getenv("LISTEN_FDS") != "" {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	}
+}
+
+// WorkerRole is a role for StartWorker: it sets LISTEN_PID
+// (SetListenPID) and runs main with the role's arguments, exiting 0 when
+// main returns nil and 1, with the error printed after name, when it
+// fails.
+func WorkerRole(name string, main func(args []string) error) Role {
+	return func(args []string) int {
+		SetListenPID()
+		if err := main(args); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+			return 1
+		}
+		return 0
 	}
 }
 
