@@ -48,11 +48,11 @@ func TestNotifier_WatchdogPings(t *testing.T) {
 	const pings = 6
 	var at []time.Time
 	for i := 0; i < pings; i++ {
-		m := r.read(wait)
-		if m.text != "WATCHDOG=1" {
-			t.Fatalf("ping %d = %q, want WATCHDOG=1", i, m.text)
+		m := r.Next()
+		if m.Text != "WATCHDOG=1" {
+			t.Fatalf("ping %d = %q, want WATCHDOG=1", i, m.Text)
 		}
-		at = append(at, m.at)
+		at = append(at, m.At)
 	}
 	if first := at[0].Sub(start); first > period {
 		t.Errorf("first ping after %v, want at once (within one period %v)", first, period)
@@ -94,7 +94,7 @@ func TestNotifier_WatchdogUnhealthy(t *testing.T) {
 		}
 		return h
 	})
-	r.read(wait) // pinging while healthy
+	r.Next() // pinging while healthy
 
 	healthy.Store(false)
 	// Wait until healthy has answered false once, then drain pings that were
@@ -110,16 +110,12 @@ func TestNotifier_WatchdogUnhealthy(t *testing.T) {
 			break
 		}
 	}
-	for {
-		if _, err := r.tryRead(0); err != nil {
-			break
-		}
-	}
-	r.expectNothing(4 * period)
+	r.Flush()
+	expectNothing(t, r, 4*period)
 
 	healthy.Store(true)
-	if m := r.read(wait); m.text != "WATCHDOG=1" {
-		t.Errorf("after recovering: %q, want WATCHDOG=1", m.text)
+	if m := r.Next(); m.Text != "WATCHDOG=1" {
+		t.Errorf("after recovering: %q, want WATCHDOG=1", m.Text)
 	}
 }
 
@@ -138,7 +134,7 @@ func TestNotifier_WatchdogBlocked(t *testing.T) {
 			<-ctx.Done()
 			return true
 		})
-		r.expectNothing(4 * period)
+		expectNothing(t, r, 4*period)
 		stop()
 		if c := calls.Load(); c < 2 {
 			t.Errorf("healthy called %d times in 4 periods, want a call per period", c)
@@ -155,14 +151,14 @@ func TestNotifier_WatchdogBlocked(t *testing.T) {
 			<-release
 			return true
 		})
-		r.expectNothing(4 * period)
+		expectNothing(t, r, 4*period)
 		if c := calls.Load(); c != 1 {
 			t.Errorf("healthy called %d times while the first call hung, want 1", c)
 		}
 		// Once it unwedges, pinging resumes.
 		close(release)
-		if m := r.read(wait); m.text != "WATCHDOG=1" {
-			t.Errorf("after unwedging: %q, want WATCHDOG=1", m.text)
+		if m := r.Next(); m.Text != "WATCHDOG=1" {
+			t.Errorf("after unwedging: %q, want WATCHDOG=1", m.Text)
 		}
 		stop()
 	})
@@ -180,7 +176,7 @@ func TestNotifier_WatchdogNotConfigured(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var r *receiver
+			var r *testkit.Notify
 			if tt.notify {
 				r = listenTemp(t)
 			} else {
@@ -215,7 +211,7 @@ func TestNotifier_WatchdogNotConfigured(t *testing.T) {
 			default:
 			}
 			if r != nil {
-				r.expectNothing(50 * time.Millisecond)
+				expectNothing(t, r, 50*time.Millisecond)
 			}
 		})
 	}

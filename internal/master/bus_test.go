@@ -448,20 +448,35 @@ func TestMaster_Properties(t *testing.T) {
 	}
 }
 
-// waitProperties polls the properties until they are want, failing the
-// test after testTimeout.
+// waitProperties waits until instance's properties are want, failing the
+// test after testTimeout: it reads them again at every PropertiesChanged.
 func waitProperties(t *testing.T, c *busClient, inst string, want map[string]any) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
+	match := []dbus.MatchOption{dbus.WithMatchObjectPath(hooks.BusObjectPath),
+		dbus.WithMatchInterface("org.freedesktop.DBus.Properties"), dbus.WithMatchMember("PropertiesChanged")}
+	changed := make(chan *dbus.Signal, 64)
+	c.conn.Signal(changed)
+	defer c.conn.RemoveSignal(changed)
+	if err := c.conn.AddMatchSignal(match...); err != nil {
+		t.Fatalf("add match: %v", err)
+	}
+	defer c.conn.RemoveMatchSignal(match...)
+	timeout := time.After(testTimeout)
 	for {
+		// Read after the match is in place: a change after this read
+		// comes as a signal.
 		got := c.properties(inst)
 		if reflect.DeepEqual(got, want) {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("properties %v, want %v", got, want)
+		for wait := true; wait; {
+			select {
+			case s := <-changed:
+				wait = s.Name != "org.freedesktop.DBus.Properties.PropertiesChanged"
+			case <-timeout:
+				t.Fatalf("properties %v, want %v", got, want)
+			}
 		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
 	}
 }
 

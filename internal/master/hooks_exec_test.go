@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/testkit"
@@ -300,25 +298,12 @@ func TestMaster_HookCommandDiesWithMaster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the hook command wrote %q, want its pid", line)
 	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(pidfd)
+	exited := testkit.Exited(t, pid)
 	defer syscall.Kill(pid, syscall.SIGKILL) // when the test fails
 	f.signal(syscall.SIGKILL)
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(testTimeout.Milliseconds()))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			t.Errorf("hook command %d still runs %v after the master was killed", pid, testTimeout)
-		}
-		return
+	select {
+	case <-exited:
+	case <-time.After(testTimeout):
+		t.Errorf("hook command %d still runs %v after the master was killed", pid, testTimeout)
 	}
 }
