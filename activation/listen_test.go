@@ -18,6 +18,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // listen calls activation.Listen and closes the sockets when the test ends.
@@ -431,7 +432,7 @@ func passTwo(t *testing.T) (files []*os.File, addrs []string) {
 }
 
 func TestListen_Activated(t *testing.T) {
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	files, addrs := passTwo(t)
 	// The configured bind is the passed TCP address: binding it would fail.
 	cmd := helperCmd(t, activation.ShimArgv(exe, exe, []string{helperListen}), []string{
@@ -468,7 +469,7 @@ func TestListen_Activated(t *testing.T) {
 }
 
 func TestListen_ActivatedForAnotherPID(t *testing.T) {
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	files, addrs := passTwo(t)
 	// Not through the shim: LISTEN_PID is ours, not the child's.
 	cmd := helperCmd(t, []string{exe, helperListen}, []string{

@@ -18,7 +18,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // The test binary doubles as the processes the tests need, chosen by
@@ -31,36 +31,32 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case activation.ShimArg:
-			shimMain(os.Args[2:])
-		case helperCloexecShim:
+	testkit.Main(m, testkit.Roles{
+		activation.ShimArg: shimMain,
+		helperCloexecShim: func(args []string) int {
 			n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 			for fd := 3; fd < 3+n; fd++ {
 				unix.CloseOnExec(fd)
 			}
-			shimMain(os.Args[2:])
-		case helperListeners:
-			os.Exit(runListeners())
-		case helperListen:
-			os.Exit(runListen())
-		case helperMarker:
-			if err := os.WriteFile(os.Args[2], []byte("started\n"), 0o600); err != nil {
+			return shimMain(args)
+		},
+		helperListeners: func([]string) int { return runListeners() },
+		helperListen:    func([]string) int { return runListen() },
+		helperMarker: func(args []string) int {
+			if err := os.WriteFile(args[0], []byte("started\n"), 0o600); err != nil {
 				fmt.Fprintln(os.Stderr, err)
-				os.Exit(1)
+				return 1
 			}
-			os.Exit(0)
-		}
-	}
-	os.Exit(m.Run())
+			return 0
+		},
+	})
 }
 
 // shimMain is what forkd's main does with ShimArg.
-func shimMain(args []string) {
+func shimMain(args []string) int {
 	err := activation.Shim(args)
 	fmt.Fprintln(os.Stderr, err)
-	os.Exit(127)
+	return 127
 }
 
 // listenersReport is what a helperListeners worker saw.
@@ -177,16 +173,6 @@ func runListen() int {
 	return 0
 }
 
-// testBinary is the path of the running test binary.
-func testBinary(t *testing.T) string {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatalf("find test binary: %v", err)
-	}
-	return exe
-}
-
 // helperCmd returns a command running argv (argv[0] is the path) with the
 // test's environment plus env and files as fds 3…, killed when the test
 // ends or after a minute.
@@ -196,31 +182,10 @@ func helperCmd(t *testing.T, argv []string, env []string, files []*os.File) *exe
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, argv[0])
 	cmd.Args = argv
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(testkit.CleanEnv(), env...)
 	cmd.ExtraFiles = files
-	cmd.Stderr = &syncbuf.Buffer{}
+	cmd.Stderr = &testkit.Buffer{}
 	return cmd
-}
-
-// cleanEnv is the test's environment without what the tests set.
-func cleanEnv() []string {
-	var env []string
-	gorace := false
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", "FORKD_SHIM_PARENT", "FORKD_TEST_BIND":
-			continue
-		case "GORACE":
-			gorace = true
-		}
-		env = append(env, kv)
-	}
-	if !gorace {
-		// Under -race a helper otherwise sleeps a second before exiting.
-		env = append(env, "GORACE=atexit_sleep_ms=0")
-	}
-	return env
 }
 
 // runJSON runs cmd to completion and decodes its stdout into v.

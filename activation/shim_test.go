@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 func TestShimArgv(t *testing.T) {
@@ -28,7 +29,7 @@ func TestShimArgv(t *testing.T) {
 // start(exe, argv…), and checks what it saw and that it accepts on both.
 func shimWorker(t *testing.T, argv []string) {
 	t.Helper()
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	admin := unixBind(filepath.Join(t.TempDir(), "admin.sock"), 0o600)
 	admin.Name = "admin"
 	socks := listen(t, 64, tcp("127.0.0.1:0"), admin)
@@ -92,14 +93,14 @@ func shimWorker(t *testing.T, argv []string) {
 }
 
 func TestShim_ExecsWorker(t *testing.T) {
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	shimWorker(t, activation.ShimArgv(exe, exe, []string{helperListeners}))
 }
 
 func TestShim_ClearsCloseOnExec(t *testing.T) {
 	// The helper marks fds 3 and 4 close-on-exec, then runs Shim itself:
 	// only Shim clearing FD_CLOEXEC lets the worker see them.
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	shimWorker(t, []string{exe, helperCloexecShim, exe, helperListeners})
 }
 
@@ -114,7 +115,7 @@ func exitCode(t *testing.T, err error) int {
 }
 
 func TestShim_MasterGone(t *testing.T) {
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	for _, tc := range []struct {
 		name   string
 		parent int
@@ -149,7 +150,7 @@ func TestShim_MasterGone(t *testing.T) {
 }
 
 func TestShim_CommandNotFound(t *testing.T) {
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	cmd := helperCmd(t, activation.ShimArgv(exe, "forkd-test-no-such-command", nil), nil, nil)
 	err := cmd.Run()
 	if code := exitCode(t, err); code != 127 {
@@ -163,7 +164,7 @@ func TestShim_CommandNotFound(t *testing.T) {
 func TestShim_MissingFD(t *testing.T) {
 	// LISTEN_FDS=1 but no fd 3: the shim refuses instead of handing the
 	// worker a closed (or unrelated, later reused) fd.
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	marker := filepath.Join(t.TempDir(), "started")
 	cmd := helperCmd(t, activation.ShimArgv(exe, exe, []string{helperMarker, marker}), []string{"LISTEN_FDS=1"}, nil)
 	err := cmd.Run()

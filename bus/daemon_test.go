@@ -12,7 +12,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/internal/testkit"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -35,12 +35,12 @@ func busTestDir(t *testing.T) string {
 }
 
 // startBusTestDaemon starts a private dbus-daemon with the shipped policy
-// listening on dir/bus (see package dbustest), skipping the test when
+// listening on dir/bus (see testkit.StartBus), skipping the test when
 // dbus-daemon is not installed. Starting another on the same dir gives a
 // bus at the same address: a bus that went away and came back.
-func startBusTestDaemon(t *testing.T, dir string) *dbustest.Daemon {
+func startBusTestDaemon(t *testing.T, dir string) *testkit.Bus {
 	t.Helper()
-	return dbustest.Start(t, dbustest.WithDir(dir))
+	return testkit.StartBus(t, testkit.BusDir(dir))
 }
 
 // busTestClient is a client connection to a test bus with a signal

@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // busStopBound is how soon Run must return once cancelled, whatever the
@@ -74,26 +74,7 @@ func startSilentBus(t *testing.T) *silentBus {
 // busStopBound.
 func runBusUntil(t *testing.T, b *Service) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		t.Helper()
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v after cancel, want nil", err)
-				}
-			case <-time.After(busStopBound):
-				t.Errorf("Run did not return within %s of cancel", busStopBound)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testkit.RunWithin(t, busStopBound, b.Run)
 }
 
 // recordAttempts records the results of a Service's connection attempts, the

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // testDeadline bounds every wait in these tests.
@@ -130,69 +132,11 @@ func readPID(t *testing.T, path string) int {
 	return pid
 }
 
-// waitGone waits, through a pidfd, until process pid has exited (a zombie
-// counts: it runs no more), failing the test after testDeadline.
-func waitGone(t *testing.T, pid int) {
-	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return
-	}
-	if err != nil {
-		t.Fatalf("pidfd_open(%d): %v", pid, err)
-	}
-	defer unix.Close(fd)
-	deadline := time.Now().Add(testDeadline)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			t.Fatalf("process %d still runs %s after its hook command was killed", pid, testDeadline)
-		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(left.Milliseconds())+1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("poll pidfd of %d: %v", pid, err)
-		}
-		if n > 0 {
-			return
-		}
-	}
-}
-
 // runExec starts x.Run and returns a function that stops it and checks it
 // returned nil in time.
 func runExec(t *testing.T, x *Exec) (stop func()) {
 	t.Helper()
-	return runUntil(t, x.Run, testDeadline)
-}
-
-// runUntil starts run and returns a function — also run when the test
-// ends — that cancels its context and fails the test unless run returns
-// nil within bound.
-func runUntil(t *testing.T, run func(context.Context) error, bound time.Duration) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		t.Helper()
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v after cancel, want nil", err)
-				}
-			case <-time.After(bound):
-				t.Errorf("Run did not return within %s of cancel", bound)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testkit.Run(t, x.Run)
 }
 
 func TestExec_Env(t *testing.T) {
@@ -395,7 +339,7 @@ func TestExec_Timeout(t *testing.T) {
 		if took < 2*time.Second || took >= execKillDelay+2*time.Second {
 			t.Errorf("RunNow took %s; want the 2s timeout, and SIGTERM to end it before the kill delay", took)
 		}
-		waitGone(t, readPID(t, pidFile))
+		testkit.WaitExit(t, readPID(t, pidFile), testDeadline)
 	})
 
 	t.Run("kill", func(t *testing.T) {
@@ -419,7 +363,7 @@ func TestExec_Timeout(t *testing.T) {
 		if !strings.Contains(err.Error(), "killed") {
 			t.Errorf("error %q does not say the command was killed", err)
 		}
-		waitGone(t, readPID(t, pidFile))
+		testkit.WaitExit(t, readPID(t, pidFile), testDeadline)
 	})
 }
 
@@ -463,7 +407,7 @@ func TestExec_RunCancelKills(t *testing.T) {
 	if took := time.Since(start); took >= execKillDelay {
 		t.Errorf("Run took %s to return after cancel; SIGTERM should end the command at once", took)
 	}
-	waitGone(t, pid)
+	testkit.WaitExit(t, pid, testDeadline)
 }
 
 func TestExec_RunNow(t *testing.T) {
@@ -572,7 +516,7 @@ func TestExec_LeftoverChildKeepsOutputOpen(t *testing.T) {
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 		t.Errorf("the command's child %d was not left running: %v", pid, err)
 	}
-	waitGone(t, pid)
+	testkit.WaitExit(t, pid, testDeadline)
 }
 
 func ExampleExec_RunNow() {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // journalName is what journald accepts as a field name.
@@ -59,59 +61,45 @@ func parseJournalEntry(data []byte) (map[string]string, error) {
 }
 
 // listenJournal stands up a datagram socket in a temporary folder, playing
-// journald.
-func listenJournal(t *testing.T) (*net.UnixConn, string) {
+// journald (testkit.Notify, read from only once the test takes an entry).
+func listenJournal(t *testing.T) (*testkit.Notify, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "journal.socket")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn, path
+	j := testkit.ListenNotifyAt(t, filepath.Join(t.TempDir(), "journal.socket"))
+	return j, j.Path
 }
 
 // receiveJournalEntry reads one entry from the fake journald, whether sent
 // inline or in a memfd, and reports whether it came in a memfd.
-func receiveJournalEntry(t *testing.T, conn *net.UnixConn) (fields map[string]string, viaMemfd bool) {
+func receiveJournalEntry(t *testing.T, journald *testkit.Notify) (fields map[string]string, viaMemfd bool) {
 	t.Helper()
-	if err := conn.SetReadDeadline(time.Now().Add(testDeadline)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4*4))
-	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-	if err != nil {
-		t.Fatalf("no journal entry arrived: %v", err)
-	}
-	data := buf[:n]
-	if oobn > 0 {
-		if n != 0 {
-			t.Errorf("a datagram carrying a memfd has %d bytes of data, want none", n)
+	n := journald.Next()
+	data := []byte(n.Text)
+	if len(n.FDs) > 0 {
+		if len(data) != 0 {
+			t.Errorf("a datagram carrying a memfd has %d bytes of data, want none", len(data))
 		}
-		data = readMemfd(t, oob[:oobn])
+		if len(n.FDs) != 1 {
+			t.Fatalf("a datagram carries %d fds, want one memfd", len(n.FDs))
+		}
+		data = readMemfd(t, n.FDs[0])
 		viaMemfd = true
 	}
-	fields, err = parseJournalEntry(data)
+	fields, err := parseJournalEntry(data)
 	if err != nil {
 		t.Fatalf("parse journal entry %q: %v", data, err)
 	}
 	return fields, viaMemfd
 }
 
-// readMemfd returns the contents of the one fd passed in oob, checking it is
-// sealed as journald requires.
-func readMemfd(t *testing.T, oob []byte) []byte {
+// readMemfd returns the contents of the memfd fd (which stays open),
+// checking it is sealed as journald requires.
+func readMemfd(t *testing.T, fd int) []byte {
 	t.Helper()
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil || len(msgs) != 1 {
-		t.Fatalf("control messages: %v (%d)", err, len(msgs))
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
 	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		t.Fatalf("passed fds: %v %v", fds, err)
-	}
-	f := os.NewFile(uintptr(fds[0]), "journal-memfd")
+	f := os.NewFile(uintptr(dup), "journal-memfd")
 	defer f.Close()
 	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
 	if err != nil {
@@ -129,34 +117,6 @@ func readMemfd(t *testing.T, oob []byte) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-// runJournal starts j.Run and returns a function that stops it and checks
-// it returned nil in time.
-func runJournal(t *testing.T, j *Journal) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		t.Helper()
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v after cancel, want nil", err)
-			}
-		case <-time.After(testDeadline):
-			t.Fatalf("Run did not return within %s of cancel", testDeadline)
-		}
-	}
-	t.Cleanup(stop)
-	return stop
 }
 
 func TestJournalEntry_Format(t *testing.T) {
@@ -244,7 +204,7 @@ func TestJournalMessageID(t *testing.T) {
 func TestJournal_Delivery(t *testing.T) {
 	conn, path := listenJournal(t)
 	j := newJournal(nil, path, 16)
-	stop := runJournal(t, j)
+	stop := testkit.Run(t, j.Run)
 
 	t.Run("inline", func(t *testing.T) {
 		j.Emit(Event{Hook: WorkerAbort, Instance: "myapp", Generation: 2, WorkerID: 1, PID: 4321, Signal: 6, Reason: "timeout\nafter 30s"})
@@ -370,11 +330,7 @@ func TestJournal_Failure(t *testing.T) {
 	}
 
 	// journald comes (back): the next entry gets through.
-	journald, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer journald.Close()
+	journald := testkit.ListenNotifyAt(t, path)
 	j.deliver(conn, Event{Hook: WhenReady, Workers: 2}, time.Now().Add(time.Second))
 	if fields, _ := receiveJournalEntry(t, journald); fields["FORKD_HOOK"] != "when_ready" || fields["FORKD_WORKERS"] != "2" {
 		t.Errorf("entry after recovery: %v", fields)

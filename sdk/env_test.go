@@ -2,11 +2,12 @@ package sdk
 
 import (
 	"errors"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 func TestIdentity(t *testing.T) {
@@ -37,31 +38,12 @@ func TestIdentity(t *testing.T) {
 	}
 }
 
-// listenNotify makes a unixgram socket in t.TempDir, points NOTIFY_SOCKET
-// at it and returns it.
-func listenNotify(t *testing.T) *net.UnixConn {
+// listenNotify starts a notify socket and points NOTIFY_SOCKET at it.
+func listenNotify(t *testing.T) *testkit.Notify {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatalf("listen on notify socket: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	return conn
-}
-
-func readNote(t *testing.T, conn *net.UnixConn) string {
-	t.Helper()
-	if err := conn.SetReadDeadline(time.Now().Add(deadline)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	n, err := conn.Read(buf)
-	if err != nil {
-		t.Fatalf("read notify socket: %v", err)
-	}
-	return string(buf[:n])
+	n := testkit.ListenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", n.Path)
+	return n
 }
 
 func TestNotify(t *testing.T) {
@@ -77,7 +59,7 @@ func TestNotify(t *testing.T) {
 		if err := tc.send(); err != nil {
 			t.Fatalf("sending %s: %v", tc.want, err)
 		}
-		if got := readNote(t, conn); got != tc.want {
+		if got := conn.Next().Text; got != tc.want {
 			t.Errorf("notify socket got %q, want %q", got, tc.want)
 		}
 	}
@@ -92,7 +74,7 @@ func TestStatus_Multiline(t *testing.T) {
 	if err := Status("fine"); err != nil {
 		t.Fatal(err)
 	}
-	if got := readNote(t, conn); got != "STATUS=fine" {
+	if got := conn.Next().Text; got != "STATUS=fine" {
 		t.Errorf("notify socket got %q, want STATUS=fine", got)
 	}
 }
@@ -153,7 +135,7 @@ func TestServer_BadBounds(t *testing.T) {
 	if err := Status("after"); err != nil {
 		t.Fatal(err)
 	}
-	if got := readNote(t, conn); got != "STATUS=after" {
+	if got := conn.Next().Text; got != "STATUS=after" {
 		t.Errorf("a failed Run sent %q", got)
 	}
 }

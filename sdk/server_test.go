@@ -2,16 +2,12 @@ package sdk
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,31 +15,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
-// helperEnv makes the test binary run as a worker built on the SDK.
-const helperEnv = "FORKD_WORKER_TEST_HELPER"
-
-// deadline bounds every wait; a race-enabled binary on a busy machine is
-// slow.
-const deadline = 20 * time.Second
+// deadline bounds every wait.
+const deadline = testkit.Deadline
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "1" {
-		// forkd's exec shim (and systemd) set LISTEN_PID to the worker's
-		// own pid between fork and exec; os/exec cannot, so this stand-in
-		// for the shim does it before the SDK runs.
-		if os.Getenv("LISTEN_FDS") != "" {
-			os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-		}
-		if err := helperMain(os.Args[1:]); err != nil {
-			fmt.Fprintln(os.Stderr, "helper:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
+	testkit.Main(m, testkit.Roles{"sdk-worker": testkit.WorkerRole("helper", helperMain)})
 }
 
 // helperMain is the worker the tests start. -mode picks the entry point:
@@ -122,192 +101,25 @@ func helperMain(args []string) error {
 	return fmt.Errorf("unknown -mode %q", *mode)
 }
 
-// note is one datagram received on the test's NOTIFY_SOCKET.
-type note struct {
-	at  time.Time
-	msg string
-}
-
-// has reports whether the message has the line want.
-func (n note) has(want string) bool {
-	return slices.Contains(strings.Split(n.msg, "\n"), want)
-}
-
-// field returns the value of the message's line "key=…".
-func (n note) field(key string) (string, bool) {
-	for _, line := range strings.Split(n.msg, "\n") {
-		if v, ok := strings.CutPrefix(line, key+"="); ok {
-			return v, true
-		}
-	}
-	return "", false
-}
-
-// helper is the test binary re-executed as a worker: a TCP listener at
-// fd 3 and a unixgram NOTIFY_SOCKET owned by the test.
+// helper is the test binary re-executed as a worker built on the SDK
+// (helperMain).
 type helper struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	addr   string    // host:port of the inherited listener
-	notify string    // the NOTIFY_SOCKET path
-	notes  chan note // datagrams in arrival order
-	exited chan error
-	stdout syncbuf.Buffer
-	stderr syncbuf.Buffer
+	*testkit.Worker
+	t testing.TB
 }
 
 // startHelper starts the worker with the given extra environment and
-// flags.
+// flags, on a listening socket of its own.
 func startHelper(t *testing.T, env []string, args ...string) *helper {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	lnFile, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatalf("listener file: %v", err)
-	}
-	h := &helper{
-		t:      t,
-		addr:   ln.Addr().String(),
-		notes:  make(chan note, 4096),
-		exited: make(chan error, 1),
-	}
-
-	h.notify = filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: h.notify, Net: "unixgram"})
-	if err != nil {
-		t.Fatalf("listen on notify socket: %v", err)
-	}
-	readerDone := make(chan struct{})
-	t.Cleanup(func() { conn.Close(); <-readerDone })
-	go func() {
-		defer close(readerDone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			select {
-			case h.notes <- note{time.Now(), string(buf[:n])}:
-			default:
-				t.Errorf("notify buffer full, dropped %q", buf[:n])
-			}
-		}
-	}()
-
-	h.cmd = exec.Command(os.Args[0], args...)
-	h.cmd.Env = append(cleanEnv(), helperEnv+"=1", "LISTEN_FDS=1", "LISTEN_FDNAMES=web", "NOTIFY_SOCKET="+h.notify)
-	h.cmd.Env = append(h.cmd.Env, env...)
-	// A race-enabled binary sleeps a second before it exits unless told not to.
-	h.cmd.Env = append(h.cmd.Env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	h.cmd.ExtraFiles = []*os.File{lnFile}
-	h.cmd.Stdout = &h.stdout
-	h.cmd.Stderr = &h.stderr
-	if err := h.cmd.Start(); err != nil {
-		t.Fatalf("start helper: %v", err)
-	}
-	// The worker holds the socket now; without our copies, connections are
-	// refused once it exits.
-	lnFile.Close()
-	ln.Close()
-	go func() { h.exited <- h.cmd.Wait() }()
-	t.Cleanup(func() {
-		h.cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("helper stdout:\n%s\nhelper stderr:\n%s", h.stdout.String(), h.stderr.String())
-		}
-	})
-	return h
+	return startOn(t, nil, env, args...)
 }
 
-// cleanEnv is the test's environment without what a service manager around
-// the test run may have set for the test itself.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
-			"FORKD_WORKER_ID", "FORKD_GENERATION", "FORKD_INSTANCE", "GORACE":
-		default:
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// next returns the next datagram, failing the test after the deadline.
-func (h *helper) next() note {
-	h.t.Helper()
-	select {
-	case n := <-h.notes:
-		return n
-	case <-time.After(deadline):
-		h.t.Fatalf("no datagram on NOTIFY_SOCKET within %v", deadline)
-		return note{}
-	}
-}
-
-// waitNote waits for a datagram with the line want and returns it with
-// every datagram that came before it.
-func (h *helper) waitNote(want string) (note, []note) {
-	h.t.Helper()
-	var before []note
-	for {
-		n := h.next()
-		if n.has(want) {
-			return n, before
-		}
-		before = append(before, n)
-	}
-}
-
-// rest waits for the worker to exit and returns every datagram it sent
-// that was not read yet: once it is gone, a datagram the test sends itself
-// comes after all of the worker's.
-func (h *helper) rest() []note {
-	h.t.Helper()
-	h.waitExit(0)
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: h.notify, Net: "unixgram"})
-	if err != nil {
-		h.t.Fatalf("dial notify socket: %v", err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("TEST_END=1")); err != nil {
-		h.t.Fatalf("write notify socket: %v", err)
-	}
-	_, before := h.waitNote("TEST_END=1")
-	return before
-}
-
-// waitExit waits for the worker to exit with the given code.
-func (h *helper) waitExit(code int) {
-	h.t.Helper()
-	select {
-	case err := <-h.exited:
-		h.exited <- err // for a later waitExit
-		got := 0
-		var exitErr *exec.ExitError
-		if errors.As(err, &exitErr) {
-			got = exitErr.ExitCode() // -1 if killed by a signal
-		} else if err != nil {
-			h.t.Fatalf("wait for helper: %v", err)
-		}
-		if got != code {
-			h.t.Fatalf("helper exited with %v, want exit code %d", err, code)
-		}
-	case <-time.After(deadline):
-		h.t.Fatalf("helper did not exit within %v", deadline)
-	}
-}
-
-func (h *helper) signal(sig os.Signal) {
-	h.t.Helper()
-	if err := h.cmd.Process.Signal(sig); err != nil {
-		h.t.Fatalf("send %v: %v", sig, err)
-	}
+// startOn starts the worker on ln (nil: a socket of its own).
+func startOn(t testing.TB, ln *net.TCPListener, env []string, args ...string) *helper {
+	t.Helper()
+	w := testkit.StartWorker(t, testkit.WorkerSpec{Role: "sdk-worker", Args: args, Env: env, Listener: ln})
+	return &helper{Worker: w, t: t}
 }
 
 var client = &http.Client{Timeout: deadline}
@@ -315,7 +127,7 @@ var client = &http.Client{Timeout: deadline}
 // get makes a request and returns the status code and body.
 func (h *helper) get(path string) (int, string) {
 	h.t.Helper()
-	resp, err := client.Get("http://" + h.addr + path)
+	resp, err := client.Get("http://" + h.Addr + path)
 	if err != nil {
 		h.t.Fatalf("GET %s: %v", path, err)
 	}
@@ -331,7 +143,7 @@ func (h *helper) get(path string) (int, string) {
 // returns once they arrived: the handler is running.
 func (h *helper) inFlight(path string) *http.Response {
 	h.t.Helper()
-	resp, err := client.Get("http://" + h.addr + path)
+	resp, err := client.Get("http://" + h.Addr + path)
 	if err != nil {
 		h.t.Fatalf("GET %s: %v", path, err)
 	}
@@ -344,34 +156,34 @@ func (h *helper) inFlight(path string) *http.Response {
 
 func TestServer_Ready(t *testing.T) {
 	h := startHelper(t, []string{"FORKD_WORKER_ID=2"})
-	ready, before := h.waitNote("READY=1")
+	ready, before := h.Notify.Wait("READY=1")
 	if len(before) > 0 {
 		t.Errorf("datagrams before READY=1: %v", before)
 	}
 	// READY=1 names the socket it serves, and that socket answers.
-	if status, _ := ready.field("STATUS"); status != "serving on tcp:"+h.addr {
-		t.Errorf("READY message %q, want STATUS=serving on tcp:%s", ready.msg, h.addr)
+	if status, _ := ready.Field("STATUS"); status != "serving on tcp:"+h.Addr {
+		t.Errorf("READY message %q, want STATUS=serving on tcp:%s", ready.Text, h.Addr)
 	}
 	if code, body := h.get("/"); code != http.StatusOK || body != "hello\n" {
 		t.Errorf("GET / = %d %q, want 200 %q", code, body, "hello\n")
 	}
-	h.signal(syscall.SIGTERM)
-	h.rest()
+	h.Signal(syscall.SIGTERM)
+	h.Rest()
 }
 
 func TestServer_Watchdog(t *testing.T) {
 	const watchdog = 400 * time.Millisecond // heartbeats every 200ms
 	h := startHelper(t, []string{"WATCHDOG_USEC=" + strconv.Itoa(int(watchdog/time.Microsecond))})
-	_, before := h.waitNote("READY=1")
+	_, before := h.Notify.Wait("READY=1")
 	for _, n := range before {
-		if n.has("WATCHDOG=1") {
+		if n.Has("WATCHDOG=1") {
 			t.Errorf("heartbeat before READY=1")
 		}
 	}
 	var beats []time.Time
 	for len(beats) < 7 {
-		n, _ := h.waitNote("WATCHDOG=1")
-		beats = append(beats, n.at)
+		n, _ := h.Notify.Wait("WATCHDOG=1")
+		beats = append(beats, n.At)
 	}
 	var gaps []time.Duration
 	for i := 1; i < len(beats); i++ {
@@ -383,8 +195,8 @@ func TestServer_Watchdog(t *testing.T) {
 	if median := gaps[len(gaps)/2]; median < 150*time.Millisecond || median > 320*time.Millisecond {
 		t.Errorf("heartbeat gaps %v: median %v, want about %v", gaps, median, watchdog/2)
 	}
-	h.signal(syscall.SIGTERM)
-	h.rest()
+	h.Signal(syscall.SIGTERM)
+	h.Rest()
 }
 
 func TestServer_NoWatchdog(t *testing.T) {
@@ -394,14 +206,14 @@ func TestServer_NoWatchdog(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := startHelper(t, env)
-			h.waitNote("READY=1")
+			h.Notify.Wait("READY=1")
 			// Keep the worker alive for a while: a request that takes 600ms.
 			if code, _ := h.get("/sleep?d=600ms"); code != http.StatusOK {
 				t.Fatalf("GET /sleep = %d", code)
 			}
-			h.signal(syscall.SIGTERM)
-			for _, n := range h.rest() {
-				if n.has("WATCHDOG=1") {
+			h.Signal(syscall.SIGTERM)
+			for _, n := range h.Rest() {
+				if n.Has("WATCHDOG=1") {
 					t.Fatalf("heartbeat sent with %v", env)
 				}
 			}
@@ -410,25 +222,25 @@ func TestServer_NoWatchdog(t *testing.T) {
 }
 
 // statsOf parses a stats datagram's two fields.
-func statsOf(t *testing.T, n note) (total uint64, period Stats) {
+func statsOf(t *testing.T, n testkit.Note) (total uint64, period Stats) {
 	t.Helper()
-	v, ok := n.field(FieldRequests)
+	v, ok := n.Field(FieldRequests)
 	if !ok {
-		t.Fatalf("stats datagram %q has no %s", n.msg, FieldRequests)
+		t.Fatalf("stats datagram %q has no %s", n.Text, FieldRequests)
 	}
 	total, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		t.Fatalf("stats datagram %q: %v", n.msg, err)
+		t.Fatalf("stats datagram %q: %v", n.Text, err)
 	}
-	v, ok = n.field(FieldRequestStats)
+	v, ok = n.Field(FieldRequestStats)
 	if !ok {
-		t.Fatalf("stats datagram %q has no %s", n.msg, FieldRequestStats)
+		t.Fatalf("stats datagram %q has no %s", n.Text, FieldRequestStats)
 	}
 	if period, err = ParseRequestStats(v); err != nil {
-		t.Fatalf("stats datagram %q: %v", n.msg, err)
+		t.Fatalf("stats datagram %q: %v", n.Text, err)
 	}
-	if lines := strings.Count(n.msg, "\n") + 1; lines != 2 {
-		t.Errorf("stats datagram %q has %d lines, want 2", n.msg, lines)
+	if lines := strings.Count(n.Text, "\n") + 1; lines != 2 {
+		t.Errorf("stats datagram %q has %d lines, want 2", n.Text, lines)
 	}
 	return total, period
 }
@@ -437,18 +249,18 @@ func TestServer_Stats(t *testing.T) {
 	const reportEvery = 200 * time.Millisecond
 	// Heartbeats (every 200ms) give the test a clock it can wait on.
 	h := startHelper(t, []string{"WATCHDOG_USEC=400000"}, "-report-every", reportEvery.String())
-	h.waitNote("READY=1")
+	h.Notify.Wait("READY=1")
 
-	var stats []note
+	var stats []testkit.Note
 	collect := func(upTo int) {
 		t.Helper()
 		want := FieldRequests + "=" + strconv.Itoa(upTo)
 		for {
-			n := h.next()
-			if _, ok := n.field(FieldRequests); ok {
+			n := h.Notify.Next()
+			if _, ok := n.Field(FieldRequests); ok {
 				stats = append(stats, n)
 			}
-			if n.has(want) {
+			if n.Has(want) {
 				return
 			}
 		}
@@ -469,7 +281,7 @@ func TestServer_Stats(t *testing.T) {
 			t.Errorf("bounds %v, want the defaults %v", period.Bounds, DefaultBounds())
 		}
 		if period.Requests == 0 {
-			t.Errorf("report of an empty period: %q", n.msg)
+			t.Errorf("report of an empty period: %q", n.Text)
 		}
 		sum += period.Requests
 		if total != sum {
@@ -515,7 +327,7 @@ func TestServer_Stats(t *testing.T) {
 		}
 		if i > 0 {
 			// Arrival times jitter; a report per tick cannot come twice as often.
-			if gap := n.at.Sub(stats[i-1].at); gap < reportEvery/2 {
+			if gap := n.At.Sub(stats[i-1].At); gap < reportEvery/2 {
 				t.Errorf("reports %d and %d only %v apart, ReportEvery is %v", i-1, i, gap, reportEvery)
 			}
 		}
@@ -527,15 +339,15 @@ func TestServer_Stats(t *testing.T) {
 	// No request finishes now: three heartbeats (400ms, two report
 	// ticks) pass without a report.
 	for range 3 {
-		_, before := h.waitNote("WATCHDOG=1")
+		_, before := h.Notify.Wait("WATCHDOG=1")
 		for _, n := range before {
-			t.Errorf("datagram while idle: %q", n.msg)
+			t.Errorf("datagram while idle: %q", n.Text)
 		}
 	}
-	h.signal(syscall.SIGTERM)
-	for _, n := range h.rest() {
-		if _, ok := n.field(FieldRequests); ok {
-			t.Errorf("report with no request finished since the last: %q", n.msg)
+	h.Signal(syscall.SIGTERM)
+	for _, n := range h.Rest() {
+		if _, ok := n.Field(FieldRequests); ok {
+			t.Errorf("report with no request finished since the last: %q", n.Text)
 		}
 	}
 }
@@ -556,7 +368,7 @@ func hookLines(out string) map[string][]string {
 
 func TestServer_Hooks(t *testing.T) {
 	h := startHelper(t, nil)
-	h.waitNote("READY=1")
+	h.Notify.Wait("READY=1")
 	for _, tc := range []struct {
 		path string
 		code int
@@ -574,13 +386,13 @@ func TestServer_Hooks(t *testing.T) {
 	// A fresh connection: net/http's client retries a GET once when a
 	// reused one closes before answering.
 	fresh := &http.Client{Timeout: deadline, Transport: &http.Transport{DisableKeepAlives: true}}
-	if _, err := fresh.Get("http://" + h.addr + "/panic"); err == nil {
+	if _, err := fresh.Get("http://" + h.Addr + "/panic"); err == nil {
 		t.Errorf("GET /panic answered; want the connection closed")
 	}
-	h.signal(syscall.SIGTERM)
-	h.rest()
+	h.Signal(syscall.SIGTERM)
+	h.Rest()
 
-	lines := hookLines(h.stdout.String())
+	lines := hookLines(h.Stdout.String())
 	for _, tc := range []struct {
 		path    string
 		status  int
@@ -641,27 +453,27 @@ func TestServer_Drain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := startHelper(t, nil, tc.args...)
-			h.waitNote("READY=1")
+			h.Notify.Wait("READY=1")
 			const took = 1500 * time.Millisecond
 			started := time.Now()
 			resp := h.inFlight("/sleep?d=" + took.String())
-			h.signal(tc.sig)
-			stopping, _ := h.waitNote("STOPPING=1")
-			if stopping.at.Sub(started) >= took {
-				t.Fatalf("STOPPING=1 came %v after the request started, when it had finished: nothing was drained", stopping.at.Sub(started))
+			h.Signal(tc.sig)
+			stopping, _ := h.Notify.Wait("STOPPING=1")
+			if stopping.At.Sub(started) >= took {
+				t.Fatalf("STOPPING=1 came %v after the request started, when it had finished: nothing was drained", stopping.At.Sub(started))
 			}
 			body, err := io.ReadAll(resp.Body)
 			if err != nil || string(body) != "slept 1.5s\n" {
 				t.Errorf("in-flight body %q, %v; want it complete", body, err)
 			}
-			h.waitExit(0)
-			if _, err := net.DialTimeout("tcp", h.addr, deadline); err == nil {
-				t.Errorf("%s still accepts connections after the worker exited", h.addr)
+			h.WaitExit(0)
+			if _, err := net.DialTimeout("tcp", h.Addr, deadline); err == nil {
+				t.Errorf("%s still accepts connections after the worker exited", h.Addr)
 			}
 			// The request finished during the drain and is reported.
 			var reported bool
-			for _, n := range h.rest() {
-				if n.has(FieldRequests + "=1") {
+			for _, n := range h.Rest() {
+				if n.Has(FieldRequests + "=1") {
 					reported = true
 				}
 			}
@@ -675,16 +487,16 @@ func TestServer_Drain(t *testing.T) {
 func TestServer_GracefulTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	h := startHelper(t, nil, "-graceful-timeout", timeout.String())
-	h.waitNote("READY=1")
+	h.Notify.Wait("READY=1")
 	resp := h.inFlight("/sleep?d=1h")
 	sent := time.Now()
-	h.signal(syscall.SIGTERM)
-	h.waitNote("STOPPING=1")
+	h.Signal(syscall.SIGTERM)
+	h.Notify.Wait("STOPPING=1")
 	body, err := io.ReadAll(resp.Body)
 	if err == nil || len(body) > 0 {
 		t.Errorf("body %q, %v after the graceful timeout; want it cut off", body, err)
 	}
-	h.waitExit(0)
+	h.WaitExit(0)
 	if took := time.Since(sent); took < timeout {
 		t.Errorf("exited %v after SIGTERM, before the %v graceful timeout", took, timeout)
 	}
@@ -694,31 +506,31 @@ func TestServer_QuickExit(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGQUIT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			h := startHelper(t, nil)
-			h.waitNote("READY=1")
+			h.Notify.Wait("READY=1")
 			resp := h.inFlight("/sleep?d=1h")
-			h.signal(sig)
-			h.waitNote("STOPPING=1")
+			h.Signal(sig)
+			h.Notify.Wait("STOPPING=1")
 			body, err := io.ReadAll(resp.Body)
 			if err == nil || len(body) > 0 {
 				t.Errorf("body %q, %v; want the connection closed at once", body, err)
 			}
-			h.waitExit(0)
+			h.WaitExit(0)
 		})
 	}
 }
 
 func TestServer_USR1(t *testing.T) {
 	h := startHelper(t, nil)
-	h.waitNote("READY=1")
+	h.Notify.Wait("READY=1")
 	// Go's default for SIGUSR1 is to exit; forkd forwards it for reopening
 	// logs. Linux delivers the lower-numbered USR1 before TERM.
-	h.signal(syscall.SIGUSR1)
+	h.Signal(syscall.SIGUSR1)
 	if code, _ := h.get("/"); code != http.StatusOK {
 		t.Errorf("GET / after SIGUSR1 = %d", code)
 	}
-	h.signal(syscall.SIGTERM)
-	h.rest() // exit code 0, not killed by USR1
-	if !strings.Contains(h.stderr.String(), "SIGUSR1") {
-		t.Errorf("no log line about SIGUSR1:\n%s", h.stderr.String())
+	h.Signal(syscall.SIGTERM)
+	h.Rest() // exit code 0, not killed by USR1
+	if !strings.Contains(h.Stderr.String(), "SIGUSR1") {
+		t.Errorf("no log line about SIGUSR1:\n%s", h.Stderr.String())
 	}
 }

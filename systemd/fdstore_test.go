@@ -39,17 +39,17 @@ func TestNotifier_StoreFDs(t *testing.T) {
 	if err := n.StoreFDs("web", f, uf); err != nil {
 		t.Fatalf("StoreFDs: %v", err)
 	}
-	m := r.read(wait)
-	if m.text != "FDSTORE=1\nFDNAME=web" {
-		t.Errorf("message = %q, want FDSTORE=1 and FDNAME=web", m.text)
+	m := r.Next()
+	if m.Text != "FDSTORE=1\nFDNAME=web" {
+		t.Errorf("message = %q, want FDSTORE=1 and FDNAME=web", m.Text)
 	}
-	if len(m.fds) != 2 {
-		t.Fatalf("received %d fds, want 2", len(m.fds))
+	if len(m.FDs) != 2 {
+		t.Fatalf("received %d fds, want 2", len(m.FDs))
 	}
 
 	// The received descriptors are the listening sockets: accept on them.
 	for i, addr := range []net.Addr{ln.Addr(), uln.Addr()} {
-		got, err := net.FileListener(os.NewFile(uintptr(m.fds[i]), "stored"))
+		got, err := net.FileListener(os.NewFile(uintptr(m.FDs[i]), "stored"))
 		if err != nil {
 			t.Fatalf("fd %d: FileListener: %v", i, err)
 		}
@@ -133,12 +133,12 @@ func TestNotifier_StoreFDsInvalid(t *testing.T) {
 		t.Error("StoreFDs with a nil file: nil error")
 	}
 	// Nothing reached systemd for any of these.
-	r.expectNothing(100 * time.Millisecond)
+	expectNothing(t, r, 100*time.Millisecond)
 
 	if err := n.StoreFDs(strings.Repeat("x", 255), f); err != nil {
 		t.Errorf("StoreFDs with a 255-byte name: %v", err)
 	}
-	if m := r.read(wait); len(m.fds) != 1 {
-		t.Errorf("255-byte name: received %d fds, want 1", len(m.fds))
+	if m := r.Next(); len(m.FDs) != 1 {
+		t.Errorf("255-byte name: received %d fds, want 1", len(m.FDs))
 	}
 }

@@ -2,7 +2,6 @@ package systemd
 
 import (
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,115 +10,31 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
-// receiver is a notify socket as systemd runs it: a unixgram socket with
-// SO_PASSCRED, so each datagram carries its sender's credentials.
-type receiver struct {
-	t    *testing.T
-	conn *net.UnixConn
-	addr string
-}
-
-// message is one datagram read by a receiver.
-type message struct {
-	text string
-	pid  int32
-	fds  []int
-	at   time.Time
-}
-
-// listenNotify starts a receiver at addr (a path, or "@name" for an
-// abstract socket) and points NOTIFY_SOCKET at it for the test.
-func listenNotify(t *testing.T, addr string) *receiver {
+// listenNotify starts a notify socket as systemd holds it at addr (a path,
+// or "@name" for an abstract socket) and points NOTIFY_SOCKET at it for
+// the test.
+func listenNotify(t *testing.T, addr string) *testkit.Notify {
 	t.Helper()
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
-	}); err != nil || serr != nil {
-		t.Fatalf("SO_PASSCRED: %v %v", err, serr)
-	}
+	r := testkit.ListenNotifyAt(t, addr)
 	t.Setenv("NOTIFY_SOCKET", addr)
-	return &receiver{t: t, conn: conn, addr: addr}
+	return r
 }
 
-// listenTemp starts a receiver on a socket file in t.TempDir().
-func listenTemp(t *testing.T) *receiver {
+// listenTemp starts a notify socket in t.TempDir().
+func listenTemp(t *testing.T) *testkit.Notify {
 	t.Helper()
 	return listenNotify(t, filepath.Join(t.TempDir(), "notify"))
 }
 
-// read returns the next datagram, failing the test if none arrives within
-// wait.
-func (r *receiver) read(wait time.Duration) message {
-	r.t.Helper()
-	m, err := r.tryRead(wait)
-	if err != nil {
-		r.t.Fatalf("no notify message within %v: %v", wait, err)
-	}
-	return m
-}
-
-// tryRead returns the next datagram or the error (a timeout) that came
-// instead within wait.
-func (r *receiver) tryRead(wait time.Duration) (message, error) {
-	r.t.Helper()
-	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(maxFDsPerMessage*4)+unix.CmsgSpace(unix.SizeofUcred))
-	if err := r.conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
-		r.t.Fatal(err)
-	}
-	n, oobn, _, _, err := r.conn.ReadMsgUnix(buf, oob)
-	if err != nil {
-		return message{}, err
-	}
-	m := message{text: string(buf[:n]), at: time.Now()}
-	cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil {
-		r.t.Fatalf("parse control messages: %v", err)
-	}
-	for _, c := range cmsgs {
-		if c.Header.Level != unix.SOL_SOCKET {
-			continue
-		}
-		switch c.Header.Type {
-		case unix.SCM_CREDENTIALS:
-			cred, err := unix.ParseUnixCredentials(&c)
-			if err != nil {
-				r.t.Fatalf("parse credentials: %v", err)
-			}
-			m.pid = cred.Pid
-		case unix.SCM_RIGHTS:
-			fds, err := unix.ParseUnixRights(&c)
-			if err != nil {
-				r.t.Fatalf("parse rights: %v", err)
-			}
-			m.fds = append(m.fds, fds...)
-			for _, fd := range fds {
-				fd := fd
-				r.t.Cleanup(func() { unix.Close(fd) })
-			}
-		}
-	}
-	return m, nil
-}
-
-// expectNothing fails the test if a datagram arrives within wait.
-func (r *receiver) expectNothing(wait time.Duration) {
-	r.t.Helper()
-	if m, err := r.tryRead(wait); err == nil {
-		r.t.Fatalf("unexpected notify message %q", m.text)
-	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
-		r.t.Fatalf("read: %v", err)
+// expectNothing fails the test if a datagram arrives within d.
+func expectNothing(t *testing.T, r *testkit.Notify, d time.Duration) {
+	t.Helper()
+	if m, ok := r.Within(d); ok {
+		t.Fatalf("unexpected notify message %q", m.Text)
 	}
 }
 
@@ -153,12 +68,12 @@ func TestNotifier_Messages(t *testing.T) {
 			if err := tt.send(); err != nil {
 				t.Fatalf("send: %v", err)
 			}
-			m := r.read(wait)
-			if m.text != tt.want {
-				t.Errorf("message = %q, want %q", m.text, tt.want)
+			m := r.Next()
+			if m.Text != tt.want {
+				t.Errorf("message = %q, want %q", m.Text, tt.want)
 			}
-			if int(m.pid) != os.Getpid() {
-				t.Errorf("sender pid = %d, want %d", m.pid, os.Getpid())
+			if int(m.PID) != os.Getpid() {
+				t.Errorf("sender pid = %d, want %d", m.PID, os.Getpid())
 			}
 		})
 	}
@@ -178,10 +93,10 @@ func TestNotifier_Reloading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := r.read(wait)
-	lines := strings.Split(m.text, "\n")
+	m := r.Next()
+	lines := strings.Split(m.Text, "\n")
 	if len(lines) != 2 || lines[0] != "RELOADING=1" || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
-		t.Fatalf("message = %q, want RELOADING=1 and MONOTONIC_USEC=", m.text)
+		t.Fatalf("message = %q, want RELOADING=1 and MONOTONIC_USEC=", m.Text)
 	}
 	usec, err := strconv.ParseUint(strings.TrimPrefix(lines[1], "MONOTONIC_USEC="), 10, 64)
 	if err != nil {
@@ -208,8 +123,8 @@ func TestNotifier_AbstractSocket(t *testing.T) {
 	if err := n.Ready("abstract"); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
-	if m := r.read(wait); m.text != "READY=1\nSTATUS=abstract" {
-		t.Errorf("message = %q", m.text)
+	if m := r.Next(); m.Text != "READY=1\nSTATUS=abstract" {
+		t.Errorf("message = %q", m.Text)
 	}
 	// A path socket of the same name must not have been created.
 	if _, err := os.Stat(addr); !os.IsNotExist(err) {
@@ -265,8 +180,8 @@ func TestNotifier_ReadsEnvironmentOnce(t *testing.T) {
 	if err := n.Stopping(); err != nil {
 		t.Fatalf("Stopping: %v", err)
 	}
-	if m := r.read(wait); m.text != "STOPPING=1" {
-		t.Errorf("message = %q, want STOPPING=1", m.text)
+	if m := r.Next(); m.Text != "STOPPING=1" {
+		t.Errorf("message = %q, want STOPPING=1", m.Text)
 	}
 }
 
@@ -315,8 +230,8 @@ func TestNotifier_QueueFull(t *testing.T) {
 		!strings.Contains(err.Error(), "STATUS=filling") {
 		t.Fatalf("error = %v, want EAGAIN, the full queue and the message named", err)
 	}
-	if m := r.read(wait); m.text != "STATUS=filling 0" {
-		t.Fatalf("first queued message %q, want STATUS=filling 0", m.text)
+	if m := r.Next(); m.Text != "STATUS=filling 0" {
+		t.Fatalf("first queued message %q, want STATUS=filling 0", m.Text)
 	}
 	if err := n.Status("room again"); err != nil {
 		t.Fatalf("send after the receiver read one: %v", err)

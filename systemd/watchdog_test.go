@@ -7,37 +7,18 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // watchdogUsec is the WATCHDOG_USEC the tests use: pings every 100ms.
 const watchdogUsec = 200_000
 
-// runWatchdog starts n.Watchdog in a goroutine and returns a function that
-// cancels it and fails the test unless it returns nil promptly.
+// runWatchdog runs n.Watchdog until the test ends or stop is called
+// (testkit.Run).
 func runWatchdog(t *testing.T, n *Notifier, healthy func(context.Context) bool) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Watchdog(ctx, healthy) }()
-	stopped := false
-	stop = func() {
-		t.Helper()
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Watchdog returned %v after cancel, want nil", err)
-			}
-		case <-time.After(wait):
-			t.Errorf("Watchdog did not return within %v of cancel", wait)
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return testkit.RunWithin(t, wait, func(ctx context.Context) error { return n.Watchdog(ctx, healthy) })
 }
 
 func setWatchdog(t *testing.T, usec int, pid int) {
@@ -67,11 +48,11 @@ func TestNotifier_WatchdogPings(t *testing.T) {
 	const pings = 6
 	var at []time.Time
 	for i := 0; i < pings; i++ {
-		m := r.read(wait)
-		if m.text != "WATCHDOG=1" {
-			t.Fatalf("ping %d = %q, want WATCHDOG=1", i, m.text)
+		m := r.Next()
+		if m.Text != "WATCHDOG=1" {
+			t.Fatalf("ping %d = %q, want WATCHDOG=1", i, m.Text)
 		}
-		at = append(at, m.at)
+		at = append(at, m.At)
 	}
 	if first := at[0].Sub(start); first > period {
 		t.Errorf("first ping after %v, want at once (within one period %v)", first, period)
@@ -113,7 +94,7 @@ func TestNotifier_WatchdogUnhealthy(t *testing.T) {
 		}
 		return h
 	})
-	r.read(wait) // pinging while healthy
+	r.Next() // pinging while healthy
 
 	healthy.Store(false)
 	// Wait until healthy has answered false once, then drain pings that were
@@ -129,16 +110,12 @@ func TestNotifier_WatchdogUnhealthy(t *testing.T) {
 			break
 		}
 	}
-	for {
-		if _, err := r.tryRead(0); err != nil {
-			break
-		}
-	}
-	r.expectNothing(4 * period)
+	r.Flush()
+	expectNothing(t, r, 4*period)
 
 	healthy.Store(true)
-	if m := r.read(wait); m.text != "WATCHDOG=1" {
-		t.Errorf("after recovering: %q, want WATCHDOG=1", m.text)
+	if m := r.Next(); m.Text != "WATCHDOG=1" {
+		t.Errorf("after recovering: %q, want WATCHDOG=1", m.Text)
 	}
 }
 
@@ -157,7 +134,7 @@ func TestNotifier_WatchdogBlocked(t *testing.T) {
 			<-ctx.Done()
 			return true
 		})
-		r.expectNothing(4 * period)
+		expectNothing(t, r, 4*period)
 		stop()
 		if c := calls.Load(); c < 2 {
 			t.Errorf("healthy called %d times in 4 periods, want a call per period", c)
@@ -174,14 +151,14 @@ func TestNotifier_WatchdogBlocked(t *testing.T) {
 			<-release
 			return true
 		})
-		r.expectNothing(4 * period)
+		expectNothing(t, r, 4*period)
 		if c := calls.Load(); c != 1 {
 			t.Errorf("healthy called %d times while the first call hung, want 1", c)
 		}
 		// Once it unwedges, pinging resumes.
 		close(release)
-		if m := r.read(wait); m.text != "WATCHDOG=1" {
-			t.Errorf("after unwedging: %q, want WATCHDOG=1", m.text)
+		if m := r.Next(); m.Text != "WATCHDOG=1" {
+			t.Errorf("after unwedging: %q, want WATCHDOG=1", m.Text)
 		}
 		stop()
 	})
@@ -199,7 +176,7 @@ func TestNotifier_WatchdogNotConfigured(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var r *receiver
+			var r *testkit.Notify
 			if tt.notify {
 				r = listenTemp(t)
 			} else {
@@ -234,7 +211,7 @@ func TestNotifier_WatchdogNotConfigured(t *testing.T) {
 			default:
 			}
 			if r != nil {
-				r.expectNothing(50 * time.Millisecond)
+				expectNothing(t, r, 50*time.Millisecond)
 			}
 		})
 	}

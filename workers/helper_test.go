@@ -25,6 +25,7 @@ import (
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 func init() {
@@ -34,21 +35,26 @@ func init() {
 }
 
 // TestMain lets the test binary play three parts besides running tests:
-// the exec-shim, a worker (FORKD_TEST_WORKER=mode) and a master
-// (FORKD_TEST_MASTER=1) — real processes, as forkd runs them.
+// the exec-shim (its first argument activation.ShimArg), a worker (role
+// "worker MODE") and a master (role "master") — real processes, as forkd
+// runs them. A master's workers get their role from the config's env,
+// over the "master" they inherit.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == activation.ShimArg {
-		err := activation.Shim(os.Args[2:])
-		fmt.Fprintln(os.Stderr, "exec-shim:", err)
-		os.Exit(127)
-	}
-	if mode := os.Getenv("FORKD_TEST_WORKER"); mode != "" {
-		os.Exit(runWorker(mode))
-	}
-	if os.Getenv("FORKD_TEST_MASTER") != "" {
-		os.Exit(runMaster())
-	}
-	os.Exit(m.Run())
+	testkit.Main(m, testkit.Roles{
+		activation.ShimArg: func(args []string) int {
+			err := activation.Shim(args)
+			fmt.Fprintln(os.Stderr, "exec-shim:", err)
+			return 127
+		},
+		"worker": func(args []string) int {
+			if len(args) != 1 {
+				fmt.Fprintln(os.Stderr, "worker: want a mode, got", args)
+				return 2
+			}
+			return runWorker(args[0])
+		},
+		"master": func([]string) int { return runMaster() },
+	})
 }
 
 // runWorker is a worker written against the plain systemd protocols
@@ -307,7 +313,7 @@ func testConfig(exe, mode string, n int) *config.Config {
 	}
 	c.Worker = config.Worker{
 		Command: exe,
-		Env:     map[string]string{"FORKD_TEST_WORKER": mode, "GOTRACEBACK": "none"},
+		Env:     map[string]string{testkit.RoleEnv: "worker " + mode, "GOTRACEBACK": "none"},
 		Ready:   config.ReadyNotify,
 	}
 	return c

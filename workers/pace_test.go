@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // bootWatch follows PostFork and PostWorkerInit events and tracks how many
@@ -44,7 +45,7 @@ type fakeRunQueue struct{ others atomic.Int64 }
 func (q *fakeRunQueue) read() (int, error) { return int(q.others.Load()) + 1, nil }
 
 func TestPool_MaxBooting(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 6)
+	cfg := testConfig(testkit.Executable(t), "serve", 6)
 	cfg.Server.MaxBooting = 2
 	h := start(t, cfg, nil)
 	b := &bootWatch{h: h}
@@ -69,7 +70,7 @@ func TestPool_MaxBooting(t *testing.T) {
 func TestPool_PaceByRunQueue(t *testing.T) {
 	q := &fakeRunQueue{}
 	q.others.Store(100) // a busy machine
-	cfg := testConfig(exe(t), "serve", 4)
+	cfg := testConfig(testkit.Executable(t), "serve", 4)
 	h := start(t, cfg, func(o *Options) { o.cpus, o.runQueue = 1, q.read })
 	b := &bootWatch{h: h}
 	if most := b.until(4); most != 2 {
@@ -90,7 +91,7 @@ func TestPool_PaceByRunQueue(t *testing.T) {
 func TestPool_PaceTimer(t *testing.T) {
 	q := &fakeRunQueue{}
 	q.others.Store(100)
-	cfg := testConfig(exe(t), "hang-boot", 3) // never ready: no events
+	cfg := testConfig(testkit.Executable(t), "hang-boot", 3) // never ready: no events
 	h := start(t, cfg, func(o *Options) { o.cpus, o.runQueue = 1, q.read })
 	h.rec.wait(t, 20*time.Second, "the first worker", is(hooks.PostFork))
 	h.rec.wait(t, 20*time.Second, "the second worker", is(hooks.PostFork))
@@ -111,7 +112,7 @@ func TestPool_PaceTimer(t *testing.T) {
 func TestPool_StopDropsHeldSlots(t *testing.T) {
 	q := &fakeRunQueue{}
 	q.others.Store(100)
-	cfg := testConfig(exe(t), "hang-boot", 4)
+	cfg := testConfig(testkit.Executable(t), "hang-boot", 4)
 	h := start(t, cfg, func(o *Options) { o.cpus, o.runQueue = 1, q.read })
 	h.rec.wait(t, 20*time.Second, "the first worker", is(hooks.PostFork))
 	h.rec.wait(t, 20*time.Second, "the second worker", is(hooks.PostFork))

@@ -19,7 +19,7 @@ import (
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 type tWriter struct{ t *testing.T }
@@ -33,37 +33,9 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func exe(t *testing.T) string {
-	t.Helper()
-	p, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// gone waits until pid no longer runs (exited, maybe a zombie of someone
-// else's) and fails the test after d.
-func gone(t *testing.T, pid int, d time.Duration) {
-	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return
-	}
-	if err != nil {
-		t.Fatalf("pidfd_open %d: %v", pid, err)
-	}
-	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, int(d.Milliseconds()))
-	if err != nil || n != 1 {
-		t.Fatalf("pid %d still running after %s (poll: %d, %v)", pid, d, n, err)
-	}
-}
-
 func TestPool_StartServeStop(t *testing.T) {
 	fdsBefore := countFDs(t)
-	h := start(t, testConfig(exe(t), "serve", 4), nil)
+	h := start(t, testConfig(testkit.Executable(t), "serve", 4), nil)
 	pids := h.waitReady(4)
 	e := h.rec.wait(t, 5*time.Second, "when_ready", is(hooks.WhenReady))
 	if e.Generation != 1 || e.Workers != 4 {
@@ -101,7 +73,7 @@ func TestPool_StartServeStop(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	for _, pid := range pids {
-		gone(t, pid, time.Second)
+		testkit.WaitExit(t, pid, time.Second)
 	}
 	if n := countFDs(t); n > fdsBefore+1 { // +1: the harness's socket, closed in Cleanup
 		t.Errorf("fd leak: %d open before, %d after", fdsBefore, n)
@@ -119,7 +91,7 @@ func countFDs(t *testing.T) int {
 func TestPool_KilledWorkerIsReplaced(t *testing.T) {
 	for _, shim := range []bool{false, true} {
 		t.Run(map[bool]string{false: "direct", true: "through the exec-shim"}[shim], func(t *testing.T) {
-			h := start(t, testConfig(exe(t), "serve", 1), func(o *Options) { o.ExecShim = shim })
+			h := start(t, testConfig(testkit.Executable(t), "serve", 1), func(o *Options) { o.ExecShim = shim })
 			victim := h.waitReady(1)[0]
 			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -146,7 +118,7 @@ func TestPool_KilledWorkerIsReplaced(t *testing.T) {
 }
 
 func TestPool_ExitAtOnceBacksOff(t *testing.T) {
-	h := start(t, testConfig(exe(t), "exit1", 1), nil)
+	h := start(t, testConfig(testkit.Executable(t), "exit1", 1), nil)
 	var forks []time.Time
 	for len(forks) < 4 {
 		h.rec.wait(t, 10*time.Second, "pre_fork", is(hooks.PreFork))
@@ -180,7 +152,7 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestPool_CommandMissing(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 1)
+	cfg := testConfig(testkit.Executable(t), "serve", 1)
 	cfg.Worker.Command = filepath.Join(t.TempDir(), "no-such-program")
 	h := start(t, cfg, nil)
 	h.rec.wait(t, 5*time.Second, "pre_fork", is(hooks.PreFork))
@@ -200,12 +172,12 @@ func TestPool_CommandMissing(t *testing.T) {
 // TestPool_CommandNotExecutable: the exec itself fails (here EACCES) in a
 // worker process that already exists; the pool reports why and backs off.
 func TestPool_CommandNotExecutable(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 1)
+	cfg := testConfig(testkit.Executable(t), "serve", 1)
 	cfg.Worker.Command = filepath.Join(t.TempDir(), "not-executable")
 	if err := os.WriteFile(cfg.Worker.Command, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncbuf.Buffer{}
+	logs := &testkit.Buffer{}
 	h := start(t, cfg, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	first := h.rec.wait(t, 5*time.Second, "child_exit", is(hooks.ChildExit))
 	if first.ExitCode != 127 {
@@ -221,7 +193,7 @@ func TestPool_CommandNotExecutable(t *testing.T) {
 }
 
 func TestPool_BootTimeout(t *testing.T) {
-	cfg := testConfig(exe(t), "hang-boot", 1)
+	cfg := testConfig(testkit.Executable(t), "hang-boot", 1)
 	cfg.Server.BootTimeout.Duration = 300 * time.Millisecond
 	cfg.Server.KillTimeout.Duration = 300 * time.Millisecond
 	h := start(t, cfg, nil)
@@ -236,7 +208,7 @@ func TestPool_BootTimeout(t *testing.T) {
 }
 
 func TestPool_HeartbeatTimeout(t *testing.T) {
-	cfg := testConfig(exe(t), "no-heartbeat", 1)
+	cfg := testConfig(testkit.Executable(t), "no-heartbeat", 1)
 	cfg.Server.Timeout.Duration = 300 * time.Millisecond
 	cfg.Server.KillTimeout.Duration = 300 * time.Millisecond
 	h := start(t, cfg, nil)
@@ -250,11 +222,11 @@ func TestPool_HeartbeatTimeout(t *testing.T) {
 	if r.PID == pid {
 		t.Errorf("replacement has the hung worker's pid")
 	}
-	gone(t, pid, 5*time.Second)
+	testkit.WaitExit(t, pid, 5*time.Second)
 }
 
 func TestPool_HeartbeatsKeepWorkerAlive(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 1)
+	cfg := testConfig(testkit.Executable(t), "serve", 1)
 	cfg.Server.Timeout.Duration = 200 * time.Millisecond
 	h := start(t, cfg, nil)
 	h.waitReady(1)
@@ -273,7 +245,7 @@ func TestPool_HeartbeatsKeepWorkerAlive(t *testing.T) {
 }
 
 func TestPool_IgnoredTermGetsKilled(t *testing.T) {
-	cfg := testConfig(exe(t), "ignore-term", 1)
+	cfg := testConfig(testkit.Executable(t), "ignore-term", 1)
 	cfg.Server.GracefulTimeout.Duration = 300 * time.Millisecond
 	h := start(t, cfg, nil)
 	pid := h.waitReady(1)[0]
@@ -295,7 +267,7 @@ func TestPool_IgnoredTermGetsKilled(t *testing.T) {
 
 func TestPool_IgnoresForeignNotify(t *testing.T) {
 	dir := t.TempDir()
-	h := start(t, testConfig(exe(t), "hang-boot", 1), func(o *Options) { o.NotifyDir = dir })
+	h := start(t, testConfig(testkit.Executable(t), "hang-boot", 1), func(o *Options) { o.NotifyDir = dir })
 	h.rec.wait(t, 5*time.Second, "post_fork", is(hooks.PostFork))
 	socks, _ := filepath.Glob(filepath.Join(dir, "forkd-*", "notify"))
 	if len(socks) != 1 {
@@ -333,7 +305,7 @@ func TestPool_IgnoresForeignNotify(t *testing.T) {
 }
 
 func TestPool_Signals(t *testing.T) {
-	h := start(t, testConfig(exe(t), "serve", 2), nil)
+	h := start(t, testConfig(testkit.Executable(t), "serve", 2), nil)
 	h.waitReady(2)
 
 	t.Run("TTIN", func(t *testing.T) {
@@ -374,7 +346,7 @@ func TestPool_Signals(t *testing.T) {
 			t.Errorf("when_ready = %+v", e)
 		}
 		for pid := range before {
-			gone(t, pid, 10*time.Second)
+			testkit.WaitExit(t, pid, 10*time.Second)
 		}
 		m := h.dial()
 		if m["gen"] != "2" || before[atoi(m["pid"])] {
@@ -385,7 +357,7 @@ func TestPool_Signals(t *testing.T) {
 		before := h.pids()
 		h.sigs <- syscall.SIGWINCH
 		for pid := range before {
-			gone(t, pid, 10*time.Second)
+			testkit.WaitExit(t, pid, 10*time.Second)
 		}
 		h.rec.wait(t, 5*time.Second, "nworkers_changed to 0", func(e hooks.Event) bool {
 			return e.Hook == hooks.NworkersChanged && e.Workers == 0
@@ -411,7 +383,7 @@ func TestPool_Signals(t *testing.T) {
 		h.sigs <- syscall.SIGINT
 		h.rec.wait(t, 5*time.Second, "worker_int", is(hooks.WorkerInt))
 		for pid := range pids {
-			gone(t, pid, 5*time.Second)
+			testkit.WaitExit(t, pid, 5*time.Second)
 		}
 		select {
 		case err := <-h.ran:
@@ -426,7 +398,7 @@ func TestPool_Signals(t *testing.T) {
 }
 
 func TestPool_ReloadRollsBack(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 2)
+	cfg := testConfig(testkit.Executable(t), "serve", 2)
 	next := make(chan *config.Config, 1)
 	h := start(t, cfg, func(o *Options) {
 		o.Load = func() (*config.Config, error) {
@@ -451,7 +423,7 @@ func TestPool_ReloadRollsBack(t *testing.T) {
 		}
 	})
 	t.Run("crashing generation is rolled back", func(t *testing.T) {
-		next <- testConfig(exe(t), "exit1", 2)
+		next <- testConfig(testkit.Executable(t), "exit1", 2)
 		err := h.pool.Reload(context.Background())
 		if err == nil || !strings.Contains(err.Error(), "exited with status 1") {
 			t.Fatalf("Reload = %v, want the new generation's failure", err)
@@ -470,7 +442,7 @@ func TestPool_ReloadRollsBack(t *testing.T) {
 		}
 	})
 	t.Run("working generation replaces the old one", func(t *testing.T) {
-		next <- testConfig(exe(t), "serve", 2)
+		next <- testConfig(testkit.Executable(t), "serve", 2)
 		if err := h.pool.Reload(context.Background()); err != nil {
 			t.Fatalf("Reload: %v", err)
 		}
@@ -480,7 +452,7 @@ func TestPool_ReloadRollsBack(t *testing.T) {
 			t.Errorf("Status after reload = %+v", s)
 		}
 		for pid := range before {
-			gone(t, pid, 10*time.Second)
+			testkit.WaitExit(t, pid, 10*time.Second)
 		}
 	})
 }
@@ -498,7 +470,7 @@ func samePIDs(a, b map[int]bool) bool {
 }
 
 func TestPool_ScaleSurvivesReload(t *testing.T) {
-	h := start(t, testConfig(exe(t), "serve", 1), nil)
+	h := start(t, testConfig(testkit.Executable(t), "serve", 1), nil)
 	h.waitReady(1)
 	if err := h.pool.SetWorkers(context.Background(), 3); err != nil {
 		t.Fatal(err)
@@ -525,11 +497,11 @@ type masterProc struct {
 
 func startMaster(t *testing.T, env ...string) *masterProc {
 	t.Helper()
-	cmd := exec.Command(exe(t))
+	cmd := testkit.Command(t, "master")
 	// The master makes its notify socket's directory under
 	// RUNTIME_DIRECTORY: in the test's, which goes with the test even when
 	// the master is killed and cannot remove it.
-	cmd.Env = append(append(os.Environ(), "FORKD_TEST_MASTER=1", "GOTRACEBACK=none", "RUNTIME_DIRECTORY="+t.TempDir()), env...)
+	cmd.Env = append(append(cmd.Env, "GOTRACEBACK=none", "RUNTIME_DIRECTORY="+t.TempDir()), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -637,7 +609,7 @@ func TestPool_UpgradeRefusedBadConfig(t *testing.T) {
 		t.Errorf("after the reload: %d workers, want 3", len(after))
 	}
 	for p := range before {
-		gone(t, p, 10*time.Second)
+		testkit.WaitExit(t, p, 10*time.Second)
 	}
 }
 
@@ -681,21 +653,35 @@ func TestPool_UpgradeKeepsDeadlines(t *testing.T) {
 	if err := m.cmd.Process.Signal(syscall.SIGTTOU); err != nil { // one worker stops, ignoring TERM
 		t.Fatal(err)
 	}
-	// The scenario: the upgrade comes well into the stopping worker's grace.
+	exits := make([]<-chan struct{}, 0, len(before))
+	for pid := range before {
+		exits = append(exits, testkit.Exited(t, pid))
+	}
+	// The scenario: the upgrade comes well into the stopping worker's
+	// grace. This sleep is the gap between the two signals, not a wait for
+	// a condition.
 	time.Sleep(gap)
 	if err := m.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan time.Duration, len(before))
-	for pid := range before {
+	done := make(chan time.Duration, len(exits))
+	over := make(chan struct{})
+	defer close(over)
+	for _, exited := range exits {
 		go func() {
-			for syscall.Kill(pid, 0) == nil && time.Since(ttou) < 3*grace {
-				time.Sleep(10 * time.Millisecond)
+			select {
+			case <-exited:
+				done <- time.Since(ttou)
+			case <-over:
 			}
-			done <- time.Since(ttou)
 		}()
 	}
-	first := <-done
+	var first time.Duration
+	select {
+	case first = <-done:
+	case <-time.After(3 * grace):
+		t.Fatalf("no worker gone %s after TTOU", 3*grace)
+	}
 	if first > grace+gap/2 {
 		t.Errorf("the stopping worker was gone %s after TTOU, want about its grace %s (the upgrade came %s in)", first, grace, gap)
 	}
@@ -717,7 +703,7 @@ func TestPool_MasterKilled(t *testing.T) {
 	}
 	m.cmd.Wait()
 	for pid := range pids {
-		gone(t, pid, 5*time.Second)
+		testkit.WaitExit(t, pid, 5*time.Second)
 	}
 }
 
@@ -763,9 +749,9 @@ func TestPool_Upgrade(t *testing.T) {
 // generation fails (here its pre_fork hook refuses), the reload is rolled
 // back and none of that generation's other slots is started after all.
 func TestPool_ReloadRollbackSpawnsNoMore(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 3)
+	cfg := testConfig(testkit.Executable(t), "serve", 3)
 	h := start(t, cfg, func(o *Options) {
-		o.Load = func() (*config.Config, error) { return testConfig(exe(t), "serve", 3), nil }
+		o.Load = func() (*config.Config, error) { return testConfig(testkit.Executable(t), "serve", 3), nil }
 		o.RunHook = func(_ context.Context, e hooks.Event) error {
 			if e.Hook == hooks.PreFork && e.Generation == 2 && e.WorkerID == 0 {
 				return errors.New("refused")
@@ -795,7 +781,7 @@ func TestPool_ReloadRollbackSpawnsNoMore(t *testing.T) {
 // boots one worker at a time, each ready one retiring an old one, so live
 // capacity never drops and never more than one worker boots.
 func TestPool_ReloadMaxSurge(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 3)
+	cfg := testConfig(testkit.Executable(t), "serve", 3)
 	cfg.Server.MaxSurge = 1
 	h := start(t, cfg, nil)
 	old := map[int]bool{}
@@ -841,7 +827,7 @@ func TestPool_ReloadMaxSurge(t *testing.T) {
 		t.Fatalf("Reload: %v", err)
 	}
 	for pid := range old {
-		gone(t, pid, 10*time.Second)
+		testkit.WaitExit(t, pid, 10*time.Second)
 	}
 }
 
@@ -867,14 +853,14 @@ func TestPool_UpgradeThenReload(t *testing.T) {
 		}
 	}
 	for p := range before {
-		gone(t, p, 10*time.Second)
+		testkit.WaitExit(t, p, 10*time.Second)
 	}
 }
 
 // TestPool_MaxFailures: a slot that keeps failing stops the instance with
 // ErrCrashLoop once it failed max_failures times in a row.
 func TestPool_MaxFailures(t *testing.T) {
-	cfg := testConfig(exe(t), "exit1", 2)
+	cfg := testConfig(testkit.Executable(t), "exit1", 2)
 	cfg.Server.MaxFailures = 3
 	h := start(t, cfg, nil)
 	select {
@@ -896,7 +882,7 @@ func TestPool_ReloadObservedBeforeOutcome(t *testing.T) {
 	var mu sync.Mutex
 	var latest Status
 	atOutcome := make(chan Status, 1)
-	h := start(t, testConfig(exe(t), "serve", 1), func(o *Options) {
+	h := start(t, testConfig(testkit.Executable(t), "serve", 1), func(o *Options) {
 		o.Observe = func(s Status) {
 			mu.Lock()
 			latest = s
@@ -936,7 +922,7 @@ func TestPool_MasterSlice(t *testing.T) {
 	const asked = 300 * time.Microsecond
 	for _, shim := range []bool{false, true} {
 		t.Run(map[bool]string{false: "direct", true: "through the exec-shim"}[shim], func(t *testing.T) {
-			cfg := testConfig(exe(t), "serve", 2)
+			cfg := testConfig(testkit.Executable(t), "serve", 2)
 			cfg.Server.MasterSlice = config.Duration{Duration: asked}
 			h := start(t, cfg, func(o *Options) { o.ExecShim = shim })
 			pids := h.waitReady(2)
@@ -977,7 +963,7 @@ func TestPool_MasterSlice(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		h := start(t, testConfig(exe(t), "serve", 1), nil) // MasterSlice 0
+		h := start(t, testConfig(testkit.Executable(t), "serve", 1), nil) // MasterSlice 0
 		pid := h.waitReady(1)[0]
 		for tid, d := range threadSlices(t) {
 			if d != def {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // waitStats polls the pool's counters until ok says yes, failing t after
@@ -36,7 +37,7 @@ func waitStats(t *testing.T, h *harness, d time.Duration, what string, ok func(S
 // helper beats at a quarter of WATCHDOG_USEC): at the kernel's default
 // max_dgram_qlen of 10 the pool can leave the socket unwatched for 1.75 s.
 func quietConfig(t *testing.T) *harness {
-	cfg := testConfig(exe(t), "serve", 2)
+	cfg := testConfig(testkit.Executable(t), "serve", 2)
 	cfg.Server.Timeout.Duration = 2 * time.Second
 	return start(t, cfg, nil)
 }
@@ -120,7 +121,7 @@ func TestPool_QuietStoppingThenExit(t *testing.T) {
 // barrier is read within a second (the worker exits 7 otherwise) for
 // longer than a pool without barriers takes to go quiet.
 func TestPool_BarrierStaysWatched(t *testing.T) {
-	cfg := testConfig(exe(t), "barrier", 2)
+	cfg := testConfig(testkit.Executable(t), "barrier", 2)
 	cfg.Server.Timeout.Duration = 2 * time.Second
 	h := start(t, cfg, nil)
 	if q := maxDgramQlen(); q < 10 {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // observer records every status the pool reports.
@@ -65,7 +66,7 @@ func checkHandOver(t *testing.T, h *harness, pids map[int]bool) {
 }
 
 func TestPool_RecycleMaxLifetime(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 2)
+	cfg := testConfig(testkit.Executable(t), "serve", 2)
 	cfg.Server.MaxLifetime.Duration = 500 * time.Millisecond
 	obs := &observer{ch: make(chan Status, 1<<14)}
 	h := start(t, cfg, func(o *Options) { o.Observe = obs.observe })
@@ -80,7 +81,7 @@ func TestPool_RecycleMaxLifetime(t *testing.T) {
 }
 
 func TestPool_RecycleMaxRequests(t *testing.T) {
-	cfg := testConfig(exe(t), "serve", 1)
+	cfg := testConfig(testkit.Executable(t), "serve", 1)
 	cfg.Server.MaxRequests = 3
 	obs := &observer{ch: make(chan Status, 1<<14)}
 	h := start(t, cfg, func(o *Options) { o.Observe = obs.observe })

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,227 +9,43 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
-// helperEnv makes the test binary run as the demo worker (TestMain).
-const helperEnv = "FORKD_DEMO_TEST_HELPER"
-
-// deadline bounds every wait; a race-enabled binary on a busy machine is slow.
-const deadline = 20 * time.Second
+// deadline bounds every wait.
+const deadline = testkit.Deadline
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "1" {
-		// systemd and forkd's exec shim set LISTEN_PID to the worker's own
-		// pid between fork and exec; os/exec cannot, so the helper does.
-		if os.Getenv("LISTEN_FDS") != "" {
-			os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-		}
-		if err := run(context.Background(), os.Args[1:], os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, "forkd-demo:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
+	testkit.Main(m, testkit.Roles{"demo": testkit.WorkerRole("forkd-demo", func(args []string) error {
+		return run(context.Background(), args, os.Stderr)
+	})})
 }
 
 // demo is the test binary re-executed as the demo worker, socket-activated
-// the way systemd and forkd do it: a TCP listener at fd 3 and a unixgram
-// NOTIFY_SOCKET owned by the test.
+// the way systemd and forkd do it (testkit.Worker).
 type demo struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	url    string      // http://host:port of the inherited listener
-	notify string      // the NOTIFY_SOCKET path
-	notes  chan string // sd_notify datagrams, one message each
-	lines  chan string // stderr lines
-	exited chan error  // cmd.Wait's result, once
-
-	mu     sync.Mutex
-	stderr []string
+	*testkit.Worker
+	url string // http://host:port of the inherited listener
 }
 
-// startDemo starts the worker with the given extra environment and flags.
+// startDemo starts the worker with the given extra environment and flags,
+// on a listening socket of its own.
 func startDemo(t *testing.T, env []string, args ...string) *demo {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	lnFile, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatalf("listener file: %v", err)
-	}
-	d := &demo{
-		t:      t,
-		url:    "http://" + ln.Addr().String(),
-		notes:  make(chan string, 256),
-		lines:  make(chan string, 256),
-		exited: make(chan error, 1),
-	}
-
-	notifyPath := filepath.Join(t.TempDir(), "notify")
-	d.notify = notifyPath
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatalf("listen on notify socket: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			select {
-			case d.notes <- string(buf[:n]):
-			default: // nobody waits for that many; the tests need only the first few
-			}
-		}
-	}()
-
-	d.cmd = exec.Command(os.Args[0], args...)
-	d.cmd.Env = append(cleanEnv(),
-		helperEnv+"=1",
-		"LISTEN_FDS=1",
-		"LISTEN_FDNAMES=web",
-		"NOTIFY_SOCKET="+notifyPath,
-	)
-	d.cmd.Env = append(d.cmd.Env, env...)
-	d.cmd.ExtraFiles = []*os.File{lnFile}
-	stderr, err := d.cmd.StderrPipe()
-	if err != nil {
-		t.Fatalf("stderr pipe: %v", err)
-	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start demo: %v", err)
-	}
-	// The worker holds the socket now; closing ours means connections are
-	// refused once it exits.
-	lnFile.Close()
-	ln.Close()
-
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.stderr = append(d.stderr, sc.Text())
-			d.mu.Unlock()
-			select {
-			case d.lines <- sc.Text():
-			default:
-			}
-		}
-		d.exited <- d.cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.exited
-		if t.Failed() {
-			d.mu.Lock()
-			t.Logf("demo stderr:\n%s", strings.Join(d.stderr, "\n"))
-			d.mu.Unlock()
-		}
-	})
-	return d
+	return startDemoOn(t, nil, env, args...)
 }
 
-// cleanEnv is the test's environment without anything a service manager
-// around the test run may have set for the test itself.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
-			"WATCHDOG_USEC", "WATCHDOG_PID", "FORKD_WORKER_ID", "FORKD_GENERATION":
-		default:
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// waitNote waits for a notify message with the line want and returns the
-// whole message.
-func (d *demo) waitNote(want string) string {
-	d.t.Helper()
-	return waitNote(d.t, d.notes, want)
-}
-
-func waitNote(t *testing.T, notes <-chan string, want string) string {
+// startDemoOn starts the worker on ln (nil: a socket of its own).
+func startDemoOn(t testing.TB, ln *net.TCPListener, env []string, args ...string) *demo {
 	t.Helper()
-	timeout := time.After(deadline)
-	for {
-		select {
-		case msg := <-notes:
-			for _, line := range strings.Split(msg, "\n") {
-				if line == want {
-					return msg
-				}
-			}
-		case <-timeout:
-			t.Fatalf("no %q on NOTIFY_SOCKET within %v", want, deadline)
-		}
-	}
-}
-
-// waitLog waits for a stderr line containing substr and returns it.
-func (d *demo) waitLog(substr string) string {
-	d.t.Helper()
-	timeout := time.After(deadline)
-	for {
-		select {
-		case line := <-d.lines:
-			if strings.Contains(line, substr) {
-				return line
-			}
-		case <-timeout:
-			d.t.Fatalf("no log line containing %q within %v", substr, deadline)
-			return ""
-		}
-	}
-}
-
-// signal sends sig to the worker.
-func (d *demo) signal(sig os.Signal) {
-	d.t.Helper()
-	if err := d.cmd.Process.Signal(sig); err != nil {
-		d.t.Fatalf("send %v: %v", sig, err)
-	}
-}
-
-// waitExit waits for the worker to exit and returns cmd.Wait's error.
-func (d *demo) waitExit() error {
-	d.t.Helper()
-	select {
-	case err := <-d.exited:
-		d.exited <- err // for Cleanup
-		return err
-	case <-time.After(deadline):
-		d.t.Fatalf("demo did not exit within %v", deadline)
-		return nil
-	}
-}
-
-// exitedYet reports whether the worker has exited.
-func (d *demo) exitedYet() bool {
-	select {
-	case err := <-d.exited:
-		d.exited <- err
-		return true
-	default:
-		return false
-	}
+	w := testkit.StartWorker(t, testkit.WorkerSpec{Role: "demo", Args: args, Env: env, Listener: ln})
+	return &demo{Worker: w, url: "http://" + w.Addr}
 }
 
 var client = &http.Client{
@@ -255,14 +70,13 @@ func get(t *testing.T, url string) (int, string) {
 func TestDemo_SocketActivated(t *testing.T) {
 	d := startDemo(t, []string{"FORKD_WORKER_ID=2", "FORKD_GENERATION=7", "WATCHDOG_USEC=100000"})
 
-	ready := d.waitNote("READY=1")
-	host := strings.TrimPrefix(d.url, "http://")
-	if want := "STATUS=serving on tcp:" + host; !strings.Contains(ready, want) {
+	ready, _ := d.Notify.Wait("READY=1")
+	if want := "STATUS=serving on tcp:" + d.Addr; !strings.Contains(ready.Text, want) {
 		t.Errorf("READY message %q lacks %q", ready, want)
 	}
 
 	code, body := get(t, d.url+"/")
-	want := fmt.Sprintf("hello from worker 2 (pid %d, generation 7)\n", d.cmd.Process.Pid)
+	want := fmt.Sprintf("hello from worker 2 (pid %d, generation 7)\n", d.Cmd.Process.Pid)
 	if code != http.StatusOK || body != want {
 		t.Errorf("GET / = %d %q, want 200 %q", code, body, want)
 	}
@@ -271,21 +85,21 @@ func TestDemo_SocketActivated(t *testing.T) {
 	}
 
 	// WATCHDOG_USEC=100ms: a heartbeat every 50ms, well within the deadline.
-	d.waitNote("WATCHDOG=1")
-	d.waitNote("WATCHDOG=1")
+	d.Notify.Wait("WATCHDOG=1")
+	d.Notify.Wait("WATCHDOG=1")
 
-	d.signal(syscall.SIGUSR1)
-	line := d.waitLog("reopening logs")
-	if want := fmt.Sprintf("worker_id=2 pid=%d", d.cmd.Process.Pid); !strings.Contains(line, want) {
+	d.Signal(syscall.SIGUSR1)
+	line := d.Stderr.WaitFor(t, "reopening logs")
+	if want := fmt.Sprintf("worker_id=2 pid=%d", d.Cmd.Process.Pid); !strings.Contains(line, want) {
 		t.Errorf("log line %q lacks %q", line, want)
 	}
-	if d.exitedYet() {
+	if d.Exited() {
 		t.Fatal("demo exited on SIGUSR1")
 	}
 
-	d.signal(syscall.SIGTERM)
-	d.waitNote("STOPPING=1")
-	if err := d.waitExit(); err != nil {
+	d.Signal(syscall.SIGTERM)
+	d.Notify.Wait("STOPPING=1")
+	if err := d.Wait(); err != nil {
 		t.Errorf("exit after SIGTERM: %v, want status 0", err)
 	}
 	if _, err := client.Get(d.url + "/"); err == nil {
@@ -300,41 +114,24 @@ func TestDemo_NoHeartbeatWhenWatchdogDisabled(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			d := startDemo(t, env)
-			d.waitNote("READY=1")
+			d.Notify.Wait("READY=1")
 			// Keep the worker busy for 400ms: 40 heartbeats' worth at 20ms/2.
 			resp, err := client.Get(d.url + "/sleep?d=400ms")
 			if err != nil {
 				t.Fatalf("GET /sleep: %v", err)
 			}
 			defer resp.Body.Close()
-			d.signal(syscall.SIGTERM)
+			d.Signal(syscall.SIGTERM)
 			if _, err := io.ReadAll(resp.Body); err != nil {
 				t.Fatalf("read in-flight body: %v", err)
 			}
-			if err := d.waitExit(); err != nil {
+			if err := d.Wait(); err != nil {
 				t.Fatalf("exit after SIGTERM: %v, want status 0", err)
 			}
-			// A marker queued after everything the worker sent: once it is
-			// read, every message of the worker has been seen.
-			marker, err := net.Dial("unixgram", d.notify)
-			if err != nil {
-				t.Fatalf("dial notify socket: %v", err)
-			}
-			defer marker.Close()
-			if _, err := marker.Write([]byte("TEST_END=1")); err != nil {
-				t.Fatalf("write marker: %v", err)
-			}
-			for {
-				select {
-				case msg := <-d.notes:
-					if strings.Contains(msg, "WATCHDOG=1") {
-						t.Fatalf("got %q with the watchdog disabled", msg)
-					}
-					if msg == "TEST_END=1" {
-						return
-					}
-				case <-time.After(deadline):
-					t.Fatalf("marker not read back within %v", deadline)
+			// Everything the worker sent, now that it is gone.
+			for _, n := range d.Notify.Flush() {
+				if n.Has("WATCHDOG=1") {
+					t.Fatalf("got %q with the watchdog disabled", n.Text)
 				}
 			}
 		})
@@ -343,7 +140,7 @@ func TestDemo_NoHeartbeatWhenWatchdogDisabled(t *testing.T) {
 
 func TestDemo_TermDrainsInFlightRequest(t *testing.T) {
 	d := startDemo(t, []string{"FORKD_WORKER_ID=0", "FORKD_GENERATION=1"})
-	d.waitNote("READY=1")
+	d.Notify.Wait("READY=1")
 
 	// The handler sends its headers at once and its body after 2s: once
 	// the headers are here the request is in flight.
@@ -353,35 +150,35 @@ func TestDemo_TermDrainsInFlightRequest(t *testing.T) {
 	}
 	defer resp.Body.Close()
 
-	d.signal(syscall.SIGTERM)
-	d.waitNote("STOPPING=1")
-	if d.exitedYet() {
+	d.Signal(syscall.SIGTERM)
+	d.Notify.Wait("STOPPING=1")
+	if d.Exited() {
 		t.Fatal("demo exited with a request in flight")
 	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("read in-flight body: %v", err)
 	}
-	want := fmt.Sprintf("hello from worker 0 (pid %d, generation 1)\n", d.cmd.Process.Pid)
+	want := fmt.Sprintf("hello from worker 0 (pid %d, generation 1)\n", d.Cmd.Process.Pid)
 	if string(body) != want {
 		t.Errorf("in-flight body = %q, want %q", body, want)
 	}
-	if err := d.waitExit(); err != nil {
+	if err := d.Wait(); err != nil {
 		t.Errorf("exit after drain: %v, want status 0", err)
 	}
 }
 
 func TestDemo_DrainIsBounded(t *testing.T) {
 	d := startDemo(t, nil, "-graceful-timeout", "200ms")
-	d.waitNote("READY=1")
+	d.Notify.Wait("READY=1")
 	resp, err := client.Get(d.url + "/sleep?d=1h")
 	if err != nil {
 		t.Fatalf("GET /sleep: %v", err)
 	}
 	defer resp.Body.Close()
 
-	d.signal(syscall.SIGTERM)
-	if err := d.waitExit(); err != nil {
+	d.Signal(syscall.SIGTERM)
+	if err := d.Wait(); err != nil {
 		t.Errorf("exit after a cut-short drain: %v, want status 0", err)
 	}
 	if body, _ := io.ReadAll(resp.Body); len(body) != 0 {
@@ -393,15 +190,15 @@ func TestDemo_QuickExit(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGQUIT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			d := startDemo(t, nil)
-			d.waitNote("READY=1")
+			d.Notify.Wait("READY=1")
 			resp, err := client.Get(d.url + "/sleep?d=1h")
 			if err != nil {
 				t.Fatalf("GET /sleep: %v", err)
 			}
 			defer resp.Body.Close()
 
-			d.signal(sig)
-			if err := d.waitExit(); err != nil {
+			d.Signal(sig)
+			if err := d.Wait(); err != nil {
 				t.Errorf("exit after %v: %v, want status 0", sig, err)
 			}
 		})
@@ -410,7 +207,7 @@ func TestDemo_QuickExit(t *testing.T) {
 
 func TestDemo_ExitAfter(t *testing.T) {
 	d := startDemo(t, nil, "-exit-after", "100ms")
-	err := d.waitExit()
+	err := d.Wait()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
 		t.Fatalf("exit = %v, want exit status 1", err)
@@ -436,7 +233,7 @@ func TestDemo_BootDelay(t *testing.T) {
 		answered <- string(body)
 	}()
 
-	d.waitNote("READY=1")
+	d.Notify.Wait("READY=1")
 	if elapsed := time.Since(start); elapsed < bootDelay {
 		t.Errorf("READY=1 after %v, before the %v boot delay", elapsed, bootDelay)
 	}
@@ -453,41 +250,25 @@ func TestDemo_BootDelay(t *testing.T) {
 // TestRun_Standalone runs the worker in-process with no inherited socket:
 // it binds -addr itself, and cancelling the context stops it.
 func TestRun_Standalone(t *testing.T) {
-	notifyPath := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatalf("listen on notify socket: %v", err)
-	}
-	defer conn.Close()
-	notes := make(chan string, 16)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			notes <- string(buf[:n])
-		}
-	}()
+	notify := testkit.ListenNotify(t)
 	for _, k := range []string{"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", "FORKD_GENERATION"} {
 		t.Setenv(k, "")
 	}
-	t.Setenv("NOTIFY_SOCKET", notifyPath)
+	t.Setenv("NOTIFY_SOCKET", notify.Path)
 	t.Setenv("FORKD_WORKER_ID", "5")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncbuf.Buffer
+	var stderr testkit.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, &stderr) }()
 
-	ready := waitNote(t, notes, "READY=1")
-	_, status, ok := strings.Cut(ready, "STATUS=serving on tcp:")
+	ready, _ := notify.Wait("READY=1")
+	status, _ := ready.Field("STATUS")
+	addr, ok := strings.CutPrefix(status, "serving on tcp:")
 	if !ok {
-		t.Fatalf("READY message %q names no address", ready)
+		t.Fatalf("READY message %q names no address", ready.Text)
 	}
-	addr := strings.TrimSpace(status)
 	code, body := get(t, "http://"+addr+"/")
 	want := fmt.Sprintf("hello from worker 5 (pid %d, generation -)\n", os.Getpid())
 	if code != http.StatusOK || body != want {

@@ -9,7 +9,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/bus"
-	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/internal/testkit"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -17,11 +17,11 @@ import (
 const testTimeout = 10 * time.Second
 
 // startDaemon starts a private dbus-daemon with the shipped forkd policy
-// (see package dbustest) and returns its address; it skips the test when
+// (see testkit.StartBus) and returns its address; it skips the test when
 // dbus-daemon is missing.
 func startDaemon(t *testing.T) string {
 	t.Helper()
-	return dbustest.Start(t).Address
+	return testkit.StartBus(t).Address
 }
 
 // testController stands in for the arbiter behind a real bus.Service.

@@ -19,11 +19,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
-// envHelper makes the test binary the child: it reports what it was started
-// with on fd 3 and exits.
-const envHelper = "FORKEXEC_TEST_HELPER"
+// helperRole makes the test binary the child (testkit.RoleEnv): it reports
+// what it was started with on fd 3 and exits.
+const helperRole = "report"
 
 // report is what the helper child tells about itself.
 type report struct {
@@ -44,14 +46,10 @@ type report struct {
 }
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envHelper) == "1" {
-		helper()
-		return
-	}
-	os.Exit(m.Run())
+	testkit.Main(m, testkit.Roles{helperRole: func([]string) int { return helper() }})
 }
 
-func helper() {
+func helper() int {
 	r := report{
 		PID: os.Getpid(), PPID: os.Getppid(),
 		ListenPID: os.Getenv("LISTEN_PID"), WatchdogPID: os.Getenv("WATCHDOG_PID"),
@@ -95,9 +93,9 @@ func helper() {
 	}
 	out := os.NewFile(3, "report")
 	if err := json.NewEncoder(out).Encode(r); err != nil {
-		os.Exit(3)
+		return 3
 	}
-	os.Exit(0)
+	return 0
 }
 
 func helperAttr(t *testing.T) *Attr {
@@ -109,7 +107,7 @@ func helperAttr(t *testing.T) *Attr {
 	return &Attr{
 		Path:   self,
 		Args:   []string{self, "-test.run=^$", "one", "two"},
-		Env:    []string{envHelper + "=1", "GORACE=atexit_sleep_ms=0", "LISTEN_PID=1", "OTHER=x=y", "PATH=" + os.Getenv("PATH")},
+		Env:    []string{testkit.RoleEnv + "=" + helperRole, "GORACE=atexit_sleep_ms=0", "LISTEN_PID=1", "OTHER=x=y", "PATH=" + os.Getenv("PATH")},
 		PIDEnv: []string{"LISTEN_PID", "WATCHDOG_PID"},
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/bus"
-	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // busClient is a connection to the test bus that receives forkd's signals.
@@ -273,7 +273,7 @@ func answers(gen uint64, pids map[int]uint32) map[int]answer {
 // hook's signal arrives on a real bus with the right arguments, and that
 // the pids in them are the workers that answer on the port.
 func TestMaster_HookSignals(t *testing.T) {
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe() // before forkd starts: nothing may be missed
 	const inst = "web-1"
@@ -413,7 +413,7 @@ func TestMaster_HookSignals(t *testing.T) {
 // TestMaster_Properties reads the properties of a running forkd and
 // watches PropertiesChanged follow a TTIN.
 func TestMaster_Properties(t *testing.T) {
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe()
 	const inst = "props"
@@ -448,20 +448,35 @@ func TestMaster_Properties(t *testing.T) {
 	}
 }
 
-// waitProperties polls the properties until they are want, failing the
-// test after testTimeout.
+// waitProperties waits until instance's properties are want, failing the
+// test after testTimeout: it reads them again at every PropertiesChanged.
 func waitProperties(t *testing.T, c *busClient, inst string, want map[string]any) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
+	match := []dbus.MatchOption{dbus.WithMatchObjectPath(bus.ObjectPath),
+		dbus.WithMatchInterface("org.freedesktop.DBus.Properties"), dbus.WithMatchMember("PropertiesChanged")}
+	changed := make(chan *dbus.Signal, 64)
+	c.conn.Signal(changed)
+	defer c.conn.RemoveSignal(changed)
+	if err := c.conn.AddMatchSignal(match...); err != nil {
+		t.Fatalf("add match: %v", err)
+	}
+	defer c.conn.RemoveMatchSignal(match...)
+	timeout := time.After(testTimeout)
 	for {
+		// Read after the match is in place: a change after this read
+		// comes as a signal.
 		got := c.properties(inst)
 		if reflect.DeepEqual(got, want) {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("properties %v, want %v", got, want)
+		for wait := true; wait; {
+			select {
+			case s := <-changed:
+				wait = s.Name != "org.freedesktop.DBus.Properties.PropertiesChanged"
+			case <-timeout:
+				t.Fatalf("properties %v, want %v", got, want)
+			}
 		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
 	}
 }
 

@@ -15,8 +15,8 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/bus"
-	"github.com/forkd/forkd/internal/dbustest"
 	"github.com/forkd/forkd/internal/forkctl"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // runForkctl runs forkctl against the bus at address and returns its output.
@@ -77,28 +77,38 @@ func readyWorkers(rows []listed, gen uint64) map[int]answer {
 	return m
 }
 
-// waitWorkers polls forkctl workers until ok holds, failing the test after
-// testTimeout, and returns the rows.
-func waitWorkers(t *testing.T, address, what string, ok func([]listed) bool) []listed {
+// waitOnly waits until forkctl workers lists workers of generation gen
+// only, and returns the rows: it lists them once, then waits for the
+// WorkerExit signal of every worker of another generation listed — a
+// worker leaves the list as its WorkerExit is sent — and lists them again.
+// It fails the test after testTimeout.
+func waitOnly(t *testing.T, c *busClient, address string, gen uint64) []listed {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		rows := forkctlWorkers(t, address)
-		if ok(rows) {
-			return rows
+	rows := forkctlWorkers(t, address)
+	others := map[uint32]bool{}
+	for _, r := range rows {
+		if r.gen != gen {
+			others[uint32(r.pid)] = true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("forkctl workers: no %s within %v; last %v", what, testTimeout, rows)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
 	}
+	if len(others) == 0 {
+		return rows
+	}
+	c.collect(fmt.Sprintf("the WorkerExit of every worker not of generation %d", gen), testTimeout, func(s *dbus.Signal) bool {
+		if member(s) == "WorkerExit" && len(s.Body) > 3 {
+			pid, _ := s.Body[3].(uint32)
+			delete(others, pid)
+		}
+		return len(others) == 0
+	})
+	return forkctlWorkers(t, address)
 }
 
 // startOnBus starts forkd on a fresh bus and returns once it serves and
 // its status is on the bus.
-func startOnBus(t *testing.T, inst string, workers int) (*dbustest.Daemon, *busClient, *forkd) {
+func startOnBus(t *testing.T, inst string, workers int) (*testkit.Bus, *busClient, *forkd) {
 	t.Helper()
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe()
 	f := startForkd(t, setup{instance: inst, workers: workers, bus: d.Address})
@@ -229,14 +239,7 @@ func TestMaster_ReloadCrashingGeneration(t *testing.T) {
 			t.Errorf("reload error %q lacks %q", err, want)
 		}
 	}
-	rows := waitWorkers(t, d.Address, "generation 2 gone", func(rows []listed) bool {
-		for _, r := range rows {
-			if r.gen != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	rows := waitOnly(t, c, d.Address, 1)
 	if now := readyWorkers(rows, 1); len(rows) != 2 || !reflect.DeepEqual(now, gen1) {
 		t.Fatalf("after the failed reload, workers %v; want the old ones %v", rows, gen1)
 	}
@@ -251,7 +254,7 @@ func TestMaster_ReloadCrashingGeneration(t *testing.T) {
 // forkd owns its name again and its signals flow.
 func TestMaster_BusLoss(t *testing.T) {
 	const inst = "phoenix"
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe()
 	f := startForkd(t, setup{instance: inst, workers: 2, bus: d.Address})

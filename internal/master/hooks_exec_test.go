@@ -13,13 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/internal/dbustest"
-	"github.com/forkd/forkd/internal/syncbuf"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // hookLines collects what exec hook commands write to a fifo, one line per
@@ -216,7 +213,7 @@ func TestSinks_ExecDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncbuf.Buffer
+	var out testkit.Buffer
 	s, err := newSinks(options{bus: "none"}, cfg, slog.New(slog.NewTextHandler(&out, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +262,7 @@ func TestSinks_ExecDrops(t *testing.T) {
 // TestMaster_UpgradeRefusedIsAnError: forkctl upgrade (D-Bus Upgrade)
 // fails when pre_exec refuses the upgrade, and the master keeps serving.
 func TestMaster_UpgradeRefusedIsAnError(t *testing.T) {
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	const inst = "refuseupgrade"
 	f := newForkd(t, setup{instance: inst, workers: 1, bus: d.Address})
@@ -302,25 +299,12 @@ func TestMaster_HookCommandDiesWithMaster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the hook command wrote %q, want its pid", line)
 	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(pidfd)
+	exited := testkit.Exited(t, pid)
 	defer syscall.Kill(pid, syscall.SIGKILL) // when the test fails
 	f.signal(syscall.SIGKILL)
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(testTimeout.Milliseconds()))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			t.Errorf("hook command %d still runs %v after the master was killed", pid, testTimeout)
-		}
-		return
+	select {
+	case <-exited:
+	case <-time.After(testTimeout):
+		t.Errorf("hook command %d still runs %v after the master was killed", pid, testTimeout)
 	}
 }

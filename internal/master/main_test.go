@@ -25,6 +25,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/internal/testkit"
 	"github.com/forkd/forkd/sdk"
 )
 
@@ -38,22 +39,26 @@ func init() {
 }
 
 // TestMain lets the test binary play forkd's parts besides running the
-// tests: the exec-shim, a worker (FORKD_TEST_WORKER=mode) and forkd itself
-// (FORKD_TEST_MAIN=1, the arguments as forkd's). Workers inherit the
-// master's environment, so the worker check comes first.
+// tests: the exec-shim (its first argument activation.ShimArg), forkd
+// itself (role "forkd", the arguments as forkd's) and a worker (role
+// "worker MODE", set in the config's [worker.env] over the "forkd" the
+// workers inherit).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == activation.ShimArg {
-		err := activation.Shim(os.Args[2:])
-		fmt.Fprintln(os.Stderr, "exec-shim:", err)
-		os.Exit(127)
-	}
-	if mode := os.Getenv("FORKD_TEST_WORKER"); mode != "" {
-		os.Exit(runTestWorker(mode))
-	}
-	if os.Getenv("FORKD_TEST_MAIN") == "1" {
-		os.Exit(runForkd())
-	}
-	os.Exit(m.Run())
+	testkit.Main(m, testkit.Roles{
+		activation.ShimArg: func(args []string) int {
+			err := activation.Shim(args)
+			fmt.Fprintln(os.Stderr, "exec-shim:", err)
+			return 127
+		},
+		"forkd": func([]string) int { return runForkd() },
+		"worker": func(args []string) int {
+			if len(args) != 1 {
+				fmt.Fprintln(os.Stderr, "test worker: want a mode, got", args)
+				return 2
+			}
+			return runTestWorker(args[0])
+		},
+	})
 }
 
 // runForkd is cmd/forkd's main: Run, and the error mapped to an exit
@@ -140,13 +145,13 @@ func runTestWorker(mode string) int {
 type setup struct {
 	instance string
 	workers  int
-	mode     string // FORKD_TEST_WORKER; "serve" when empty
+	mode     string // the worker role's mode; "serve" when empty
 	bus      string // --bus; "none" when empty
 	notify   string // NOTIFY_SOCKET for forkd; none when empty
 }
 
-// forkd is forkd running as a subprocess: the test binary with
-// FORKD_TEST_MAIN=1.
+// forkd is forkd running as a subprocess: the test binary in role
+// "forkd".
 type forkd struct {
 	t        *testing.T
 	setup    setup
@@ -211,45 +216,30 @@ func startForkd(t *testing.T, s setup) *forkd {
 // mode, and extra appended to [server].
 func (f *forkd) writeConfig(mode, extra string) {
 	f.t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	exe := testkit.Executable(f.t)
 	var b strings.Builder
 	fmt.Fprintf(&b, "[server]\nname = %q\nworkers = %d\nbind = [\"tcp://%s\"]\n", f.setup.instance, f.setup.workers, f.addr)
 	b.WriteString("timeout = \"10s\"\ngraceful_timeout = \"5s\"\nboot_timeout = \"10s\"\nkill_timeout = \"2s\"\n")
 	f.cfgLines = strings.Count(b.String(), "\n")
 	b.WriteString(extra)
-	fmt.Fprintf(&b, "\n[worker]\ncommand = %q\n\n[worker.env]\nFORKD_TEST_WORKER = %q\nGOTRACEBACK = \"none\"\n", exe, mode)
+	fmt.Fprintf(&b, "\n[worker]\ncommand = %q\n\n[worker.env]\n%s = %q\nGOTRACEBACK = \"none\"\n", exe, testkit.RoleEnv, "worker "+mode)
 	if err := os.WriteFile(f.cfgPath, []byte(b.String()), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
 }
 
-// forkdEnv is the test's environment without what would make forkd or its
-// workers believe systemd started them.
+// forkdEnv is the environment forkd runs in: the test's, without what
+// would make forkd or its workers believe systemd started them
+// (testkit.CleanEnv), in role "forkd".
 func forkdEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET", "WATCHDOG_USEC",
-			"WATCHDOG_PID", "JOURNAL_STREAM", "FORKD_TEST_WORKER", "FORKD_TEST_MAIN":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "FORKD_TEST_MAIN=1")
+	return append(testkit.CleanEnv(), testkit.RoleEnv+"=forkd")
 }
 
 // start runs forkd --config … --bus … in its own process group, its output
 // (and its workers') going to a log file, printed if the test fails.
 func (f *forkd) start() {
 	f.t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	exe := testkit.Executable(f.t)
 	logFile, err := os.Create(f.logPath)
 	if err != nil {
 		f.t.Fatal(err)
@@ -427,17 +417,13 @@ func (f *forkd) checkOnly(n int, want map[int]answer) {
 // status and output; forkd must exit within testTimeout.
 func runCommand(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd := exec.CommandContext(ctx, testkit.Executable(t), args...)
 	cmd.Env = forkdEnv()
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
+	err := cmd.Run()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatalf("run forkd %q: %v", args, err)

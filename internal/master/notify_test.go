@@ -2,15 +2,14 @@ package master
 
 import (
 	"errors"
-	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // TestMaster_NotifySocketFull: the service manager is stuck — its notify
@@ -18,12 +17,7 @@ import (
 // serves, says in its log that its messages are lost, and stops on TERM
 // instead of hanging in a send to systemd.
 func TestMaster_NotifySocketFull(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "notify")
-	stuck, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stuck.Close()
+	path := testkit.ListenNotify(t).Path // never read
 	fillQueue(t, path)
 
 	f := startForkd(t, setup{instance: "stuck", workers: 2, notify: path})
@@ -64,40 +58,16 @@ func fillQueue(t *testing.T, path string) {
 // failure in STATUS=: systemd's Type=notify-reload waits for both after
 // its SIGHUP, and the old generation does serve.
 func TestMaster_RefusedReloadTellsSystemd(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "notify")
-	manager, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer manager.Close()
-	f := startForkd(t, setup{instance: "refused", workers: 1, notify: path})
-	until(t, manager, "READY=1 at start", func(m string) bool { return strings.Contains(m, "READY=1") })
+	manager := testkit.ListenNotify(t)
+	f := startForkd(t, setup{instance: "refused", workers: 1, notify: manager.Path})
+	manager.Wait("READY=1")
 	if err := os.WriteFile(f.cfgPath, []byte("[server]\nworkers = = 2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	f.signal(syscall.SIGHUP)
-	until(t, manager, "RELOADING=1 after HUP", func(m string) bool { return strings.Contains(m, "RELOADING=1") })
-	ready := until(t, manager, "READY=1 after the refused reload", func(m string) bool { return strings.Contains(m, "READY=1") })
-	if !strings.Contains(ready, "STATUS=") {
-		t.Errorf("READY=1 after the refused reload carries no STATUS=: %q", ready)
-	}
-}
-
-// until reads datagrams from the manager's socket until ok accepts one,
-// which it returns; it fails t after testTimeout.
-func until(t *testing.T, manager *net.UnixConn, what string, ok func(string) bool) string {
-	t.Helper()
-	if err := manager.SetReadDeadline(time.Now().Add(testTimeout)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	for {
-		n, err := manager.Read(buf)
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if m := string(buf[:n]); ok(m) {
-			return m
-		}
+	manager.Wait("RELOADING=1")
+	ready, _ := manager.Wait("READY=1")
+	if _, ok := ready.Field("STATUS"); !ok {
+		t.Errorf("READY=1 after the refused reload carries no STATUS=: %q", ready.Text)
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // get asks forkd's port over HTTP and returns the answering worker's pid.
@@ -35,7 +35,7 @@ func (f *forkd) get(t *testing.T) int {
 // (never one message per request), and max_requests recycles them.
 func TestMaster_SDKRequestStats(t *testing.T) {
 	const inst = "sdk"
-	d := dbustest.Start(t)
+	d := testkit.StartBus(t)
 	c := dialBus(t, d.Address)
 	c.subscribe()
 	f := newForkd(t, setup{instance: inst, workers: 1, mode: "sdk", bus: d.Address})

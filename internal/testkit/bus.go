@@ -1,22 +1,4 @@
-// Package dbustest starts private dbus-daemons for tests, as net/http's
-// httptest starts servers: a real bus on a unix socket of its own, with the
-// system bus's baseline policy and forkd's shipped D-Bus policy
-// (systemd/io.github.forkd.conf) included, so that tests see what a
-// client of the system bus would — who may own io.github.forkd.* names,
-// who may call which method.
-//
-//	func TestSomething(t *testing.T) {
-//		d := dbustest.Start(t) // skips when dbus-daemon is not installed
-//		conn, err := dbus.Connect(d.Address)
-//		…
-//		d.Restart() // the bus goes away and comes back at the same Address
-//		d.Pause()   // the bus stops answering (SIGSTOP) …
-//		d.Resume()  // … and goes on (SIGCONT)
-//	}
-//
-// Tests running as root own and call as root does; others get, in
-// addition, what the shipped policy grants the "forkd" user.
-package dbustest
+package testkit
 
 import (
 	"bufio"
@@ -38,9 +20,9 @@ import (
 	"time"
 )
 
-// StartTimeout bounds how long Start and Restart wait for a daemon to
-// print its address.
-const StartTimeout = 10 * time.Second
+// BusStartTimeout bounds how long StartBus and Bus.Restart wait for a
+// dbus-daemon to print its address.
+const BusStartTimeout = 10 * time.Second
 
 // ModulePath is the module whose root holds the shipped policy.
 const ModulePath = "github.com/forkd/forkd"
@@ -50,30 +32,30 @@ const policyRel = "systemd/io.github.forkd.conf"
 
 // ErrNoPolicy is returned by PolicyPath when the shipped policy cannot be
 // found.
-var ErrNoPolicy = errors.New("dbustest: shipped D-Bus policy not found")
+var ErrNoPolicy = errors.New("testkit: shipped D-Bus policy not found")
 
 //go:embed bus.conf.tmpl
 var configTemplate string
 
 var busConfig = template.Must(template.New("bus.conf").Parse(configTemplate))
 
-// Option changes how Start sets a daemon up.
-type Option func(*options)
+// BusOption changes how StartBus sets a daemon up.
+type BusOption func(*busOptions)
 
-type options struct {
+type busOptions struct {
 	dir string
 }
 
-// WithDir makes the daemon keep its socket ("bus"), config and log in
-// dir, which must exist, instead of a fresh directory. Tests that start a
-// client as another user pass a directory that user may enter; Start's
+// BusDir makes the daemon keep its socket ("bus"), config and log in dir,
+// which must exist, instead of a fresh directory. Tests that start a
+// client as another user pass a directory that user may enter; StartBus's
 // own directory is mode 0755.
-func WithDir(dir string) Option {
-	return func(o *options) { o.dir = dir }
+func BusDir(dir string) BusOption {
+	return func(o *busOptions) { o.dir = dir }
 }
 
-// Daemon is a running private dbus-daemon.
-type Daemon struct {
+// Bus is a running private dbus-daemon.
+type Bus struct {
 	// Address is the bus's D-Bus address, "unix:path=DIR/bus", without a
 	// guid: a daemon started again by Restart answers at the same address.
 	Address string
@@ -91,13 +73,13 @@ type Daemon struct {
 	done chan struct{} // closed when cmd has been waited for
 }
 
-// Start starts a dbus-daemon for the test and returns once it accepts
+// StartBus starts a dbus-daemon for the test and returns once it accepts
 // connections. It skips the test when dbus-daemon is not installed and
 // fails it when the daemon does not come up. The daemon is stopped when
 // the test ends; its log is printed if the test failed.
-func Start(t testing.TB, opts ...Option) *Daemon {
+func StartBus(t testing.TB, opts ...BusOption) *Bus {
 	t.Helper()
-	var o options
+	var o busOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -113,17 +95,17 @@ func Start(t testing.TB, opts ...Option) *Daemon {
 	if dir == "" {
 		// Short (sockets' paths are limited to 107 bytes) and enterable by
 		// every user.
-		dir, err = os.MkdirTemp("", "dbustest-")
+		dir, err = os.MkdirTemp("", "testkit-bus-")
 		if err != nil {
-			t.Fatalf("dbustest: %v", err)
+			t.Fatalf("testkit: %v", err)
 		}
 		t.Cleanup(func() { os.RemoveAll(dir) })
 		if err := os.Chmod(dir, 0o755); err != nil {
-			t.Fatalf("dbustest: %v", err)
+			t.Fatalf("testkit: %v", err)
 		}
 	}
 	socket := filepath.Join(dir, "bus")
-	d := &Daemon{
+	d := &Bus{
 		Address: "unix:path=" + socket,
 		Dir:     dir,
 		t:       t,
@@ -132,7 +114,7 @@ func Start(t testing.TB, opts ...Option) *Daemon {
 		logPath: filepath.Join(dir, "dbus-daemon.log"),
 	}
 	if err := writeConfig(d.conf, "unix:path="+socket, policy); err != nil {
-		t.Fatalf("dbustest: write bus config: %v", err)
+		t.Fatalf("testkit: write bus config: %v", err)
 	}
 	t.Cleanup(func() {
 		d.Stop()
@@ -150,13 +132,13 @@ func Start(t testing.TB, opts ...Option) *Daemon {
 
 // Stop kills the daemon and waits for it to exit; clients see their
 // connections close. It is idempotent, and safe to call from any goroutine.
-func (d *Daemon) Stop() {
+func (d *Bus) Stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stopLocked()
 }
 
-func (d *Daemon) stopLocked() {
+func (d *Bus) stopLocked() {
 	if d.cmd == nil {
 		return
 	}
@@ -169,28 +151,28 @@ func (d *Daemon) stopLocked() {
 // socket still accepts connections (the kernel queues them) and takes
 // writes until its buffers are full, but nothing is read or answered until
 // Resume. Stop and Restart kill a paused daemon as they do a running one.
-func (d *Daemon) Pause() {
+func (d *Bus) Pause() {
 	d.t.Helper()
 	d.signal(syscall.SIGSTOP)
 }
 
 // Resume continues a daemon stopped by Pause (SIGCONT).
-func (d *Daemon) Resume() {
+func (d *Bus) Resume() {
 	d.t.Helper()
 	d.signal(syscall.SIGCONT)
 }
 
 // signal sends sig to the running daemon, failing the test when there is
 // none.
-func (d *Daemon) signal(sig syscall.Signal) {
+func (d *Bus) signal(sig syscall.Signal) {
 	d.t.Helper()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cmd == nil {
-		d.t.Fatalf("dbustest: %v: the daemon is not running", sig)
+		d.t.Fatalf("testkit: %v: the daemon is not running", sig)
 	}
 	if err := d.cmd.Process.Signal(sig); err != nil {
-		d.t.Fatalf("dbustest: %v to dbus-daemon: %v", sig, err)
+		d.t.Fatalf("testkit: %v to dbus-daemon: %v", sig, err)
 	}
 }
 
@@ -198,7 +180,7 @@ func (d *Daemon) signal(sig syscall.Signal) {
 // Address stays valid: a bus that went away and came back, with none of
 // the old connections, names or match rules. It fails the test when the
 // new daemon does not come up, so call it from the test's goroutine.
-func (d *Daemon) Restart() {
+func (d *Bus) Restart() {
 	d.t.Helper()
 	d.mu.Lock()
 	d.stopLocked()
@@ -210,7 +192,7 @@ func (d *Daemon) Restart() {
 
 // launch starts a daemon on d's socket and waits until it printed its
 // address, which it does once it listens.
-func (d *Daemon) launch() error {
+func (d *Bus) launch() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	socket := strings.TrimPrefix(d.Address, "unix:path=")
@@ -218,12 +200,12 @@ func (d *Daemon) launch() error {
 
 	logFile, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("dbustest: open daemon log: %w", err)
+		return fmt.Errorf("testkit: open daemon log: %w", err)
 	}
 	defer logFile.Close()
 	r, w, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("dbustest: %w", err)
+		return fmt.Errorf("testkit: %w", err)
 	}
 	cmd := exec.Command(d.bin, "--config-file="+d.conf, "--print-address=1", "--nofork", "--nopidfile")
 	cmd.Stdout = w
@@ -232,7 +214,7 @@ func (d *Daemon) launch() error {
 	w.Close()
 	if err != nil {
 		r.Close()
-		return fmt.Errorf("dbustest: start dbus-daemon: %w", err)
+		return fmt.Errorf("testkit: start dbus-daemon: %w", err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -250,9 +232,9 @@ func (d *Daemon) launch() error {
 	fail := func(format string, args ...any) error {
 		_ = cmd.Process.Kill()
 		<-done
-		return fmt.Errorf("dbustest: "+format+" (log: %s)", append(args, d.logPath)...)
+		return fmt.Errorf("testkit: "+format+" (log: %s)", append(args, d.logPath)...)
 	}
-	timer := time.NewTimer(StartTimeout)
+	timer := time.NewTimer(BusStartTimeout)
 	defer timer.Stop()
 	select {
 	case line := <-printed:
@@ -260,9 +242,9 @@ func (d *Daemon) launch() error {
 			return fail("dbus-daemon printed address %q, want %s", line, d.Address)
 		}
 	case <-done:
-		return fmt.Errorf("dbustest: dbus-daemon exited before printing its address (log: %s)", d.logPath)
+		return fmt.Errorf("testkit: dbus-daemon exited before printing its address (log: %s)", d.logPath)
 	case <-timer.C:
-		return fail("dbus-daemon did not print its address within %v", StartTimeout)
+		return fail("dbus-daemon did not print its address within %v", BusStartTimeout)
 	}
 	d.cmd, d.done = cmd, done
 	return nil

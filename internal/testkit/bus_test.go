@@ -1,4 +1,4 @@
-package dbustest_test
+package testkit_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/forkd/forkd/internal/dbustest"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 const testTimeout = 10 * time.Second
@@ -37,12 +37,12 @@ func busID(t *testing.T, conn *dbus.Conn) string {
 }
 
 func TestPolicyPath(t *testing.T) {
-	p, err := dbustest.PolicyPath()
+	p, err := testkit.PolicyPath()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Tests run in their package's directory: the shipped file is ../systemd/.
-	want, err := filepath.Abs("../systemd/io.github.forkd.conf")
+	// Tests run in their package's directory: the shipped file is ../../systemd/.
+	want, err := filepath.Abs("../../systemd/io.github.forkd.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,11 +58,11 @@ func TestPolicyPath(t *testing.T) {
 	}
 }
 
-// TestStart checks the bus answers at Address and enforces the shipped
+// TestStartBus checks the bus answers at Address and enforces the shipped
 // policy over the system bus's baseline: forkd's names may be owned,
 // others may not.
-func TestStart(t *testing.T) {
-	d := dbustest.Start(t)
+func TestStartBus(t *testing.T) {
+	d := testkit.StartBus(t)
 	if want := "unix:path=" + filepath.Join(d.Dir, "bus"); d.Address != want {
 		t.Errorf("Address = %q, want %q", d.Address, want)
 	}
@@ -76,9 +76,9 @@ func TestStart(t *testing.T) {
 		t.Error("the bus has no id")
 	}
 
-	reply, err := conn.RequestName("io.github.forkd.dbustest", dbus.NameFlagDoNotQueue)
+	reply, err := conn.RequestName("io.github.forkd.testkit", dbus.NameFlagDoNotQueue)
 	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
-		t.Errorf("owning io.github.forkd.dbustest: reply %v, err %v; want primary owner", reply, err)
+		t.Errorf("owning io.github.forkd.testkit: reply %v, err %v; want primary owner", reply, err)
 	}
 	_, err = conn.RequestName("org.example.NotForkd", dbus.NameFlagDoNotQueue)
 	var de dbus.Error
@@ -99,10 +99,10 @@ func asDBusError(err error, de *dbus.Error) bool {
 	return false
 }
 
-// TestRestart kills the bus under a client and starts a new one at the
+// TestBus_Restart kills the bus under a client and starts a new one at the
 // same address.
-func TestRestart(t *testing.T) {
-	d := dbustest.Start(t)
+func TestBus_Restart(t *testing.T) {
+	d := testkit.StartBus(t)
 	address := d.Address
 	conn := connect(t, address)
 	oldID := busID(t, conn)
@@ -122,9 +122,9 @@ func TestRestart(t *testing.T) {
 	}
 }
 
-// TestStop checks Stop is idempotent and the bus is gone after it.
-func TestStop(t *testing.T) {
-	d := dbustest.Start(t)
+// TestBus_Stop checks Stop is idempotent and the bus is gone after it.
+func TestBus_Stop(t *testing.T) {
+	d := testkit.StartBus(t)
 	d.Stop()
 	d.Stop()
 	if conn, err := dbus.Connect(d.Address); err == nil {
@@ -133,27 +133,27 @@ func TestStop(t *testing.T) {
 	}
 }
 
-// TestWithDir puts the socket in a given directory; a second daemon there
+// TestBusDir puts the socket in a given directory; a second daemon there
 // replaces the first's leftover socket.
-func TestWithDir(t *testing.T) {
+func TestBusDir(t *testing.T) {
 	dir := t.TempDir()
-	d := dbustest.Start(t, dbustest.WithDir(dir))
+	d := testkit.StartBus(t, testkit.BusDir(dir))
 	if d.Dir != dir || d.Address != "unix:path="+filepath.Join(dir, "bus") {
 		t.Fatalf("Dir %s, Address %s; want the socket in %s", d.Dir, d.Address, dir)
 	}
 	busID(t, connect(t, d.Address))
 	d.Stop() // leaves dir/bus behind (SIGKILL)
-	d2 := dbustest.Start(t, dbustest.WithDir(dir))
+	d2 := testkit.StartBus(t, testkit.BusDir(dir))
 	busID(t, connect(t, d2.Address))
 	if b, err := os.ReadFile(filepath.Join(dir, "bus.conf")); err != nil || !strings.Contains(string(b), "io.github.forkd.conf") {
 		t.Errorf("bus.conf in %s: %v; want it to include the shipped policy", dir, err)
 	}
 }
 
-// TestPause checks that a paused bus answers nothing, that Resume makes
+// TestBus_Pause checks that a paused bus answers nothing, that Resume makes
 // it answer again, and that Stop kills a paused daemon.
-func TestPause(t *testing.T) {
-	d := dbustest.Start(t)
+func TestBus_Pause(t *testing.T) {
+	d := testkit.StartBus(t)
 	conn := connect(t, d.Address)
 	id := busID(t, conn)
 
