@@ -178,14 +178,14 @@ func (p *Pool) exec(w *worker, env []string) (pidfd int, err error) {
 	files := p.childFiles(p.devnull)
 	if !p.opts.ExecShim {
 		proc, err := forkexec.Start(&forkexec.Attr{
-			Path:      g.command,
-			Args:      append([]string{g.command}, g.cfg.Worker.Args...),
-			Env:       env,
-			PIDEnv:    g.pidEnv,
-			Dir:       g.cfg.Worker.Dir,
-			Files:     files,
-			Pdeathsig: syscall.SIGKILL,
-			Sched:     p.slice.childSched(),
+			Path:         g.command,
+			Args:         append([]string{g.command}, g.cfg.Worker.Args...),
+			Env:          env,
+			PIDEnv:       g.pidEnv,
+			Dir:          g.cfg.Worker.Dir,
+			Files:        files,
+			Pdeathsig:    syscall.SIGKILL,
+			DefaultSlice: true,
 		})
 		if err == nil {
 			w.pid, w.exec = proc.PID, proc
