@@ -43,6 +43,14 @@ type report struct {
 	Args    []string
 }
 
+func init() {
+	// The main goroutine keeps the main thread, so that no test goroutine
+	// runs there: the parent-death tests end the thread of a goroutine
+	// that exits locked to it, which the runtime does for every thread but
+	// the main one.
+	runtime.LockOSThread()
+}
+
 func TestMain(m *testing.M) {
 	if os.Getenv(envHelper) == "1" {
 		helper()
