@@ -26,10 +26,9 @@ import (
 // of docs/BENCHMARKS.md times it).
 //
 // The slice is set on every thread of the process, and threads the Go
-// runtime starts later inherit it. Workers must not: each one is started
-// with the kernel's default slice (forkexec.Attr.DefaultSlice, and the
-// exec-shim's own reset). Kernels before 6.12 take the request and ignore
-// it.
+// runtime starts later inherit it. Workers must not, and do not: package
+// process starts every process with the kernel's default slice. Kernels
+// before 6.12 take the request and ignore it.
 type slicer struct {
 	read bool           // orig has been read
 	fair bool           // orig is SCHED_OTHER or SCHED_BATCH: slices apply

@@ -235,6 +235,7 @@ func TestStart_ExecFailure(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				a.Path, a.Files = tc.path, stdio(t)
+				a.Env = []string{"GORACE=atexit_sleep_ms=0"} // the exec-shim's, under -race
 				p, err := process.Start(&a)
 				if err == nil {
 					e := wait(t, p)
