@@ -61,27 +61,30 @@ func shimMain(args []string) int {
 
 // listenersReport is what a helperListeners worker saw.
 type listenersReport struct {
-	Pid, Ppid     int
-	Argv0         string
-	ListenPID     string
-	WatchdogPID   string
-	ShimParentSet bool
-	Listeners     int // usable ones
-	Addrs         []string
+	Pid, Ppid   int
+	Argv0       string
+	ListenPID   string
+	WatchdogPID string
+	ShimEnv     []string // FORKD_SHIM_* entries left
+	Listeners   int      // usable ones
+	Addrs       []string
 	// Crossed lists the fds above the listeners open without
 	// close-on-exec: fds that crossed the exec beside them.
 	Crossed []int
 }
 
 func runListeners() int {
-	_, parentSet := os.LookupEnv("FORKD_SHIM_PARENT")
 	rep := listenersReport{
-		Pid:           os.Getpid(),
-		Ppid:          os.Getppid(),
-		Argv0:         os.Args[0],
-		ListenPID:     os.Getenv("LISTEN_PID"),
-		WatchdogPID:   os.Getenv("WATCHDOG_PID"),
-		ShimParentSet: parentSet,
+		Pid:         os.Getpid(),
+		Ppid:        os.Getppid(),
+		Argv0:       os.Args[0],
+		ListenPID:   os.Getenv("LISTEN_PID"),
+		WatchdogPID: os.Getenv("WATCHDOG_PID"),
+	}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "FORKD_SHIM_") {
+			rep.ShimEnv = append(rep.ShimEnv, kv)
+		}
 	}
 	ls, err := sdactivation.Listeners()
 	if err != nil {

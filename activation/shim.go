@@ -1,12 +1,15 @@
 package activation
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,47 +37,155 @@ func ShimArgv(shimPath, command string, args []string) []string {
 
 // Shim turns the current process into the worker: args is the command as
 // configured followed by its arguments (os.Args[2:] of the shim), and the
-// command gets them as its argv.
+// command gets them as its argv. What else it does it reads from its
+// environment, which the process starting it sets with ShimSetup.Env; it
+// removes those variables (FORKD_SHIM_*) from the command's environment:
 //
-// Before execve(2) it sets LISTEN_PID to its own pid when LISTEN_FDS is set
-// and WATCHDOG_PID when WATCHDOG_USEC is set, clears FD_CLOEXEC on fds
-// 3…3+LISTEN_FDS-1 (every fd above them closes at exec), and removes
-// FORKD_SHIM_PARENT from the environment. If
-// FORKD_SHIM_PARENT is set and is not the parent's pid, the master has died
-// and Shim returns an error wrapping ErrMasterGone without starting the
-// command. A command without a slash is looked up in PATH.
+//   - FORKD_SHIM_PARENT: if it is set and is not the parent's pid, the
+//     master has died and Shim returns an error wrapping ErrMasterGone
+//     without starting the command.
+//   - FORKD_SHIM_PIDENV: the variables (comma-separated) Shim sets to its own
+//     pid, which is the command's. Unset: LISTEN_PID when LISTEN_FDS is set
+//     and WATCHDOG_PID when WATCHDOG_USEC is set.
+//   - FORKD_SHIM_FDS: the command gets fds 0…FORKD_SHIM_FDS-1 (Shim clears
+//     FD_CLOEXEC on those from 3 up) and no other: every fd above them
+//     closes at exec. Unset: 3+LISTEN_FDS.
+//   - FORKD_SHIM_STATUS: an fd, close-on-exec from Shim's start, where Shim
+//     writes why it failed before it returns (ShimStatus reads it).
+//
+// The command takes the kernel's default time slice and otherwise the
+// shim's scheduling. A command without a slash is looked up in PATH.
 //
 // Shim returns only on failure; the caller reports the error and exits
 // with status 127.
 func Shim(args []string) error {
-	if len(args) == 0 || args[0] == "" {
-		return errors.New("exec-shim: no command")
+	environ := os.Environ()
+	status := shimStatusFD(environ)
+	err := shimExec(args, environ)
+	if status >= 0 {
+		reportShimFailure(status, err)
 	}
-	return shimExec(args, os.Environ())
+	return err
 }
+
+// The environment variables through which a shim learns what to do (see
+// Shim).
+const (
+	shimParentEnv = "FORKD_SHIM_PARENT"
+	shimPIDEnv    = "FORKD_SHIM_PIDENV"
+	shimFDsEnv    = "FORKD_SHIM_FDS"
+	shimStatusEnv = "FORKD_SHIM_STATUS"
+)
 
 // ShimParentEnv is the environment entry that tells a shim its master's
 // pid: a shim whose parent is no longer that pid does not start the command.
 func ShimParentEnv(master int) string {
-	return "FORKD_SHIM_PARENT=" + strconv.Itoa(master)
+	return shimParentEnv + "=" + strconv.Itoa(master)
 }
 
-// shimExec execs args with env, adjusted as Shim documents.
+// ShimSetup is what the process that starts a shim tells it (see Shim).
+type ShimSetup struct {
+	// Parent is the starting process's pid: a shim whose parent is no
+	// longer it does not start the command.
+	Parent int
+	// PIDEnv names the variables set to the command's own pid.
+	PIDEnv []string
+	// Files is how many fds, 0…Files-1, the command gets.
+	Files int
+	// Status is the fd, at least 3, on which the shim reports a failure
+	// (see ShimStatus); 0 for none.
+	Status int
+}
+
+// Env returns the environment entries that tell a shim s.
+func (s ShimSetup) Env() []string {
+	env := []string{
+		ShimParentEnv(s.Parent),
+		shimPIDEnv + "=" + strings.Join(s.PIDEnv, ","),
+		shimFDsEnv + "=" + strconv.Itoa(s.Files),
+	}
+	if s.Status > 0 {
+		env = append(env, shimStatusEnv+"="+strconv.Itoa(s.Status))
+	}
+	return env
+}
+
+// ShimStatus returns the failure a shim wrote to its status fd before it
+// exited, or nil when it wrote nothing (b empty: it exec'd the command).
+// The error unwraps to the system call's errno where one failed.
+func ShimStatus(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if len(b) < 4 {
+		return fmt.Errorf("exec-shim: failed, reporting %d bytes", len(b))
+	}
+	return &shimError{errno: syscall.Errno(binary.NativeEndian.Uint32(b)), text: string(b[4:])}
+}
+
+// shimError is a failure a shim reported: its text and, when a system
+// call failed, the errno.
+type shimError struct {
+	errno syscall.Errno
+	text  string
+}
+
+func (e *shimError) Error() string { return e.text }
+
+// Unwrap returns the errno, or nil when none was reported.
+func (e *shimError) Unwrap() error {
+	if e.errno == 0 {
+		return nil
+	}
+	return e.errno
+}
+
+// shimStatusFD returns the fd that FORKD_SHIM_STATUS names in env, marked
+// close-on-exec, or -1 when there is none.
+func shimStatusFD(env []string) int {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, shimStatusEnv+"="); ok {
+			fd, err := strconv.Atoi(v)
+			if err != nil || fd < 3 {
+				return -1
+			}
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+				return -1
+			}
+			return fd
+		}
+	}
+	return -1
+}
+
+// reportShimFailure writes err to fd as ShimStatus reads it: the errno
+// (native byte order, 0 for none), then the error's text.
+func reportShimFailure(fd int, err error) {
+	var errno syscall.Errno
+	errors.As(err, &errno)
+	b := binary.NativeEndian.AppendUint32(nil, uint32(errno))
+	_, _ = unix.Write(fd, append(b, err.Error()...)) // at worst the starter sees an exit with status 127
+}
+
+// shimExec execs args with environ, adjusted as Shim documents.
 func shimExec(args, environ []string) error {
-	env, nfds, err := shimEnv(environ, os.Getpid(), os.Getppid())
+	if len(args) == 0 || args[0] == "" {
+		return errors.New("exec-shim: no command")
+	}
+	env, keep, err := shimEnv(environ, os.Getpid(), os.Getppid())
 	if err != nil {
 		return err
 	}
-	for fd := listenFdsStart; fd < listenFdsStart+nfds; fd++ {
+	for fd := listenFdsStart; fd < keep; fd++ {
 		// FD_CLOEXEC is the only fd flag: clearing all of them keeps fd open.
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-			return fmt.Errorf("exec-shim: keep fd %d (of LISTEN_FDS=%d) open across exec: %w", fd, nfds, err)
+			return fmt.Errorf("exec-shim: keep fd %d (of %d) open across exec: %w", fd, keep, err)
 		}
 	}
 	// Every fd above them closes at exec, also those the master inherited
-	// without close-on-exec: the worker gets the sockets and nothing else,
-	// as from systemd. Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC.
-	_ = unix.CloseRange(uint(listenFdsStart+max(nfds, 0)), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	// without close-on-exec: the worker gets its fds and nothing else, as
+	// from systemd. Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC.
+	_ = unix.CloseRange(uint(keep), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	defaultSlice()
 	path := args[0]
 	if !strings.Contains(path, "/") {
@@ -86,23 +197,38 @@ func shimExec(args, environ []string) error {
 	return fmt.Errorf("exec-shim: exec %s: %w", path, err)
 }
 
-// shimEnv checks FORKD_SHIM_PARENT against ppid and returns the worker's
-// environment — env with LISTEN_PID and WATCHDOG_PID set to pid where they
-// apply and FORKD_SHIM_PARENT removed — and the LISTEN_FDS count.
-func shimEnv(env []string, pid, ppid int) (_ []string, nfds int, _ error) {
-	nfds = -1 // LISTEN_FDS unset
+// shimEnv checks FORKD_SHIM_PARENT against ppid and returns the command's
+// environment — env with the FORKD_SHIM_PIDENV variables set to pid and
+// the FORKD_SHIM_* variables removed — and the number of fds, 0…keep-1,
+// the command gets.
+func shimEnv(env []string, pid, ppid int) (_ []string, keep int, _ error) {
+	nfds := -1 // LISTEN_FDS unset
+	keep = -1  // FORKD_SHIM_FDS unset
 	watchdog := false
+	var pidEnv []string
+	pidEnvSet := false
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
 		switch k {
-		case "FORKD_SHIM_PARENT":
+		case shimParentEnv:
 			master, err := strconv.Atoi(v)
 			if err != nil {
-				return nil, 0, fmt.Errorf("exec-shim: FORKD_SHIM_PARENT=%q is not a pid", v)
+				return nil, 0, fmt.Errorf("exec-shim: %s=%q is not a pid", shimParentEnv, v)
 			}
 			if master != ppid {
 				return nil, 0, fmt.Errorf("exec-shim: parent is pid %d, not master %d: %w", ppid, master, ErrMasterGone)
 			}
+		case shimPIDEnv:
+			pidEnvSet = true
+			if v != "" {
+				pidEnv = strings.Split(v, ",")
+			}
+		case shimFDsEnv:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return nil, 0, fmt.Errorf("exec-shim: %s=%q is not a count", shimFDsEnv, v)
+			}
+			keep = n
 		case "LISTEN_FDS":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
@@ -113,28 +239,36 @@ func shimEnv(env []string, pid, ppid int) (_ []string, nfds int, _ error) {
 			watchdog = true
 		}
 	}
-	out := make([]string, 0, len(env)+2)
+	if !pidEnvSet {
+		if nfds >= 0 {
+			pidEnv = append(pidEnv, "LISTEN_PID")
+		}
+		if watchdog {
+			pidEnv = append(pidEnv, "WATCHDOG_PID")
+		}
+	}
+	if keep < 0 {
+		keep = listenFdsStart + max(nfds, 0)
+	}
+	out := make([]string, 0, len(env)+len(pidEnv))
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == "FORKD_SHIM_PARENT" || k == "LISTEN_PID" && nfds >= 0 || k == "WATCHDOG_PID" && watchdog {
+		if strings.HasPrefix(k, "FORKD_SHIM_") || slices.Contains(pidEnv, k) {
 			continue
 		}
 		out = append(out, kv)
 	}
 	self := strconv.Itoa(pid)
-	if nfds >= 0 {
-		out = append(out, "LISTEN_PID="+self)
+	for _, k := range pidEnv {
+		out = append(out, k+"="+self)
 	}
-	if watchdog {
-		out = append(out, "WATCHDOG_PID="+self)
-	}
-	return out, max(nfds, 0), nil
+	return out, keep, nil
 }
 
 // defaultSlice gives the shim, and so the command it execs, the kernel's
 // default time slice: the master may have asked for a short one
 // (server.master_slice), which is the master's alone. Workers started
-// without the shim get the same from forkexec.Attr.Sched.
+// without the shim get the same from forkexec.Attr.DefaultSlice.
 func defaultSlice() {
 	a, err := unix.SchedGetAttr(0, 0)
 	if err != nil || a.Policy != unix.SCHED_NORMAL && a.Policy != unix.SCHED_BATCH {

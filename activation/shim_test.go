@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,9 +27,10 @@ func TestShimArgv(t *testing.T) {
 	}
 }
 
-// shimWorker starts a helperListeners worker with two bound sockets, via
-// start(exe, argv…), and checks what it saw and that it accepts on both.
-func shimWorker(t *testing.T, argv []string) {
+// shimWorker starts a helperListeners worker with two bound sockets and
+// the environment entries setup, via argv, and checks what it saw and that
+// it accepts on both.
+func shimWorker(t *testing.T, argv []string, setup ...string) {
 	t.Helper()
 	exe := testkit.Executable(t)
 	admin := unixBind(filepath.Join(t.TempDir(), "admin.sock"), 0o600)
@@ -46,6 +49,7 @@ func shimWorker(t *testing.T, argv []string) {
 		"WATCHDOG_USEC=5000000",
 		"LISTEN_PID=1", // stale: the shim must replace it
 	)
+	env = append(env, setup...)
 	cmd := helperCmd(t, argv, env, files)
 	var rep listenersReport
 	startJSON(t, cmd, &rep)
@@ -60,8 +64,8 @@ func shimWorker(t *testing.T, argv []string) {
 	if rep.ListenPID != strconv.Itoa(pid) || rep.WatchdogPID != strconv.Itoa(pid) {
 		t.Errorf("LISTEN_PID=%s WATCHDOG_PID=%s, want both %d", rep.ListenPID, rep.WatchdogPID, pid)
 	}
-	if rep.ShimParentSet {
-		t.Error("FORKD_SHIM_PARENT leaked into the worker's environment")
+	if len(rep.ShimEnv) > 0 {
+		t.Errorf("%q leaked into the worker's environment", rep.ShimEnv)
 	}
 	if rep.Argv0 != exe {
 		t.Errorf("worker argv[0] = %q, want the command as configured %q", rep.Argv0, exe)
@@ -95,6 +99,68 @@ func shimWorker(t *testing.T, argv []string) {
 func TestShim_ExecsWorker(t *testing.T) {
 	exe := testkit.Executable(t)
 	shimWorker(t, activation.ShimArgv(exe, exe, []string{helperListeners}))
+}
+
+func TestShim_Setup(t *testing.T) {
+	// Told by ShimSetup rather than by LISTEN_FDS and WATCHDOG_USEC: the
+	// same worker, fds 0…4 (the stray fd 5 closed).
+	exe := testBinary(t)
+	setup := activation.ShimSetup{Parent: os.Getpid(), PIDEnv: []string{"LISTEN_PID", "WATCHDOG_PID"}, Files: 5}
+	shimWorker(t, activation.ShimArgv(exe, exe, []string{helperListeners}), setup.Env()...)
+}
+
+func TestShim_Status(t *testing.T) {
+	exe := testBinary(t)
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "script")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		argv    []string
+		parent  int
+		errno   error  // what the reported error wraps
+		errText string // what it says
+	}{
+		{"exec'd", []string{exe, helperMarker, filepath.Join(dir, "started")}, os.Getpid(), nil, ""},
+		{"missing command", []string{filepath.Join(dir, "nope")}, os.Getpid(), syscall.ENOENT, "nope"},
+		{"not executable", []string{notExec}, os.Getpid(), syscall.EACCES, "script"},
+		{"master gone", []string{exe, helperMarker, filepath.Join(dir, "started")}, os.Getpid() + 1, nil, activation.ErrMasterGone.Error()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			setup := activation.ShimSetup{Parent: tc.parent, Files: 3, Status: 3}
+			cmd := helperCmd(t, activation.ShimArgv(exe, tc.argv[0], tc.argv[1:]), setup.Env(), []*os.File{w})
+			err = cmd.Start()
+			w.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runErr := cmd.Wait()
+			got := activation.ShimStatus(b)
+			if tc.errText == "" {
+				if got != nil || runErr != nil {
+					t.Fatalf("status %v, run %v; want the command exec'd and nothing reported\nstderr:\n%s", got, runErr, cmd.Stderr)
+				}
+				return
+			}
+			if code := exitCode(t, runErr); code != 127 {
+				t.Errorf("shim exit status %d, want 127", code)
+			}
+			if got == nil || !strings.Contains(got.Error(), tc.errText) || tc.errno != nil && !errors.Is(got, tc.errno) {
+				t.Errorf("status %v, want an error saying %q and wrapping %v", got, tc.errText, tc.errno)
+			}
+		})
+	}
 }
 
 func TestShim_ClearsCloseOnExec(t *testing.T) {

@@ -1,7 +1,6 @@
 package workers
 
 import (
-	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -9,52 +8,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/process"
 )
 
 // exitEvent is a reaped worker.
 type exitEvent struct {
-	w      *worker
-	status unix.WaitStatus
-	err    error
-	// execErr says why the worker's process could not exec its command.
-	execErr error
+	w    *worker
+	exit process.Exit
+	// err says why the worker's end could not be learned.
+	err error
 }
 
-// reap waits, without a thread or a polling loop, for w to exit: the
-// worker's pidfd becomes readable when it does, and the runtime's poller
-// parks this goroutine until then. It then reaps the zombie by pid (never
-// wait4(-1), which would steal other children's statuses) and reports.
+// reap waits for w to end (process.Process.Wait: no thread, no polling)
+// and reports it to the arbiter, until the pool is done.
 func reap(w *worker, exits chan<- exitEvent, done <-chan struct{}) {
-	ev := exitEvent{w: w}
-	if w.exec != nil {
-		ev.execErr = w.exec.Exec()
-	}
-	rc, err := w.pidfd.SyscallConn()
-	if err != nil {
-		ev.err = err
-	} else {
-		rerr := rc.Read(func(uintptr) bool {
-			for {
-				pid, err := unix.Wait4(w.pid, &ev.status, unix.WNOHANG, nil)
-				switch {
-				case errors.Is(err, unix.EINTR):
-					continue
-				case err != nil:
-					ev.err = err
-					return true
-				case pid == 0:
-					return false // still running: wait for the pidfd
-				default:
-					return true
-				}
-			}
-		})
-		if rerr != nil && ev.err == nil {
-			ev.err = rerr
-		}
-	}
+	exit, err := w.proc.Wait()
 	select {
-	case exits <- ev:
+	case exits <- exitEvent{w: w, exit: exit, err: err}:
 	case <-done:
 	}
 }
@@ -62,24 +32,15 @@ func reap(w *worker, exits chan<- exitEvent, done <-chan struct{}) {
 // describe says how a worker ended, for logs and hooks, and returns the
 // exit code (-1 when killed by a signal) and the signal (0 when it exited).
 func describe(ev exitEvent) (text string, code, sig int) {
-	switch {
-	case ev.err != nil:
+	if ev.err != nil {
 		return "lost: " + ev.err.Error(), -1, 0
-	case ev.execErr != nil:
-		return "could not start: " + ev.execErr.Error(), ev.status.ExitStatus(), 0
-	case ev.status.Signaled():
-		s := ev.status.Signal()
-		return fmt.Sprintf("killed by %s", unix.SignalName(s)), -1, int(s)
-	default:
-		c := ev.status.ExitStatus()
-		return fmt.Sprintf("exited with status %d", c), c, 0
 	}
+	return ev.exit.String(), ev.exit.Code(), int(ev.exit.Signal())
 }
 
 // handleExit updates the pool after a worker was reaped.
 func (p *Pool) handleExit(ev exitEvent) {
 	w := ev.w
-	_ = w.pidfd.Close()
 	delete(p.byPID, w.pid)
 	delete(p.retiring, w)
 	p.disarm(w)
@@ -98,7 +59,7 @@ func (p *Pool) handleExit(ev exitEvent) {
 	p.emit(base)
 	lvl := p.log.Debug
 	switch {
-	case ev.execErr != nil:
+	case ev.exit.ExecErr != nil:
 		lvl = p.log.Error
 	case w.reason == "" && !p.stopping:
 		lvl = p.log.Warn
@@ -191,18 +152,7 @@ func backoff(n int) time.Duration {
 
 // signal sends sig to w, ignoring a worker that is already gone.
 func (p *Pool) signal(w *worker, sig syscall.Signal) {
-	// Not w.pidfd.Fd(): that would switch the pidfd to blocking mode under
-	// the reaper, which waits on it through the runtime's poller.
-	rc, err := w.pidfd.SyscallConn()
-	if err == nil {
-		cerr := rc.Control(func(fd uintptr) {
-			err = unix.PidfdSendSignal(int(fd), sig, nil, 0)
-		})
-		if cerr != nil {
-			err = cerr
-		}
-	}
-	if err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := w.proc.Signal(sig); err != nil {
 		p.log.Warn("signal worker", "worker_id", w.id, "pid", w.pid, "signal", unix.SignalName(sig), "err", err)
 	}
 }

@@ -26,10 +26,9 @@ import (
 // of docs/BENCHMARKS.md times it).
 //
 // The slice is set on every thread of the process, and threads the Go
-// runtime starts later inherit it. Workers must not: each one is started
-// with the master's scheduling as it found it, the kernel's default slice
-// (forkexec.Attr.Sched). Kernels before 6.12 take the request and ignore
-// it.
+// runtime starts later inherit it. Workers must not, and do not: package
+// process starts every process with the kernel's default slice. Kernels
+// before 6.12 take the request and ignore it.
 type slicer struct {
 	read bool           // orig has been read
 	fair bool           // orig is SCHED_OTHER or SCHED_BATCH: slices apply
@@ -40,11 +39,10 @@ type slicer struct {
 	// config says.
 	set     time.Duration
 	applied bool
-	child   *unix.SchedAttr
 }
 
 // apply asks for slice d (0: the kernel's default) on every thread of the
-// process. After it, childSched is what a worker should take.
+// process.
 func (s *slicer) apply(d time.Duration) error {
 	if !s.read {
 		s.read = true
@@ -67,12 +65,6 @@ func (s *slicer) apply(d time.Duration) error {
 		return fmt.Errorf("master_slice %v: %w", d, err)
 	}
 	s.set, s.applied = d, true
-	s.child = nil
-	if d != 0 {
-		def := attr
-		def.Runtime = 0 // the kernel's default slice
-		s.child = &def
-	}
 	return nil
 }
 
@@ -105,10 +97,6 @@ func setThreads(attr *unix.SchedAttr) error {
 		}
 	}
 }
-
-// childSched is the scheduling a worker takes before it execs: nil when the
-// master's is the one it found.
-func (s *slicer) childSched() *unix.SchedAttr { return s.child }
 
 // applySlice asks for cfg's master_slice; a failure only costs the master
 // its quick wake-ups, so it is logged and the pool goes on.

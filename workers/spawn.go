@@ -1,29 +1,25 @@
 package workers
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/internal/forkexec"
-	"golang.org/x/sys/unix"
+	"github.com/forkd/forkd/internal/process"
 )
 
 // childFiles is a worker's fds 0, 1, 2, 3…: stdin, the workers' stdout and
 // stderr, then the listening sockets.
-func (p *Pool) childFiles(stdin *os.File) []int {
-	files := make([]int, 0, 3+len(p.opts.Sockets))
-	files = append(files, int(stdin.Fd()), int(p.opts.Stdout.Fd()), int(p.opts.Stderr.Fd()))
+func (p *Pool) childFiles(stdin *os.File) []*os.File {
+	files := make([]*os.File, 0, 3+len(p.opts.Sockets))
+	files = append(files, stdin, p.opts.Stdout, p.opts.Stderr)
 	for _, s := range p.opts.Sockets {
-		files = append(files, int(s.File.Fd()))
+		files = append(files, s.File)
 	}
 	return files
 }
@@ -139,7 +135,7 @@ func (p *Pool) spawnNow(g *generation, id int) {
 	}
 }
 
-// start forks and execs one worker and starts watching its pidfd.
+// start starts one worker and its reaper.
 func (p *Pool) start(g *generation, id int) (*worker, error) {
 	env := make([]string, len(g.env), len(g.env)+3)
 	copy(env, g.env)
@@ -156,82 +152,45 @@ func (p *Pool) start(g *generation, id int) (*worker, error) {
 		}
 		return nil, fmt.Errorf("command %q: %w", g.cfg.Worker.Command, err)
 	}
-	w := &worker{id: id, gen: g, started: time.Now(), inSlot: true}
-	pidfd, err := p.exec(w, env)
+	// The worker gets its own pid in LISTEN_PID and WATCHDOG_PID; it is
+	// started directly, or through the exec-shim when Options.ExecShim
+	// asks for it or the kernel refuses a direct start (after which every
+	// worker is).
+	proc, err := process.Start(&process.Attr{
+		Path:     g.command,
+		Args:     g.cfg.Worker.Args,
+		Env:      env,
+		PIDEnv:   g.pidEnv,
+		Dir:      g.cfg.Worker.Dir,
+		Files:    p.childFiles(p.devnull),
+		Shim:     p.opts.Shim,
+		ExecShim: p.opts.ExecShim,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", g.cfg.Worker.Command, err)
 	}
-	if err := p.watch(w, pidfd); err != nil {
-		return nil, err
+	if proc.Fallback != nil {
+		p.log.Warn("the kernel refused a direct start; starting workers through the exec-shim", "err", proc.Fallback)
+		p.opts.ExecShim = true
 	}
+	w := &worker{id: id, gen: g, pid: proc.PID, proc: proc, started: time.Now(), inSlot: true}
+	p.watch(w)
 	return w, nil
 }
 
-// exec starts w's process, running its generation's command with env and
-// with its own pid in LISTEN_PID and WATCHDOG_PID: directly (forkexec; the
-// reaper learns from w.exec whether the exec worked), or through the
-// exec-shim (forkd re-executed, see activation.Shim) when Options.ExecShim
-// asks for it or the kernel refuses the direct start. It sets w.pid and
-// returns the pidfd (-1: open one).
-func (p *Pool) exec(w *worker, env []string) (pidfd int, err error) {
-	g := w.gen
-	files := p.childFiles(p.devnull)
-	if !p.opts.ExecShim {
-		proc, err := forkexec.Start(&forkexec.Attr{
-			Path:      g.command,
-			Args:      append([]string{g.command}, g.cfg.Worker.Args...),
-			Env:       env,
-			PIDEnv:    g.pidEnv,
-			Dir:       g.cfg.Worker.Dir,
-			Files:     files,
-			Pdeathsig: syscall.SIGKILL,
-			Sched:     p.slice.childSched(),
-		})
-		if err == nil {
-			w.pid, w.exec = proc.PID, proc
-			return proc.PIDFD, nil
-		}
-		if !errors.Is(err, forkexec.ErrUnsupported) {
-			return -1, err
-		}
-		p.log.Warn("the kernel refused a direct start; starting workers through the exec-shim", "err", err)
-		p.opts.ExecShim = true
+// watchAdopted watches w, a worker an upgrade handed over, and starts its
+// reaper.
+func (p *Pool) watchAdopted(w *worker) error {
+	proc, err := process.Adopt(w.pid)
+	if err != nil {
+		return err
 	}
-	pidfd = -1
-	ufiles := make([]uintptr, len(files))
-	for i, fd := range files {
-		ufiles[i] = uintptr(fd)
-	}
-	attr := &syscall.ProcAttr{
-		Dir:   g.cfg.Worker.Dir,
-		Env:   append(env, activation.ShimParentEnv(os.Getpid())),
-		Files: ufiles,
-		Sys: &syscall.SysProcAttr{
-			Pdeathsig: syscall.SIGKILL,
-			PidFD:     &pidfd,
-		},
-	}
-	argv := activation.ShimArgv(p.opts.Shim, g.command, g.cfg.Worker.Args)
-	w.pid, err = syscall.ForkExec(p.opts.Shim, argv, attr)
-	return pidfd, err
+	w.proc = proc
+	p.watch(w)
+	return nil
 }
 
-// watch opens w's pidfd (when the kernel did not hand one over) and starts
-// its reaper.
-func (p *Pool) watch(w *worker, pidfd int) error {
-	var err error
-	if pidfd < 0 {
-		if pidfd, err = unix.PidfdOpen(w.pid, 0); err != nil {
-			_ = unix.Kill(w.pid, unix.SIGKILL)
-			var ws unix.WaitStatus
-			_, _ = unix.Wait4(w.pid, &ws, 0, nil)
-			return fmt.Errorf("pidfd_open %d: %w", w.pid, err)
-		}
-	}
-	if err := unix.SetNonblock(pidfd, true); err != nil {
-		return fmt.Errorf("pidfd %d: %w", w.pid, err)
-	}
-	w.pidfd = os.NewFile(uintptr(pidfd), "pidfd:"+strconv.Itoa(w.pid))
+// watch starts w's reaper.
+func (p *Pool) watch(w *worker) {
 	go reap(w, p.exits, p.done)
-	return nil
 }

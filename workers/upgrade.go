@@ -363,7 +363,7 @@ func (p *Pool) adopt(h *Handover) {
 		}
 		w := &worker{id: hw.ID, gen: wg, pid: hw.PID, started: hw.Started, readyAt: hw.ReadyAt,
 			requests: hw.Requests, reason: hw.Reason}
-		if err := p.watch(w, -1); err != nil {
+		if err := p.watchAdopted(w); err != nil {
 			p.log.Warn("upgrade: cannot adopt worker", "worker_id", hw.ID, "pid", hw.PID, "err", err)
 			continue
 		}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
-	"github.com/forkd/forkd/internal/forkexec"
+	"github.com/forkd/forkd/internal/process"
 )
 
 // phase is where a worker is in its life.
@@ -32,15 +32,12 @@ func (ph phase) String() string {
 }
 
 // worker is one worker process. Only the arbiter goroutine touches its
-// mutable fields; the reaper goroutine reads pid and pidfd only.
+// mutable fields; the reaper goroutine uses proc only.
 type worker struct {
-	id    int
-	gen   *generation
-	pid   int
-	pidfd *os.File
-	// exec reports whether the process exec'd the command (nil when the
-	// exec-shim started it, or an upgrade adopted it).
-	exec    *forkexec.Process
+	id      int
+	gen     *generation
+	pid     int
+	proc    *process.Process
 	phase   phase
 	started time.Time
 	readyAt time.Time

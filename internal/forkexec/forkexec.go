@@ -42,10 +42,17 @@ type Attr struct {
 	// exits (PR_SET_PDEATHSIG); 0 sends nothing. If the caller's process
 	// died before the child could arm it, the child gets Pdeathsig at once.
 	Pdeathsig syscall.Signal
-	// Sched, if set, is the child's scheduling (sched_setattr(2)), taken
-	// before it execs: a parent that asked for a short time slice for
-	// itself starts its children with the kernel's default.
-	Sched *unix.SchedAttr
+	// DefaultSlice gives the child the kernel's default time slice before
+	// it execs (sched_setattr(2) with sched_runtime 0, policy and nice
+	// kept), when its policy is SCHED_OTHER or SCHED_BATCH: a parent that
+	// asked for a short slice for itself (Linux ≥ 6.12) keeps it to itself.
+	// A kernel that refuses leaves the child the parent's slice.
+	DefaultSlice bool
+
+	// copyVM makes Start clone a child with a copy of the caller's memory,
+	// as it does where there is no rawVfork (sharedVM false), so that the
+	// tests run that path on every architecture.
+	copyVM bool
 }
 
 // pidRoom is the room for a pid in a PIDEnv value: 20 digits and a NUL.
@@ -66,8 +73,11 @@ type child struct {
 	nextfd    int
 	ppid      int
 	pdeathsig int
-	sched     *unix.SchedAttr // nil: inherit the caller's
-	pidfd     int32           // set by clone(CLONE_PIDFD)
+	// sched is where the child reads its scheduling to reset its time
+	// slice (nil: it keeps the caller's).
+	sched  *unix.SchedAttr
+	copyVM bool  // clone with a copy of the memory even where sharedVM
+	pidfd  int32 // set by clone(CLONE_PIDFD)
 }
 
 // Process is a child that Start started.
@@ -152,7 +162,6 @@ type step uint32
 const (
 	stepPdeathsig step = iota + 1
 	stepParentGone
-	stepSched
 	stepFiles
 	stepDir
 	stepExec
@@ -165,8 +174,6 @@ func (s step) error(a *Attr, errno syscall.Errno) error {
 		return fmt.Errorf("forkexec: prctl(PR_SET_PDEATHSIG): %w", errno)
 	case stepParentGone:
 		return fmt.Errorf("forkexec: parent exited before the child started: %w", errno)
-	case stepSched:
-		return fmt.Errorf("forkexec: sched_setattr: %w", errno)
 	case stepFiles:
 		return fmt.Errorf("forkexec: put fds 0…%d in place: %w", len(a.Files)-1, errno)
 	case stepDir:
@@ -178,11 +185,9 @@ func (s step) error(a *Attr, errno syscall.Errno) error {
 
 // prepare turns a into the child's C-style values.
 func prepare(a *Attr) (*child, error) {
-	c := &child{files: append([]int(nil), a.Files...), pdeathsig: int(a.Pdeathsig)}
-	if a.Sched != nil {
-		s := *a.Sched
-		s.Size = unix.SizeofSchedAttr
-		c.sched = &s
+	c := &child{files: append([]int(nil), a.Files...), pdeathsig: int(a.Pdeathsig), copyVM: a.copyVM}
+	if a.DefaultSlice {
+		c.sched = &unix.SchedAttr{}
 	}
 	var err error
 	if c.path, err = syscall.BytePtrFromString(a.Path); err != nil {
@@ -251,7 +256,7 @@ func (c *child) fork() (uintptr, syscall.Errno) {
 		uintptr(unsafe.Pointer(&all)), uintptr(unsafe.Pointer(&old)), 8, 0, 0)
 	var r uintptr
 	var errno syscall.Errno
-	if sharedVM {
+	if sharedVM && !c.copyVM {
 		r, errno = c.vfork()
 	} else {
 		r, errno = c.copyFork()
@@ -323,9 +328,12 @@ func (c *child) run() {
 	}
 
 	if c.sched != nil {
-		_, _, e := syscall.RawSyscall(unix.SYS_SCHED_SETATTR, 0, uintptr(unsafe.Pointer(c.sched)), 0)
-		if e != 0 {
-			c.fail(stepSched, e)
+		_, _, e := syscall.RawSyscall6(unix.SYS_SCHED_GETATTR, 0, uintptr(unsafe.Pointer(c.sched)), unix.SizeofSchedAttr, 0, 0, 0)
+		if e == 0 && (c.sched.Policy == unix.SCHED_NORMAL || c.sched.Policy == unix.SCHED_BATCH) {
+			c.sched.Size = unix.SizeofSchedAttr
+			c.sched.Runtime = 0
+			c.sched.Flags &= unix.SCHED_FLAG_RESET_ON_FORK
+			syscall.RawSyscall(unix.SYS_SCHED_SETATTR, 0, uintptr(unsafe.Pointer(c.sched)), 0)
 		}
 	}
 

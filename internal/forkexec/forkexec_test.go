@@ -45,6 +45,14 @@ type report struct {
 	Args    []string
 }
 
+func init() {
+	// The main goroutine keeps the main thread, so that no test goroutine
+	// runs there: the parent-death tests end the thread of a goroutine
+	// that exits locked to it, which the runtime does for every thread but
+	// the main one.
+	runtime.LockOSThread()
+}
+
 func TestMain(m *testing.M) {
 	testkit.Main(m, testkit.Roles{helperRole: func([]string) int { return helper() }})
 }
@@ -112,6 +120,15 @@ func helperAttr(t *testing.T) *Attr {
 	}
 }
 
+// bothPaths runs test once for each way Start clones a child: the one
+// this architecture uses (on amd64 a child sharing the caller's memory)
+// and a child with a copy of the caller's memory, the way of every other
+// architecture. Each of the tests sets copyVM in the Attrs it starts.
+func bothPaths(t *testing.T, test func(t *testing.T, copyVM bool)) {
+	t.Run("native", func(t *testing.T) { test(t, false) })
+	t.Run("copy", func(t *testing.T) { test(t, true) })
+}
+
 func pipe(t *testing.T) (*os.File, *os.File) {
 	t.Helper()
 	r, w, err := os.Pipe()
@@ -139,7 +156,10 @@ func TestStart_EnvFilesSignals(t *testing.T) {
 	caught := make(chan os.Signal, 1)
 	signal.Notify(caught, syscall.SIGUSR2)
 	defer signal.Stop(caught)
+	bothPaths(t, testEnvFilesSignals)
+}
 
+func testEnvFilesSignals(t *testing.T, copyVM bool) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +168,7 @@ func TestStart_EnvFilesSignals(t *testing.T) {
 	reportR, reportW := pipe(t)
 	_, extraW := pipe(t)
 	a := helperAttr(t)
+	a.copyVM = copyVM
 	a.Dir = t.TempDir()
 	a.Files = []int{int(devnull.Fd()), int(os.Stderr.Fd()), int(os.Stderr.Fd()), int(reportW.Fd()), -1, int(extraW.Fd())}
 	want := map[int]uint64{0: inode(t, devnull), 3: inode(t, reportW), 5: inode(t, extraW)}
@@ -194,7 +215,9 @@ func TestStart_EnvFilesSignals(t *testing.T) {
 // TestStart_InheritedFDs: an fd the parent holds without close-on-exec —
 // one it inherited, say — does not reach the child: a worker gets fds 0…n-1
 // of Files and nothing else, as from systemd.
-func TestStart_InheritedFDs(t *testing.T) {
+func TestStart_InheritedFDs(t *testing.T) { bothPaths(t, testInheritedFDs) }
+
+func testInheritedFDs(t *testing.T, copyVM bool) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)
@@ -208,6 +231,7 @@ func TestStart_InheritedFDs(t *testing.T) {
 	defer unix.Close(inherited)
 	reportR, reportW := pipe(t)
 	a := helperAttr(t)
+	a.copyVM = copyVM
 	a.Files = []int{int(devnull.Fd()), int(os.Stderr.Fd()), int(os.Stderr.Fd()), int(reportW.Fd())}
 	r, status := run(t, a, reportR, reportW)
 	if status != 0 {
@@ -267,7 +291,9 @@ func exitStatus(t *testing.T, pid int) int {
 	return ws.ExitStatus()
 }
 
-func TestStart_Errors(t *testing.T) {
+func TestStart_Errors(t *testing.T) { bothPaths(t, testErrors) }
+
+func testErrors(t *testing.T, copyVM bool) {
 	dir := t.TempDir()
 	notExec := filepath.Join(dir, "script")
 	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
@@ -283,10 +309,10 @@ func TestStart_Errors(t *testing.T) {
 		{"not executable", Attr{Path: notExec, Args: []string{"script"}}, "exec", syscall.EACCES},
 		{"missing dir", Attr{Path: "/bin/true", Args: []string{"true"}, Dir: filepath.Join(dir, "gone")}, "chdir", syscall.ENOENT},
 		{"bad fd", Attr{Path: "/bin/true", Args: []string{"true"}, Files: []int{0, 1, 2, 999}}, "", syscall.EBADF},
-		{"bad sched", Attr{Path: "/bin/true", Args: []string{"true"}, Sched: &unix.SchedAttr{Policy: 1234}}, "", syscall.EINVAL},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			c.a.copyVM = copyVM
 			proc, err := Start(&c.a)
 			if err != nil {
 				t.Fatalf("Start: %v", err)
@@ -307,86 +333,83 @@ func TestStart_Errors(t *testing.T) {
 	}
 }
 
-// TestStart_Sched starts children with Sched set: the nice value they
-// run with, and, where the kernel honours a requested slice (Linux ≥ 6.12),
-// their time slice.
-func TestStart_Sched(t *testing.T) {
-	sleeper := func(sched *unix.SchedAttr) int {
-		t.Helper()
-		proc, err := Start(&Attr{Path: "/bin/sleep", Args: []string{"sleep", "30"}, Sched: sched})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := proc.Exec(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = unix.Kill(proc.PID, unix.SIGKILL)
-			var ws unix.WaitStatus
-			_, _ = unix.Wait4(proc.PID, &ws, 0, nil)
-			syscall.Close(proc.PIDFD)
-		})
-		return proc.PID
-	}
-	plain := sleeper(nil)
-	nice := sleeper(&unix.SchedAttr{Policy: unix.SCHED_NORMAL, Nice: 7})
-	if got, want := procNice(t, plain), procNice(t, os.Getpid()); got != want {
-		t.Errorf("without Sched the child runs at nice %d, want the caller's %d", got, want)
-	}
-	if got := procNice(t, nice); got != 7 {
-		t.Errorf("with Sched.Nice = 7 the child runs at nice %d", got)
-	}
+// TestStart_DefaultSlice: a caller thread that asked for a short time
+// slice and a higher nice value starts children that inherit both, and,
+// with DefaultSlice, children that keep its nice value but take the
+// kernel's default slice.
+func TestStart_DefaultSlice(t *testing.T) { bothPaths(t, testDefaultSlice) }
 
-	const asked = 3 * time.Millisecond
-	sliced := sleeper(&unix.SchedAttr{Policy: unix.SCHED_NORMAL, Runtime: uint64(asked)})
-	def, ok := procSlice(t, plain)
-	if !ok {
-		t.Skip("no se.slice in /proc/PID/sched (a kernel without CONFIG_SCHED_DEBUG): slices not checked")
+func testDefaultSlice(t *testing.T, copyVM bool) {
+	type result struct {
+		orig, plain, reset *unix.SchedAttr
+		skip               string
+		err                error
 	}
-	got, _ := procSlice(t, sliced)
-	if got == def && def != asked {
-		t.Skipf("the kernel kept its default slice (%v) for a requested %v: no custom slices before Linux 6.12", def, asked)
+	ch := make(chan result, 1)
+	go func() {
+		// The test changes this thread's scheduling: the thread ends with
+		// the goroutine, never unlocked.
+		runtime.LockOSThread()
+		var r result
+		defer func() { ch <- r }()
+		orig, err := unix.SchedGetAttr(0, 0)
+		switch {
+		case err != nil:
+			r.err = err
+			return
+		case orig.Policy != unix.SCHED_NORMAL && orig.Policy != unix.SCHED_BATCH:
+			r.skip = "the test runs with a real-time policy: slices do not apply"
+			return
+		case orig.Runtime == 0:
+			r.skip = "sched_getattr reports no time slice: a kernel before Linux 6.12"
+			return
+		}
+		r.orig = orig
+		asked := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: orig.Policy, Nice: min(orig.Nice+3, 19),
+			Runtime: uint64(3 * time.Millisecond)}
+		if r.err = unix.SchedSetAttr(0, &asked, 0); r.err != nil {
+			return
+		}
+		if r.plain, r.err = sleeperSched(copyVM, false); r.err != nil {
+			return
+		}
+		r.reset, r.err = sleeperSched(copyVM, true)
+	}()
+	r := <-ch
+	switch {
+	case r.err != nil:
+		t.Fatal(r.err)
+	case r.skip != "":
+		t.Skip(r.skip)
 	}
-	if got != asked {
-		t.Errorf("with Sched.Runtime = %v the child's slice is %v", asked, got)
+	want := min(r.orig.Nice+3, 19)
+	if r.plain.Nice != want || r.reset.Nice != want {
+		t.Errorf("children run at nice %d and %d (DefaultSlice), want the caller's %d", r.plain.Nice, r.reset.Nice, want)
+	}
+	if got := time.Duration(r.plain.Runtime); got != 3*time.Millisecond {
+		t.Errorf("without DefaultSlice the child's slice is %v, want the caller's 3ms", got)
+	}
+	if got, def := time.Duration(r.reset.Runtime), time.Duration(r.orig.Runtime); got != def {
+		t.Errorf("with DefaultSlice the child's slice is %v, want the kernel's default %v", got, def)
 	}
 }
 
-// procNice is the nice value of pid (/proc/PID/stat, field 19).
-func procNice(t *testing.T, pid int) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// sleeperSched starts sleep(1) and returns its scheduling.
+func sleeperSched(copyVM, defaultSlice bool) (*unix.SchedAttr, error) {
+	proc, err := Start(&Attr{Path: "/bin/sleep", Args: []string{"sleep", "30"}, DefaultSlice: defaultSlice, copyVM: copyVM})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	_, rest, _ := strings.Cut(string(b), ") ") // the name may hold spaces
-	f := strings.Fields(rest)                  // f[0] is field 3
-	n, err := strconv.Atoi(f[19-3])
-	if err != nil {
-		t.Fatalf("/proc/%d/stat: %v", pid, err)
+	defer func() {
+		_ = unix.Kill(proc.PID, unix.SIGKILL)
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(proc.PID, &ws, 0, nil)
+		syscall.Close(proc.PIDFD)
+	}()
+	if err := proc.Exec(); err != nil {
+		return nil, err
 	}
-	return n
-}
-
-// procSlice is the time slice of pid's main thread, from /proc/PID/sched
-// (false when the kernel does not show it).
-func procSlice(t *testing.T, pid int) (time.Duration, bool) {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/sched", pid))
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && strings.TrimSpace(k) == "se.slice" {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				t.Fatalf("/proc/%d/sched: %q", pid, line)
-			}
-			return time.Duration(n), true
-		}
-	}
-	return 0, false
+	return unix.SchedGetAttr(proc.PID, 0)
 }
 
 func TestStart_BadAttr(t *testing.T) {
@@ -403,7 +426,9 @@ func TestStart_BadAttr(t *testing.T) {
 
 // TestStart_Concurrent starts children from many goroutines while the
 // garbage collector runs, as a stress of the fork path under -race.
-func TestStart_Concurrent(t *testing.T) {
+func TestStart_Concurrent(t *testing.T) { bothPaths(t, testConcurrent) }
+
+func testConcurrent(t *testing.T, copyVM bool) {
 	stop := make(chan struct{})
 	gcDone := make(chan struct{})
 	go func() {
@@ -425,7 +450,7 @@ func TestStart_Concurrent(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 25; i++ {
 				a := &Attr{Path: "/bin/sh", Args: []string{"sh", "-c", `test "$LISTEN_PID" = "$$"`},
-					Env: []string{"X=" + strings.Repeat("y", i)}, PIDEnv: []string{"LISTEN_PID"}}
+					Env: []string{"X=" + strings.Repeat("y", i)}, PIDEnv: []string{"LISTEN_PID"}, copyVM: copyVM}
 				proc, err := Start(a)
 				if err == nil {
 					err = proc.Exec()
@@ -457,7 +482,9 @@ func TestStart_Concurrent(t *testing.T) {
 // TestStart_Pdeathsig checks that the child gets Pdeathsig when the thread
 // that started it exits: a goroutine locked to its thread starts the child
 // and returns without unlocking, which ends the thread.
-func TestStart_Pdeathsig(t *testing.T) {
+func TestStart_Pdeathsig(t *testing.T) { bothPaths(t, testPdeathsig) }
+
+func testPdeathsig(t *testing.T, copyVM bool) {
 	type started struct {
 		pid, pidfd int
 		err        error
@@ -465,7 +492,7 @@ func TestStart_Pdeathsig(t *testing.T) {
 	ch := make(chan started)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		proc, err := Start(&Attr{Path: "/bin/sleep", Args: []string{"sleep", "60"}, Pdeathsig: syscall.SIGKILL})
+		proc, err := Start(&Attr{Path: "/bin/sleep", Args: []string{"sleep", "60"}, Pdeathsig: syscall.SIGKILL, copyVM: copyVM})
 		if err == nil {
 			err = proc.Exec()
 		}
