@@ -104,13 +104,13 @@ func TestShim_ExecsWorker(t *testing.T) {
 func TestShim_Setup(t *testing.T) {
 	// Told by ShimSetup rather than by LISTEN_FDS and WATCHDOG_USEC: the
 	// same worker, fds 0…4 (the stray fd 5 closed).
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	setup := activation.ShimSetup{Parent: os.Getpid(), PIDEnv: []string{"LISTEN_PID", "WATCHDOG_PID"}, Files: 5}
 	shimWorker(t, activation.ShimArgv(exe, exe, []string{helperListeners}), setup.Env()...)
 }
 
 func TestShim_Status(t *testing.T) {
-	exe := testBinary(t)
+	exe := testkit.Executable(t)
 	dir := t.TempDir()
 	notExec := filepath.Join(dir, "script")
 	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {

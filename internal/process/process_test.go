@@ -18,14 +18,15 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/internal/process"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // The test binary doubles as the exec-shim (os.Args[1] is
-// activation.ShimArg) and as the program the tests start (helperEnv set):
+// activation.ShimArg) and as the program the tests start (testkit.RoleEnv names helperRole):
 // it reports on fd 3 what it was started with and exits with status
 // helperExit.
 const (
-	helperEnv  = "PROCESS_TEST_HELPER"
+	helperRole = "process-helper"
 	helperExit = 7
 )
 
@@ -38,15 +39,13 @@ func init() {
 }
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == activation.ShimArg {
-		err := activation.Shim(os.Args[2:])
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(127)
-	}
-	if os.Getenv(helperEnv) == "1" {
-		helper()
-	}
-	os.Exit(m.Run())
+	testkit.Main(m, testkit.Roles{
+		activation.ShimArg: func(args []string) int {
+			fmt.Fprintln(os.Stderr, activation.Shim(args))
+			return 127
+		},
+		helperRole: func([]string) int { helper(); return 0 },
+	})
 }
 
 // report is what the helper tells about itself.
@@ -175,7 +174,7 @@ func TestStart_Contract(t *testing.T) {
 
 		a.Path = self
 		a.Args = []string{"-test.run=^$", "one two"}
-		a.Env = []string{helperEnv + "=1", "GORACE=atexit_sleep_ms=0", "LISTEN_PID=1", "OTHER=x=y"}
+		a.Env = []string{testkit.RoleEnv + "=" + helperRole, "GORACE=atexit_sleep_ms=0", "LISTEN_PID=1", "OTHER=x=y"}
 		a.PIDEnv = []string{"LISTEN_PID", "WATCHDOG_PID"}
 		a.Dir = t.TempDir()
 		a.Files = append(stdio(t), reportW, extraW)
