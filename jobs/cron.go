@@ -14,7 +14,7 @@ import (
 // @weekly, @daily, @midnight and @hourly. When both the day of month and
 // the day of week are restricted, a day matching either one matches, as in
 // Vixie and ISC cron.
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor | cron.DowOrDom)
+var cronParser = cron.MustNewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor | cron.DowOrDom)
 
 // allHours is the hour field's bits when it matches every hour.
 const allHours = 1<<24 - 1
