@@ -4,17 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	cron "github.com/netresearch/go-cron"
 )
 
-// cronParser reads the five standard fields (minute, hour, day of month,
+// cronParser returns the parser, made on first use rather than at every
+// start of forkd (and of its exec-shim). It reads the five standard fields (minute, hour, day of month,
 // month, day of week) and the descriptors @yearly, @annually, @monthly,
 // @weekly, @daily, @midnight and @hourly. When both the day of month and
 // the day of week are restricted, a day matching either one matches, as in
 // Vixie and ISC cron.
-var cronParser = cron.MustNewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor | cron.DowOrDom)
+var cronParser = sync.OnceValue(func() cron.Parser {
+	return cron.MustNewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor | cron.DowOrDom)
+})
 
 // allHours is the hour field's bits when it matches every hour.
 const allHours = 1<<24 - 1
@@ -61,7 +65,7 @@ func ParseCron(expr string, loc *time.Location) (*Cron, error) {
 	case strings.HasPrefix(trimmed, "@every"):
 		return nil, fmt.Errorf("cron expression %q is an interval: write every = %q instead", expr, strings.TrimSpace(strings.TrimPrefix(trimmed, "@every")))
 	}
-	sched, err := cronParser.Parse(trimmed)
+	sched, err := cronParser().Parse(trimmed)
 	if err != nil {
 		return nil, fmt.Errorf("invalid cron expression %q: %v", expr, err)
 	}
