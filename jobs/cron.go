@@ -11,11 +11,11 @@ import (
 )
 
 // cronParser returns the parser, made on first use rather than at every
-// start of forkd (and of its exec-shim). It reads the five standard fields (minute, hour, day of month,
-// month, day of week) and the descriptors @yearly, @annually, @monthly,
-// @weekly, @daily, @midnight and @hourly. When both the day of month and
-// the day of week are restricted, a day matching either one matches, as in
-// Vixie and ISC cron.
+// start of forkd (and of its exec-shim). It reads the five standard fields
+// (minute, hour, day of month, month, day of week) and the descriptors
+// @yearly, @annually, @monthly, @weekly, @daily, @midnight and @hourly.
+// When both the day of month and the day of week are restricted, a day
+// matching either one matches, as in Vixie and ISC cron.
 var cronParser = sync.OnceValue(func() cron.Parser {
 	return cron.MustNewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor | cron.DowOrDom)
 })
