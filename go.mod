@@ -1,10 +1,11 @@
 module github.com/forkd/forkd
 
-go 1.24
+go 1.25
 
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/godbus/dbus/v5 v5.2.4
+	github.com/netresearch/go-cron v0.15.1
 	github.com/pelletier/go-toml/v2 v2.4.3
 	golang.org/x/sys v0.27.0
 )

@@ -3,6 +3,8 @@ package config
 import (
 	"strconv"
 	"time"
+
+	"github.com/forkd/forkd/jobs"
 )
 
 // Config is a forkd config file decoded. Load and Parse return it with
@@ -20,6 +22,12 @@ type Config struct {
 	// as [[hooks.on_starting]] tables. pre_request and post_request cannot
 	// have commands: they happen inside workers.
 	Hooks map[string][]HookExec `toml:"hooks"`
+	// Singletons are the [[singleton]] tables, in file order: programs run
+	// as exactly one process per instance, however many workers there are.
+	Singletons []Singleton `toml:"singleton"`
+	// Schedules are the [[schedule]] tables, in file order: programs run
+	// once per period per instance, however many workers there are.
+	Schedules []Schedule `toml:"schedule"`
 }
 
 // Server holds the master's settings; names follow Gunicorn's where the
@@ -92,6 +100,12 @@ type Server struct {
 	// workers get the kernel's default slice. 0 leaves the kernel's
 	// default; otherwise MinMasterSlice…MaxMasterSlice. Default 100µs.
 	MasterSlice Duration `toml:"master_slice"`
+	// StateDir is the directory where persistent schedules keep their
+	// last-run times (see jobs.State); forkd creates it if it is missing.
+	// An absolute path. Default: the first directory in $STATE_DIRECTORY
+	// (set by systemd's StateDirectory=), else none, and then no schedule
+	// may be persistent.
+	StateDir string `toml:"state_dir"`
 }
 
 // Worker describes the program forked N times.
@@ -134,6 +148,116 @@ const (
 // Valid reports whether m is ReadyNotify or ReadyStarted.
 func (m ReadyMode) Valid() bool {
 	return m == ReadyNotify || m == ReadyStarted
+}
+
+// Singleton is one [[singleton]] table: a program of which exactly one
+// process runs per instance, supervised (restarted with backoff when it
+// exits).
+type Singleton struct {
+	// Name identifies it in signals, logs and forkctl: 1–64 characters of
+	// a–z 0–9 _ -, unique among singletons and schedules. Required.
+	Name string `toml:"name"`
+	// Command is the program, found as Worker.Command is (env's PATH if
+	// it sets one); required, an executable regular file.
+	Command string `toml:"command"`
+	// Path is Command resolved when the config was loaded: an absolute,
+	// cleaned path to the executable. It is not read from the file.
+	Path string `toml:"-"`
+	// Args are the program's arguments (argv[1:]).
+	Args []string `toml:"args"`
+	// Env is added to the master's environment for the process; it cannot
+	// set WorkerVars.
+	Env map[string]string `toml:"env"`
+	// Dir is the working directory; if set, an existing directory.
+	// Default: the master's.
+	Dir string `toml:"dir"`
+	// Ready says when it counts as started: ReadyStarted (ReadyDelay after
+	// it started; the default) or ReadyNotify (it sends READY=1).
+	Ready ReadyMode `toml:"ready"`
+	// ReadyDelay is the delay for ReadyStarted; it must be 0 with
+	// ReadyNotify. Default 0.
+	ReadyDelay Duration `toml:"ready_delay"`
+	// Start says when it starts: StartAfterReady (the default) or
+	// StartBeforeWorkers.
+	Start StartMode `toml:"start"`
+	// Sockets hands it the listening sockets as a worker gets them
+	// (LISTEN_FDS). Default false.
+	Sockets bool `toml:"sockets"`
+}
+
+// StartMode says when a singleton starts.
+type StartMode string
+
+const (
+	// StartAfterReady: once the workers serve (when_ready).
+	StartAfterReady StartMode = "after_ready"
+	// StartBeforeWorkers: before the first worker starts, and forkd waits
+	// until it is ready before starting them.
+	StartBeforeWorkers StartMode = "before_workers"
+)
+
+// Valid reports whether m is one of the start modes.
+func (m StartMode) Valid() bool {
+	return m == StartAfterReady || m == StartBeforeWorkers
+}
+
+// Schedule is one [[schedule]] table: a program run once per period per
+// instance.
+type Schedule struct {
+	// Name identifies it in signals, logs, forkctl, the state file and
+	// FORKD_SCHEDULE: 1–64 characters of a–z 0–9 _ -, unique among
+	// singletons and schedules. Required.
+	Name string `toml:"name"`
+	// Every is the period of an interval schedule: at least 1s. Exactly
+	// one of Every and Cron is set.
+	Every Duration `toml:"every"`
+	// Cron is a five-field cron expression or a descriptor such as
+	// "@daily" (see jobs.ParseCron). Exactly one of Every and Cron is set.
+	Cron string `toml:"cron"`
+	// Timezone is the tz database zone Cron is read in ("Asia/Seoul");
+	// only with Cron. Default: the machine's (time.Local).
+	Timezone string `toml:"timezone"`
+	// CronTiming is Cron parsed in its zone when the config was loaded;
+	// nil with Every. It is not read from the file.
+	CronTiming *jobs.Cron `toml:"-"`
+	// Command is the program, found as Worker.Command is (env's PATH if
+	// it sets one); required, an executable regular file.
+	Command string `toml:"command"`
+	// Path is Command resolved when the config was loaded: an absolute,
+	// cleaned path to the executable. It is not read from the file.
+	Path string `toml:"-"`
+	// Args are the program's arguments (argv[1:]).
+	Args []string `toml:"args"`
+	// Env is added to the master's environment for each run; it cannot set
+	// WorkerVars nor the run's own variables (jobs.Vars).
+	Env map[string]string `toml:"env"`
+	// Dir is the working directory; if set, an existing directory.
+	// Default: the master's.
+	Dir string `toml:"dir"`
+	// Timeout is how long a run may take: then it gets TERM, KILL after
+	// server.kill_timeout, and counts as failed. 0 (the default) is no
+	// limit.
+	Timeout Duration `toml:"timeout"`
+	// Jitter delays each run by a random 0…Jitter (jobs.Delay), as
+	// systemd's RandomizedDelaySec=; with Every, less than Every.
+	// Default 0.
+	Jitter Duration `toml:"jitter"`
+	// Overlap says what happens to a run that comes due while the last one
+	// still runs (jobs.Decide). Default jobs.OverlapSkip.
+	Overlap jobs.Overlap `toml:"overlap"`
+	// Persistent makes a run missed while forkd was down run once at
+	// start (jobs.Missed), as systemd's Persistent=; it needs
+	// server.state_dir. Default false.
+	Persistent bool `toml:"persistent"`
+}
+
+// Timing returns when the schedule's runs are due: its CronTiming, or for
+// Every a grid through anchor (see jobs.Every).
+func (s *Schedule) Timing(anchor time.Time) jobs.Timing {
+	if s.CronTiming != nil {
+		return s.CronTiming
+	}
+	return jobs.Every{Period: s.Every.Duration, Anchor: anchor}
 }
 
 // HookExec is one [[hooks.NAME]] table: a command the master runs when

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
+
+	"github.com/forkd/forkd/jobs"
 )
 
 // wantErr is one expected *Error: where, which key, and a part of the message.
@@ -102,9 +104,34 @@ func TestLoad_invalid(t *testing.T) {
 		{"hook_table_not_array", wantErr{4, 8, "hooks.on_exit", "write [[hooks.on_exit]]"}},
 		{"hook_zero_timeout", wantErr{5, 11, "hooks.on_exit[0].timeout", "must be more than 0s"}},
 		{"duplicate_key", wantErr{3, 1, "server.workers", "defined twice"}},
+		{"state_dir_relative", wantErr{2, 13, "server.state_dir", `must be an absolute path, got "var/lib/myapp"`}},
+		{"schedule_bad_cron", wantErr{6, 8, "schedule[0].cron", `invalid cron expression "61 * * * *"`}},
+		{"schedule_cron_interval", wantErr{6, 8, "schedule[0].cron", `is an interval: write every = "5m" instead`}},
+		{"schedule_cron_never", wantErr{6, 8, "schedule[0].cron", "matches no date in the next five years"}},
+		{"schedule_every_and_cron", wantErr{7, 1, "schedule[0].cron", "set either every or cron, not both"}},
+		{"schedule_no_timing", wantErr{4, 1, "schedule[0]", `needs every (e.g. every = "5m") or cron`}},
+		{"schedule_every_zero", wantErr{6, 9, "schedule[0].every", "must be more than 0s"}},
+		{"schedule_every_negative", wantErr{6, 9, "schedule[0].every", `negative duration "-5m"`}},
+		{"schedule_every_too_short", wantErr{6, 9, "schedule[0].every", "must be at least 1s, got 500ms"}},
+		{"schedule_timezone_with_every", wantErr{7, 1, "schedule[0].timezone", "applies only with cron"}},
+		{"schedule_unknown_timezone", wantErr{7, 12, "schedule[0].timezone", `unknown time zone "Europe/Seoul"`}},
+		{"schedule_missing_command", wantErr{4, 1, "schedule[0].command", "required: the program to run"}},
+		{"schedule_bad_overlap", wantErr{8, 11, "schedule[0].overlap", `must be "skip", "queue" or "replace", got "parallel"`}},
+		{"schedule_persistent_no_state_dir", wantErr{8, 14, "schedule[0].persistent", "set server.state_dir"}},
+		{"schedule_jitter_too_long", wantErr{7, 10, "schedule[0].jitter", "must be less than every (1m0s)"}},
+		{"schedule_env_reserved", wantErr{8, 5, "schedule[0].env.FORKD_RUN_ID", "forkd sets FORKD_RUN_ID for every run itself"}},
+		{"schedule_table_not_array", wantErr{4, 2, "schedule", "write [[schedule]] for each element"}},
+		{"singleton_no_name", wantErr{4, 1, "singleton[0].name", "required: a name for it"}},
+		{"singleton_command_not_found", wantErr{6, 11, "singleton[0].command", `"nosuchprog-forkd-test" not found in singleton[0].env's PATH`}},
+		{"singleton_bad_ready", wantErr{7, 9, "singleton[0].ready", `must be "started" or "notify", got "ready"`}},
+		{"singleton_bad_start", wantErr{7, 9, "singleton[0].start", `must be "after_ready" or "before_workers", got "before_ready"`}},
+		{"singleton_ready_delay_notify", wantErr{8, 15, "singleton[0].ready_delay", `applies only with ready = "started"`}},
+		{"job_bad_name", wantErr{5, 8, "schedule[0].name", `must be 1 to 64 characters of a-z 0-9 _ -, got "Clean Up"`}},
+		{"job_duplicate_name", wantErr{9, 8, "schedule[0].name", `"cleanup" is already the name of singleton[0]`}},
 		{"syntax_error", wantErr{3, 15, "", "syntax error: basic strings cannot have new lines"}},
 		{"syntax_error_header", wantErr{1, 8, "", "syntax error: expected ']' to close table name"}},
 	}
+	t.Setenv("STATE_DIRECTORY", "") // no state_dir but the file's
 	files, err := filepath.Glob("testdata/invalid/*.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +223,7 @@ func TestLoad_full(t *testing.T) {
 			BootTimeout:     Duration{2 * time.Minute},
 			KillTimeout:     Duration{250 * time.Millisecond},
 			MasterSlice:     Duration{250 * time.Microsecond},
+			StateDir:        "/var/lib/shop-api",
 		},
 		Worker: Worker{
 			Command:    "/bin/sh",
@@ -215,6 +243,45 @@ func TestLoad_full(t *testing.T) {
 				{Exec: []string{"/usr/bin/logger", "a worker exited"}, Timeout: Duration{5 * time.Second}, OnFailure: OnFailureIgnore},
 			},
 		},
+		Singletons: []Singleton{{
+			Name:    "scheduler",
+			Command: "/bin/sh",
+			Path:    "/bin/sh",
+			Args:    []string{"-c", "exec python3 -m app.scheduler"},
+			Env:     map[string]string{"APP_ROLE": "scheduler"},
+			Dir:     "/",
+			Ready:   ReadyNotify,
+			Start:   StartBeforeWorkers,
+			Sockets: true,
+		}},
+		Schedules: []Schedule{{
+			Name:       "cleanup",
+			Every:      Duration{5 * time.Minute},
+			Command:    "/bin/sh",
+			Path:       "/bin/sh",
+			Args:       []string{"-c", "exec python3 -m app.jobs.cleanup"},
+			Env:        map[string]string{"APP_ROLE": "cleanup"},
+			Dir:        "/",
+			Timeout:    Duration{time.Minute},
+			Jitter:     Duration{10 * time.Second},
+			Overlap:    jobs.OverlapQueue,
+			Persistent: true,
+		}, {
+			Name:     "report_daily",
+			Cron:     "30 3 * * MON-FRI",
+			Timezone: "Asia/Seoul",
+			Command:  "/bin/sh",
+			Path:     "/bin/sh",
+			Overlap:  jobs.OverlapReplace,
+		}},
+	}
+	// The parsed cron is checked on its own: it holds the library's state.
+	if len(cfg.Schedules) == 2 {
+		ct := cfg.Schedules[1].CronTiming
+		if ct == nil || ct.String() != "30 3 * * MON-FRI" || ct.Location().String() != "Asia/Seoul" {
+			t.Errorf("report_daily's CronTiming = %v", ct)
+		}
+		cfg.Schedules[1].CronTiming = nil
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Load(full.toml) =\n%+v\nwant\n%+v", cfg, want)
@@ -222,6 +289,7 @@ func TestLoad_full(t *testing.T) {
 }
 
 func TestParse_defaults(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "")
 	cfg, err := Load("testdata/minimal.toml")
 	if err != nil {
 		t.Fatal(err)

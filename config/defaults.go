@@ -1,6 +1,12 @@
 package config
 
-import "time"
+import (
+	"os"
+	"strings"
+	"time"
+
+	"github.com/forkd/forkd/jobs"
+)
 
 // The defaults, Gunicorn's where the meaning is the same.
 const (
@@ -25,9 +31,10 @@ const (
 // Default returns a config with every default set and no worker command:
 // instance "forkd", 1 worker, bind tcp://127.0.0.1:8000, backlog 2048,
 // timeout, graceful_timeout and boot_timeout 30s, kill_timeout 5s,
-// master_slice 100µs, ready "notify", no hooks. It is what an empty file
-// decodes to, less the required worker.command; Parse would reject it as it
-// is.
+// master_slice 100µs, ready "notify", no hooks, singletons or schedules,
+// no state_dir. It is what an empty file decodes to, less the required
+// worker.command (and the state_dir that Parse takes from
+// $STATE_DIRECTORY); Parse would reject it as it is.
 func Default() *Config {
 	bind, err := ParseBind(defaultBind)
 	if err != nil {
@@ -83,6 +90,23 @@ func applyDefaults(c *Config, d *document, path string) {
 	if !d.present("worker.ready") {
 		c.Worker.Ready = def.Worker.Ready
 	}
+	if !d.present("server.state_dir") {
+		s.StateDir = systemdStateDir()
+	}
+	for i := range c.Singletons {
+		sg, key := &c.Singletons[i], keyIndex("singleton", i)
+		if !d.present(key + ".ready") {
+			sg.Ready = ReadyStarted
+		}
+		if !d.present(key + ".start") {
+			sg.Start = StartAfterReady
+		}
+	}
+	for i := range c.Schedules {
+		if !d.present(keyIndex("schedule", i) + ".overlap") {
+			c.Schedules[i].Overlap = jobs.OverlapSkip
+		}
+	}
 	for name, list := range c.Hooks {
 		for i := range list {
 			key := keyIndex(keyJoin("hooks", name), i)
@@ -94,4 +118,12 @@ func applyDefaults(c *Config, d *document, path string) {
 			}
 		}
 	}
+}
+
+// systemdStateDir returns the first directory of $STATE_DIRECTORY, which
+// systemd sets from StateDirectory= (a colon-separated list of absolute
+// paths), or "" when it is unset.
+func systemdStateDir() string {
+	dir, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
+	return dir
 }

@@ -67,6 +67,10 @@
 //	                  (Linux ≥ 6.12), so that the master runs as soon as it
 //	                  wakes; "0" (the kernel's default) or 100µs…100ms
 //	                  (default "100us"); workers get the kernel's default
+//	state_dir         where persistent schedules keep their last-run times;
+//	                  an absolute path, created if missing (default: the
+//	                  first directory of $STATE_DIRECTORY, which systemd's
+//	                  StateDirectory= sets, else none)
 //
 // [worker] — the program forked N times:
 //
@@ -82,6 +86,64 @@
 //	                  started and is not expected to heartbeat (default "notify")
 //	ready_delay       the delay for ready = "started"; 0 with "notify"
 //	                  (default "0")
+//
+// [[singleton]] — a program run as exactly one process per instance,
+// however many workers there are (one table each):
+//
+//	name              required; 1–64 characters of a–z 0–9 _ -, unique among
+//	                  singletons and schedules
+//	command, args, env, dir
+//	                  as in [worker]; env cannot set WorkerVars
+//	ready             "started" (default): ready ready_delay after it
+//	                  started; "notify": when it sends READY=1
+//	ready_delay       the delay for ready = "started"; 0 with "notify"
+//	                  (default "0")
+//	start             "after_ready" (default): once the workers serve;
+//	                  "before_workers": before the first worker starts
+//	sockets           true: it inherits the listening sockets as a worker
+//	                  does (default false)
+//
+// [[schedule]] — a program run once per period per instance (one table
+// each); see package jobs for the timing rules:
+//
+//	name              required; 1–64 characters of a–z 0–9 _ -, unique among
+//	                  singletons and schedules; FORKD_SCHEDULE of its runs
+//	every             a period of at least "1s", from when the schedule
+//	                  started; exactly one of every and cron
+//	cron              five fields ("*/5 * * * *", "30 3 * * MON-FRI") or
+//	                  @hourly, @daily, @midnight, @weekly, @monthly,
+//	                  @yearly, @annually; exactly one of every and cron
+//	timezone          the tz database zone cron is read in; only with cron
+//	                  (default: the machine's)
+//	command, args, env, dir
+//	                  as in [worker]; env cannot set WorkerVars nor
+//	                  FORKD_SCHEDULE, FORKD_RUN_ID, FORKD_SCHEDULED_AT
+//	timeout           TERM a run after this long, KILL after kill_timeout,
+//	                  and report it failed; "0" is no limit (default "0")
+//	jitter            a random 0…d delay per run, as systemd's
+//	                  RandomizedDelaySec=; with every, less than it
+//	                  (default "0")
+//	overlap           a run due while the last one runs: "skip" (default),
+//	                  "queue" (one waits at most) or "replace" (stop the
+//	                  last one)
+//	persistent        a run missed while forkd was down runs once at start,
+//	                  as systemd's Persistent=; needs state_dir (default
+//	                  false)
+//
+// For example:
+//
+//	[[singleton]]
+//	name = "scheduler"
+//	command = "/usr/bin/python3"
+//	args = ["-m", "app.scheduler"]
+//
+//	[[schedule]]
+//	name = "cleanup"
+//	cron = "*/5 * * * *"
+//	timezone = "Asia/Seoul"
+//	command = "/usr/bin/python3"
+//	args = ["-m", "app.jobs.cleanup"]
+//	timeout = "1m"
 //
 // [[hooks.NAME]] — commands the master runs when hook NAME fires (see package
 // hooks for the names), with the event's fields in the environment; one

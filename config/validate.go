@@ -51,6 +51,7 @@ func (d *document) validate(c *Config) {
 	d.validateServer(&c.Server)
 	d.validateWorker(&c.Worker)
 	d.validateHooks(c.Hooks)
+	d.validateJobs(c)
 }
 
 func (d *document) validateServer(s *Server) {
@@ -111,6 +112,18 @@ func (d *document) validateServer(s *Server) {
 	if s.MaxRequestsJitter < 0 {
 		d.fail("server.max_requests_jitter", "must be 0 or more, got %d", s.MaxRequestsJitter)
 	}
+	if d.present("server.state_dir") {
+		switch {
+		case s.StateDir == "":
+			d.fail("server.state_dir", "must not be empty (leave it out for none, or systemd's StateDirectory=)")
+		case !filepath.IsAbs(s.StateDir):
+			d.fail("server.state_dir", "must be an absolute path, got %q", s.StateDir)
+		default:
+			if fi, err := os.Stat(s.StateDir); err == nil && !fi.IsDir() {
+				d.fail("server.state_dir", "%q is not a directory", s.StateDir)
+			}
+		}
+	}
 	if sl := s.MasterSlice.Duration; sl != 0 && (sl < MinMasterSlice || sl > MaxMasterSlice) {
 		d.fail("server.master_slice", "must be 0 (the kernel's default) or between %v and %v, got %v",
 			MinMasterSlice, MaxMasterSlice, sl)
@@ -132,55 +145,78 @@ func validName(name string) bool {
 }
 
 func (d *document) validateWorker(w *Worker) {
-	dirOK := true
-	if d.present("worker.dir") {
-		if err := checkDir(w.Dir); err != nil {
-			d.fail("worker.dir", "%v", err)
-			dirOK = false
-		}
-	}
-	envKeys := make([]string, 0, len(w.Env))
-	for k := range w.Env {
-		envKeys = append(envKeys, k)
-	}
-	sort.Strings(envKeys)
-	for _, k := range envKeys {
-		key := keyJoin("worker.env", k)
-		switch {
-		case k == "" || strings.ContainsAny(k, "=\x00"):
-			d.failKey(key, "an environment variable's name must not be empty or contain '=' or NUL")
-		case strings.IndexByte(w.Env[k], 0) >= 0:
-			d.fail(key, "an environment variable's value must not contain NUL")
-		case WorkerVars[k] != "":
-			d.failKey(key, "forkd sets %s for every worker itself (%s); it cannot be set here", k, WorkerVars[k])
-		}
-	}
-	for i, a := range w.Args {
-		if strings.IndexByte(a, 0) >= 0 {
-			d.fail(keyIndex("worker.args", i), "an argument must not contain NUL")
-		}
-	}
-
-	switch {
-	case !d.present("worker.command"):
-		d.fail("worker.command", `required: the program to run, e.g. command = "/usr/bin/myapp"`)
-	case w.Command == "":
-		d.fail("worker.command", "must not be empty")
-	case strings.IndexByte(w.Command, 0) >= 0:
-		d.fail("worker.command", "must not contain NUL")
-	case dirOK || !strings.Contains(w.Command, "/") || filepath.IsAbs(w.Command):
-		path, err := findCommand(w.Command, w.Dir, w.Env)
-		if err != nil {
-			d.fail("worker.command", "%v", err)
-		}
-		w.Path = path
-	}
-
+	w.Path = d.validateProgram("worker", program{w.Command, w.Args, w.Env, w.Dir}, "every worker", WorkerVars)
 	if !w.Ready.Valid() {
 		d.fail("worker.ready", "must be %q or %q, got %q", ReadyNotify, ReadyStarted, w.Ready)
 	} else if w.Ready == ReadyNotify && w.ReadyDelay.Duration > 0 && !d.isBad("worker.ready") {
 		d.fail("worker.ready_delay", "applies only with ready = %q (this worker is ready when it sends READY=1)", ReadyStarted)
 	}
+}
+
+// program is what [worker], [[singleton]] and [[schedule]] have in common:
+// a command to run, with its arguments, environment and directory.
+type program struct {
+	command string
+	args    []string
+	env     map[string]string
+	dir     string
+}
+
+// validateProgram checks the program p of the table at base and returns its
+// command resolved (see findCommand), "" if it is wrong. reserved lists the
+// variables forkd sets itself for whom ("every worker"), which env cannot
+// set.
+func (d *document) validateProgram(base string, p program, whom string, reserved ...map[string]string) string {
+	dirOK := true
+	if d.present(base + ".dir") {
+		if err := checkDir(p.dir); err != nil {
+			d.fail(base+".dir", "%v", err)
+			dirOK = false
+		}
+	}
+	envKeys := make([]string, 0, len(p.env))
+	for k := range p.env {
+		envKeys = append(envKeys, k)
+	}
+	sort.Strings(envKeys)
+	for _, k := range envKeys {
+		key := keyJoin(base+".env", k)
+		switch {
+		case k == "" || strings.ContainsAny(k, "=\x00"):
+			d.failKey(key, "an environment variable's name must not be empty or contain '=' or NUL")
+		case strings.IndexByte(p.env[k], 0) >= 0:
+			d.fail(key, "an environment variable's value must not contain NUL")
+		default:
+			for _, vars := range reserved {
+				if what := vars[k]; what != "" {
+					d.failKey(key, "forkd sets %s for %s itself (%s); it cannot be set here", k, whom, what)
+					break
+				}
+			}
+		}
+	}
+	for i, a := range p.args {
+		if strings.IndexByte(a, 0) >= 0 {
+			d.fail(keyIndex(base+".args", i), "an argument must not contain NUL")
+		}
+	}
+
+	key := base + ".command"
+	switch {
+	case !d.present(key):
+		d.fail(key, `required: the program to run, e.g. command = "/usr/bin/myapp"`)
+	case p.command == "":
+		d.fail(key, "must not be empty")
+	case strings.IndexByte(p.command, 0) >= 0:
+		d.fail(key, "must not contain NUL")
+	case dirOK || !strings.Contains(p.command, "/") || filepath.IsAbs(p.command):
+		path, err := findCommandIn(p.command, p.dir, p.env, base+".env")
+		if err != nil {
+			d.fail(key, "%v", err)
+		}
+		return path
+	}
+	return ""
 }
 
 // checkDir reports whether dir is an existing directory.
@@ -200,11 +236,18 @@ func checkDir(dir string) error {
 	return nil
 }
 
-// findCommand resolves a worker command to an absolute path: a name without
-// '/' in PATH (env's PATH if it sets one, else the process's; relative PATH
-// entries are skipped), a relative path against dir (or the current
-// directory). The result must be an executable regular file.
+// findCommand resolves a worker command to an absolute path, as
+// findCommandIn does with worker.env.
 func findCommand(command, dir string, env map[string]string) (string, error) {
+	return findCommandIn(command, dir, env, "worker.env")
+}
+
+// findCommandIn resolves a command to an absolute path: a name without '/'
+// in PATH (env's PATH if it sets one, else the process's; relative PATH
+// entries are skipped), a relative path against dir (or the current
+// directory). The result must be an executable regular file. envKey names
+// env in errors ("worker.env").
+func findCommandIn(command, dir string, env map[string]string, envKey string) (string, error) {
 	if !strings.Contains(command, "/") {
 		pathList, fromEnv := env["PATH"]
 		if !fromEnv {
@@ -226,7 +269,7 @@ func findCommand(command, dir string, env map[string]string) (string, error) {
 		}
 		where := "PATH"
 		if fromEnv {
-			where = "worker.env's PATH"
+			where = envKey + "'s PATH"
 		}
 		if notExec != nil {
 			return "", fmt.Errorf("%q not found in %s as an executable file (%v)", command, where, notExec)

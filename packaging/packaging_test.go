@@ -689,6 +689,8 @@ func checkManAccurate(t *testing.T, stage string) {
 		{"[server]", reflect.TypeFor[config.Server]()},
 		{"[worker]", reflect.TypeFor[config.Worker]()},
 		{"[[hooks.NAME]]", reflect.TypeFor[config.HookExec]()},
+		{"[[singleton]]", reflect.TypeFor[config.Singleton]()},
+		{"[[schedule]]", reflect.TypeFor[config.Schedule]()},
 	} {
 		if !strings.Contains(toml5, ".SH "+table.name+"\n") {
 			t.Errorf("forkd.toml(5) has no %s section", table.name)
