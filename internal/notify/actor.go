@@ -245,16 +245,15 @@ func (a *actor) settle(now time.Time) {
 	case d > 0 && !a.quiet:
 		a.quiet, a.drainEvery = true, d
 		a.stats.Quiet++
-		a.setWatched(false)
 		if next := now.Add(d); a.armed.IsZero() || next.Before(a.armed) {
 			a.arm(next)
 		}
 	case d > 0:
 		a.drainEvery = d
-	case a.quiet:
+	default:
 		a.quiet = false
-		a.setWatched(!a.suspended)
 	}
+	a.setWatched(!a.quiet && !a.suspended)
 }
 
 // quietInterval says how long the socket may go unread now: 0 when it must
