@@ -51,7 +51,7 @@ type worker struct {
 	// inSlot reports whether the worker still occupies gen.slots[id];
 	// retired, aborted and scaled-down workers do not.
 	inSlot bool
-	// timer is the worker's one pending deadline (boot, heartbeat, ready
+	// timer is the worker's one pending deadline (boot, ready
 	// delay or kill); seq invalidates deadlines that were re-armed.
 	timer *time.Timer
 	seq   uint64

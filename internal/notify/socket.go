@@ -379,6 +379,9 @@ func (s *Socket) Run(ctx context.Context) error {
 		if rerr != nil || broken {
 			return fmt.Errorf("notify socket: epoll wait failed: %v", rerr)
 		}
+		// Commands sent before the wake-up count before what is read now: a
+		// Watch sent before its pid's message is applied first.
+		a.takeCommands()
 		if timer {
 			a.tick(time.Now())
 		} else if readable {
