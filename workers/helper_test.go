@@ -190,7 +190,9 @@ func notifyBarrier(d time.Duration) error {
 //	ready
 //
 // USR2 upgrades it in place (re-executing this test binary), after which
-// the new incarnation reports the same way. It runs until killed.
+// the new incarnation reports the same way; USR1 does so through an
+// Upgrade call, whose reply it prints ("upgrade reply <nil>"). It runs
+// until killed.
 func runMaster() int {
 	exe, _ := os.Executable()
 	h, err := TakeHandover()
@@ -284,6 +286,18 @@ func runMaster() int {
 				}
 			}
 			fmt.Println("ready")
+		}
+	}()
+	// USR1 is an Upgrade call (UpgradeAfter) whose caller prints its reply
+	// before it lets the master re-execute.
+	calls := make(chan os.Signal, 1)
+	signal.Notify(calls, syscall.SIGUSR1)
+	go func() {
+		for range calls {
+			sent := make(chan struct{})
+			err := p.UpgradeAfter(context.Background(), sent)
+			fmt.Printf("upgrade reply %v\n", err)
+			close(sent)
 		}
 	}()
 	p.Run(context.Background())

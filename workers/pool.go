@@ -12,6 +12,7 @@ import (
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/notify"
 )
 
 // Errors returned by the pool's control methods.
@@ -109,8 +110,9 @@ type Stats struct {
 	// IgnoredNotify counts notify messages from processes that are not
 	// workers.
 	IgnoredNotify int
-	// Quiet counts the times the pool went quiet (stopped watching the
-	// notify socket, see quiet.go); Drains counts the drain timer's runs.
+	// Quiet counts the times the notify socket went quiet (stopped
+	// watching for messages, see quiet.go); Drains counts its drains while
+	// quiet.
 	Quiet, Drains int
 }
 
@@ -122,7 +124,6 @@ type Pool struct {
 
 	// Channels into the arbiter loop.
 	exits    chan exitEvent
-	notes    chan []note
 	timers   chan timerEvent
 	requests chan request
 	done     chan struct{} // closed when Run returns
@@ -138,24 +139,24 @@ type Pool struct {
 	stopErr   error
 	notifyDir string
 	notifyAdr string
-	ns        *notifySocket
-	nbuf      notifyBuf // the arbiter's buffers for draining ns
-	// chatter is when the last message other than a heartbeat arrived
-	// (quiet mode, see quiet.go); barriers says a worker used
-	// sd_notify_barrier(3), after which the pool never goes quiet.
-	chatter  time.Time
+	// ns is the notify socket, an actor of its own (package notify); nc is
+	// the pool's end of it, watches the Watch messages for it that settle
+	// sends, and quietOK what the pool last told it of quiet.
+	ns      *notify.Socket
+	nc      *notify.Consumer
+	watches []notify.Watch
+	quietOK bool
+	// barriers says a worker used sd_notify_barrier(3) (logged once).
 	barriers bool
+	// upgradeAck, while an Upgrade call's reply is on its way, says when
+	// its caller has it (true) or gave up (false).
+	upgradeAck <-chan bool
 	// reloads counts the reloads begun (Status.Reloads).
-	reloads uint64
-	// beatsDirty says the heartbeat clock must be set again (see armBeats);
-	// beatsAt is the deadline it is set to while the pool watches the
-	// socket (zero: none).
-	beatsDirty bool
-	beatsAt    time.Time
-	devnull    *os.File
-	slice      slicer
-	stats      Stats
-	everReady  bool
+	reloads   uint64
+	devnull   *os.File
+	slice     slicer
+	stats     Stats
+	everReady bool
 	// held are the slots waiting for their turn to boot, paceTimer gives
 	// them another look (see pace.go).
 	held      []heldSlot
@@ -189,7 +190,6 @@ func New(opts Options) *Pool {
 		opts:     opts,
 		log:      opts.Logger,
 		exits:    make(chan exitEvent, 64),
-		notes:    make(chan []note, 64),
 		timers:   make(chan timerEvent, 64),
 		requests: make(chan request),
 		done:     make(chan struct{}),
@@ -225,19 +225,29 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.devnull = devnull
 	defer devnull.Close()
 
-	var ns *notifySocket
-	if p.opts.Adopt != nil {
-		ns, err = adoptNotify(p.opts.Adopt)
+	var ns *notify.Socket
+	if a := p.opts.Adopt; a != nil {
+		if ns, err = notify.Adopt(a.NotifyFD, a.NotifyDir, a.NotifyPath); err != nil {
+			err = fmt.Errorf("upgrade: %w", err)
+		}
 	} else {
-		ns, err = listenNotify(p.opts.NotifyDir)
+		ns, err = notify.Listen(p.opts.NotifyDir)
 	}
 	if err != nil {
 		return err
 	}
-	p.ns, p.notifyDir, p.notifyAdr = ns, ns.dir, ns.path
-	go ns.read(p.notes, p.done)
-	defer ns.close()
-	if advice := qlenAdvice(ns.qlen, p.opts.Config.Server.Workers); advice != "" {
+	p.ns, p.nc, p.notifyDir, p.notifyAdr = ns, ns.Fallback(), ns.Dir(), ns.Path()
+	nsCtx, nsStop := context.WithCancel(context.Background())
+	nsDone := make(chan error, 1)
+	go func() { nsDone <- ns.Run(nsCtx) }()
+	nsFailed := (<-chan error)(nsDone)
+	defer func() {
+		nsStop()
+		if nsFailed != nil {
+			<-nsDone
+		}
+	}()
+	if advice := qlenAdvice(ns.QueueLen(), p.opts.Config.Server.Workers); advice != "" {
 		p.log.Warn(advice)
 	}
 
@@ -254,6 +264,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	p.fillSlots(p.current)
 	p.observe()
+	p.settle()
 
 	ctxDone := ctx.Done()
 	for {
@@ -270,58 +281,25 @@ func (p *Pool) Run(ctx context.Context) error {
 		case ev := <-p.exits:
 			// What the worker said before it exited (STOPPING=1, say)
 			// counts first, as under systemd.
-			p.takeNotes()
+			p.takeNotes(ev.w.pid)
 			p.handleExit(ev)
-		case batch := <-p.notes:
-			if !p.ns.watched {
-				p.leaveQuiet() // the reader has news
-			}
-			p.handleBatch(batch)
+		case b := <-p.nc.Notes():
+			p.handleBatch(b)
 		case t := <-p.timers:
 			p.handleTimer(t)
 		case req := <-p.requests:
-			p.handleRequest(req)
+			req.do(p)
+		case ok := <-p.upgradeAck:
+			p.upgradeAck = nil
+			p.upgradeAcked(ok)
+		case err := <-nsFailed:
+			nsFailed = nil
+			err = fmt.Errorf("workers: %w", err)
+			p.log.Error("the notify socket failed; stopping", "err", err)
+			p.stopErr = err
+			p.stop(stopGraceful, "notify socket failed")
 		}
 		p.settle()
-	}
-}
-
-// handleBatch applies a batch of notify messages from the reader.
-func (p *Pool) handleBatch(batch []note) {
-	for _, n := range batch {
-		if n.pid == 0 { // the reader's own note
-			if n.queueFull {
-				p.chatter = p.now()
-			}
-			if n.deadline {
-				p.checkBeats()
-			}
-			continue
-		}
-		p.handleNote(n)
-	}
-}
-
-// takeNotes applies every notify message sent so far: the batches the
-// reader has read and what is still queued in the socket (a quiet pool's
-// queue included).
-func (p *Pool) takeNotes() {
-	quiet := !p.ns.watched
-	if quiet {
-		p.leaveQuiet() // takes what is queued in the socket too
-	}
-	for drained := false; !drained; {
-		select {
-		case batch := <-p.notes:
-			p.handleBatch(batch)
-		default:
-			drained = true
-		}
-	}
-	if !quiet {
-		for _, n := range p.nbuf.drain(p.ns.fd, 1<<20) {
-			p.handleNote(n)
-		}
 	}
 }
 

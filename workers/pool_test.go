@@ -745,6 +745,28 @@ func TestPool_Upgrade(t *testing.T) {
 	}
 }
 
+// TestPool_UpgradeCallRepliesFirst: an Upgrade call gets its nil reply,
+// and passes it on, before the master re-executes and adopts its workers.
+func TestPool_UpgradeCallRepliesFirst(t *testing.T) {
+	m := startMaster(t)
+	pid, _, before := m.report(t)
+	if err := m.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case line := <-m.lines:
+		if line != "upgrade reply <nil>" {
+			t.Fatalf("after the Upgrade call the master said %q, want its nil reply first", line)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no reply to the Upgrade call within 20s")
+	}
+	pid2, adopted, after := m.report(t)
+	if pid2 != pid || !adopted || !samePIDs(before, after) {
+		t.Fatalf("after the Upgrade call: master %d (want %d), adopted %v, workers %v → %v", pid2, pid, adopted, before, after)
+	}
+}
+
 // TestPool_ReloadRollbackSpawnsNoMore: when the first spawn of a reload's
 // generation fails (here its pre_fork hook refuses), the reload is rolled
 // back and none of that generation's other slots is started after all.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/testkit"
+	"github.com/forkd/forkd/internal/notify"
 )
 
 // waitStats polls the pool's counters until ok says yes, failing t after
@@ -46,7 +47,7 @@ func quietConfig(t *testing.T) *harness {
 // heartbeats it drains later keep every worker alive.
 func TestPool_Quiet(t *testing.T) {
 	h := quietConfig(t)
-	if q := maxDgramQlen(); q < 10 {
+	if q := notify.MaxDgramQlen(); q < 10 {
 		t.Skipf("net.unix.max_dgram_qlen is %d: too small a queue to go quiet with 2 workers", q)
 	}
 	h.waitReady(2)
@@ -73,7 +74,7 @@ func TestPool_Quiet(t *testing.T) {
 // arrival times.
 func TestPool_QuietHungWorker(t *testing.T) {
 	h := quietConfig(t)
-	if q := maxDgramQlen(); q < 10 {
+	if q := notify.MaxDgramQlen(); q < 10 {
 		t.Skipf("net.unix.max_dgram_qlen is %d: too small a queue to go quiet with 2 workers", q)
 	}
 	pids := h.waitReady(2)
@@ -99,7 +100,7 @@ func TestPool_QuietHungWorker(t *testing.T) {
 // the exit takes what the worker sent before it.
 func TestPool_QuietStoppingThenExit(t *testing.T) {
 	h := quietConfig(t)
-	if q := maxDgramQlen(); q < 10 {
+	if q := notify.MaxDgramQlen(); q < 10 {
 		t.Skipf("net.unix.max_dgram_qlen is %d: too small a queue to go quiet with 2 workers", q)
 	}
 	pids := h.waitReady(2)
@@ -124,11 +125,11 @@ func TestPool_BarrierStaysWatched(t *testing.T) {
 	cfg := testConfig(testkit.Executable(t), "barrier", 2)
 	cfg.Server.Timeout.Duration = 2 * time.Second
 	h := start(t, cfg, nil)
-	if q := maxDgramQlen(); q < 10 {
+	if q := notify.MaxDgramQlen(); q < 10 {
 		t.Skipf("net.unix.max_dgram_qlen is %d: too small a queue to go quiet with 2 workers", q)
 	}
 	h.waitReady(2)
-	until := time.Now().Add(quietAfter + 3*time.Second)
+	until := time.Now().Add(notify.QuietAfter + 3*time.Second)
 	for time.Now().Before(until) {
 		st, err := h.pool.Stats(context.Background())
 		if err != nil {

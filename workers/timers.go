@@ -17,7 +17,6 @@ const (
 	timerKill                        // a stopping worker overstayed: SIGKILL
 	timerRespawn                     // a slot's backoff ended
 	timerRecycle                     // a worker reached max_lifetime
-	timerUpgrade                     // an Upgrade request's reply is out
 	timerPace                        // held slots get another look (pace.go)
 )
 
@@ -61,12 +60,6 @@ func (p *Pool) disarm(w *worker) {
 
 // handleTimer acts on a deadline that passed.
 func (p *Pool) handleTimer(t timerEvent) {
-	if t.kind == timerUpgrade {
-		if err := p.execUpgrade(); err != nil {
-			p.log.Error("upgrade failed; the old master keeps running", "err", err)
-		}
-		return
-	}
 	if t.kind == timerPace {
 		p.paceTimer = nil // settle, after this event, looks at the held slots
 		return
@@ -146,6 +139,7 @@ func (p *Pool) retire(w *worker, sig syscall.Signal, grace time.Duration, reason
 		w.inSlot = false
 	}
 	w.phase = phaseStopping
+	p.unwatchBeats(w)
 	p.stopLifetime(w)
 	if w.reason == "" {
 		w.reason = reason

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -196,15 +197,40 @@ func (p *Pool) prepareUpgrade(why string) error {
 }
 
 // execUpgrade hands the pool over and re-executes the master (after
-// prepareUpgrade); it returns only when that failed.
+// prepareUpgrade); it returns only when that failed. The notify socket is
+// suspended first, and what the workers sent until then applied, so that
+// the handover is the pool's last word: what they send afterwards waits in
+// the socket for the new master.
 func (p *Pool) execUpgrade() error {
 	if err := p.canUpgrade(); err != nil {
 		return err
+	}
+	sus, err := p.nc.Suspend(context.Background())
+	if err != nil {
+		return fmt.Errorf("workers: upgrade: suspend the notify socket: %w", err)
+	}
+	p.takeBatches()
+	p.handleBatch(sus.Pending)
+	if err := p.execHandover(sus.FD); err != nil {
+		if rerr := p.nc.Resume(); rerr != nil {
+			p.log.Error("upgrade: cannot resume the notify socket", "err", rerr)
+		}
+		return err
+	}
+	return nil
+}
+
+// execHandover writes the handover, with notifyFD for the notify socket,
+// and re-executes the master; it returns only when that failed.
+func (p *Pool) execHandover(notifyFD int) error {
+	if err := p.canUpgrade(); err != nil {
+		return err // the messages just applied may have changed the pool
 	}
 	h, keep, err := p.handover()
 	if err != nil {
 		return fmt.Errorf("workers: upgrade: %w", err)
 	}
+	h.NotifyFD = notifyFD
 	memfd, err := unix.MemfdCreate("forkd-upgrade", 0)
 	if err != nil {
 		return fmt.Errorf("workers: upgrade: memfd: %w", err)
@@ -242,6 +268,8 @@ func (p *Pool) canUpgrade() error {
 		return ErrStopping
 	case p.pending != nil:
 		return ErrReloading
+	case p.upgradeAck != nil:
+		return errors.New("workers: upgrade: one is under way already")
 	case unix.Gettid() != unix.Getpid():
 		// execve from another thread would end the main thread, and with
 		// it the parent-death signal of every worker it forked.
@@ -265,7 +293,7 @@ func restoreCloexec(fds []int) {
 }
 
 // handover describes the pool for its successor and lists the fds that
-// must survive execve.
+// must survive execve, but for the notify socket's (see execUpgrade).
 func (p *Pool) handover() (*Handover, []int, error) {
 	srv := p.current.cfg.Server
 	h := &Handover{NextGen: p.nextGen, Current: p.current.id, Target: p.current.target,
@@ -283,9 +311,6 @@ func (p *Pool) handover() (*Handover, []int, error) {
 		h.Sockets = append(h.Sockets, HandoverSocket{Name: s.Name, Addr: s.Addr, FD: fd})
 		keep = append(keep, fd)
 	}
-	fd := p.ns.fd
-	h.NotifyFD = fd
-	keep = append(keep, fd)
 	h.Failures = append([]int(nil), p.current.failures...)
 	for _, w := range p.byPID {
 		hw := HandoverWorker{ID: w.id, PID: w.pid, Generation: w.gen.id,
@@ -374,9 +399,9 @@ func (p *Pool) adopt(h *Handover) {
 			p.retiring[w] = true
 			p.arm(w, hw.left("kill", g.cfg.Server.GracefulTimeout.Duration), timerKill)
 		case hw.Phase == phaseReady.String():
-			w.phase, w.inSlot, w.lastBeat = phaseReady, true, time.Now()
+			w.phase, w.inSlot = phaseReady, true
 			g.slots[w.id] = w
-			p.beatsDirty = true
+			p.watchBeats(w, time.Now())
 			p.armRecycling(w)
 		case g.cfg.Worker.Ready == config.ReadyStarted:
 			w.phase, w.inSlot = phaseStarting, true
@@ -398,20 +423,4 @@ func (p *Pool) adopt(h *Handover) {
 		// generation still booting says so once it is ready).
 		p.emit(hooks.Event{Hook: hooks.WhenReady, Generation: g.id, Workers: g.target})
 	}
-}
-
-// adoptNotify takes over the notify socket of the master this one
-// replaced: same path, so workers keep reaching it.
-func adoptNotify(h *Handover) (*notifySocket, error) {
-	if _, err := unix.FcntlInt(uintptr(h.NotifyFD), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("upgrade: notify socket fd %d: %w", h.NotifyFD, err)
-	}
-	if t, err := unix.GetsockoptInt(h.NotifyFD, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_DGRAM {
-		return nil, fmt.Errorf("upgrade: notify socket: fd %d is not a datagram socket", h.NotifyFD)
-	}
-	s, err := newNotifySocket(h.NotifyFD, h.NotifyDir, h.NotifyPath)
-	if err != nil {
-		return nil, fmt.Errorf("upgrade: %w", err)
-	}
-	return s, nil
 }

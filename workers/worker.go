@@ -41,16 +41,14 @@ type worker struct {
 	phase   phase
 	started time.Time
 	readyAt time.Time
-	// lastBeat is when the worker last sent WATCHDOG=1 (or became ready).
-	lastBeat time.Time
-	// beatEvery is the interval between the last two heartbeats (READY=1
-	// counting as the first); 0 until one was seen.
-	beatEvery time.Duration
-	status    string
+	// beats says the notify socket times the worker's heartbeats (see
+	// watchBeats).
+	beats  bool
+	status string
 	// inSlot reports whether the worker still occupies gen.slots[id];
 	// retired, aborted and scaled-down workers do not.
 	inSlot bool
-	// timer is the worker's one pending deadline (boot, heartbeat, ready
+	// timer is the worker's one pending deadline (boot, ready
 	// delay or kill); seq invalidates deadlines that were re-armed.
 	timer *time.Timer
 	seq   uint64

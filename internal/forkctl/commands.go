@@ -2,6 +2,7 @@ package forkctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -136,11 +137,51 @@ func upgrade(ctx context.Context, opts options, name string, stdout io.Writer) e
 		return err
 	}
 	defer in.conn.Close()
-	if err := in.object().CallWithContext(ctx, bus.Interface+".Upgrade", 0).Err; err != nil {
+	// The master may exec before its reply leaves: then the bus answers
+	// NoReply, and the upgrade is under way once the new master holds the
+	// instance's name again.
+	owners := make(chan *dbus.Signal, 8)
+	in.conn.Signal(owners)
+	defer in.conn.RemoveSignal(owners)
+	_ = in.conn.AddMatchSignalContext(ctx, dbus.WithMatchInterface("org.freedesktop.DBus"),
+		dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, in.busName))
+	err = in.object().CallWithContext(ctx, bus.Interface+".Upgrade", 0).Err
+	var de dbus.Error
+	if errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.NoReply" {
+		wctx, cancel := context.WithTimeout(ctx, upgradeWait)
+		err = waitNewOwner(wctx, in.busName, owners)
+		cancel()
+	}
+	if err != nil {
 		return callError("upgrade", in, err)
 	}
 	_, err = fmt.Fprintf(stdout, "%s: upgrade under way (the master re-executes in place)\n", in.name)
 	return err
+}
+
+// upgradeWait bounds how long upgrade waits for the new master to take the
+// instance's name when the old one exec'd before its reply left.
+const upgradeWait = 30 * time.Second
+
+// waitNewOwner waits until NameOwnerChanged on owners gives name a new
+// owner, or ctx is done.
+func waitNewOwner(ctx context.Context, name string, owners <-chan *dbus.Signal) error {
+	for {
+		select {
+		case s := <-owners:
+			if s.Name != "org.freedesktop.DBus.NameOwnerChanged" || len(s.Body) != 3 {
+				continue
+			}
+			if n, _ := s.Body[0].(string); n != name {
+				continue
+			}
+			if owner, _ := s.Body[2].(string); owner != "" {
+				return nil
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("no reply, and no new master took %s: %w", name, ctx.Err())
+		}
+	}
 }
 
 // parseWorkers parses scale's N.
