@@ -2,6 +2,13 @@ module github.com/forkd/forkd
 
 go 1.25
 
+// The master keeps Go 1.24's GOMAXPROCS: no cgroup file held open (it would
+// sit at a fd the exec-shim hands on) and no periodic re-read while idle.
+godebug (
+	containermaxprocs=0
+	updatemaxprocs=0
+)
+
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/godbus/dbus/v5 v5.2.4

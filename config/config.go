@@ -108,10 +108,11 @@ type Server struct {
 	StateDir string `toml:"state_dir"`
 }
 
-// Worker describes the program forked N times.
-type Worker struct {
+// Program is what to run, as [worker], [[singleton]] and [[schedule]]
+// tables all say it: the keys command, args, env and dir.
+type Program struct {
 	// Command is the program: an absolute path, a path relative to Dir, or
-	// a name looked up in PATH (worker.env's PATH if it sets one, else the
+	// a name looked up in PATH (env's PATH if it sets one, else the
 	// master's). Required; it must be an executable regular file.
 	Command string `toml:"command"`
 	// Path is Command resolved when the config was loaded: an absolute,
@@ -119,12 +120,17 @@ type Worker struct {
 	Path string `toml:"-"`
 	// Args are the program's arguments (argv[1:]).
 	Args []string `toml:"args"`
-	// Env is added to the master's environment for each worker. Keys are
-	// non-empty and contain no '='.
+	// Env is added to the master's environment for the program. Keys are
+	// non-empty, contain no '=' and are none of WorkerVars.
 	Env map[string]string `toml:"env"`
-	// Dir is the worker's working directory; if set, it must be an
-	// existing directory. Default: the master's.
+	// Dir is the working directory; if set, it must be an existing
+	// directory. Default: the master's.
 	Dir string `toml:"dir"`
+}
+
+// Worker describes the program forked N times.
+type Worker struct {
+	Program
 	// Ready says when a worker counts as serving: ReadyNotify (it sends
 	// READY=1) or ReadyStarted (ReadyDelay after it started). Default notify.
 	Ready ReadyMode `toml:"ready"`
@@ -157,20 +163,7 @@ type Singleton struct {
 	// Name identifies it in signals, logs and forkctl: 1–64 characters of
 	// a–z 0–9 _ -, unique among singletons and schedules. Required.
 	Name string `toml:"name"`
-	// Command is the program, found as Worker.Command is (env's PATH if
-	// it sets one); required, an executable regular file.
-	Command string `toml:"command"`
-	// Path is Command resolved when the config was loaded: an absolute,
-	// cleaned path to the executable. It is not read from the file.
-	Path string `toml:"-"`
-	// Args are the program's arguments (argv[1:]).
-	Args []string `toml:"args"`
-	// Env is added to the master's environment for the process; it cannot
-	// set WorkerVars.
-	Env map[string]string `toml:"env"`
-	// Dir is the working directory; if set, an existing directory.
-	// Default: the master's.
-	Dir string `toml:"dir"`
+	Program
 	// Ready says when it counts as started: ReadyStarted (ReadyDelay after
 	// it started; the default) or ReadyNotify (it sends READY=1).
 	Ready ReadyMode `toml:"ready"`
@@ -208,6 +201,7 @@ type Schedule struct {
 	// FORKD_SCHEDULE: 1–64 characters of a–z 0–9 _ -, unique among
 	// singletons and schedules. Required.
 	Name string `toml:"name"`
+	Program
 	// Every is the period of an interval schedule: at least 1s. Exactly
 	// one of Every and Cron is set.
 	Every Duration `toml:"every"`
@@ -220,20 +214,6 @@ type Schedule struct {
 	// CronTiming is Cron parsed in its zone when the config was loaded;
 	// nil with Every. It is not read from the file.
 	CronTiming *jobs.Cron `toml:"-"`
-	// Command is the program, found as Worker.Command is (env's PATH if
-	// it sets one); required, an executable regular file.
-	Command string `toml:"command"`
-	// Path is Command resolved when the config was loaded: an absolute,
-	// cleaned path to the executable. It is not read from the file.
-	Path string `toml:"-"`
-	// Args are the program's arguments (argv[1:]).
-	Args []string `toml:"args"`
-	// Env is added to the master's environment for each run; it cannot set
-	// WorkerVars nor the run's own variables (jobs.Vars).
-	Env map[string]string `toml:"env"`
-	// Dir is the working directory; if set, an existing directory.
-	// Default: the master's.
-	Dir string `toml:"dir"`
 	// Timeout is how long a run may take: then it gets TERM, KILL after
 	// server.kill_timeout, and counts as failed. 0 (the default) is no
 	// limit.

@@ -614,6 +614,13 @@ func step(t reflect.Type, name string) (reflect.Type, string) {
 			if tag == "-" || !f.IsExported() {
 				continue
 			}
+			if f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct {
+				// An embedded struct's keys are its container's (Program).
+				if ft, msg := step(f.Type, name); ft != nil || msg != "" {
+					return ft, msg
+				}
+				continue
+			}
 			if tag == "" {
 				tag = f.Name
 			}

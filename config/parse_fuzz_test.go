@@ -163,10 +163,30 @@ func rewrite(cfg *Config) ([]byte, error) {
 	if err := toml.Unmarshal(text, &doc); err != nil {
 		return nil, fmt.Errorf("read back what go-toml wrote: %w\n%s", err, text)
 	}
-	if w, ok := doc["worker"].(map[string]any); ok && w["dir"] == "" {
-		delete(w, "dir")
-	}
+	dropEmpty(doc)
 	return toml.Marshal(doc)
+}
+
+// dropEmpty deletes the keys whose value is "" from t and the tables and
+// arrays of tables below it: a file leaves such keys out (worker.dir,
+// server.state_dir, a schedule's timezone…) rather than writing them empty.
+func dropEmpty(t map[string]any) {
+	for k, v := range t {
+		switch v := v.(type) {
+		case string:
+			if v == "" {
+				delete(t, k)
+			}
+		case map[string]any:
+			dropEmpty(v)
+		case []any:
+			for _, e := range v {
+				if m, ok := e.(map[string]any); ok {
+					dropEmpty(m)
+				}
+			}
+		}
+	}
 }
 
 // TestParse_manyDuplicates: a key defined thousands of times is checked in

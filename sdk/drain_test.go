@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/internal/testkit"
+	"github.com/forkd/forkd/sdk/httpdrain"
 )
 
 // drainCase is the SDK's worker (helperMain) for the drain scenarios every
@@ -33,7 +34,7 @@ func TestServer_DrainAnswersAcceptedConnection(t *testing.T) {
 
 // TestServer_DrainSilentConnection stops a worker holding a connection
 // whose client never sends a request (a browser's speculative one): it
-// waits for it for newConnPatience, not for the whole graceful timeout, and
+// waits for it for httpdrain.NewConnPatience, not for the whole graceful timeout, and
 // closes it unanswered.
 func TestServer_DrainSilentConnection(t *testing.T) {
 	const gracefulTimeout = 20 * time.Second
@@ -43,9 +44,9 @@ func TestServer_DrainSilentConnection(t *testing.T) {
 	sent := time.Now()
 	h.Signal(syscall.SIGTERM)
 	h.WaitExit(0)
-	if took := time.Since(sent); took > newConnPatience+gracefulTimeout/4 {
+	if took := time.Since(sent); took > httpdrain.NewConnPatience+gracefulTimeout/4 {
 		t.Errorf("exited %v after SIGTERM; a silent connection should hold it about %v, not the %v graceful timeout",
-			took, newConnPatience, gracefulTimeout)
+			took, httpdrain.NewConnPatience, gracefulTimeout)
 	}
 	if n, err := c.Read(make([]byte, 1)); n > 0 || err == nil {
 		t.Errorf("silent connection read %d bytes, %v; want it closed unanswered", n, err)

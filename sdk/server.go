@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/forkd/forkd/sdk/httpdrain"
+
 	"github.com/coreos/go-systemd/v22/daemon"
 )
 
@@ -126,11 +128,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	rec := newRecorder(bounds)
-	conns := newConnTracker()
+	conns := httpdrain.NewTracker()
 	srv := &http.Server{
 		Handler:   instrument(handler, s.Hooks, rec),
 		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnState: conns.track,
+		ConnState: conns.ConnState,
 	}
 	var (
 		serving sync.WaitGroup
@@ -193,7 +195,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		log.Info("draining", "reason", why, "graceful_timeout", gracefulTimeout)
 		closing.Store(true)
-		drained = startDrain(drainCtx, gracefulTimeout, srv, listeners, served, conns)
+		drained = httpdrain.Start(drainCtx, gracefulTimeout, srv, listeners, served, conns)
 		send(log, daemon.SdNotifyStopping+"\nSTATUS=draining")
 	}
 	for {
@@ -242,136 +244,5 @@ func send(log *slog.Logger, state string) {
 	}
 	if err := notify(state); err != nil {
 		log.Warn("sd_notify failed", "err", err)
-	}
-}
-
-// startDrain stops srv, which serves on listeners, without dropping a
-// request. Before it returns it turns keep-alive off (answers say
-// "Connection: close") and closes the listeners, so that the kernel hands
-// new connections to the other workers sharing the socket. In the
-// background it then waits for served (closed once srv's Serve loops have
-// all returned) and for every connection this worker accepted to be
-// answered (connTracker), and only then calls srv.Shutdown, which closes
-// what is idle: for at most timeout in all, or until ctx is done. The
-// returned channel gets Shutdown's error.
-//
-// Shutdown alone would not do: net/http hangs up unanswered on a request
-// it reads once Shutdown has begun, and a connection accepted just before
-// may send its request just after.
-func startDrain(ctx context.Context, timeout time.Duration, srv *http.Server, listeners []net.Listener, served <-chan struct{}, conns *connTracker) <-chan error {
-	srv.SetKeepAlivesEnabled(false)
-	for _, ln := range listeners {
-		ln.Close()
-	}
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		select {
-		case <-served:
-			conns.wait(ctx)
-		case <-ctx.Done():
-		}
-		drained <- srv.Shutdown(ctx)
-	}()
-	return drained
-}
-
-// newConnPatience is how long a drain waits for the first request of a
-// connection that sent nothing yet: net/http's Shutdown too closes a
-// connection that has sent nothing for 5 seconds, such as a browser's
-// speculative one.
-const newConnPatience = 5 * time.Second
-
-// connTracker follows an http.Server's connections through its ConnState
-// hook and tells when none of them owes its client an answer: none is new
-// (accepted, its first request not read yet) or active (a request being
-// read or served).
-type connTracker struct {
-	mu sync.Mutex
-	// owing maps a connection that owes an answer to when it was
-	// accepted if it is new, to the zero time if it is active.
-	owing map[net.Conn]time.Time
-	// paid gets a value (if it has none) when a connection stops owing.
-	paid chan struct{}
-}
-
-func newConnTracker() *connTracker {
-	return &connTracker{owing: make(map[net.Conn]time.Time), paid: make(chan struct{}, 1)}
-}
-
-// track is the http.Server's ConnState hook.
-func (t *connTracker) track(c net.Conn, state http.ConnState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch state {
-	case http.StateNew:
-		t.owing[c] = time.Now()
-	case http.StateActive:
-		t.owing[c] = time.Time{}
-	default: // idle, hijacked or closed: answered, or never to be
-		if _, ok := t.owing[c]; !ok {
-			return
-		}
-		delete(t.owing, c)
-		select {
-		case t.paid <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// owed returns how many connections owe an answer at now, leaving out new
-// ones older than newConnPatience, and when the youngest new one among
-// them will be that old (zero if there is none).
-func (t *connTracker) owed(now time.Time) (n int, next time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, accepted := range t.owing {
-		if accepted.IsZero() {
-			n++
-			continue
-		}
-		left := accepted.Add(newConnPatience).Sub(now)
-		if left <= 0 {
-			continue
-		}
-		n++
-		if next == 0 || left < next {
-			next = left
-		}
-	}
-	return n, next
-}
-
-// wait returns once no connection owes an answer (new ones older than
-// newConnPatience left out), or ctx is done.
-func (t *connTracker) wait(ctx context.Context) {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		n, next := t.owed(time.Now())
-		if n == 0 {
-			return
-		}
-		var expired <-chan time.Time
-		if next > 0 {
-			if timer == nil {
-				timer = time.NewTimer(next)
-			} else {
-				timer.Reset(next)
-			}
-			expired = timer.C
-		}
-		select {
-		case <-t.paid:
-		case <-expired:
-		case <-ctx.Done():
-			return
-		}
 	}
 }

@@ -326,9 +326,11 @@ func testConfig(exe, mode string, n int) *config.Config {
 		KillTimeout:     config.Duration{Duration: 5 * time.Second},
 	}
 	c.Worker = config.Worker{
-		Command: exe,
-		Env:     map[string]string{testkit.RoleEnv: "worker " + mode, "GOTRACEBACK": "none"},
-		Ready:   config.ReadyNotify,
+		Program: config.Program{
+			Command: exe,
+			Env:     map[string]string{testkit.RoleEnv: "worker " + mode, "GOTRACEBACK": "none"},
+		},
+		Ready: config.ReadyNotify,
 	}
 	return c
 }

@@ -1,7 +1,9 @@
 // Command forkd-demo is a small HTTP worker written only against systemd's
 // own protocols — socket activation (LISTEN_FDS) and sd_notify(3) — with
 // nothing forkd-specific in it. It shows that a program that already works
-// socket-activated under systemd works under forkd unchanged.
+// socket-activated under systemd works under forkd unchanged. Its graceful
+// drain is package sdk/httpdrain, plain net/http that any socket-activated
+// server can use.
 //
 // It serves HTTP on every socket it inherits:
 //

@@ -19,6 +19,8 @@ import (
 
 	sdactivation "github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/forkd/forkd/sdk/httpdrain"
 )
 
 // errCrash is what run returns when -exit-after elapses.
@@ -108,12 +110,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
-	conns := newConnTracker()
+	conns := httpdrain.NewTracker()
 	srv := &http.Server{
 		Handler:           handler(workerID, generation, pid),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnState:         conns.track,
+		ConnState:         conns.ConnState,
 	}
 	// closing is set once a drain closes the listeners: the Serve loops
 	// then return net.ErrClosed, which is no failure.
@@ -149,7 +151,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		log.Info("draining", "reason", why, "graceful_timeout", opts.gracefulTimeout)
 		closing.Store(true)
-		drained = startDrain(drainCtx, opts.gracefulTimeout, srv, listeners, served, conns)
+		drained = httpdrain.Start(drainCtx, opts.gracefulTimeout, srv, listeners, served, conns)
 		notify(log, daemon.SdNotifyStopping+"\nSTATUS=draining")
 	}
 	status := "serving on " + strings.Join(addrs, ", ")
@@ -201,125 +203,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 	}
-}
-
-// startDrain stops srv, which serves on listeners, without dropping a
-// request. Before it returns it turns keep-alive off (answers say
-// "Connection: close") and closes the listeners, so that the kernel hands
-// new connections to the other workers sharing the socket. In the
-// background it then waits for served (closed once srv's Serve loops have
-// all returned) and for every connection this worker accepted to be
-// answered (connTracker), and only then calls srv.Shutdown, which closes
-// what is idle: for at most timeout in all, or until ctx is done. The
-// returned channel gets Shutdown's error.
-//
-// Shutdown alone would not do: net/http hangs up unanswered on a request
-// it reads once Shutdown has begun, and a connection accepted just before
-// may send its request just after.
-func startDrain(ctx context.Context, timeout time.Duration, srv *http.Server, listeners []net.Listener, served <-chan struct{}, conns *connTracker) <-chan error {
-	srv.SetKeepAlivesEnabled(false)
-	closeAll(listeners)
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		select {
-		case <-served:
-			conns.wait(ctx)
-		case <-ctx.Done():
-		}
-		drained <- srv.Shutdown(ctx)
-	}()
-	return drained
-}
-
-// newConnPatience is how long a drain waits for the first request of a
-// connection that has sent nothing yet; net/http's Shutdown too closes a
-// connection silent for 5 seconds (a browser's speculative one, say).
-const newConnPatience = 5 * time.Second
-
-// connTracker follows an http.Server's connections through its ConnState
-// hook, to tell when none of them owes its client an answer: none is new
-// (accepted, its first request not read yet) or active (a request being
-// read or served).
-type connTracker struct {
-	mu sync.Mutex
-	// owing maps each connection that owes an answer to when it was
-	// accepted if it is new, to the zero time if it is active.
-	owing map[net.Conn]time.Time
-	// paid gets a value (if it has none) when a connection stops owing.
-	paid chan struct{}
-}
-
-func newConnTracker() *connTracker {
-	return &connTracker{owing: make(map[net.Conn]time.Time), paid: make(chan struct{}, 1)}
-}
-
-// track is the http.Server's ConnState hook.
-func (t *connTracker) track(c net.Conn, state http.ConnState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch state {
-	case http.StateNew:
-		t.owing[c] = time.Now()
-	case http.StateActive:
-		t.owing[c] = time.Time{}
-	default: // idle, hijacked or closed: answered, or never to be
-		if _, ok := t.owing[c]; ok {
-			delete(t.owing, c)
-			select {
-			case t.paid <- struct{}{}:
-			default: // the waiter has a wake-up pending already
-			}
-		}
-	}
-}
-
-// wait returns once no connection owes an answer — new ones silent for
-// newConnPatience left out — or ctx is done.
-func (t *connTracker) wait(ctx context.Context) {
-	patience := time.NewTimer(newConnPatience)
-	defer patience.Stop()
-	for {
-		owing, next := t.owed(time.Now())
-		if owing == 0 {
-			return
-		}
-		var expired <-chan time.Time
-		if next > 0 {
-			patience.Reset(next)
-			expired = patience.C
-		}
-		select {
-		case <-t.paid:
-		case <-expired:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// owed returns how many connections owe an answer at now, leaving out new
-// ones silent for newConnPatience, and how long until the next new one
-// among them has been (zero if none is new).
-func (t *connTracker) owed(now time.Time) (n int, next time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, accepted := range t.owing {
-		if accepted.IsZero() {
-			n++
-			continue
-		}
-		left := accepted.Add(newConnPatience).Sub(now)
-		if left <= 0 {
-			continue
-		}
-		n++
-		if next == 0 || left < next {
-			next = left
-		}
-	}
-	return n, next
 }
 
 // listen returns the inherited sockets, or binds addr when there are none.
