@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/hooks"
-	"github.com/forkd/forkd/internal/testkit"
 	"github.com/forkd/forkd/internal/notify"
+	"github.com/forkd/forkd/internal/testkit"
 )
 
 // waitStats polls the pool's counters until ok says yes, failing t after
