@@ -27,11 +27,22 @@ const (
 	OnExit          Hook = "on_exit"          // master: just before the master exits
 )
 
-// All lists every hook in the order of a master's life.
+// The run-once hooks: the lifecycle of [[singleton]] processes and
+// [[schedule]] runs (package jobs), published like Gunicorn's.
+const (
+	SingletonStarted Hook = "singleton_started" // a singleton's process started (Job, PID)
+	SingletonExited  Hook = "singleton_exited"  // a singleton's process was reaped (Job, PID, ExitCode, Signal, Reason)
+	ScheduleStarted  Hook = "schedule_started"  // a schedule's run started (Job, RunID, ScheduledAt, PID)
+	ScheduleFinished Hook = "schedule_finished" // a run ended or was skipped (Job, RunID, ExitCode, Signal, Duration, Result)
+)
+
+// All lists every hook: Gunicorn's in the order of a master's life, then
+// the run-once hooks.
 var All = []Hook{
 	OnStarting, OnReload, WhenReady, PreFork, PostFork, PostWorkerInit,
 	WorkerInt, WorkerAbort, PreExec, PreRequest, PostRequest, ChildExit,
 	WorkerExit, NworkersChanged, OnExit,
+	SingletonStarted, SingletonExited, ScheduleStarted, ScheduleFinished,
 }
 
 // Signal returns the hook's D-Bus signal name, CamelCase ("on_starting" →
@@ -101,6 +112,17 @@ type Event struct {
 	Workers int
 	// OldWorkers is the previous target (nworkers_changed).
 	OldWorkers int
+	// Job is the singleton's or schedule's name (the run-once hooks).
+	Job string
+	// RunID identifies a schedule's run (FORKD_RUN_ID).
+	RunID string
+	// ScheduledAt is when a schedule's run was due (FORKD_SCHEDULED_AT).
+	ScheduledAt time.Time
+	// Duration is how long a finished run took.
+	Duration time.Duration
+	// Result is how a schedule's run ended: one of the jobs.Result values
+	// (ok, failed, timeout, skipped, replaced).
+	Result string
 }
 
 // Sink receives events. Emit must not block the caller.
