@@ -2,6 +2,7 @@ package config
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/forkd/forkd/jobs"
@@ -303,4 +304,26 @@ var WorkerVars = map[string]string{
 	"FORKD_GENERATION":  "the worker's generation",
 	"FORKD_INSTANCE":    "server.name",
 	"FORKD_SHIM_PARENT": "the master's pid, for the exec-shim",
+}
+
+// Environ returns the environment p's process starts with: environ (the
+// master's, as os.Environ gives it) less the variables forkd sets itself
+// (WorkerVars) and those p.Env sets, then p.Env. Its order is environ's,
+// then p.Env's in no particular order.
+func (p *Program) Environ(environ []string) []string {
+	env := make([]string, 0, len(environ)+len(p.Env))
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ours := WorkerVars[k]; ours {
+			continue
+		}
+		if _, set := p.Env[k]; set {
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range p.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
 }

@@ -1,6 +1,9 @@
 package jobs
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Kinds of job, as Info.Kind reports them.
 const (
@@ -49,3 +52,7 @@ type Info struct {
 	// started since forkd started (an upgrade keeps counting).
 	Starts int
 }
+
+// ErrUnknown is wrapped by the errors about a job name that is not one of
+// the instance's.
+var ErrUnknown = errors.New("jobs: no such job")

@@ -69,6 +69,9 @@ func (p *Pool) takeBatches() {
 func (p *Pool) handleNote(m notify.Note) {
 	w, ok := p.byPID[m.PID]
 	if !ok {
+		if p.routeNote(m) {
+			return
+		}
 		p.stats.IgnoredNotify++
 		p.log.Debug("ignored notify message from a process that is not a worker", "pid", m.PID)
 		return

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,6 +90,17 @@ type Options struct {
 	// (default os.Args); "" disables upgrades.
 	Exe  string
 	Args []string
+	// Gate, when set, holds the first generation's workers until it is
+	// closed (the pool answers requests meanwhile, StartProcess among
+	// them); an adopting pool ignores it.
+	Gate <-chan struct{}
+	// Freeze is called on the arbiter's goroutine as an upgrade is about
+	// to re-execute the master: it returns the state of the master's other
+	// parts, which the successor finds in Handover.Jobs, and from then on
+	// starts nothing more until Thaw, which is called if the upgrade then
+	// fails. It must not wait for the pool. May be nil.
+	Freeze func() (json.RawMessage, error)
+	Thaw   func()
 	// Adopt, when set, is the state of the master this one replaced by an
 	// upgrade (see TakeHandover): Run adopts its workers and sockets.
 	Adopt *Handover
@@ -129,11 +141,14 @@ type Pool struct {
 	done     chan struct{} // closed when Run returns
 
 	// State below is owned by the Run goroutine.
-	state     string
-	current   *generation
-	pending   *generation // a reload's new generation, until it is ready
-	retiring  map[*worker]bool
-	byPID     map[int]*worker
+	state    string
+	current  *generation
+	pending  *generation // a reload's new generation, until it is ready
+	retiring map[*worker]bool
+	byPID    map[int]*worker
+	// routes are the processes StartProcess started for others whose
+	// notify messages go to them (see Route).
+	routes    map[int]chan<- notify.Note
 	nextGen   uint64
 	stopping  bool
 	stopErr   error
@@ -196,6 +211,7 @@ func New(opts Options) *Pool {
 		state:    StateStarting,
 		retiring: make(map[*worker]bool),
 		byPID:    make(map[int]*worker),
+		routes:   make(map[int]chan<- notify.Note),
 	}
 }
 
@@ -262,7 +278,13 @@ func (p *Pool) Run(ctx context.Context) error {
 		p.log.Info("starting", "instance", p.instance(), "workers", p.current.target,
 			"generation", p.current.id, "notify_socket", p.notifyAdr)
 	}
-	p.fillSlots(p.current)
+	gate := p.opts.Gate
+	if p.opts.Adopt != nil {
+		gate = nil
+	}
+	if gate == nil {
+		p.fillSlots(p.current)
+	}
 	p.observe()
 	p.settle()
 
@@ -289,6 +311,9 @@ func (p *Pool) Run(ctx context.Context) error {
 			p.handleTimer(t)
 		case req := <-p.requests:
 			req.do(p)
+		case <-gate:
+			gate = nil
+			p.fillSlots(p.current)
 		case ok := <-p.upgradeAck:
 			p.upgradeAck = nil
 			p.upgradeAcked(ok)

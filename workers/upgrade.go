@@ -48,6 +48,9 @@ type Handover struct {
 	// Failures are the current generation's consecutive failures per
 	// slot, which backoff and max_failures count.
 	Failures []int `json:"failures,omitempty"`
+	// Jobs is what Options.Freeze returned: the state of the singletons
+	// and schedules, for package jobs/supervisor.
+	Jobs json.RawMessage `json:"jobs,omitempty"`
 }
 
 // HandoverConfig holds the settings of the old master's current generation
@@ -231,6 +234,10 @@ func (p *Pool) execHandover(notifyFD int) error {
 		return fmt.Errorf("workers: upgrade: %w", err)
 	}
 	h.NotifyFD = notifyFD
+	if h.Jobs, err = p.freeze(); err != nil {
+		return fmt.Errorf("workers: upgrade: %w", err)
+	}
+	defer p.thaw() // reached only when the exec failed
 	memfd, err := unix.MemfdCreate("forkd-upgrade", 0)
 	if err != nil {
 		return fmt.Errorf("workers: upgrade: memfd: %w", err)

@@ -105,23 +105,7 @@ func (g *generation) readyCount() int {
 // master's, less what describes the master itself, plus the config's env,
 // the sockets and the notify socket.
 func baseEnv(cfg *config.Config, socks []activation.Socket, notify string) []string {
-	skip := func(kv string) bool {
-		k, _, _ := strings.Cut(kv, "=")
-		if _, ours := config.WorkerVars[k]; ours {
-			return true
-		}
-		_, inCfg := cfg.Worker.Env[k]
-		return inCfg
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		if !skip(kv) {
-			env = append(env, kv)
-		}
-	}
-	for k, v := range cfg.Worker.Env {
-		env = append(env, k+"="+v)
-	}
+	env := cfg.Worker.Environ(os.Environ())
 	env = append(env, activation.Env(socks)...)
 	env = append(env,
 		"NOTIFY_SOCKET="+notify,

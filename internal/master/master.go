@@ -231,7 +231,8 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		sinks.reloaded(err)
 		status.reloaded(err)
 	}
-	pool := workers.New(workers.Options{
+	once := newRunOnce(cfg, socks, sinks, log, adopt)
+	popts := workers.Options{
 		Config:   cfg,
 		Sockets:  socks,
 		Load:     func() (*config.Config, error) { return config.Load(o.config) },
@@ -247,7 +248,10 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		Logger: log,
 		Exe:    o.exe,
 		Adopt:  adopt,
-	})
+	}
+	once.options(&popts)
+	pool := workers.New(popts)
+	once.start(pool)
 	sinks.ctl.pool.Store(pool)
 
 	// The arbiter runs on this goroutine — the main one, locked to the
@@ -266,6 +270,10 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	g.cancel()
 	if gerr := g.Wait(); err == nil {
 		err = gerr
+	}
+	// The singletons stop after the workers.
+	if serr := once.stop(); serr != nil {
+		log.Error("singletons and schedules", "err", serr)
 	}
 
 	// on_exit comes after everything else: the exec hooks still queued

@@ -1,0 +1,136 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/internal/process"
+)
+
+// handoverState is what an upgrading master hands its successor of the
+// singletons and schedules (workers.Handover.Jobs).
+type handoverState struct {
+	Singletons []handoverSingleton `json:"singletons,omitempty"`
+	Schedules  []handoverSchedule  `json:"schedules,omitempty"`
+}
+
+type handoverSingleton struct {
+	Name     string    `json:"name"`
+	PID      int       `json:"pid"`
+	Started  time.Time `json:"started"`
+	Ready    bool      `json:"ready"`
+	Failures int       `json:"failures"`
+	Starts   int       `json:"starts"`
+	LastExit string    `json:"last_exit,omitempty"`
+}
+
+type handoverSchedule struct {
+	Name       string       `json:"name"`
+	Timing     string       `json:"timing"`
+	Next       time.Time    `json:"next"`
+	Waiting    time.Time    `json:"waiting"`
+	LastStart  time.Time    `json:"last_start"`
+	LastResult string       `json:"last_result,omitempty"`
+	Starts     int          `json:"starts"`
+	Run        *handoverRun `json:"run,omitempty"`
+}
+
+type handoverRun struct {
+	ID          string    `json:"id"`
+	PID         int       `json:"pid"`
+	ScheduledAt time.Time `json:"scheduled_at"`
+	Started     time.Time `json:"started"`
+	Result      string    `json:"result,omitempty"`
+}
+
+// handover describes the supervisor for its successor. Starts asked for
+// and not made are not in it: the successor makes them again.
+func (s *Supervisor) handover() []byte {
+	var h handoverState
+	for _, sg := range s.singletons {
+		if sg.proc == nil {
+			continue
+		}
+		h.Singletons = append(h.Singletons, handoverSingleton{Name: sg.cfg.Name, PID: sg.proc.PID,
+			Started: sg.started, Ready: sg.ready, Failures: sg.failures, Starts: sg.starts, LastExit: sg.lastExit})
+	}
+	for _, sc := range s.schedules {
+		hs := handoverSchedule{Name: sc.cfg.Name, Timing: timingText(sc.cfg), Next: sc.next, Waiting: sc.waiting,
+			LastStart: sc.lastStart, LastResult: sc.lastResult, Starts: sc.starts}
+		if r := sc.run; r != nil && r.proc != nil {
+			hs.Run = &handoverRun{ID: r.id, PID: r.proc.PID, ScheduledAt: r.scheduledAt, Started: r.started,
+				Result: r.result}
+		}
+		h.Schedules = append(h.Schedules, hs)
+	}
+	b, _ := json.Marshal(h)
+	return b
+}
+
+// adopt takes over what the master before an upgrade handed over: its
+// processes (a singleton or schedule the config no longer has is stopped)
+// and the schedules' next due times.
+func (s *Supervisor) adopt(b json.RawMessage) {
+	var h handoverState
+	if err := json.Unmarshal(b, &h); err != nil {
+		s.log.Error("upgrade: the singletons' and schedules' state is unreadable; starting them afresh", "err", err)
+		return
+	}
+	s.workersReady = true // the adopted workers serve already
+	for _, hs := range h.Singletons {
+		proc, err := process.Adopt(hs.PID)
+		if err != nil {
+			s.log.Warn("upgrade: cannot adopt a singleton", "singleton", hs.Name, "pid", hs.PID, "err", err)
+			continue
+		}
+		sg, ok := s.singletons[hs.Name]
+		if !ok {
+			sg = &singleton{cfg: config.Singleton{Name: hs.Name}, removed: true}
+			s.singletons[hs.Name] = sg
+		}
+		sg.proc, sg.started, sg.ready = proc, hs.Started, hs.Ready
+		sg.failures, sg.starts, sg.lastExit = hs.Failures, hs.Starts, hs.LastExit
+		sg.state = stateStarting
+		if hs.Ready {
+			sg.state = stateRunning
+		}
+		s.watch(proc, sg)
+		if sg.cfg.Ready == config.ReadyNotify {
+			s.opts.Starter.Route(proc.PID, s.notes)
+		}
+		if sg.removed {
+			s.stopSingleton(sg)
+		}
+	}
+	now := time.Now()
+	for _, hs := range h.Schedules {
+		sc, ok := s.schedules[hs.Name]
+		if ok && timingText(sc.cfg) == hs.Timing {
+			sc.next, sc.waiting = hs.Next, hs.Waiting
+			if sc.next.IsZero() {
+				sc.next = sc.timing.Next(now)
+			}
+		}
+		if ok {
+			sc.lastStart, sc.lastResult, sc.starts = hs.LastStart, hs.LastResult, hs.Starts
+		}
+		if hs.Run == nil {
+			continue
+		}
+		proc, err := process.Adopt(hs.Run.PID)
+		if err != nil {
+			s.log.Warn("upgrade: cannot adopt a schedule's run", "schedule", hs.Name, "pid", hs.Run.PID, "err", err)
+			continue
+		}
+		if !ok {
+			sc = &schedule{cfg: config.Schedule{Name: hs.Name}, removed: true}
+			s.schedules[hs.Name] = sc
+		}
+		r := &run{sc: sc, cfg: sc.cfg, id: hs.Run.ID, scheduledAt: hs.Run.ScheduledAt, proc: proc,
+			started: hs.Run.Started, result: hs.Run.Result}
+		sc.run = r
+		s.watch(proc, r)
+		s.armTimeout(r)
+	}
+}
