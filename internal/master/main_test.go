@@ -51,6 +51,13 @@ func TestMain(m *testing.M) {
 			return 127
 		},
 		"forkd": func([]string) int { return runForkd() },
+		"job": func(args []string) int {
+			if len(args) != 1 {
+				fmt.Fprintln(os.Stderr, "test job: want a mode, got", args)
+				return 2
+			}
+			return runTestJob(args[0])
+		},
 		"worker": func(args []string) int {
 			if len(args) != 1 {
 				fmt.Fprintln(os.Stderr, "test worker: want a mode, got", args)
