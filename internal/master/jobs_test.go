@@ -261,4 +261,3 @@ func texts(notes []testkit.Note) []string {
 	}
 	return out
 }
-
