@@ -1,0 +1,29 @@
+"""The FastAPI app of the example, served by uvicorn workers.
+
+It no longer starts the scheduler at import: with N workers, every worker
+would run every job (the bug this example is about). Set
+START_SCHEDULER_IN_APP=1 to see that bug: each worker then starts its own
+APScheduler.
+"""
+
+import os
+
+from fastapi import FastAPI
+
+app = FastAPI()
+
+if os.environ.get("START_SCHEDULER_IN_APP") == "1":
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    import jobs
+
+    _sched = BackgroundScheduler()
+    _sched.add_job(jobs.cleanup, "interval", seconds=float(os.environ.get("JOB_EVERY", "5")),
+                   kwargs={"how": "in-app"})
+    _sched.start()
+
+
+@app.get("/")
+def hello():
+    """Say which worker answered."""
+    return {"pid": os.getpid(), "worker_id": os.environ.get("FORKD_WORKER_ID")}
