@@ -31,7 +31,7 @@ type runOnce struct {
 func newRunOnce(cfg *config.Config, socks []activation.Socket, sink hooks.Sink, log *slog.Logger,
 	adopt *workers.Handover) *runOnce {
 	r := &runOnce{done: make(chan error, 1)}
-	opts := supervisor.Options{Config: cfg, Sockets: socks, Hooks: sink, Logger: log}
+	opts := supervisor.Options{Config: cfg, Sockets: socks, Hooks: sink, Logger: log, Journal: hooks.JournalEnabled()}
 	if adopt != nil {
 		opts.Adopt = adopt.Jobs
 	}

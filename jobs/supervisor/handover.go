@@ -6,6 +6,7 @@ import (
 
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/internal/process"
+	"github.com/forkd/forkd/jobs"
 )
 
 // handoverState is what an upgrading master hands its successor of the
@@ -42,6 +43,9 @@ type handoverRun struct {
 	ScheduledAt time.Time `json:"scheduled_at"`
 	Started     time.Time `json:"started"`
 	Result      string    `json:"result,omitempty"`
+	// OutputFD is the read end of the pipe the run writes to, kept open
+	// across the exec (0: none).
+	OutputFD int `json:"output_fd,omitempty"`
 }
 
 // handover describes the supervisor for its successor. Starts asked for
@@ -61,6 +65,9 @@ func (s *Supervisor) handover() []byte {
 		if r := sc.run; r != nil && r.proc != nil {
 			hs.Run = &handoverRun{ID: r.id, PID: r.proc.PID, ScheduledAt: r.scheduledAt, Started: r.started,
 				Result: r.result}
+			if r.out != nil {
+				hs.Run.OutputFD = r.out.keep()
+			}
 		}
 		h.Schedules = append(h.Schedules, hs)
 	}
@@ -129,6 +136,9 @@ func (s *Supervisor) adopt(b json.RawMessage) {
 		}
 		r := &run{sc: sc, cfg: sc.cfg, id: hs.Run.ID, scheduledAt: hs.Run.ScheduledAt, proc: proc,
 			started: hs.Run.Started, result: hs.Run.Result}
+		if hs.Run.OutputFD > 0 {
+			r.out = adoptOutput(hs.Run.OutputFD, jobs.Run{Schedule: hs.Name, ID: r.id, ScheduledAt: r.scheduledAt})
+		}
 		sc.run = r
 		s.watch(proc, r)
 		s.armTimeout(r)

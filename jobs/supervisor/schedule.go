@@ -47,6 +47,8 @@ type run struct {
 	result        string
 	timeout, kill func()
 	asked         bool
+	// out is where its output goes (nil: the master's stdout and stderr).
+	out *output
 }
 
 // newSchedule makes c's schedule, anchored at now's second (an interval's
@@ -132,8 +134,9 @@ func (s *Supervisor) due(sc *schedule, at time.Time) {
 func (s *Supervisor) startRun(sc *schedule, at time.Time) {
 	r := &run{sc: sc, cfg: sc.cfg, id: s.ids.New(time.Now()), scheduledAt: at, asked: true}
 	sc.run = r
-	env := jobs.Run{Schedule: sc.cfg.Name, ID: r.id, ScheduledAt: at}.Env()
-	s.start(r, sc.cfg.Program, env, false, false)
+	id := jobs.Run{Schedule: sc.cfg.Name, ID: r.id, ScheduledAt: at}
+	r.out = s.newOutput(id)
+	s.start(r, sc.cfg.Program, id.Env(), r.out, false, false)
 	if sc.cfg.Persistent && s.state != nil {
 		s.state.Set(sc.cfg.Name, at)
 		if err := s.state.Save(); err != nil {
@@ -145,6 +148,7 @@ func (s *Supervisor) startRun(sc *schedule, at time.Time) {
 // runStarted takes the outcome of r's start.
 func (s *Supervisor) runStarted(r *run, proc *process.Process, err error) {
 	r.asked = false
+	r.out.started()
 	sc := r.sc
 	sc.starts++
 	sc.lastStart = time.Now()

@@ -58,7 +58,7 @@ func (s *Supervisor) ensure(sg *singleton) {
 	}
 	sg.asked, sg.state = true, stateStarting
 	env := []string{"FORKD_SINGLETON=" + sg.cfg.Name}
-	s.start(sg, sg.cfg.Program, env, sg.cfg.Sockets, sg.cfg.Ready == config.ReadyNotify)
+	s.start(sg, sg.cfg.Program, env, nil, sg.cfg.Sockets, sg.cfg.Ready == config.ReadyNotify)
 }
 
 // singletonStarted takes the outcome of sg's start.

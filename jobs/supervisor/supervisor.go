@@ -52,6 +52,10 @@ type Options struct {
 	// (workers.Handover.Jobs): its singletons' processes, runs in flight
 	// and next due times.
 	Adopt json.RawMessage
+	// Journal sends each schedule run's output to the systemd journal,
+	// line by line, with the run's identity as fields; otherwise runs
+	// write to Stdout and Stderr.
+	Journal bool
 	// MinUptime is how long a singleton must have run for its exit to
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
@@ -312,7 +316,14 @@ func (s *Supervisor) Freeze() (json.RawMessage, error) {
 
 // Thaw is workers.Options.Thaw: the upgrade did not happen.
 func (s *Supervisor) Thaw() {
-	s.tell(func(s *Supervisor) { s.frozen = false })
+	s.tell(func(s *Supervisor) {
+		s.frozen = false
+		for _, sc := range s.schedules {
+			if sc.run != nil && sc.run.out != nil {
+				sc.run.out.release()
+			}
+		}
+	})
 }
 
 // settle starts what should run and opens the workers' gate, after every
@@ -348,11 +359,15 @@ func (s *Supervisor) after(d time.Duration, fire func(s *Supervisor)) (cancel fu
 }
 
 // start asks the arbiter to start p for owner (a *singleton or *run), with
-// extra variables and files after the standard three.
-func (s *Supervisor) start(owner any, p config.Program, extraEnv []string, sockets bool, notes bool) {
+// extra variables, its output to out (nil: the master's), and the
+// listening sockets when sockets is set.
+func (s *Supervisor) start(owner any, p config.Program, extraEnv []string, out *output, sockets bool, notes bool) {
 	env := append(p.Environ(os.Environ()), "FORKD_INSTANCE="+s.cfg.Server.Name)
 	env = append(env, extraEnv...)
 	files := []*os.File{s.devnull, s.opts.Stdout, s.opts.Stderr}
+	if out != nil {
+		files[1], files[2] = out.w, out.w
+	}
 	var pidEnv []string
 	if sockets && len(s.opts.Sockets) > 0 {
 		env = append(env, activation.Env(s.opts.Sockets)...)
