@@ -275,6 +275,37 @@ check_fdstore() {
 	pass fdstore
 }
 
+check_jobs() {
+	# A [[singleton]] and a 1s [[schedule]] under systemd: one singleton
+	# process, kept by a reload, gone with the service; the runs' output in
+	# the journal with the run's fields.
+	local svc=forkd@jobs.service url=http://127.0.0.1:18082/ main single again runs
+	{
+		sed -e 's/^name = .*/name = "jobs"/' -e 's|127.0.0.1:18080|127.0.0.1:18082|' "$CONFIG"
+		printf '\n[[singleton]]\nname = "keeper"\ncommand = "/bin/sleep"\nargs = ["1000"]\n'
+		printf '\n[[schedule]]\nname = "tick"\nevery = "1s"\ncommand = "/bin/sh"\nargs = ["-c", "echo tick $FORKD_RUN_ID"]\n'
+	} >/etc/forkd/jobs.toml
+	sctl mask forkd@jobs.socket >>"$LOG" 2>&1
+	sctl start "$svc" || { fail jobs "systemctl start $svc failed"; return; }
+	curl -fsS --max-time 10 "$url" >/dev/null 2>&1 || { fail jobs "not serving on 127.0.0.1:18082"; return; }
+	main=$(systemctl show -p MainPID --value "$svc")
+	sleepers() { pgrep -P "$1" -x sleep | tr '\n' ' ' | sed 's/ $//'; }
+	wait_for 30 test -n "$(sleepers "$main")" || { fail jobs "no singleton under forkd $main"; return; }
+	single=$(sleepers "$main")
+	[ "$(count "$single")" -eq 1 ] || { fail jobs "singletons [$single], want one"; return; }
+	ticked() { [ "$(journalctl -q FORKD_SCHEDULE=tick -o cat | grep -c '^tick ')" -ge 3 ]; }
+	wait_for 30 ticked || { fail jobs "fewer than 3 runs of tick in the journal with FORKD_SCHEDULE=tick"; return; }
+	journalctl -q FORKD_SCHEDULE=tick -o verbose -n 1 | grep -q 'FORKD_RUN_ID=' || { fail jobs "a run's journal entry has no FORKD_RUN_ID"; return; }
+	sctl reload "$svc" || { fail jobs "systemctl reload $svc failed"; return; }
+	again=$(sleepers "$main")
+	[ "$again" = "$single" ] || { fail jobs "the singleton changed across a reload: [$single] -> [$again]"; return; }
+	sctl stop "$svc"
+	runs=$(journalctl -q FORKD_SCHEDULE=tick -o cat | grep -c '^tick ')
+	[ -z "$(alive "$single")" ] || { fail jobs "the singleton $single outlived the service"; return; }
+	log "jobs: singleton $single kept across a reload; $runs runs of tick in the journal"
+	pass jobs
+}
+
 check_stop() {
 	local main old body left
 	main=$(mainpid)
@@ -297,5 +328,6 @@ check_reload_invalid
 check_kill
 check_upgrade
 check_fdstore
+check_jobs
 check_stop
 log "done"
