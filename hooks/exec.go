@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultExecTimeout is how long a Command may run when its Timeout is zero.
@@ -22,8 +24,8 @@ const DefaultExecTimeout = 30 * time.Second
 
 // execKillDelay is how long a command that was sent SIGTERM (at its timeout,
 // or because its context ended) has to exit before its process group gets
-// SIGKILL. It also bounds how long output is read after the command exited
-// while something it left behind still holds its stdout.
+// SIGKILL. It also bounds how long the end of a killed command's output is
+// waited for, while its killed group dies.
 const execKillDelay = 5 * time.Second
 
 // execQueueLen is how many events Exec.Emit queues before it drops.
@@ -114,6 +116,12 @@ func (e *CommandError) ExitCode() int {
 // A command's stdout and stderr go to the logger, one record per line, with
 // the attributes hook and pid. Commands run in their own process group; at
 // the timeout the group gets SIGTERM, then SIGKILL a few seconds later.
+//
+// A command is done when its own process exits: what it started and left
+// running is neither waited for nor stopped. When such a process still holds
+// the command's stdout or stderr, a warning naming the hook says so, and
+// what it writes there goes on being logged as the command's output until it
+// closes them; forkd never closes that pipe under it while the master runs.
 //
 // Replace swaps the commands (a reload's config brings its own), and
 // Shutdown runs what is still queued before the master's on_exit.
@@ -366,12 +374,12 @@ func (x *Exec) run(ctx context.Context, c Command, e Event) error {
 	defer cancel()
 
 	// The command writes into a pipe we own rather than one os/exec makes, so
-	// the output reader knows the pid before the first line arrives.
+	// the output reader knows the pid before the first line arrives, and
+	// Wait waits for the process only, never for the end of its output.
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fail(fmt.Errorf("create output pipe: %w", err), false)
 	}
-	defer r.Close()
 
 	cmd := exec.CommandContext(cctx, c.Argv[0], c.Argv[1:]...)
 	cmd.Env = commandEnv(os.Environ(), e)
@@ -395,15 +403,20 @@ func (x *Exec) run(ctx context.Context, c Command, e Event) error {
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
+		r.Close()
 		return fail(fmt.Errorf("start: %w", err), false)
 	}
 	pid := cmd.Process.Pid
 	out := x.logger.With("hook", string(e.Hook), "pid", pid)
 	out.Debug("exec hook started", "argv", c.Argv)
 
+	// The reader owns r: it logs the output until every process holding
+	// the write end has closed it, which may be long after the command
+	// itself is done (see settleOutput), and only then closes r.
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
+		defer r.Close()
 		logLines(r, out)
 	}()
 
@@ -417,10 +430,11 @@ func (x *Exec) run(ctx context.Context, c Command, e Event) error {
 			x.logger.Warn("kill exec hook process group", "hook", string(e.Hook), "pgid", pid, "err", kerr)
 		}
 	}
-	// Something the command left behind may still hold its stdout: read
-	// what comes for a little while, then stop listening.
-	_ = r.SetReadDeadline(time.Now().Add(x.killDelay))
-	<-read
+	if x.settleOutput(r, read, cctx.Err() != nil) {
+		out.Warn(fmt.Sprintf("a process started by the %s hook is still running and holds its output, "+
+			"which is logged until it closes it; run long-lived programs as a [[singleton]], "+
+			"periodic ones as a [[schedule]]", e.Hook), "argv", c.Argv)
+	}
 	out.Debug("exec hook done", "argv", c.Argv, "duration", time.Since(start), "err", err)
 
 	switch {
@@ -435,6 +449,56 @@ func (x *Exec) run(ctx context.Context, c Command, e Event) error {
 		return fail(err, false)
 	}
 	return nil
+}
+
+// settleOutput is called once a command's process has exited and been
+// reaped; r is the read end of its output pipe and read is closed when the
+// reader has logged everything written to it and reached its end. When no
+// other process holds the write end, it waits for the reader and returns
+// false: all of the command's output is logged. Otherwise it returns true
+// at once, leaving the reader to log what the command's leftovers write.
+// For a killed command (killed: its group was sent SIGKILL), whose group
+// may still be dying, it waits up to the kill delay for the reader first.
+func (x *Exec) settleOutput(r *os.File, read <-chan struct{}, killed bool) (held bool) {
+	if killed {
+		t := time.NewTimer(x.killDelay)
+		defer t.Stop()
+		select {
+		case <-read:
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	if !writersGone(r) {
+		return true
+	}
+	<-read
+	return false
+}
+
+// writersGone reports whether no process holds the write end of the pipe
+// whose read end is r any more (the kernel then reports a hang-up on r),
+// or r was already closed by its reader, which does so at the end of the
+// pipe.
+func writersGone(r *os.File) bool {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return true
+	}
+	var hup bool
+	cerr := rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd)}}
+		for {
+			n, err := unix.Poll(fds, 0)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			hup = err == nil && n > 0 && fds[0].Revents&unix.POLLHUP != 0
+			return
+		}
+	})
+	return cerr != nil || hup
 }
 
 // logLines logs each non-blank line read from r as one Info record of out,

@@ -365,6 +365,38 @@ func TestExec_Timeout(t *testing.T) {
 		}
 		testkit.WaitExit(t, readPID(t, pidFile), testDeadline)
 	})
+
+	t.Run("escaped child", func(t *testing.T) {
+		// A child in a session of its own outlives the group's kill and
+		// holds the output: RunNow returns after the kill delay with a
+		// warning, and the child's output is still logged.
+		log := newRecordLog()
+		x := NewExec([]Command{{
+			Hook:    OnStarting,
+			Argv:    shellArgv(`setsid sh -c 'echo $$; exec sleep 100' & wait`),
+			Timeout: 500 * time.Millisecond,
+			Abort:   true,
+		}}, log.logger())
+		x.killDelay = 300 * time.Millisecond
+		err := x.RunNow(context.Background(), Event{Hook: OnStarting, WorkerID: -1})
+		var cerr *CommandError
+		if !errors.As(err, &cerr) || !cerr.TimedOut {
+			t.Fatalf("RunNow = %v, want a *CommandError that timed out", err)
+		}
+		rec := log.nextOutput(t)
+		pid, err := strconv.Atoi(fmt.Sprint(rec["msg"]))
+		if err != nil {
+			t.Fatalf("output %q is not the escaped child's pid", rec["msg"])
+		}
+		if err := unix.Kill(pid, 0); err != nil {
+			t.Errorf("the escaped child %d does not run any more: %v", pid, err)
+		}
+		if warns := warnings(t, log); len(warns) != 1 || !strings.Contains(fmt.Sprint(warns[0]["msg"]), "still running") {
+			t.Errorf("warnings %v; want one saying a process the hook started is still running", warns)
+		}
+		_ = unix.Kill(pid, unix.SIGKILL)
+		testkit.WaitExit(t, pid, testDeadline)
+	})
 }
 
 func TestExec_RunCancelKills(t *testing.T) {
@@ -517,6 +549,93 @@ func TestExec_LeftoverChildKeepsOutputOpen(t *testing.T) {
 		t.Errorf("the command's child %d was not left running: %v", pid, err)
 	}
 	testkit.WaitExit(t, pid, testDeadline)
+}
+
+func TestExec_LeftoverChildOutlivesHook(t *testing.T) {
+	// The command backgrounds a process that holds its output and writes to
+	// it later, once the test opens the gate: the command is done when sh
+	// exits, a warning says what was left behind, and the late line is
+	// logged rather than killing its writer with SIGPIPE.
+	gate, log := newGate(t), newRecordLog()
+	status := filepath.Join(t.TempDir(), "status")
+	x := NewExec([]Command{{
+		Hook: OnStarting,
+		Argv: shellArgv(`(cat "$0" > /dev/null; echo late && echo ok > "$1") & echo "$!"; echo started`,
+			gate, status),
+		Abort: true,
+	}}, log.logger())
+
+	start := time.Now()
+	err := x.RunNow(context.Background(), Event{Hook: OnStarting, WorkerID: -1})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("RunNow = %v, want nil: the command exited 0", err)
+	}
+	if took >= time.Second {
+		t.Errorf("RunNow took %s; it must return as soon as sh exits, not wait for what sh left running", took)
+	}
+
+	rec := log.nextOutput(t)
+	pid, err := strconv.Atoi(fmt.Sprint(rec["msg"]))
+	if err != nil {
+		t.Fatalf("output %q is not the background process's pid", rec["msg"])
+	}
+	t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) })
+	wantOutputs(t, log, "started")
+
+	warns := warnings(t, log)
+	if len(warns) != 1 || warns[0]["hook"] != "on_starting" ||
+		!strings.Contains(fmt.Sprint(warns[0]["msg"]), "a process started by the on_starting hook is still running") ||
+		!strings.Contains(fmt.Sprint(warns[0]["msg"]), "[[singleton]]") {
+		t.Fatalf("warnings %v; want one naming on_starting, saying a process it started still runs, pointing at [[singleton]]", warns)
+	}
+
+	openGate(t, gate).Close()
+	late := log.nextOutput(t)
+	if late["msg"] != "late" || late["hook"] != "on_starting" {
+		t.Fatalf("output after the gate = %v, want \"late\" logged as the on_starting command's", late)
+	}
+	testkit.WaitExit(t, pid, testDeadline)
+	if data, err := os.ReadFile(status); err != nil || strings.TrimSpace(string(data)) != "ok" {
+		t.Fatalf("the background process did not finish after writing (status file: %q, %v): killed by SIGPIPE?", data, err)
+	}
+}
+
+func TestExec_NoLeftoverNoWarning(t *testing.T) {
+	// A command whose background child exits before it does, and one whose
+	// child let go of stdout and stderr before it exits (it says so through
+	// a fifo), leave nothing that holds the output: no warning, and every
+	// line is logged before RunNow returns.
+	fifo := newGate(t)
+	log := newRecordLog()
+	x := NewExec([]Command{
+		{Hook: OnStarting, Argv: shellArgv(`echo child & wait; echo parent`)},
+		{Hook: OnStarting, Argv: shellArgv(
+			`(exec > /dev/null 2>&1; echo > "$0"; exec sleep 100) & read x < "$0"; echo "$!"`, fifo)},
+	}, log.logger())
+	if err := x.RunNow(context.Background(), Event{Hook: OnStarting, WorkerID: -1}); err != nil {
+		t.Fatalf("RunNow = %v", err)
+	}
+	var outputs []string
+	for _, rec := range log.all(t) {
+		if rec["level"] == "INFO" {
+			outputs = append(outputs, fmt.Sprint(rec["msg"]))
+		}
+	}
+	if len(outputs) != 3 || outputs[0] != "child" || outputs[1] != "parent" {
+		t.Fatalf("output logged by the time RunNow returned: %q, want child, parent and a pid", outputs)
+	}
+	pid, err := strconv.Atoi(outputs[2])
+	if err != nil {
+		t.Fatalf("output %q is not the background process's pid", outputs[2])
+	}
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Errorf("the background process %d was not left running: %v", pid, err)
+	}
+	testkit.WaitExit(t, pid, testDeadline)
+	if warns := warnings(t, log); len(warns) != 0 {
+		t.Errorf("warnings %v; want none: nothing the commands started holds their output", warns)
+	}
 }
 
 func ExampleExec_RunNow() {
