@@ -5,12 +5,15 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/forkd/forkd/internal/testkit"
+	"golang.org/x/sys/unix"
 )
 
 // jobProbe is the variable naming the socket a test job reports to.
@@ -43,6 +46,18 @@ func runTestJob(mode string) int {
 		return 1
 	case "once":
 		return 0
+	case "notify":
+		// Ready once the test opens the fifo $JOB_RELEASE for writing.
+		f, err := os.Open(os.Getenv("JOB_RELEASE"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "test job:", err)
+			return 1
+		}
+		f.Close()
+		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+			fmt.Fprintln(os.Stderr, "test job: notify:", err)
+		}
+		report("ready")
 	}
 	<-sigs
 	report("stop")
@@ -234,6 +249,55 @@ func TestSchedule_Timeout(t *testing.T) {
 	f.wait(testTimeout)
 	if log := f.log(); !strings.Contains(log, "result=timeout") {
 		t.Errorf("the run was not reported as timed out:\n%s", log)
+	}
+}
+
+// TestSingleton_BeforeWorkersNotify: a singleton with start =
+// "before_workers" and ready = "notify" holds the workers back until it
+// sends READY=1 on the NOTIFY_SOCKET forkd gave it.
+func TestSingleton_BeforeWorkersNotify(t *testing.T) {
+	probe := testkit.ListenNotify(t)
+	release := filepath.Join(t.TempDir(), "release")
+	if err := unix.Mkfifo(release, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newForkd(t, setup{instance: "singlenotify", workers: 2})
+	more := "start = \"before_workers\"\nready = \"notify\""
+	f.writeConfig("serve", jobTable("singleton", "gate", "notify", probe, more)+fmt.Sprintf("JOB_RELEASE = %q\n", release))
+	f.start()
+	event(probe, "start")
+	if log := f.log(); strings.Contains(log, "pre_fork") {
+		t.Fatalf("a worker was forked before the singleton was ready:\n%s", log)
+	}
+	w, err := os.OpenFile(release, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	event(probe, "ready")
+	f.askUntil("2 workers", func(m map[int]answer) bool { return len(m) == 2 })
+}
+
+// TestSchedule_UpgradeHandsOverRun: a run in flight at an in-place upgrade
+// goes on, and the new master reports it when it ends.
+func TestSchedule_UpgradeHandsOverRun(t *testing.T) {
+	probe := testkit.ListenNotify(t)
+	manager := testkit.ListenNotify(t)
+	f := newForkd(t, setup{instance: "schedup", workers: 1, notify: manager.Path})
+	f.writeConfig("serve", jobTable("schedule", "long", "wait", probe, `every = "1s"`))
+	f.start()
+	manager.Wait("READY=1")
+	run := event(probe, "start")
+	f.signal(syscall.SIGUSR2)
+	manager.Wait("READY=1") // the new master's
+	f.signal(syscall.SIGTERM)
+	if stop := event(probe, "stop"); stop.PID != run.PID {
+		t.Fatalf("stop from %d, want the run in flight %d", stop.PID, run.PID)
+	}
+	f.wait(testTimeout)
+	id := field(run, "RUN_ID")
+	if n := strings.Count(f.log(), "schedule run finished\" schedule=long run_id="+id); n != 1 {
+		t.Errorf("the handed-over run %s was reported finished %d times, want once:\n%s", id, n, f.log())
 	}
 }
 
