@@ -1,6 +1,14 @@
 package jobs
 
-import "time"
+import (
+	"errors"
+	"time"
+)
+
+// ErrUnknown is wrapped by the errors of a request about a job name that no
+// [[singleton]] or [[schedule]] of the running config has (bus.JobRunner's
+// RunNow).
+var ErrUnknown = errors.New("jobs: no such job")
 
 // Kinds of job, as Info.Kind reports them.
 const (
