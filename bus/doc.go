@@ -27,4 +27,5 @@
 //
 //	busctl introspect io.github.forkd.demo /io/github/forkd
 //	busctl --timeout=5min call io.github.forkd.demo /io/github/forkd io.github.forkd.Manager1 Reload
+//	busctl call io.github.forkd.demo /io/github/forkd io.github.forkd.Manager1 RunNow s cleanup
 package bus
