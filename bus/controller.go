@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 
+	"github.com/forkd/forkd/jobs"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -29,4 +30,23 @@ type Controller interface {
 // connection, and its successor announces itself with WhenReady.
 type Upgrader interface {
 	Upgrade(ctx context.Context) error
+}
+
+// JobRunner is implemented by a Controller that runs the instance's
+// [[singleton]] processes and [[schedule]] jobs; it serves the RunNow and
+// ListJobs methods. A Controller without it has no jobs: RunNow reports
+// every name as unknown and ListJobs returns an empty list. Both methods may
+// be called from any goroutine, concurrently, and return when ctx is done
+// at the latest.
+type JobRunner interface {
+	// RunNow starts a run of the schedule called name at once, outside its
+	// timing (which goes on unchanged), as its overlap policy allows, and
+	// returns once the run started or the policy decided otherwise (the
+	// run's schedule_started and schedule_finished events tell which). An
+	// error wrapping jobs.ErrUnknown reports that no singleton or schedule
+	// is called name; any other error says why nothing was started (for a
+	// singleton's name, for one, if the runner does not restart it).
+	RunNow(ctx context.Context, name string) error
+	// ListJobs returns every singleton and schedule of the running config.
+	ListJobs(ctx context.Context) ([]jobs.Info, error)
 }

@@ -1,14 +1,15 @@
 // Package bus is the D-Bus service of a forkd instance: the object
 // ObjectPath with the interface Interface (io.github.forkd.Manager1) that
 // the instance exports under its well-known name Name(instance), with its
-// methods (Reload, Upgrade, SetWorkers, ListWorkers), its properties
-// (Instance, State, Generation, Workers, ReadyWorkers, DroppedSignals) and
-// one signal per hook, plus RequestStats. InterfaceXML is the shipped
+// methods (Reload, Upgrade, SetWorkers, ListWorkers, RunNow, ListJobs), its
+// properties (Instance, State, Generation, Workers, ReadyWorkers,
+// DroppedSignals) and one signal per hook, plus RequestStats. InterfaceXML is the shipped
 // introspection XML, io.github.forkd.Manager1.xml, installed as
 // /usr/share/dbus-1/interfaces/io.github.forkd.Manager1.xml.
 //
 // The master runs a Service: a hooks.Sink that publishes every event as a
-// signal and serves the methods through a Controller (the arbiter). Clients
+// signal and serves the methods through a Controller (the arbiter; an
+// Upgrader for Upgrade, a JobRunner for RunNow and ListJobs). Clients
 // such as forkctl dial with Connect and use the names, the error names
 // (ErrorReloadFailed, ErrorInvalidArgs, ErrorFailed) and InstanceFromName.
 //
@@ -26,4 +27,5 @@
 //
 //	busctl introspect io.github.forkd.demo /io/github/forkd
 //	busctl --timeout=5min call io.github.forkd.demo /io/github/forkd io.github.forkd.Manager1 Reload
+//	busctl call io.github.forkd.demo /io/github/forkd io.github.forkd.Manager1 RunNow s cleanup
 package bus

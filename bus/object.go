@@ -5,11 +5,14 @@ import (
 	_ "embed" // the introspection XML
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/jobs"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -28,6 +31,48 @@ type wireWorker struct {
 	Generation  uint64
 	State       string
 	StartedUsec uint64
+}
+
+// wireJob is one ListJobs entry, (sssuststt) on the wire.
+type wireJob struct {
+	Name          string
+	Kind          string
+	State         string
+	PID           uint32
+	Timing        string
+	LastStartUsec uint64
+	LastResult    string
+	NextDueUsec   uint64
+	Starts        uint64
+}
+
+// unixMicro returns t in microseconds since the Unix epoch, 0 for the zero
+// time (or any time before the epoch).
+func unixMicro(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(max(t.UnixMicro(), 0))
+}
+
+// jobOrder sorts ListJobs' entries: singletons, then schedules, each by
+// name.
+func jobOrder(list []jobs.Info) {
+	rank := func(kind string) int {
+		switch kind {
+		case jobs.KindSingleton:
+			return 0
+		case jobs.KindSchedule:
+			return 1
+		}
+		return 2
+	}
+	sort.SliceStable(list, func(i, j int) bool {
+		if ri, rj := rank(list[i].Kind), rank(list[j].Kind); ri != rj {
+			return ri < rj
+		}
+		return list[i].Name < list[j].Name
+	})
 }
 
 // export registers the object's interfaces on conn. Method calls run on
@@ -88,12 +133,42 @@ func (b *Service) export(conn *dbus.Conn) error {
 			})
 			out := make([]wireWorker, 0, len(list))
 			for _, w := range list {
-				var started uint64
-				if !w.Started.IsZero() {
-					started = uint64(max(w.Started.UnixMicro(), 0))
-				}
 				out = append(out, wireWorker{ID: int32(w.ID), PID: toUint32(w.PID),
-					Generation: w.Generation, State: w.State, StartedUsec: started})
+					Generation: w.Generation, State: w.State, StartedUsec: unixMicro(w.Started)})
+			}
+			return out, nil
+		},
+		"RunNow": func(name string) *dbus.Error {
+			unknown := dbus.NewError(ErrorInvalidArgs,
+				[]any{fmt.Sprintf("no singleton or schedule named %q", name)})
+			r, ok := b.controller.(JobRunner)
+			if !ok || name == "" {
+				return unknown
+			}
+			if err := r.RunNow(ctx, name); err != nil {
+				if errors.Is(err, jobs.ErrUnknown) {
+					return unknown
+				}
+				return failed(err.Error())
+			}
+			return nil
+		},
+		"ListJobs": func() ([]wireJob, *dbus.Error) {
+			r, ok := b.controller.(JobRunner)
+			if !ok {
+				return []wireJob{}, nil
+			}
+			list, err := r.ListJobs(ctx)
+			if err != nil {
+				return nil, failed(err.Error())
+			}
+			list = slices.Clone(list)
+			jobOrder(list)
+			out := make([]wireJob, 0, len(list))
+			for _, j := range list {
+				out = append(out, wireJob{Name: j.Name, Kind: j.Kind, State: j.State, PID: toUint32(j.PID),
+					Timing: j.Timing, LastStartUsec: unixMicro(j.LastStart), LastResult: j.LastResult,
+					NextDueUsec: unixMicro(j.NextDue), Starts: uint64(max(j.Starts, 0))})
 			}
 			return out, nil
 		},

@@ -16,6 +16,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/jobs"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -23,7 +24,10 @@ import (
 type busPolicyResult struct {
 	Reload      string // D-Bus error name ("" = allowed)
 	SetWorkers  string
+	RunNow      string
 	ListWorkers string
+	ListJobs    string
+	Jobs        int // how many ListJobs returned
 	GetAll      string
 	State       string
 	Introspect  string
@@ -63,10 +67,16 @@ func busPolicyHelper(address string, out io.Writer) error {
 	var r busPolicyResult
 	r.Reload = dbusErrorName(obj.Call(Interface+".Reload", 0).Err)
 	r.SetWorkers = dbusErrorName(obj.Call(Interface+".SetWorkers", 0, uint32(2)).Err)
+	r.RunNow = dbusErrorName(obj.Call(Interface+".RunNow", 0, "cleanup").Err)
 	var list []wireWorker
 	if err := obj.Call(Interface+".ListWorkers", 0).Store(&list); err != nil {
 		r.ListWorkers = dbusErrorName(err) + " " + err.Error()
 	}
+	var jobList []wireJob
+	if err := obj.Call(Interface+".ListJobs", 0).Store(&jobList); err != nil {
+		r.ListJobs = dbusErrorName(err) + " " + err.Error()
+	}
+	r.Jobs = len(jobList)
 	var all map[string]dbus.Variant
 	if err := obj.Call("org.freedesktop.DBus.Properties.GetAll", 0, Interface).Store(&all); err != nil {
 		r.GetAll = dbusErrorName(err) + " " + err.Error()
@@ -98,7 +108,8 @@ func busPolicyHelper(address string, out io.Writer) error {
 }
 
 // TestService_Policy runs a client as an unprivileged user against a bus with
-// the shipped policy: it may read and listen but not Reload or SetWorkers.
+// the shipped policy: it may read (ListWorkers, ListJobs, the properties) and
+// listen but not Reload, SetWorkers or RunNow.
 func TestService_Policy(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a client as uid 65534")
@@ -107,7 +118,8 @@ func TestService_Policy(t *testing.T) {
 	d := startBusTestDaemon(t, dir)
 	ctl := newBusTestController()
 	ctl.status = workers.Status{State: "running", Generation: 1, Workers: 2, ReadyWorkers: 2}
-	b := New(Options{Instance: "policy", Address: d.Address, Controller: ctl})
+	runner := &busTestJobs{busTestController: ctl, list: []jobs.Info{{Name: "cleanup", Kind: jobs.KindSchedule}}}
+	b := New(Options{Instance: "policy", Address: d.Address, Controller: runner})
 	runBusTest(t, b)
 	dialBusTest(t, d.Address).waitOwned(t, b.Name())
 
@@ -178,9 +190,15 @@ func TestService_Policy(t *testing.T) {
 	if result.SetWorkers != denied {
 		t.Errorf("uid 65534 SetWorkers: %q, want %s", result.SetWorkers, denied)
 	}
-	if result.ListWorkers != "" || result.GetAll != "" || result.Introspect != "" {
-		t.Errorf("uid 65534 reading failed: ListWorkers %q, GetAll %q, Introspect %q",
-			result.ListWorkers, result.GetAll, result.Introspect)
+	if result.RunNow != denied {
+		t.Errorf("uid 65534 RunNow: %q, want %s", result.RunNow, denied)
+	}
+	if result.ListWorkers != "" || result.ListJobs != "" || result.GetAll != "" || result.Introspect != "" {
+		t.Errorf("uid 65534 reading failed: ListWorkers %q, ListJobs %q, GetAll %q, Introspect %q",
+			result.ListWorkers, result.ListJobs, result.GetAll, result.Introspect)
+	}
+	if result.Jobs != 1 {
+		t.Errorf("uid 65534 ListJobs returned %d jobs, want 1", result.Jobs)
 	}
 	if result.State != "running" {
 		t.Errorf("uid 65534 read State %q, want running", result.State)
@@ -190,6 +208,9 @@ func TestService_Policy(t *testing.T) {
 	}
 	if reloads, set := ctl.calls(); reloads != 0 || len(set) != 0 {
 		t.Errorf("denied calls reached the controller: %d reloads, SetWorkers %v", reloads, set)
+	}
+	if ran := runner.runs(); len(ran) != 0 {
+		t.Errorf("a denied RunNow reached the runner: %v", ran)
 	}
 }
 

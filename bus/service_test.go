@@ -124,12 +124,16 @@ func TestService_InterfaceXML(t *testing.T) {
 		}
 		methods[m.Name] = args
 	}
-	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"}}
+	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"},
+		"RunNow": {"in s"}, "ListJobs": {"out a(sssuststt)"}}
 	if !reflect.DeepEqual(methods, wantMethods) {
 		t.Errorf("XML methods %v, want %v", methods, wantMethods)
 	}
 	if sig := dbus.SignatureOf([]wireWorker{}).String(); sig != "a(iutst)" {
 		t.Errorf("ListWorkers returns %s, XML says a(iutst)", sig)
+	}
+	if sig := dbus.SignatureOf([]wireJob{}).String(); sig != "a(sssuststt)" {
+		t.Errorf("ListJobs returns %s, XML says a(sssuststt)", sig)
 	}
 }
 
@@ -247,6 +251,18 @@ func busTestEvents() []struct {
 		{hooks.Event{Hook: hooks.WorkerExit, Generation: 3, WorkerID: 2, PID: 4245, ExitCode: 3, Reason: "scale down"}, []any{inst, uint64(3), int32(2), uint32(4245), int32(3), int32(0), "scale down"}},
 		{hooks.Event{Hook: hooks.NworkersChanged, Generation: 3, WorkerID: -1, OldWorkers: 4, Workers: 6}, []any{inst, uint64(3), uint32(4), uint32(6)}},
 		{hooks.Event{Hook: hooks.OnExit, Generation: 3, WorkerID: -1, Reason: "stopped"}, []any{inst, uint64(3), "stopped"}},
+		// The run-once hooks' signals carry the job's name, not instance and generation.
+		{hooks.Event{Hook: hooks.SingletonStarted, Generation: 3, WorkerID: -1, Job: "scheduler", PID: 5001},
+			[]any{"scheduler", uint32(5001)}},
+		{hooks.Event{Hook: hooks.SingletonExited, Generation: 3, WorkerID: -1, Job: "scheduler", PID: 5001,
+			ExitCode: -1, Signal: 15, Reason: "stopping"},
+			[]any{"scheduler", uint32(5001), int32(-1), int32(15), "stopping"}},
+		{hooks.Event{Hook: hooks.ScheduleStarted, Generation: 3, WorkerID: -1, Job: "cleanup", RunID: "0190a1b2-run",
+			ScheduledAt: time.Date(2026, 1, 2, 3, 5, 0, 500000000, time.FixedZone("KST", 9*3600)), PID: 5002},
+			[]any{"cleanup", "0190a1b2-run", "2026-01-02T03:05:00.5+09:00", uint32(5002)}},
+		{hooks.Event{Hook: hooks.ScheduleFinished, Generation: 3, WorkerID: -1, Job: "cleanup", RunID: "0190a1b2-run",
+			ExitCode: 0, Duration: 1500 * time.Millisecond, Result: "ok", PID: 5002},
+			[]any{"cleanup", "0190a1b2-run", int32(0), int32(0), uint64(1500000), "ok"}},
 	}
 }
 

@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"time"
+
 	"github.com/forkd/forkd/hooks"
 )
 
@@ -22,10 +24,38 @@ var (
 	argWorkers    = signalArg{"workers", "u", func(e hooks.Event) any { return toUint32(e.Workers) }}
 	argOld        = signalArg{"old", "u", func(e hooks.Event) any { return toUint32(e.OldWorkers) }}
 	argNew        = signalArg{"new", "u", func(e hooks.Event) any { return toUint32(e.Workers) }}
+
+	// The run-once hooks' arguments.
+	argJob          = signalArg{"name", "s", func(e hooks.Event) any { return e.Job }}
+	argRunID        = signalArg{"run_id", "s", func(e hooks.Event) any { return e.RunID }}
+	argScheduledAt  = signalArg{"scheduled_at", "s", func(e hooks.Event) any { return formatTime(e.ScheduledAt) }}
+	argDurationUsec = signalArg{"duration_usec", "t", func(e hooks.Event) any { return uint64(max(e.Duration.Microseconds(), 0)) }}
+	argResult       = signalArg{"result", "s", func(e hooks.Event) any { return e.Result }}
 )
 
-// signalArgs returns the arguments of h's signal, in order.
+// formatTime formats t as RFC 3339 with nanoseconds and t's offset, as
+// FORKD_SCHEDULED_AT is; the zero time is "".
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Format(time.RFC3339Nano)
+}
+
+// signalArgs returns the arguments of h's signal, in order. The run-once
+// hooks' signals carry the arguments the interface was specified with, the
+// job's name first; every other hook's starts with instance and generation.
 func signalArgs(h hooks.Hook) []signalArg {
+	switch h {
+	case hooks.SingletonStarted:
+		return []signalArg{argJob, argPID}
+	case hooks.SingletonExited:
+		return []signalArg{argJob, argPID, argExitCode, argSignal, argReason}
+	case hooks.ScheduleStarted:
+		return []signalArg{argJob, argRunID, argScheduledAt, argPID}
+	case hooks.ScheduleFinished:
+		return []signalArg{argJob, argRunID, argExitCode, argSignal, argDurationUsec, argResult}
+	}
 	common := []signalArg{argInstance, argGeneration}
 	switch h {
 	case hooks.WhenReady:

@@ -1,6 +1,7 @@
 // Package hooks is forkd's hook vocabulary — Gunicorn's lifecycle hooks,
 // each fired at one moment of the arbiter (the Hook constants, in the order
-// of a master's life), the Event each firing carries — and the sinks that
+// of a master's life), forkd's run-once hooks for [[singleton]] processes
+// and [[schedule]] runs, the Event each firing carries — and the sinks that
 // need no D-Bus (the D-Bus signals are package bus's Service, a Sink too):
 //
 //   - Exec: the commands the config lists for a hook (its hooks.NAME

@@ -107,11 +107,25 @@ func (e *CommandError) ExitCode() int {
 //	child_exit, worker_exit         yes              yes        yes              yes           yes
 //	nworkers_changed                                                                           yes           yes            yes
 //
-// FORKD_PID is the worker's pid (a command's parent, the master, is $PPID);
-// FORKD_EXIT_CODE is -1 for a worker killed by a signal, and FORKD_SIGNAL the
-// signal's number (0 for none). FORKD_REASON may be empty. Those of these
-// variables that do not apply to the hook are removed from the inherited
-// environment, so a stale value never leaks through.
+// The run-once hooks, about [[singleton]] processes and [[schedule]] runs,
+// name the job in FORKD_JOB:
+//
+//	hook                FORKD_JOB  FORKD_RUN_ID  FORKD_SCHEDULED_AT  FORKD_PID  FORKD_EXIT_CODE  FORKD_SIGNAL  FORKD_REASON  FORKD_DURATION_USEC  FORKD_RESULT
+//	singleton_started   yes                                          yes
+//	singleton_exited    yes                                          yes        yes              yes           yes
+//	schedule_started    yes        yes           yes                 yes
+//	schedule_finished   yes        yes                                          yes              yes                         yes                  yes
+//
+// FORKD_PID is the worker's pid, the singleton's or the run's (a command's
+// parent, the master, is $PPID); FORKD_EXIT_CODE is -1 for a process killed
+// by a signal, and FORKD_SIGNAL the signal's number (0 for none).
+// FORKD_REASON may be empty. FORKD_RUN_ID and FORKD_SCHEDULED_AT (RFC 3339
+// with nanoseconds and the offset of the schedule's zone) are the values the
+// run has in its own environment; FORKD_DURATION_USEC is how long the run
+// took in microseconds, and FORKD_RESULT how it ended: ok, failed, timeout,
+// skipped (no process ran) or replaced. Those of these variables that do not
+// apply to the hook are removed from the inherited environment, so a stale
+// value never leaks through.
 //
 // A command's stdout and stderr go to the logger, one record per line, with
 // the attributes hook and pid. Commands run in their own process group; at
@@ -543,13 +557,19 @@ func commandEnv(base []string, e Event) []string {
 }
 
 // attrString formats an event attribute's value for the environment or the
-// journal.
+// journal; a time is RFC 3339 with nanoseconds and its zone's offset, or ""
+// for the zero time.
 func attrString(v slog.Value) string {
 	switch v.Kind() {
 	case slog.KindInt64:
 		return strconv.FormatInt(v.Int64(), 10)
 	case slog.KindUint64:
 		return strconv.FormatUint(v.Uint64(), 10)
+	case slog.KindTime:
+		if v.Time().IsZero() {
+			return ""
+		}
+		return v.Time().Format(time.RFC3339Nano)
 	}
 	return v.String()
 }

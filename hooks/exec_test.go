@@ -143,6 +143,7 @@ func TestExec_Env(t *testing.T) {
 	// Stale values in the master's environment must not leak into hooks
 	// they do not apply to; unrelated variables pass through.
 	t.Setenv("FORKD_WORKER_ID", "99")
+	t.Setenv("FORKD_RESULT", "stale")
 	t.Setenv("FORKD_EXEC_TEST_MARK", "kept")
 
 	tests := []struct {
@@ -176,6 +177,37 @@ func TestExec_Env(t *testing.T) {
 				"FORKD_WORKERS": "6", "FORKD_OLD_WORKERS": "4", "FORKD_REASON": "TTIN",
 			},
 			absent: []string{"FORKD_WORKER_ID", "FORKD_PID", "FORKD_EXIT_CODE", "FORKD_SIGNAL"},
+		},
+		{
+			event: Event{Hook: SingletonExited, Instance: "myapp", Generation: 2, WorkerID: -1, Job: "scheduler",
+				PID: 777, ExitCode: 3, Reason: "crashed"},
+			want: map[string]string{
+				"FORKD_HOOK": "singleton_exited", "FORKD_INSTANCE": "myapp", "FORKD_JOB": "scheduler",
+				"FORKD_PID": "777", "FORKD_EXIT_CODE": "3", "FORKD_SIGNAL": "0", "FORKD_REASON": "crashed",
+			},
+			absent: []string{"FORKD_WORKER_ID", "FORKD_RUN_ID", "FORKD_SCHEDULED_AT", "FORKD_RESULT",
+				"FORKD_DURATION_USEC"},
+		},
+		{
+			event: Event{Hook: ScheduleStarted, Instance: "myapp", Generation: 2, WorkerID: -1, Job: "cleanup",
+				RunID: "0192f-run", PID: 778,
+				ScheduledAt: time.Date(2026, 1, 2, 3, 5, 0, 0, time.FixedZone("KST", 9*3600))},
+			want: map[string]string{
+				"FORKD_HOOK": "schedule_started", "FORKD_JOB": "cleanup", "FORKD_RUN_ID": "0192f-run",
+				"FORKD_SCHEDULED_AT": "2026-01-02T03:05:00+09:00", "FORKD_PID": "778",
+			},
+			absent: []string{"FORKD_WORKER_ID", "FORKD_EXIT_CODE", "FORKD_RESULT", "FORKD_DURATION_USEC", "FORKD_REASON"},
+		},
+		{
+			event: Event{Hook: ScheduleFinished, Instance: "myapp", Generation: 2, WorkerID: -1, Job: "cleanup",
+				RunID: "0192f-run", PID: 778, ExitCode: -1, Signal: 15, Duration: 61*time.Second + 5*time.Microsecond,
+				Result: "timeout"},
+			want: map[string]string{
+				"FORKD_HOOK": "schedule_finished", "FORKD_JOB": "cleanup", "FORKD_RUN_ID": "0192f-run",
+				"FORKD_EXIT_CODE": "-1", "FORKD_SIGNAL": "15", "FORKD_DURATION_USEC": "61000005",
+				"FORKD_RESULT": "timeout",
+			},
+			absent: []string{"FORKD_WORKER_ID", "FORKD_PID", "FORKD_SCHEDULED_AT", "FORKD_REASON"},
 		},
 		{
 			event: Event{Hook: PreFork, Instance: "myapp", Generation: 2, WorkerID: 0},

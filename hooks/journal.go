@@ -63,11 +63,16 @@ func JournalMessageID(h Hook) string {
 //
 // The FORKD_* fields are those of the exec hooks' environment (see Exec),
 // less empty ones; PRIORITY is debug (7) for pre_fork and post_fork, warning
-// (4) for worker_abort and info (6) otherwise. So
+// (4) for worker_abort and for a schedule's run that failed or timed out,
+// and info (6) otherwise. So
 //
 //	journalctl -t forkd FORKD_INSTANCE=myapp FORKD_HOOK=worker_exit
 //
-// lists one instance's worker exits.
+// lists one instance's worker exits, and
+//
+//	journalctl -t forkd FORKD_INSTANCE=myapp FORKD_JOB=cleanup
+//
+// the starts and ends of its singleton or schedule called cleanup.
 //
 // Emit never blocks: events queue for Run, which writes them one at a time;
 // an event that finds the queue full is dropped and counted. Use it when

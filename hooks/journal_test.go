@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -147,6 +148,31 @@ func TestJournalEntry_Format(t *testing.T) {
 	if len(fields) != len(want) {
 		t.Errorf("entry has fields %v, want exactly %v", fields, want)
 	}
+
+	t.Run("job", func(t *testing.T) {
+		due := time.Date(2026, 1, 2, 3, 5, 0, 0, time.UTC)
+		fields, err := parseJournalEntry(journalEntry(Event{Hook: ScheduleStarted, Instance: "myapp", Generation: 1,
+			WorkerID: -1, Job: "cleanup", RunID: "0192f-run", ScheduledAt: due, PID: 42}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"FORKD_HOOK": "schedule_started", "FORKD_JOB": "cleanup", "FORKD_RUN_ID": "0192f-run",
+			"FORKD_SCHEDULED_AT": "2026-01-02T03:05:00Z", "FORKD_PID": "42", "FORKD_INSTANCE": "myapp",
+			"FORKD_GENERATION": "1", "MESSAGE_ID": JournalMessageID(ScheduleStarted), "PRIORITY": "6",
+			"SYSLOG_IDENTIFIER": "forkd",
+			"MESSAGE":           "hook schedule_started: schedule cleanup run 0192f-run pid 42 started, due 2026-01-02T03:05:00Z"}
+		if !reflect.DeepEqual(fields, want) {
+			t.Errorf("schedule_started entry\n got %v\nwant %v", fields, want)
+		}
+		fields, err = parseJournalEntry(journalEntry(Event{Hook: ScheduleFinished, WorkerID: -1, Job: "cleanup",
+			RunID: "0192f-run", ExitCode: 1, Duration: 2 * time.Second, Result: "failed"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fields["PRIORITY"] != "4" || fields["FORKD_RESULT"] != "failed" || fields["FORKD_DURATION_USEC"] != "2000000" {
+			t.Errorf("failed run's entry %v, want PRIORITY 4, FORKD_RESULT failed, FORKD_DURATION_USEC 2000000", fields)
+		}
+	})
 
 	t.Run("priority", func(t *testing.T) {
 		for hook, want := range map[Hook]string{PreFork: "7", PostFork: "7", WorkerAbort: "4", OnStarting: "6"} {

@@ -17,12 +17,15 @@ import (
 //
 // Each event is one record whose message describes it ("hook worker_exit:
 // worker 2 pid 1234 exited 1") and whose attributes are the event's fields
-// that apply to its hook: hook, instance, generation, worker_id, pid,
-// exit_code, signal, reason, workers, old_workers (see the table on Exec for
-// which hook carries which). The record's time is the event's Time.
+// that apply to its hook: hook, instance, generation, job, run_id,
+// scheduled_at, worker_id, pid, exit_code, signal, reason, workers,
+// old_workers, duration_usec, result (see the tables on Exec for which hook
+// carries which). The record's time is the event's Time.
 //
 // Levels: Debug for the high-frequency pre_fork and post_fork, Warn for
-// worker_abort (a worker timed out), Info for the rest.
+// worker_abort (a worker timed out) and for a schedule's run that failed or
+// timed out (schedule_finished with result failed or timeout), Info for the
+// rest.
 //
 // A nil l logs nothing.
 func NewLog(l *slog.Logger) Sink {
@@ -50,7 +53,7 @@ func (s logSink) Emit(e Event) {
 	}
 	r := slog.NewRecord(t, level, eventMessage(e), 0)
 	for _, a := range eventAttrs(e) {
-		if a.Value.Kind() == slog.KindString && a.Value.String() == "" {
+		if isEmpty(a.Value) {
 			continue
 		}
 		r.AddAttrs(a)
@@ -70,9 +73,15 @@ const (
 	fieldReason
 	fieldWorkers
 	fieldOldWorkers
+	fieldJob
+	fieldRunID
+	fieldScheduledAt
+	fieldDuration
+	fieldResult
 
 	fieldsAll = fieldWorkerID | fieldPID | fieldExitCode | fieldSignal |
-		fieldReason | fieldWorkers | fieldOldWorkers
+		fieldReason | fieldWorkers | fieldOldWorkers | fieldJob | fieldRunID |
+		fieldScheduledAt | fieldDuration | fieldResult
 )
 
 // hookFields returns the fields that apply to hook h; an unknown hook gets
@@ -97,22 +106,40 @@ func hookFields(h Hook) eventField {
 		return fieldWorkerID | fieldPID | fieldExitCode | fieldSignal | fieldReason
 	case NworkersChanged:
 		return fieldWorkers | fieldOldWorkers | fieldReason
+	case SingletonStarted:
+		return fieldJob | fieldPID
+	case SingletonExited:
+		return fieldJob | fieldPID | fieldExitCode | fieldSignal | fieldReason
+	case ScheduleStarted:
+		return fieldJob | fieldRunID | fieldScheduledAt | fieldPID
+	case ScheduleFinished:
+		return fieldJob | fieldRunID | fieldExitCode | fieldSignal | fieldDuration | fieldResult
 	}
 	return fieldsAll
 }
 
 // eventAttrs returns e's fields that apply to its hook, keyed in snake_case
-// (hook, instance, generation, worker_id, pid, exit_code, signal, reason,
-// workers, old_workers), in that order. The exec and journal sinks derive
-// their FORKD_* names from these keys.
+// (hook, instance, generation, job, run_id, scheduled_at, worker_id, pid,
+// exit_code, signal, reason, workers, old_workers, duration_usec, result), in
+// that order. The exec and journal sinks derive their FORKD_* names from
+// these keys.
 func eventAttrs(e Event) []slog.Attr {
 	f := hookFields(e.Hook)
-	attrs := make([]slog.Attr, 0, 10)
+	attrs := make([]slog.Attr, 0, 15)
 	attrs = append(attrs,
 		slog.String("hook", string(e.Hook)),
 		slog.String("instance", e.Instance),
 		slog.Uint64("generation", e.Generation),
 	)
+	if f&fieldJob != 0 {
+		attrs = append(attrs, slog.String("job", e.Job))
+	}
+	if f&fieldRunID != 0 {
+		attrs = append(attrs, slog.String("run_id", e.RunID))
+	}
+	if f&fieldScheduledAt != 0 {
+		attrs = append(attrs, slog.Time("scheduled_at", e.ScheduledAt))
+	}
 	if f&fieldWorkerID != 0 {
 		attrs = append(attrs, slog.Int("worker_id", e.WorkerID))
 	}
@@ -134,20 +161,51 @@ func eventAttrs(e Event) []slog.Attr {
 	if f&fieldOldWorkers != 0 {
 		attrs = append(attrs, slog.Int("old_workers", e.OldWorkers))
 	}
+	if f&fieldDuration != 0 {
+		attrs = append(attrs, slog.Int64("duration_usec", max(e.Duration.Microseconds(), 0)))
+	}
+	if f&fieldResult != 0 {
+		attrs = append(attrs, slog.String("result", e.Result))
+	}
 	return attrs
 }
 
+// isEmpty reports whether v is an empty string or the zero time: a field
+// the log and the journal leave out.
+func isEmpty(v slog.Value) bool {
+	switch v.Kind() {
+	case slog.KindString:
+		return v.String() == ""
+	case slog.KindTime:
+		return v.Time().IsZero()
+	}
+	return false
+}
+
 // eventLevel returns how loud e is: Debug for the high-frequency pre_fork and
-// post_fork, Warn for worker_abort, Info otherwise.
+// post_fork, Warn for worker_abort and for a schedule's run that failed or
+// timed out, Info otherwise.
 func eventLevel(e Event) slog.Level {
 	switch e.Hook {
 	case PreFork, PostFork:
 		return slog.LevelDebug
 	case WorkerAbort:
 		return slog.LevelWarn
+	case ScheduleFinished:
+		if e.Result == resultFailed || e.Result == resultTimeout {
+			return slog.LevelWarn
+		}
 	}
 	return slog.LevelInfo
 }
+
+// The schedule_finished results that eventLevel and eventMessage tell
+// apart (jobs.Result…; package jobs is not imported here).
+const (
+	resultFailed  = "failed"
+	resultTimeout = "timeout"
+	resultSkipped = "skipped"
+)
 
 // eventMessage describes e in one line for people: "hook worker_exit: worker
 // 2 pid 1234 exited 1 (crashed)".
@@ -157,6 +215,19 @@ func eventMessage(e Event) string {
 	b.WriteString(string(e.Hook))
 	b.WriteString(": ")
 	worker := func() { fmt.Fprintf(&b, "worker %d pid %d", e.WorkerID, e.PID) }
+	exited := func() {
+		if e.ExitCode < 0 && e.Signal != 0 {
+			fmt.Fprintf(&b, "killed by %s", signalName(e.Signal))
+		} else {
+			fmt.Fprintf(&b, "exited %d", e.ExitCode)
+		}
+	}
+	run := func() {
+		fmt.Fprintf(&b, "schedule %s", e.Job)
+		if e.RunID != "" {
+			fmt.Fprintf(&b, " run %s", e.RunID)
+		}
+	}
 	switch e.Hook {
 	case OnStarting:
 		fmt.Fprintf(&b, "instance %s starting", e.Instance)
@@ -188,15 +259,31 @@ func eventMessage(e Event) string {
 		worker()
 	case ChildExit, WorkerExit:
 		worker()
-		if e.ExitCode < 0 && e.Signal != 0 {
-			fmt.Fprintf(&b, " killed by %s", signalName(e.Signal))
-		} else {
-			fmt.Fprintf(&b, " exited %d", e.ExitCode)
-		}
+		b.WriteString(" ")
+		exited()
 	case NworkersChanged:
 		fmt.Fprintf(&b, "workers %d -> %d", e.OldWorkers, e.Workers)
 	case OnExit:
 		fmt.Fprintf(&b, "instance %s exiting", e.Instance)
+	case SingletonStarted:
+		fmt.Fprintf(&b, "singleton %s pid %d started", e.Job, e.PID)
+	case SingletonExited:
+		fmt.Fprintf(&b, "singleton %s pid %d ", e.Job, e.PID)
+		exited()
+	case ScheduleStarted:
+		run()
+		fmt.Fprintf(&b, " pid %d started", e.PID)
+		if !e.ScheduledAt.IsZero() {
+			fmt.Fprintf(&b, ", due %s", e.ScheduledAt.Format(time.RFC3339))
+		}
+	case ScheduleFinished:
+		run()
+		if e.Result == resultSkipped {
+			b.WriteString(" skipped")
+			break
+		}
+		fmt.Fprintf(&b, " %s after %s: ", orUnknown(e.Result), e.Duration.Round(time.Millisecond))
+		exited()
 	default:
 		fmt.Fprintf(&b, "instance %s generation %d", e.Instance, e.Generation)
 	}
@@ -204,6 +291,14 @@ func eventMessage(e Event) string {
 		fmt.Fprintf(&b, " (%s)", e.Reason)
 	}
 	return b.String()
+}
+
+// orUnknown returns s, or "unknown" when s is empty.
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 // signalName returns "SIGTERM" for 15, or "signal N" for a number the

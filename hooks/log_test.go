@@ -56,6 +56,42 @@ func TestLog_Fields(t *testing.T) {
 	}
 }
 
+func TestLog_JobFields(t *testing.T) {
+	due := time.Date(2026, 1, 2, 3, 5, 0, 250000000, time.FixedZone("KST", 9*3600))
+	recs := logOne(t, slog.LevelInfo, Event{
+		Hook: ScheduleStarted, Instance: "myapp", Generation: 1, WorkerID: -1, Job: "cleanup",
+		RunID: "0192f-run", ScheduledAt: due, PID: 4242,
+	})
+	if len(recs) != 1 {
+		t.Fatalf("got %d records, want 1: %v", len(recs), recs)
+	}
+	want := map[string]any{"hook": "schedule_started", "instance": "myapp", "generation": 1.0, "job": "cleanup",
+		"run_id": "0192f-run", "scheduled_at": due.Format(time.RFC3339Nano), "pid": 4242.0,
+		"msg": "hook schedule_started: schedule cleanup run 0192f-run pid 4242 started, due 2026-01-02T03:05:00+09:00"}
+	for k, v := range want {
+		if recs[0][k] != v {
+			t.Errorf("%s = %v, want %v", k, recs[0][k], v)
+		}
+	}
+	for _, k := range []string{"worker_id", "exit_code", "result", "duration_usec", "reason"} {
+		if v, ok := recs[0][k]; ok {
+			t.Errorf("schedule_started record has %s = %v", k, v)
+		}
+	}
+
+	recs = logOne(t, slog.LevelInfo, Event{Hook: ScheduleFinished, Instance: "myapp", WorkerID: -1, Job: "cleanup",
+		RunID: "0192f-run", ExitCode: 2, Duration: 1500 * time.Millisecond, Result: "failed"})
+	if len(recs) != 1 || recs[0]["level"] != "WARN" || recs[0]["duration_usec"] != 1500000.0 ||
+		recs[0]["result"] != "failed" || recs[0]["exit_code"] != 2.0 {
+		t.Errorf("a failed run logged %v, want one WARN record with duration_usec 1500000, result failed, exit_code 2", recs)
+	}
+	// A run without a due time (zero) leaves scheduled_at out.
+	recs = logOne(t, slog.LevelInfo, Event{Hook: ScheduleStarted, WorkerID: -1, Job: "cleanup", RunID: "r", PID: 1})
+	if v, ok := recs[0]["scheduled_at"]; ok {
+		t.Errorf("a zero ScheduledAt was logged as %v", v)
+	}
+}
+
 func TestLog_Levels(t *testing.T) {
 	tests := []struct {
 		event     Event
@@ -69,9 +105,14 @@ func TestLog_Levels(t *testing.T) {
 		{Event{Hook: PostWorkerInit, WorkerID: 1, PID: 10}, slog.LevelInfo, "INFO"},
 		{Event{Hook: OnStarting, WorkerID: -1}, slog.LevelInfo, "INFO"},
 		{Event{Hook: WorkerAbort, WorkerID: 1, PID: 10, Signal: 6}, slog.LevelWarn, "WARN"},
+		{Event{Hook: ScheduleFinished, Job: "j", Result: "ok"}, slog.LevelInfo, "INFO"},
+		{Event{Hook: ScheduleFinished, Job: "j", Result: "skipped"}, slog.LevelWarn, ""},
+		{Event{Hook: ScheduleFinished, Job: "j", Result: "failed"}, slog.LevelWarn, "WARN"},
+		{Event{Hook: ScheduleFinished, Job: "j", Result: "timeout"}, slog.LevelWarn, "WARN"},
+		{Event{Hook: SingletonExited, Job: "j", PID: 3, ExitCode: 1, Reason: "crashed"}, slog.LevelInfo, "INFO"},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s at %s", tt.event.Hook, tt.threshold), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s %s at %s", tt.event.Hook, tt.event.Result, tt.threshold), func(t *testing.T) {
 			recs := logOne(t, tt.threshold, tt.event)
 			if tt.want == "" {
 				if len(recs) != 0 {
@@ -139,6 +180,19 @@ func TestEventMessage(t *testing.T) {
 		{Event{Hook: NworkersChanged, Workers: 5, OldWorkers: 4, Reason: "TTIN"},
 			"hook nworkers_changed: workers 4 -> 5 (TTIN)"},
 		{Event{Hook: OnExit, Instance: "myapp"}, "hook on_exit: instance myapp exiting"},
+		{Event{Hook: SingletonStarted, Job: "scheduler", PID: 300}, "hook singleton_started: singleton scheduler pid 300 started"},
+		{Event{Hook: SingletonExited, Job: "scheduler", PID: 300, ExitCode: 1, Reason: "crashed"},
+			"hook singleton_exited: singleton scheduler pid 300 exited 1 (crashed)"},
+		{Event{Hook: SingletonExited, Job: "scheduler", PID: 300, ExitCode: -1, Signal: 15, Reason: "stopping"},
+			"hook singleton_exited: singleton scheduler pid 300 killed by SIGTERM (stopping)"},
+		{Event{Hook: ScheduleStarted, Job: "cleanup", RunID: "r1", PID: 301},
+			"hook schedule_started: schedule cleanup run r1 pid 301 started"},
+		{Event{Hook: ScheduleFinished, Job: "cleanup", RunID: "r1", Duration: 1234567 * time.Microsecond, Result: "ok"},
+			"hook schedule_finished: schedule cleanup run r1 ok after 1.235s: exited 0"},
+		{Event{Hook: ScheduleFinished, Job: "cleanup", RunID: "r1", ExitCode: -1, Signal: 15, Duration: time.Minute, Result: "timeout"},
+			"hook schedule_finished: schedule cleanup run r1 timeout after 1m0s: killed by SIGTERM"},
+		{Event{Hook: ScheduleFinished, Job: "cleanup", RunID: "r2", Result: "skipped"},
+			"hook schedule_finished: schedule cleanup run r2 skipped"},
 		// A reason on a hook that has none is not shown.
 		{Event{Hook: PostFork, WorkerID: 0, PID: 5, Reason: "ignored"}, "hook post_fork: worker 0 pid 5 spawned"},
 	}

@@ -5,6 +5,11 @@ import (
 	"time"
 )
 
+// ErrUnknown is wrapped by the errors of a request about a job name that no
+// [[singleton]] or [[schedule]] of the running config has (bus.JobRunner's
+// RunNow).
+var ErrUnknown = errors.New("jobs: no such job")
+
 // Kinds of job, as Info.Kind reports them.
 const (
 	KindSingleton = "singleton"
@@ -52,7 +57,3 @@ type Info struct {
 	// started since forkd started (an upgrade keeps counting).
 	Starts int
 }
-
-// ErrUnknown is wrapped by the errors about a job name that is not one of
-// the instance's.
-var ErrUnknown = errors.New("jobs: no such job")

@@ -68,11 +68,18 @@ func status(ctx context.Context, opts options, name string, stdout io.Writer) er
 			return fmt.Errorf("read the status of %s: property %s: %w", in.name, key, err)
 		}
 	}
+	jobLines, err := jobCounts(ctx, in)
+	if err != nil {
+		return err
+	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 1, ' ', 0)
 	fmt.Fprintf(w, "Instance:\t%s\t(%s)\n", in.name, in.busName)
 	fmt.Fprintf(w, "State:\t%s\n", s.State)
 	fmt.Fprintf(w, "Generation:\t%d\n", s.Generation)
 	fmt.Fprintf(w, "Workers:\t%d/%d ready\n", s.ReadyWorkers, s.Workers)
+	for _, l := range jobLines {
+		fmt.Fprintf(w, "%s:\t%s\n", l[0], l[1])
+	}
 	fmt.Fprintf(w, "Dropped signals:\t%d\n", s.DroppedSignals)
 	return w.Flush()
 }

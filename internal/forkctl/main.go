@@ -2,10 +2,12 @@
 // forkd's D-Bus interface (io.github.forkd.Manager1, see bus.InterfaceXML) and a config
 // checker.
 //
-//	forkctl status              # state, generation, workers of the only instance
+//	forkctl status              # state, generation, workers, jobs of the only instance
 //	forkctl workers myapp       # the live workers of instance "myapp"
 //	forkctl reload              # reload and wait; non-zero exit when it failed
 //	forkctl scale 8 myapp       # set the target worker count
+//	forkctl jobs --json         # the singletons and schedules, as JSON
+//	forkctl run cleanup         # run the schedule "cleanup" now
 //	forkctl monitor --json      # every hook signal, one JSON object a line
 //	forkctl check /etc/forkd/myapp.toml
 //
@@ -44,13 +46,16 @@ const usage = `Usage: forkctl [--bus ADDRESS | --user] COMMAND [ARGS]
 Control forkd instances over D-Bus.
 
 Commands:
-  status [INSTANCE]            state, generation and worker counts
+  status [INSTANCE]            state, generation, worker and job counts
   workers [INSTANCE]           the live workers
   reload [INSTANCE]            start a new generation and wait until it serves;
                                fails (old generation still serving) when it does not
   upgrade [INSTANCE]           re-execute the master in place (as USR2): same pid,
                                workers keep serving; returns once under way
   scale N [INSTANCE]           set the target number of workers
+  jobs [INSTANCE] [--json]     the singletons and schedules: state, pid, last
+                               start and result, next due time; --json: an array
+  run NAME [INSTANCE]          run the schedule NAME now, as its overlap allows
   monitor [INSTANCE] [--json]  print hook signals as they arrive (all instances
                                when INSTANCE is omitted); --json: one object a line
   check CONFIG                 validate a config file
@@ -157,6 +162,33 @@ flags:
 			inst = pos[1]
 		}
 		return scale(ctx, opts, n, inst, stdout)
+	case "jobs":
+		var asJSON bool
+		pos, err := parseArgs(cmd, args, map[string]*bool{"--json": &asJSON})
+		if err != nil {
+			return err
+		}
+		if len(pos) > 1 {
+			return usagef("jobs takes at most one INSTANCE")
+		}
+		inst := ""
+		if len(pos) == 1 {
+			inst = pos[0]
+		}
+		return listJobs(ctx, opts, inst, asJSON, stdout)
+	case "run":
+		pos, err := parseArgs(cmd, args, nil)
+		if err != nil {
+			return err
+		}
+		if len(pos) < 1 || len(pos) > 2 || pos[0] == "" {
+			return usagef("run takes NAME and an optional INSTANCE")
+		}
+		inst := ""
+		if len(pos) == 2 {
+			inst = pos[1]
+		}
+		return runNow(ctx, opts, pos[0], inst, stdout)
 	case "monitor":
 		var asJSON bool
 		pos, err := parseArgs(cmd, args, map[string]*bool{"--json": &asJSON})

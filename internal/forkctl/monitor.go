@@ -22,7 +22,9 @@ type monitorEvent struct {
 	Time time.Time `json:"time"`
 	// Sender is the unique bus name of the sending forkd.
 	Sender string `json:"sender"`
-	// Instance is the instance name (the signal's first argument).
+	// Instance is the instance name: the signal's instance argument, or
+	// for the signals without one (the run-once hooks') the instance whose
+	// name the sender owns.
 	Instance string `json:"instance"`
 	// Signal is the signal's name ("OnStarting", "WorkerExit", …).
 	Signal string `json:"signal"`
@@ -81,6 +83,7 @@ func monitor(ctx context.Context, opts options, name string, asJSON bool, stdout
 	}
 	fmt.Fprintf(stderr, "Monitoring the signals of %s on %s.\n", which, busDescription(opts))
 	enc := json.NewEncoder(stdout)
+	owners := senders{conn: conn, instance: name, known: map[string]string{}}
 	for {
 		select {
 		case <-ctx.Done():
@@ -111,6 +114,9 @@ func monitor(ctx context.Context, opts options, name string, asJSON bool, stdout
 				}
 				text = append(text, key+"="+formatArg(v))
 			}
+			if _, ok := ev.Args["instance"]; !ok {
+				ev.Instance = owners.lookup(ctx, s.Sender)
+			}
 			if asJSON {
 				err = enc.Encode(ev)
 			} else {
@@ -122,6 +128,40 @@ func monitor(ctx context.Context, opts options, name string, asJSON bool, stdout
 			}
 		}
 	}
+}
+
+// senders finds which instance sent a signal that does not say: the
+// instance whose well-known name the sender's unique name owns.
+type senders struct {
+	conn *dbus.Conn
+	// instance is the one instance monitored ("" for all).
+	instance string
+	// known maps unique names to instances ("" for a sender that owned no
+	// forkd name when it was looked up).
+	known map[string]string
+}
+
+// lookup returns the instance whose name sender owns, or "" if none.
+func (s *senders) lookup(ctx context.Context, sender string) string {
+	if s.instance != "" {
+		return s.instance // the match only lets its signals through
+	}
+	if inst, ok := s.known[sender]; ok {
+		return inst
+	}
+	s.known[sender] = ""
+	found, err := listInstances(ctx, s.conn)
+	if err != nil {
+		return ""
+	}
+	for _, f := range found {
+		var owner string
+		err := s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetNameOwner", 0, f.busName).Store(&owner)
+		if err == nil {
+			s.known[owner] = f.name
+		}
+	}
+	return s.known[sender]
 }
 
 func formatArg(v any) string {

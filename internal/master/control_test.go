@@ -136,6 +136,15 @@ func TestMaster_Forkctl(t *testing.T) {
 		}
 	}
 
+	// No [[singleton]] or [[schedule]]: no jobs, and nothing to run.
+	if out, err := runForkctl(t, d.Address, "jobs"); err != nil || strings.Count(out, "\n") != 1 {
+		t.Errorf("forkctl jobs: %v\n%s; want the header only", err, out)
+	}
+	if out, err := runForkctl(t, d.Address, "run", "cleanup"); err == nil ||
+		!strings.Contains(err.Error(), `no singleton or schedule named "cleanup"`) {
+		t.Errorf("forkctl run cleanup: %q, %v; want no such job", out, err)
+	}
+
 	rows := forkctlWorkers(t, d.Address)
 	gen1 := readyWorkers(rows, 1)
 	if len(rows) != 2 || len(gen1) != 2 {

@@ -252,6 +252,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	once.options(&popts)
 	pool := workers.New(popts)
 	once.start(pool)
+	sinks.ctl.setJobs(once.sup)
 	sinks.ctl.pool.Store(pool)
 
 	// The arbiter runs on this goroutine — the main one, locked to the

@@ -3,6 +3,7 @@ package master
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/jobs"
 	"github.com/forkd/forkd/sdk/reqstats"
 	"github.com/forkd/forkd/workers"
 )
@@ -161,8 +163,51 @@ var errNotStarted = errors.New("master: workers not started yet")
 // lateController forwards D-Bus method calls to the pool once it exists:
 // the bus starts before the pool so that on_starting reaches it. Until
 // then Reload, SetWorkers, ListWorkers and Upgrade fail with errNotStarted,
-// and Status reports StateStarting.
-type lateController struct{ pool atomic.Pointer[workers.Pool] }
+// and Status reports StateStarting. RunNow and ListJobs go to the runner of
+// the singletons and schedules once setJobs gave one; until then there are
+// no jobs: RunNow reports every name as unknown (jobs.ErrUnknown) and
+// ListJobs returns none.
+type lateController struct {
+	pool atomic.Pointer[workers.Pool]
+	jobs atomic.Pointer[jobRunner]
+}
+
+var (
+	_ bus.Controller = (*lateController)(nil)
+	_ bus.Upgrader   = (*lateController)(nil)
+	_ bus.JobRunner  = (*lateController)(nil)
+)
+
+// jobRunner boxes a bus.JobRunner for an atomic.Pointer.
+type jobRunner struct{ bus.JobRunner }
+
+// setJobs makes r serve RunNow and ListJobs from now on; nil takes the
+// runner away (no jobs). It may be called from any goroutine.
+func (c *lateController) setJobs(r bus.JobRunner) {
+	if r == nil {
+		c.jobs.Store(nil)
+		return
+	}
+	c.jobs.Store(&jobRunner{r})
+}
+
+// RunNow asks the job runner to run the schedule called name now.
+func (c *lateController) RunNow(ctx context.Context, name string) error {
+	r := c.jobs.Load()
+	if r == nil {
+		return fmt.Errorf("run %q now: %w", name, jobs.ErrUnknown)
+	}
+	return r.RunNow(ctx, name)
+}
+
+// ListJobs returns the job runner's singletons and schedules, or none.
+func (c *lateController) ListJobs(ctx context.Context) ([]jobs.Info, error) {
+	r := c.jobs.Load()
+	if r == nil {
+		return nil, nil
+	}
+	return r.ListJobs(ctx)
+}
 
 func (c *lateController) get() (*workers.Pool, error) {
 	if p := c.pool.Load(); p != nil {
