@@ -183,11 +183,14 @@ func TestSingleton_CrashLoopBacksOff(t *testing.T) {
 	for range 5 {
 		starts = append(starts, event(probe, "start").At)
 	}
-	// Backoff 100ms, 200ms, 400ms, 800ms: each gap at least the one before.
-	for i := 2; i < len(starts); i++ {
-		if gap, prev := starts[i].Sub(starts[i-1]), starts[i-1].Sub(starts[i-2]); gap < prev*3/2 {
-			t.Errorf("restart %d came %v after the one before, which came %v after its own: no backoff", i, gap, prev)
+	// Each restart waits its backoff after the exit: 100ms, 200ms, 400ms,
+	// 800ms, so the starts are at least that far apart.
+	want := 100 * time.Millisecond
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < want {
+			t.Errorf("restart %d came %v after the start before it, within its %v backoff", i, gap, want)
 		}
+		want *= 2
 	}
 	f.askUntil("2 workers", func(m map[int]answer) bool { return len(m) == 2 })
 }
