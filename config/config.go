@@ -140,23 +140,6 @@ type Worker struct {
 	ReadyDelay Duration `toml:"ready_delay"`
 }
 
-// ReadyMode is worker.ready: when a worker counts as serving.
-type ReadyMode string
-
-const (
-	// ReadyNotify: the worker sends READY=1 on NOTIFY_SOCKET and heartbeats
-	// with WATCHDOG=1.
-	ReadyNotify ReadyMode = "notify"
-	// ReadyStarted: the worker is ready ReadyDelay after it started; it is
-	// not expected to heartbeat.
-	ReadyStarted ReadyMode = "started"
-)
-
-// Valid reports whether m is ReadyNotify or ReadyStarted.
-func (m ReadyMode) Valid() bool {
-	return m == ReadyNotify || m == ReadyStarted
-}
-
 // Singleton is one [[singleton]] table: a program of which exactly one
 // process runs per instance, supervised (restarted with backoff when it
 // exits).
@@ -177,22 +160,6 @@ type Singleton struct {
 	// Sockets hands it the listening sockets as a worker gets them
 	// (LISTEN_FDS). Default false.
 	Sockets bool `toml:"sockets"`
-}
-
-// StartMode says when a singleton starts.
-type StartMode string
-
-const (
-	// StartAfterReady: once the workers serve (when_ready).
-	StartAfterReady StartMode = "after_ready"
-	// StartBeforeWorkers: before the first worker starts, and forkd waits
-	// until it is ready before starting them.
-	StartBeforeWorkers StartMode = "before_workers"
-)
-
-// Valid reports whether m is one of the start modes.
-func (m StartMode) Valid() bool {
-	return m == StartAfterReady || m == StartBeforeWorkers
 }
 
 // Schedule is one [[schedule]] table: a program run once per period per
