@@ -5,10 +5,13 @@ package examples_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/jobs"
 )
 
 func TestExampleConfigs_Load(t *testing.T) {
@@ -28,6 +31,7 @@ func TestExampleConfigs_Load(t *testing.T) {
 		dir     string
 		ready   config.ReadyMode
 		delay   time.Duration
+		jobs    func(t *testing.T, cfg *config.Config) // checks [[singleton]] and [[schedule]]; nil: there are none
 	}{
 		{
 			path: "examples/demo.toml",
@@ -60,9 +64,44 @@ func TestExampleConfigs_Load(t *testing.T) {
 			command: "/usr/bin/python3", dir: "examples/fastapi",
 			ready: config.ReadyStarted, delay: time.Second,
 		},
+		{
+			path: "examples/fastapi-scheduler/forkd.toml",
+			setup: func(t *testing.T) {
+				if _, err := os.Stat("/usr/bin/python3"); err != nil {
+					t.Skipf("the FastAPI scheduler example runs Debian's /usr/bin/python3, which is missing: %v", err)
+				}
+				t.Chdir(root)
+			},
+			name: "shop", workers: 4, bind: "tcp://127.0.0.1:8002",
+			timeout: 0, drain: 10 * time.Second,
+			command: "/usr/bin/python3", dir: "examples/fastapi-scheduler",
+			ready: config.ReadyStarted, delay: time.Second,
+			jobs: func(t *testing.T, cfg *config.Config) {
+				if len(cfg.Singletons) != 1 || len(cfg.Schedules) != 1 {
+					t.Fatalf("%d singletons, %d schedules; want 1, 1", len(cfg.Singletons), len(cfg.Schedules))
+				}
+				sg := cfg.Singletons[0]
+				if sg.Name != "scheduler" || sg.Command != "/usr/bin/python3" || !slices.Equal(sg.Args, []string{"scheduler.py"}) ||
+					sg.Dir != "examples/fastapi-scheduler" || sg.Env["JOB_EVERY"] != "5" {
+					t.Errorf("singleton = %+v; want scheduler: /usr/bin/python3 scheduler.py in examples/fastapi-scheduler, JOB_EVERY=5", sg)
+				}
+				if sg.Ready != config.ReadyStarted || sg.Start != config.StartAfterReady || sg.Sockets {
+					t.Errorf("singleton ready, start, sockets = %q, %q, %v; want started, after_ready, false", sg.Ready, sg.Start, sg.Sockets)
+				}
+				sc := cfg.Schedules[0]
+				if sc.Name != "cleanup" || sc.Command != "/usr/bin/python3" || !slices.Equal(sc.Args, []string{"jobs.py"}) ||
+					sc.Dir != "examples/fastapi-scheduler" {
+					t.Errorf("schedule = %+v; want cleanup: /usr/bin/python3 jobs.py in examples/fastapi-scheduler", sc)
+				}
+				if sc.Every.Duration != 5*time.Second || sc.Cron != "" || sc.Timeout.Duration != time.Minute || sc.Overlap != jobs.OverlapSkip {
+					t.Errorf("schedule every, cron, timeout, overlap = %v, %q, %v, %q; want 5s, none, 1m, skip",
+						sc.Every, sc.Cron, sc.Timeout, sc.Overlap)
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
-		t.Run(filepath.Base(tt.path), func(t *testing.T) {
+		t.Run(strings.TrimPrefix(tt.path, "examples/"), func(t *testing.T) {
 			data, err := os.ReadFile(filepath.Join(root, tt.path))
 			if err != nil {
 				t.Fatal(err)
@@ -84,6 +123,11 @@ func TestExampleConfigs_Load(t *testing.T) {
 			w := cfg.Worker
 			if w.Command != tt.command || w.Dir != tt.dir || w.Ready != tt.ready || w.ReadyDelay.Duration != tt.delay {
 				t.Errorf("worker = %+v; want command %q, dir %q, ready %q, ready_delay %v", w, tt.command, tt.dir, tt.ready, tt.delay)
+			}
+			if tt.jobs != nil {
+				tt.jobs(t, cfg)
+			} else if len(cfg.Singletons) != 0 || len(cfg.Schedules) != 0 {
+				t.Errorf("%d singletons, %d schedules; want none", len(cfg.Singletons), len(cfg.Schedules))
 			}
 		})
 	}

@@ -24,15 +24,8 @@ func TestExamples_Serve(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := t.TempDir()
-	build := func(out, pkg string) {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, out), pkg)
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-		}
-	}
-	build("forkd", "./cmd/forkd")
-	build("forkd-demo", "./examples/demo")
+	goBuild(t, root, filepath.Join(bin, "forkd"), "./cmd/forkd")
+	goBuild(t, root, filepath.Join(bin, "forkd-demo"), "./examples/demo")
 
 	t.Run("demo", func(t *testing.T) {
 		cfg := rewrite(t, filepath.Join(root, "examples/demo.toml"), map[string]string{
@@ -41,14 +34,45 @@ func TestExamples_Serve(t *testing.T) {
 		serve(t, filepath.Join(bin, "forkd"), root, cfg, 4, "hello from worker")
 	})
 	t.Run("fastapi", func(t *testing.T) {
-		if err := exec.Command("/usr/bin/python3", "-c", "import uvicorn, fastapi").Run(); err != nil {
-			t.Skip("python3-uvicorn and python3-fastapi are not installed (apt-get install -y python3-uvicorn python3-fastapi)")
-		}
+		skipWithoutPython(t, "uvicorn", "fastapi")
 		cfg := rewrite(t, filepath.Join(root, "examples/fastapi/forkd.toml"), map[string]string{
 			`"examples/fastapi"`: strconv.Quote(filepath.Join(root, "examples/fastapi")),
 		})
 		serve(t, filepath.Join(bin, "forkd"), root, cfg, 2, `"worker_id"`)
 	})
+	t.Run("fastapi-scheduler", func(t *testing.T) {
+		skipWithoutPython(t, "uvicorn", "fastapi", "apscheduler")
+		cfg := rewrite(t, filepath.Join(root, "examples/fastapi-scheduler/forkd.toml"), map[string]string{
+			`"examples/fastapi-scheduler"`: strconv.Quote(filepath.Join(root, "examples/fastapi-scheduler")),
+		})
+		serve(t, filepath.Join(bin, "forkd"), root, cfg, 4, `"worker_id"`)
+	})
+}
+
+// goBuild builds the package pkg of the repository at root into out.
+func goBuild(t *testing.T, root, out, pkg string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+}
+
+// skipWithoutPython skips t unless Debian's /usr/bin/python3 imports every
+// one of modules, naming the Debian packages that provide them.
+func skipWithoutPython(t *testing.T, modules ...string) {
+	t.Helper()
+	err := exec.Command("/usr/bin/python3", "-c", "import "+strings.Join(modules, ", ")).Run()
+	if err == nil {
+		return
+	}
+	pkgs := make([]string, len(modules))
+	for i, m := range modules {
+		pkgs[i] = "python3-" + m
+	}
+	t.Skipf("Debian's /usr/bin/python3 cannot import %s (%v): apt-get install -y %s",
+		strings.Join(modules, ", "), err, strings.Join(pkgs, " "))
 }
 
 // rewrite copies the config at path into a temp file, with its bind on a

@@ -1,9 +1,9 @@
 """The FastAPI app of the example, served by uvicorn workers.
 
-It no longer starts the scheduler at import: with N workers, every worker
+It does not start the scheduler at import: with 4 workers, every worker
 would run every job (the bug this example is about). Set
 START_SCHEDULER_IN_APP=1 to see that bug: each worker then starts its own
-APScheduler.
+APScheduler, as the app once did.
 """
 
 import os
@@ -18,8 +18,7 @@ if os.environ.get("START_SCHEDULER_IN_APP") == "1":
     import jobs
 
     _sched = BackgroundScheduler()
-    _sched.add_job(jobs.cleanup, "interval", seconds=float(os.environ.get("JOB_EVERY", "5")),
-                   kwargs={"how": "in-app"})
+    jobs.schedule(_sched, "in-app")
     _sched.start()
 
 

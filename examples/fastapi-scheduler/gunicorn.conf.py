@@ -3,9 +3,14 @@
     cd examples/fastapi-scheduler
     gunicorn -c gunicorn.conf.py app:app
 
-on_starting runs once in the arbiter, before any worker forks; the
-scheduler it starts is a thread of the master, which nobody restarts when
-it dies and which stops only with the master.
+is `gunicorn -w 4 -k uvicorn.workers.UvicornWorker app:app` plus the
+on_starting hook below. on_starting runs once, in the arbiter, before any
+worker forks; the APScheduler it starts is a thread of the master, which
+nobody restarts when it dies and which stops only with the master.
+
+With START_SCHEDULER_IN_APP=1 the hook starts nothing and the app starts a
+scheduler in each worker instead: the deployment before the fix, every job
+run once per worker.
 """
 
 import os
@@ -16,12 +21,13 @@ worker_class = "uvicorn.workers.UvicornWorker"
 
 
 def on_starting(server):
+    if os.environ.get("START_SCHEDULER_IN_APP") == "1":
+        return
     from apscheduler.schedulers.background import BackgroundScheduler
 
     import jobs
 
     sched = BackgroundScheduler()
-    sched.add_job(jobs.cleanup, "interval", seconds=float(os.environ.get("JOB_EVERY", "5")),
-                  kwargs={"how": "on_starting"})
+    jobs.schedule(sched, "on_starting")
     sched.start()
-    server.log.info("scheduler started in the master")
+    server.log.info("scheduler started in the master (pid %d)", os.getpid())

@@ -1,8 +1,9 @@
 """The app's APScheduler, run as a process of its own.
 
-Under forkd this is a [[singleton]]: exactly one per instance, supervised,
-restarted when it dies, stopped with the instance. It runs jobs.cleanup
-every $JOB_EVERY seconds (default 5).
+Under forkd this is a [[singleton]]: exactly one process per instance
+however many workers serve, restarted when it dies, stopped after the
+workers. It runs jobs.cleanup every $JOB_EVERY seconds (default 5) until
+SIGTERM.
 """
 
 import os
@@ -15,12 +16,12 @@ import jobs
 
 
 def main():
-    every = float(os.environ.get("JOB_EVERY", "5"))
     sched = BlockingScheduler()
-    sched.add_job(jobs.cleanup, "interval", seconds=every, kwargs={"how": "apscheduler"})
-    # TERM (forkd's graceful stop) ends the scheduler cleanly.
+    jobs.schedule(sched, "singleton")
+    # TERM (forkd's graceful stop) stops the scheduler; a run in progress
+    # finishes before Python exits.
     signal.signal(signal.SIGTERM, lambda *_: sched.shutdown(wait=False))
-    print(f"scheduler: every {every}s, pid {os.getpid()}", file=sys.stderr, flush=True)
+    print(f"scheduler: every {jobs.every()}s, pid {os.getpid()}", file=sys.stderr, flush=True)
     sched.start()
 
 
