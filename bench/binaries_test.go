@@ -12,12 +12,14 @@ import (
 const binDir = "/tmp/forkd-bench"
 
 // The programs the tests and benchmarks build: forkd, the bench worker
-// forkd runs (and the benchmark times alone), and go-start, the Go
-// runtime's start with forkd's packages (scenario 1).
+// forkd runs (and the benchmark times alone), go-start, the Go runtime's
+// start with forkd's packages (scenario 1), and bench-run, the schedule
+// run of scenario 12.
 var (
 	forkdBinary   = &binary{pkg: "./cmd/forkd", path: filepath.Join(binDir, "forkd")}
 	workerBinary  = &binary{pkg: "./bench/cmd/bench-worker", path: filepath.Join(binDir, "bench-worker")}
 	goStartBinary = &binary{pkg: "./bench/cmd/go-start", path: filepath.Join(binDir, "go-start")}
+	runBinary     = &binary{pkg: "./bench/cmd/bench-run", path: filepath.Join(binDir, "bench-run")}
 )
 
 // binary is a main package of the module, built once per run of the test

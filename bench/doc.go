@@ -11,7 +11,14 @@
 // into /tmp/forkd-bench with CGO_ENABLED=0 (see Build), run that worker under
 // forkd and alone, run Debian's gunicorn with bench/gunicorn.conf.py and
 // bench/app.py, and write a markdown table to stdout and to
-// docs/BENCHMARKS.md.
+// docs/BENCHMARKS.md. The run-once scenarios add forkd's [[schedule]]
+// tables running bench/cmd/bench-run, a run that reports its own start and
+// its FORKD_SCHEDULED_AT (ParseRun, TallyRuns), and the FastAPI app of
+// examples/fastapi-scheduler under forkd and under Gunicorn with uvicorn
+// workers (Example, ReadJobLog, WaitAnswering); that one skips when
+// Debian's python3-uvicorn, python3-fastapi or python3-apscheduler is
+// missing. docs/BENCHMARKS.md is rewritten only after a run of every
+// benchmark.
 //
 // Both sides are measured the same way: every worker sends "start PID NANOS"
 // as the first thing it does and "ready PID NANOS" right before it tells its

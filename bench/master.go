@@ -68,6 +68,16 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := m.startForkd(forkd, spec.TOML(m.Port, m.Probe.Path()), spec.Bus, nil, ""); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// TOML returns spec as forkd's config: serving on 127.0.0.1:port, the
+// workers reporting to the probe socket at probe. The last table is
+// [worker.env]: more tables ([[schedule]]…) may follow.
+func (spec Spec) TOML(port int, probe string) string {
 	ready := spec.Ready
 	if ready == "" {
 		ready = "notify"
@@ -77,7 +87,7 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 		boot = 30 * time.Second
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "[server]\nname = \"bench\"\nworkers = %d\nbind = [\"tcp://127.0.0.1:%d\"]\n", spec.Workers, m.Port)
+	fmt.Fprintf(&b, "[server]\nname = \"bench\"\nworkers = %d\nbind = [\"tcp://127.0.0.1:%d\"]\n", spec.Workers, port)
 	fmt.Fprintf(&b, "timeout = %q\ngraceful_timeout = \"5s\"\nboot_timeout = %q\nkill_timeout = \"5s\"\n",
 		spec.Timeout.String(), boot.String())
 	if spec.MaxRequests > 0 {
@@ -97,20 +107,59 @@ func StartForkd(forkd string, spec Spec) (*Master, error) {
 		}
 		fmt.Fprintf(&b, "%q", a)
 	}
-	fmt.Fprintf(&b, "]\nready = %q\n\n[worker.env]\n%s = %q\n", ready, benchworker.EnvProbe, m.Probe.Path())
+	fmt.Fprintf(&b, "]\nready = %q\n\n[worker.env]\n%s = %q\n", ready, benchworker.EnvProbe, probe)
 	for k, v := range spec.Env {
 		fmt.Fprintf(&b, "%s = %q\n", k, v)
 	}
-	cfg := filepath.Join(m.dir, "bench.toml")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("write forkd config: %w", err)
+	return b.String()
+}
+
+// StartForkdWith starts forkd (the binary at forkd) on a free port, without
+// D-Bus, with the config config returns for the master (whose Port, Probe
+// and Dir are set), env ("KEY=VALUE") added to its environment and dir as
+// its working directory ("" = ours).
+func StartForkdWith(forkd string, config func(m *Master) string, env []string, dir string) (*Master, error) {
+	m, err := newMaster("forkd")
+	if err != nil {
+		return nil, err
 	}
-	bus := spec.Bus
+	if err := m.startForkd(forkd, config(m), "", env, dir); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// startForkd writes cfg into m's directory and starts forkd with it and
+// --bus bus ("" = none); on failure it closes m.
+func (m *Master) startForkd(forkd, cfg, bus string, env []string, dir string) error {
+	path := filepath.Join(m.dir, "bench.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		m.Close()
+		return fmt.Errorf("write forkd config: %w", err)
+	}
 	if bus == "" {
 		bus = "none"
 	}
-	p, err := Start([]string{forkd, "--config", cfg, "--bus", bus}, m.env(), "")
+	p, err := Start([]string{forkd, "--config", path, "--bus", bus}, append(m.env(), env...), dir)
+	if err != nil {
+		m.Close()
+		return err
+	}
+	m.Process = p
+	return nil
+}
+
+// StartGunicornWith starts gunicorn with the arguments args returns for
+// the master (whose Port, Probe and Dir are set; without the program
+// itself), env added to its environment and dir as its working directory
+// ("" = ours).
+func StartGunicornWith(gunicorn string, args func(m *Master) []string, env []string, dir string) (*Master, error) {
+	m, err := newMaster("Gunicorn")
+	if err != nil {
+		return nil, err
+	}
+	env = append(append(m.env(), "PYTHONDONTWRITEBYTECODE=1"), env...)
+	p, err := Start(append([]string{gunicorn}, args(m)...), env, dir)
 	if err != nil {
 		m.Close()
 		return nil, err
@@ -147,6 +196,9 @@ func StartGunicorn(gunicorn, benchDir string, spec Spec) (*Master, error) {
 	m.Process = p
 	return m, nil
 }
+
+// Dir returns the master's temporary directory, removed by Close.
+func (m *Master) Dir() string { return m.dir }
 
 // newMaster makes the temporary directory, the inboxes and the port.
 func newMaster(name string) (*Master, error) {

@@ -176,6 +176,16 @@ func (w *ProcWatch) Events() ([]ProcEvent, bool) {
 	return append([]ProcEvent(nil), w.events...), w.lost
 }
 
+// Drain records the events the kernel has queued without returning them,
+// and reports whether some were lost: called now and then during a long
+// run, it keeps the kernel's queue from overflowing.
+func (w *ProcWatch) Drain() (lost bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.drain()
+	return w.lost
+}
+
 // Wait blocks until ok, called with every event so far (at first, then
 // each time more arrive), reports true, or until timeout, and returns the
 // events. It fails when events were lost.
