@@ -24,7 +24,7 @@
 // runs them:
 //
 //   - Timing says when runs are due: Every for `every`, a grid anchored at
-//     the schedule's start; Cron (ParseCron) for `cron` in a time zone,
+//     Spread's instant for the schedule's name; Cron (ParseCron) for `cron` in a time zone,
 //     through github.com/netresearch/go-cron, with cron(8)'s daylight
 //     saving rules. A run's next due time comes from the Timing, never from
 //     when the last run ended.

@@ -1,6 +1,9 @@
 package jobs
 
-import "time"
+import (
+	"hash/fnv"
+	"time"
+)
 
 // Timing says when a schedule's runs are due. Due times come from the
 // schedule alone, never from when a run started or ended, so runs do not
@@ -18,14 +21,10 @@ type Timing interface {
 // Every is the timing of `every = "5m"`: due times one Period apart on a
 // grid through Anchor, the instants Anchor + k·Period for every integer k.
 //
-// Anchor is any instant on the grid; the supervisor sets it to when the
-// schedule started (forkd's start, or the reload that added or changed the
-// schedule), so that the first run comes one period after that, as with
-// systemd's OnActiveSec= and OnUnitActiveSec= or uWSGI's timers. Any later
-// due time is on the same grid, so handing over the next due time across a
-// reload or upgrade is handing over the anchor. A persistent schedule with a
-// recorded last run anchors at that run's ScheduledAt, so that its grid goes
-// on across restarts. The zero Anchor means the Unix epoch: periods that
+// Anchor is any instant on the grid; the supervisor sets it to Spread's
+// instant for the schedule's name, so that the grid is the same at every
+// start, reload and upgrade, and schedules of the same period do not all
+// fall due at once. The zero Anchor means the Unix epoch: periods that
 // divide a day then fall on round UTC times.
 type Every struct {
 	// Period is the time between due times; Next and Last return the
@@ -77,4 +76,18 @@ func (e Every) String() string {
 		return "every " + e.Period.String()
 	}
 	return "every " + e.Period.String() + " from " + e.Anchor.Format(time.RFC3339Nano)
+}
+
+// Spread returns the anchor of the interval schedule called name: the Unix
+// epoch plus an offset below period, in whole milliseconds, that depends
+// on the name alone (FNV-1a), as systemd's FixedRandomDelay= does. Every
+// forkd and every start of one gives a name the same grid.
+func Spread(name string, period time.Duration) time.Time {
+	steps := int64(period / time.Millisecond)
+	if steps <= 0 {
+		return epoch
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return epoch.Add(time.Duration(h.Sum64()%uint64(steps)) * time.Millisecond)
 }

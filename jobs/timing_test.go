@@ -112,3 +112,27 @@ func TestEvery_handOver(t *testing.T) {
 		}
 	}
 }
+
+func TestSpread(t *testing.T) {
+	a, b := Spread("cleanup", time.Minute), Spread("report", time.Minute)
+	if a != Spread("cleanup", time.Minute) {
+		t.Error("Spread gave one name two anchors")
+	}
+	if a == b {
+		t.Errorf("two names on the same grid: %v", a)
+	}
+	for _, name := range []string{"a", "cleanup", "report", "x-1"} {
+		off := Spread(name, time.Second).Sub(epoch)
+		if off < 0 || off >= time.Second || off%time.Millisecond != 0 {
+			t.Errorf("Spread(%q, 1s) is %v after the epoch, want whole ms in [0, 1s)", name, off)
+		}
+	}
+	// 64 names over 1s: spread, not all at one instant.
+	seen := map[time.Time]bool{}
+	for i := range 64 {
+		seen[Spread("job"+string(rune('a'+i%26))+string(rune('a'+i/26)), time.Second)] = true
+	}
+	if len(seen) < 50 {
+		t.Errorf("64 names fell on %d instants of a second", len(seen))
+	}
+}

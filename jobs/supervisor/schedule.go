@@ -51,16 +51,10 @@ type run struct {
 	out *output
 }
 
-// newSchedule makes c's schedule, anchored at now's second (an interval's
-// grid) or at the last run a persistent schedule recorded.
+// newSchedule makes c's schedule: an interval's grid is jobs.Spread's for
+// its name, the same at every start.
 func (s *Supervisor) newSchedule(c config.Schedule, now time.Time) *schedule {
-	anchor := now.Truncate(time.Second)
-	if c.Persistent && s.state != nil {
-		if last := s.state.Last(c.Name); !last.IsZero() {
-			anchor = last
-		}
-	}
-	sc := &schedule{cfg: c, timing: c.Timing(anchor)}
+	sc := &schedule{cfg: c, timing: c.Timing(jobs.Spread(c.Name, c.Every.Duration))}
 	sc.next = sc.timing.Next(now)
 	return sc
 }

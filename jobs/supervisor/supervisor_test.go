@@ -155,7 +155,9 @@ func TestSupervisor_RunNowUnknown(t *testing.T) {
 func TestSupervisor_PersistentCatchUp(t *testing.T) {
 	dir := t.TempDir()
 	st, _ := jobs.OpenState(dir)
-	last := time.Now().Add(-3*time.Hour - time.Minute).Truncate(time.Second)
+	grid := jobs.Every{Period: time.Hour, Anchor: jobs.Spread("job", time.Hour)}
+	missed := grid.Last(time.Now())
+	last := missed.Add(-3 * time.Hour)
 	st.Set("job", last)
 	if err := st.Save(); err != nil {
 		t.Fatal(err)
@@ -165,7 +167,7 @@ func TestSupervisor_PersistentCatchUp(t *testing.T) {
 	cfg.Schedules[0].Persistent = true
 	_, ev := runSupervisor(t, cfg)
 	e := ev.next(t, hooks.ScheduleStarted)
-	if want := last.Add(3 * time.Hour); !e.ScheduledAt.Equal(want) {
+	if want := missed; !e.ScheduledAt.Equal(want) {
 		t.Fatalf("catch-up run for %v, want %v (the last missed due time)", e.ScheduledAt, want)
 	}
 	if e := ev.next(t, hooks.ScheduleFinished); e.Result != jobs.ResultOK {
