@@ -237,6 +237,7 @@ func BenchmarkSchedules(b *testing.B) {
 		{"due → the run's fork", split.dueToFork},
 		{"fork → exec'd", split.forkToExec},
 		{"exec'd → the run's first clock reading (Go runtime start)", split.execToStart},
+		{"due → the run's program exec'd (forkd's share of the start delay)", split.dueToExec},
 	} {
 		report.Add(row(sc, r.what+", p50", "ms", Goal{}, one(r.s.Median())))
 		report.Add(row(sc, r.what+", p99", "ms", Goal{}, one(r.s.Quantile(0.99))))
@@ -298,6 +299,9 @@ func logWorstDue(b *testing.B, runs []RunReport, n int) {
 type delaySplit struct {
 	runs                               int // runs whose fork and exec were seen
 	dueToFork, forkToExec, execToStart Sample
+	// dueToExec is forkd's share of the start delay: due → the run's
+	// program exec'd.
+	dueToExec Sample
 	// firstFork and lastFork are, per due time, due → the first and the
 	// last of its runs' forks.
 	firstFork, lastFork Sample
@@ -336,6 +340,7 @@ func splitDelays(evs []ProcEvent, runs []RunReport) (delaySplit, error) {
 		d.runs++
 		d.dueToFork = append(d.dueToFork, ms(fork-due))
 		d.forkToExec = append(d.forkToExec, ms(exec-fork))
+		d.dueToExec = append(d.dueToExec, ms(exec-due))
 		d.execToStart = append(d.execToStart, ms(started-exec))
 		k := r.ScheduledAt.UnixNano()
 		forks[k] = append(forks[k], fork)
