@@ -283,7 +283,7 @@ check_jobs() {
 	{
 		sed -e 's/^name = .*/name = "jobs"/' -e 's|127.0.0.1:18080|127.0.0.1:18082|' "$CONFIG"
 		printf '\n[[singleton]]\nname = "keeper"\ncommand = "/bin/sleep"\nargs = ["1000"]\n'
-		printf '\n[[schedule]]\nname = "tick"\nevery = "1s"\ncommand = "/bin/sh"\nargs = ["-c", "echo tick $FORKD_RUN_ID"]\n'
+		printf '\n[[schedule]]\nname = "tick"\nevery = "1s"\npersistent = true\ncommand = "/bin/sh"\nargs = ["-c", "echo tick $FORKD_RUN_ID"]\n'
 	} >/etc/forkd/jobs.toml
 	sctl mask forkd@jobs.socket >>"$LOG" 2>&1
 	sctl start "$svc" || { fail jobs "systemctl start $svc failed"; return; }
@@ -296,6 +296,7 @@ check_jobs() {
 	ticked() { [ "$(journalctl -q FORKD_SCHEDULE=tick -o cat | grep -c '^tick ')" -ge 3 ]; }
 	wait_for 30 ticked || { fail jobs "fewer than 3 runs of tick in the journal with FORKD_SCHEDULE=tick"; return; }
 	journalctl -q FORKD_SCHEDULE=tick -o verbose -n 1 | grep -q 'FORKD_RUN_ID=' || { fail jobs "a run's journal entry has no FORKD_RUN_ID"; return; }
+	grep -q '"tick"' /var/lib/forkd/jobs/schedules.json 2>>"$LOG" || { fail jobs "persistent = true: no last run of tick in /var/lib/forkd/jobs/schedules.json (StateDirectory=)"; return; }
 	sctl reload "$svc" || { fail jobs "systemctl reload $svc failed"; return; }
 	again=$(sleepers "$main")
 	[ "$again" = "$single" ] || { fail jobs "the singleton changed across a reload: [$single] -> [$again]"; return; }
