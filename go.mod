@@ -2,10 +2,13 @@ module github.com/forkd/forkd
 
 go 1.25
 
-// The master keeps Go 1.24's GOMAXPROCS: no cgroup file held open (it would
-// sit at a fd the exec-shim hands on) and no periodic re-read while idle.
+// forkd's binaries keep Go 1.24's runtime defaults where Go 1.25 changed
+// them: GOMAXPROCS without a cgroup file held open (it would sit at a fd the
+// exec-shim hands on) or re-read while idle, and no naming of every memory
+// mapping at start (a system call each).
 godebug (
 	containermaxprocs=0
+	decoratemappings=0
 	updatemaxprocs=0
 )
 

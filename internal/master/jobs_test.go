@@ -172,6 +172,28 @@ func TestSingleton_Upgrade(t *testing.T) {
 	f.wait(testTimeout)
 }
 
+// TestSingleton_UpgradeChanged: a singleton whose table changed in the
+// file before an upgrade is replaced by the new master as a reload would
+// do it: the old process stops before the new one starts.
+func TestSingleton_UpgradeChanged(t *testing.T) {
+	probe := testkit.ListenNotify(t)
+	manager := testkit.ListenNotify(t)
+	f := newForkd(t, setup{instance: "singleupc", workers: 1, notify: manager.Path})
+	table := jobTable("singleton", "sched", "wait", probe, "")
+	f.writeConfig("serve", table)
+	f.start()
+	first := event(probe, "start")
+	manager.Wait("READY=1")
+	f.writeConfig("serve", table+"JOB_TAG = \"v2\"\n")
+	f.signal(syscall.SIGUSR2)
+	if stop := event(probe, "stop"); stop.PID != first.PID {
+		t.Fatalf("stop from %d, want the old singleton %d", stop.PID, first.PID)
+	}
+	if second := event(probe, "start"); second.PID == first.PID || !second.Has("TAG=v2") {
+		t.Fatalf("after the upgrade: %q from %d, want a new process with TAG=v2", second.Text, second.PID)
+	}
+}
+
 // TestSingleton_CrashLoopBacksOff: a singleton that exits at once is
 // restarted with a growing delay, and the workers serve meanwhile.
 func TestSingleton_CrashLoopBacksOff(t *testing.T) {

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"encoding/json"
+	"reflect"
 	"time"
 
 	"github.com/forkd/forkd/config"
@@ -17,13 +18,15 @@ type handoverState struct {
 }
 
 type handoverSingleton struct {
-	Name     string    `json:"name"`
-	PID      int       `json:"pid"`
-	Started  time.Time `json:"started"`
-	Ready    bool      `json:"ready"`
-	Failures int       `json:"failures"`
-	Starts   int       `json:"starts"`
-	LastExit string    `json:"last_exit,omitempty"`
+	Name string `json:"name"`
+	// Config is the table the process runs with.
+	Config   config.Singleton `json:"config"`
+	PID      int              `json:"pid"`
+	Started  time.Time        `json:"started"`
+	Ready    bool             `json:"ready"`
+	Failures int              `json:"failures"`
+	Starts   int              `json:"starts"`
+	LastExit string           `json:"last_exit,omitempty"`
 }
 
 type handoverSchedule struct {
@@ -56,7 +59,7 @@ func (s *Supervisor) handover() []byte {
 		if sg.proc == nil {
 			continue
 		}
-		h.Singletons = append(h.Singletons, handoverSingleton{Name: sg.cfg.Name, PID: sg.proc.PID,
+		h.Singletons = append(h.Singletons, handoverSingleton{Name: sg.cfg.Name, Config: sg.cfg, PID: sg.proc.PID,
 			Started: sg.started, Ready: sg.ready, Failures: sg.failures, Starts: sg.starts, LastExit: sg.lastExit})
 	}
 	for _, sc := range s.schedules {
@@ -92,9 +95,15 @@ func (s *Supervisor) adopt(b json.RawMessage) {
 			continue
 		}
 		sg, ok := s.singletons[hs.Name]
-		if !ok {
-			sg = &singleton{cfg: config.Singleton{Name: hs.Name}, removed: true}
+		switch {
+		case !ok:
+			sg = &singleton{cfg: hs.Config, removed: true}
 			s.singletons[hs.Name] = sg
+		case !reflect.DeepEqual(sg.cfg, hs.Config):
+			// The file changed before the upgrade: as a reload would, the
+			// old process stops before the new table's starts.
+			next := sg.cfg
+			sg.cfg, sg.successor = hs.Config, &next
 		}
 		sg.proc, sg.started, sg.ready = proc, hs.Started, hs.Ready
 		sg.failures, sg.starts, sg.lastExit = hs.Failures, hs.Starts, hs.LastExit
@@ -106,7 +115,7 @@ func (s *Supervisor) adopt(b json.RawMessage) {
 		if sg.cfg.Ready == config.ReadyNotify {
 			s.opts.Starter.Route(proc.PID, s.notes)
 		}
-		if sg.removed {
+		if sg.removed || sg.successor != nil {
 			s.stopSingleton(sg)
 		}
 	}

@@ -252,13 +252,14 @@ func (s *Supervisor) Apply(cfg *config.Config) {
 
 // RunNow starts a run of the schedule called name at once, under its
 // overlap policy (a skipped run is reported as such). It returns an error
-// wrapping jobs.ErrUnknown when there is no such schedule.
+// wrapping jobs.ErrUnknown when there is no such job, and another for a
+// singleton.
 func (s *Supervisor) RunNow(ctx context.Context, name string) error {
 	err, cerr := ask(ctx, s, func(s *Supervisor) error {
 		sc, ok := s.schedules[name]
 		if !ok || sc.removed {
 			if _, single := s.singletons[name]; single {
-				return fmt.Errorf("%w: %q is a singleton, not a schedule", jobs.ErrUnknown, name)
+				return fmt.Errorf("supervisor: %q is a singleton, which runs all along: only a schedule runs now", name)
 			}
 			return fmt.Errorf("%w: %q", jobs.ErrUnknown, name)
 		}
