@@ -10,7 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -901,28 +901,19 @@ func TestPool_MaxFailures(t *testing.T) {
 // reload that reads Generation right after it, must see the new
 // generation.
 func TestPool_ReloadObservedBeforeOutcome(t *testing.T) {
-	var mu sync.Mutex
-	var latest Status
+	// Observe and Reloaded run on the arbiter's goroutine; the test reads
+	// the latest status once Reload returned.
+	var latest atomic.Pointer[Status]
 	atOutcome := make(chan Status, 1)
 	h := start(t, testConfig(testkit.Executable(t), "serve", 1), func(o *Options) {
-		o.Observe = func(s Status) {
-			mu.Lock()
-			latest = s
-			mu.Unlock()
-		}
-		o.Reloaded = func(error) {
-			mu.Lock()
-			atOutcome <- latest
-			mu.Unlock()
-		}
+		o.Observe = func(s Status) { latest.Store(&s) }
+		o.Reloaded = func(error) { atOutcome <- *latest.Load() }
 	})
 	h.waitReady(1)
 	if err := h.pool.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	after := latest
-	mu.Unlock()
+	after := *latest.Load()
 	if s := <-atOutcome; s.Generation != 2 || s.State != StateRunning {
 		t.Errorf("status observed when the reload's outcome was reported: %+v, want generation 2 running", s)
 	}
