@@ -107,8 +107,9 @@ type JobRun struct {
 	At time.Time
 	// PID is the process it ran in.
 	PID int
-	// How says who ran it: "apscheduler" (the singleton), "on_starting"
-	// (Gunicorn's master), "in-app" (a worker), or a schedule's name.
+	// How says who ran it: "singleton" (the singleton), "on_starting"
+	// (Gunicorn's master), "in-app" (a worker), or "schedule" (forkd's
+	// [[schedule]]).
 	How string
 }
 
@@ -126,8 +127,8 @@ func ReadJobLog(path string) ([]JobRun, error) {
 	lines := strings.Split(string(data), "\n")
 	var runs []JobRun
 	for _, line := range lines[:len(lines)-1] {
-		fl := strings.Fields(line)
-		if len(fl) != 3 {
+		fl := strings.Fields(line) // <time> <pid> <how> [<scheduled at>]
+		if len(fl) < 3 {
 			continue
 		}
 		secs, err1 := strconv.ParseFloat(fl[0], 64)

@@ -368,12 +368,13 @@ const (
 
 // The JOB_LOG tags of the example's schedulers (examples/fastapi-scheduler).
 const (
-	howSingleton  = "apscheduler" // scheduler.py, forkd's [[singleton]]
+	howSingleton  = "singleton"   // scheduler.py, forkd's [[singleton]]
 	howOnStarting = "on_starting" // gunicorn.conf.py, in Gunicorn's master
 	howInApp      = "in-app"      // app.py with START_SCHEDULER_IN_APP=1
+	howSchedule   = "schedule"    // jobs.py run by forkd's [[schedule]]
 )
 
-// exampleSchedule finds the name of the example's [[schedule]].
+// exampleSchedule finds the example's [[schedule]].
 var exampleSchedule = regexp.MustCompile(`\[\[schedule\]\]\s*\nname = "([^"]+)"`)
 
 // seedFigures are one side's figures of scenario 13.
@@ -514,8 +515,8 @@ func (s *setup) seedSide(b *testing.B, ex Example, gunicorn bool, w Wrk) seedFig
 	f.perPeriod = float64(n) / periods
 	f.schedulePerPeriod = math.NaN()
 	if !gunicorn {
-		if sm := exampleSchedule.FindStringSubmatch(ex.Config); sm != nil {
-			n, _ := CountJobRuns(runs, sm[1], from, to)
+		if exampleSchedule.MatchString(ex.Config) {
+			n, _ := CountJobRuns(runs, howSchedule, from, to)
 			f.schedulePerPeriod = float64(n) / periods
 		}
 	}
