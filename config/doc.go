@@ -108,8 +108,9 @@
 //
 //	name              required; 1–64 characters of a–z 0–9 _ -, unique among
 //	                  singletons and schedules; FORKD_SCHEDULE of its runs
-//	every             a period of at least "1s", from when the schedule
-//	                  started; exactly one of every and cron
+//	every             a period of at least "1s", on a grid set by the
+//	                  schedule's name (jobs.Spread); exactly one of every
+//	                  and cron
 //	cron              five fields ("*/5 * * * *", "30 3 * * MON-FRI") or
 //	                  @hourly, @daily, @midnight, @weekly, @monthly,
 //	                  @yearly, @annually; exactly one of every and cron
