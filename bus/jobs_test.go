@@ -116,12 +116,12 @@ func TestService_ListJobs(t *testing.T) {
 	client.waitOwned(t, b.Name())
 	client.waitOwned(t, none.Name())
 
-	var got []wireJob
+	var got []JobEntry
 	if err := client.object("jobs").Call(Interface+".ListJobs", 0).Store(&got); err != nil {
 		t.Fatalf("ListJobs: %v", err)
 	}
 	us := func(t time.Time) uint64 { return uint64(t.UnixMicro()) }
-	want := []wireJob{
+	want := []JobEntry{
 		{"scheduler", "singleton", "running", 1234, "", us(started), "crashed", 0, 2},
 		{"cleanup", "schedule", "running", 4321, "every 5m0s", us(started), "timeout", us(started.Add(5 * time.Minute)), 7},
 		{"report", "schedule", "idle", 0, "0 3 * * * Europe/Seoul", 0, "", us(started.Add(time.Hour)), 0},

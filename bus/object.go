@@ -33,8 +33,10 @@ type wireWorker struct {
 	StartedUsec uint64
 }
 
-// wireJob is one ListJobs entry, (sssuststt) on the wire.
-type wireJob struct {
+// JobEntry is one ListJobs entry as it is on the wire, (sssuststt): a
+// client decodes ListJobs into a []JobEntry. Times are microseconds since
+// the Unix epoch, 0 for none.
+type JobEntry struct {
 	Name          string
 	Kind          string
 	State         string
@@ -153,10 +155,10 @@ func (b *Service) export(conn *dbus.Conn) error {
 			}
 			return nil
 		},
-		"ListJobs": func() ([]wireJob, *dbus.Error) {
+		"ListJobs": func() ([]JobEntry, *dbus.Error) {
 			r, ok := b.controller.(JobRunner)
 			if !ok {
-				return []wireJob{}, nil
+				return []JobEntry{}, nil
 			}
 			list, err := r.ListJobs(ctx)
 			if err != nil {
@@ -164,9 +166,9 @@ func (b *Service) export(conn *dbus.Conn) error {
 			}
 			list = slices.Clone(list)
 			jobOrder(list)
-			out := make([]wireJob, 0, len(list))
+			out := make([]JobEntry, 0, len(list))
 			for _, j := range list {
-				out = append(out, wireJob{Name: j.Name, Kind: j.Kind, State: j.State, PID: toUint32(j.PID),
+				out = append(out, JobEntry{Name: j.Name, Kind: j.Kind, State: j.State, PID: toUint32(j.PID),
 					Timing: j.Timing, LastStartUsec: unixMicro(j.LastStart), LastResult: j.LastResult,
 					NextDueUsec: unixMicro(j.NextDue), Starts: uint64(max(j.Starts, 0))})
 			}

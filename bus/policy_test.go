@@ -72,7 +72,7 @@ func busPolicyHelper(address string, out io.Writer) error {
 	if err := obj.Call(Interface+".ListWorkers", 0).Store(&list); err != nil {
 		r.ListWorkers = dbusErrorName(err) + " " + err.Error()
 	}
-	var jobList []wireJob
+	var jobList []JobEntry
 	if err := obj.Call(Interface+".ListJobs", 0).Store(&jobList); err != nil {
 		r.ListJobs = dbusErrorName(err) + " " + err.Error()
 	}

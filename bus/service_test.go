@@ -132,7 +132,7 @@ func TestService_InterfaceXML(t *testing.T) {
 	if sig := dbus.SignatureOf([]wireWorker{}).String(); sig != "a(iutst)" {
 		t.Errorf("ListWorkers returns %s, XML says a(iutst)", sig)
 	}
-	if sig := dbus.SignatureOf([]wireJob{}).String(); sig != "a(sssuststt)" {
+	if sig := dbus.SignatureOf([]JobEntry{}).String(); sig != "a(sssuststt)" {
 		t.Errorf("ListJobs returns %s, XML says a(sssuststt)", sig)
 	}
 }

@@ -17,18 +17,8 @@ import (
 	"github.com/forkd/forkd/jobs"
 )
 
-// job is one ListJobs entry, (sssuststt) on the wire.
-type job struct {
-	Name          string
-	Kind          string
-	State         string
-	PID           uint32
-	Timing        string
-	LastStartUsec uint64
-	LastResult    string
-	NextDueUsec   uint64
-	Starts        uint64
-}
+// job is one ListJobs entry as bus sends it.
+type job = bus.JobEntry
 
 // jobJSON is one element of `forkctl jobs --json`.
 type jobJSON struct {
