@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 
 	"github.com/forkd/forkd/activation"
@@ -13,9 +14,18 @@ import (
 
 // runOnce ties the singletons and schedules (package jobs/supervisor) to
 // the arbiter: it owns the supervisor and turns the arbiter's events into
-// the supervisor's (the workers serve, they stop, a reload succeeded).
+// the supervisor's (the workers serve, they stop, a reload succeeded). The
+// supervisor runs from the first config that has a singleton or a
+// schedule (or an upgrade that hands some over) until stop; an instance
+// without any starts none. Its fields are the arbiter's goroutine's.
 type runOnce struct {
-	sup *supervisor.Supervisor
+	sup  *supervisor.Supervisor
+	pool *workers.Pool
+	// running says the supervisor runs; ready, that the workers served
+	// (when_ready) at least once; setJobs hands the running supervisor to
+	// the D-Bus methods.
+	running, ready bool
+	setJobs        func(*supervisor.Supervisor)
 	// gate is the arbiter's Options.Gate: closed once the singletons the
 	// workers wait for are ready (nil: nothing to wait for).
 	gate chan struct{}
@@ -29,9 +39,9 @@ type runOnce struct {
 // newRunOnce prepares the supervisor of cfg's singletons and schedules;
 // attach gives it the arbiter.
 func newRunOnce(cfg *config.Config, socks []activation.Socket, sink hooks.Sink, log *slog.Logger,
-	adopt *workers.Handover) *runOnce {
-	r := &runOnce{done: make(chan error, 1)}
-	opts := supervisor.Options{Config: cfg, Sockets: socks, Hooks: sink, Logger: log, Journal: hooks.JournalEnabled()}
+	adopt *workers.Handover, journal bool, setJobs func(*supervisor.Supervisor)) *runOnce {
+	r := &runOnce{done: make(chan error, 1), setJobs: setJobs}
+	opts := supervisor.Options{Config: cfg, Sockets: socks, Hooks: sink, Logger: log, Journal: journal}
 	if adopt != nil {
 		opts.Adopt = adopt.Jobs
 	}
@@ -49,15 +59,28 @@ func (r *runOnce) options(o *workers.Options) {
 	if r.gate != nil {
 		o.Gate = r.gate
 	}
-	o.Freeze, o.Thaw = r.sup.Freeze, r.sup.Thaw
+	o.Freeze = func() (json.RawMessage, error) {
+		if !r.running {
+			return nil, nil
+		}
+		return r.sup.Freeze()
+	}
+	o.Thaw = func() {
+		if r.running {
+			r.sup.Thaw()
+		}
+	}
 	o.Hooks = hooks.Sinks{o.Hooks, hooks.Func(func(e hooks.Event) {
 		if e.Hook == hooks.WhenReady {
-			r.sup.WorkersReady()
+			r.ready = true
+			if r.running {
+				r.sup.WorkersReady()
+			}
 		}
 	})}
 	observe := o.Observe
 	o.Observe = func(s workers.Status) {
-		if s.State == workers.StateStopping {
+		if s.State == workers.StateStopping && r.running {
 			r.sup.Stopping()
 		}
 		if observe != nil {
@@ -73,7 +96,12 @@ func (r *runOnce) options(o *workers.Options) {
 	}
 	o.Reloaded = func(err error) {
 		if err == nil && r.staged != nil {
-			r.sup.Apply(r.staged)
+			if !r.running && hasJobs(r.staged) {
+				r.run()
+			}
+			if r.running {
+				r.sup.Apply(r.staged)
+			}
 		}
 		r.staged = nil
 		if reloaded != nil {
@@ -82,12 +110,24 @@ func (r *runOnce) options(o *workers.Options) {
 	}
 }
 
-// start runs the supervisor with pool as its starter, until stop.
-func (r *runOnce) start(pool *workers.Pool) {
+// start gives the supervisor pool as its starter and runs it when cfg has
+// a singleton or a schedule, or an upgrade handed some over.
+func (r *runOnce) start(pool *workers.Pool, cfg *config.Config, adopt *workers.Handover) {
+	r.pool = pool
+	if hasJobs(cfg) || adopt != nil && len(adopt.Jobs) > 0 {
+		r.run()
+	}
+}
+
+// run runs the supervisor until stop.
+func (r *runOnce) run() {
 	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	r.sup.SetStarter(pool)
+	r.cancel, r.running = cancel, true
+	r.sup.SetStarter(r.pool)
 	go func() { r.done <- r.sup.Run(ctx) }()
+	if r.ready {
+		r.sup.WorkersReady()
+	}
 	if r.gate != nil {
 		go func() {
 			select {
@@ -97,11 +137,20 @@ func (r *runOnce) start(pool *workers.Pool) {
 			}
 		}()
 	}
+	r.setJobs(r.sup)
+}
+
+// hasJobs reports whether cfg has a singleton or a schedule.
+func hasJobs(cfg *config.Config) bool {
+	return len(cfg.Singletons) > 0 || len(cfg.Schedules) > 0
 }
 
 // stop stops the singletons and the runs in flight, and waits for them:
 // after the workers.
 func (r *runOnce) stop() error {
+	if !r.running {
+		return nil
+	}
 	r.cancel()
 	return <-r.done
 }

@@ -123,6 +123,24 @@ func TestSingleton_Reload(t *testing.T) {
 	f.wait(testTimeout)
 }
 
+// TestSingleton_AddedByReload: an instance started without singletons or
+// schedules gets one by a reload, started once the new generation serves,
+// and stopped with the instance.
+func TestSingleton_AddedByReload(t *testing.T) {
+	probe := testkit.ListenNotify(t)
+	f := newForkd(t, setup{instance: "singleadd", workers: 1})
+	f.start()
+	f.askUntil("a worker", func(m map[int]answer) bool { return len(m) == 1 })
+	f.writeConfig("serve", jobTable("singleton", "late", "wait", probe, ""))
+	f.signal(syscall.SIGHUP)
+	started := event(probe, "start")
+	f.signal(syscall.SIGTERM)
+	if stop := event(probe, "stop"); stop.PID != started.PID {
+		t.Fatalf("stop from %d, want %d", stop.PID, started.PID)
+	}
+	f.wait(testTimeout)
+}
+
 // TestSingleton_DiesWithMaster: a SIGKILLed master takes its singleton
 // along, and the master started next starts one.
 func TestSingleton_DiesWithMaster(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/jobs/supervisor"
 	"github.com/forkd/forkd/systemd"
 	"github.com/forkd/forkd/workers"
 )
@@ -231,7 +232,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		sinks.reloaded(err)
 		status.reloaded(err)
 	}
-	once := newRunOnce(cfg, socks, sinks, log, adopt)
+	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
 	popts := workers.Options{
 		Config:   cfg,
 		Sockets:  socks,
@@ -251,8 +252,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	}
 	once.options(&popts)
 	pool := workers.New(popts)
-	once.start(pool)
-	sinks.ctl.setJobs(once.sup)
+	once.start(pool, cfg, adopt)
 	sinks.ctl.pool.Store(pool)
 
 	// The arbiter runs on this goroutine — the main one, locked to the
