@@ -90,7 +90,7 @@ func bind(b config.Bind, backlog int) (Socket, error) {
 	)
 	switch b.Network {
 	case "tcp":
-		s, err = bindTCP(b.Address, backlog)
+		s, err = bindTCP(b.Address, backlog, !b.Nagle)
 		if err != nil {
 			return Socket{}, fmt.Errorf("bind tcp://%s: %w", b.Address, err)
 		}
@@ -107,8 +107,12 @@ func bind(b config.Bind, backlog int) (Socket, error) {
 }
 
 // bindTCP listens on a host:port. An empty host or "::" listens on both
-// IPv6 and IPv4 where the machine has IPv6, as Go's net.Listen does.
-func bindTCP(address string, backlog int) (Socket, error) {
+// IPv6 and IPv4 where the machine has IPv6, as Go's net.Listen does. With
+// nodelay the socket has TCP_NODELAY, which Linux copies to every
+// connection accepted from it: workers that never set it themselves (an
+// inherited fd wrapped as a unix socket, as uvicorn's --fd does) do not
+// meet Nagle's algorithm and delayed ACKs.
+func bindTCP(address string, backlog int, nodelay bool) (Socket, error) {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return Socket{}, err
@@ -155,6 +159,12 @@ func bindTCP(address string, backlog int) (Socket, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		unix.Close(fd)
 		return Socket{}, fmt.Errorf("set SO_REUSEADDR: %w", err)
+	}
+	if nodelay {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			unix.Close(fd)
+			return Socket{}, fmt.Errorf("set TCP_NODELAY: %w", err)
+		}
 	}
 	if dualStack {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {

@@ -127,6 +127,40 @@ func TestListen_TCP4(t *testing.T) {
 	roundTrip(t, "tcp", "127.0.0.1:"+m[1], s.Addr)
 }
 
+// TestListen_TCPNoDelay: forkd's tcp sockets have TCP_NODELAY, which the
+// connections accepted from them inherit, unless the bind says
+// nodelay=false.
+func TestListen_TCPNoDelay(t *testing.T) {
+	for _, tt := range []struct {
+		nagle bool
+		want  int
+	}{{false, 1}, {true, 0}} {
+		b := tcp("127.0.0.1:0")
+		b.Nagle = tt.nagle
+		s := listen(t, 64, b)[0]
+		c, err := net.Dial("tcp", strings.TrimPrefix(s.Addr, "tcp://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// Accept on the raw (blocking) fd, as a worker in any language
+		// does: Go's own Accept would set TCP_NODELAY itself. The
+		// connection is queued already.
+		nfd, _, err := unix.Accept4(int(s.File.Fd()), unix.SOCK_CLOEXEC)
+		if err != nil {
+			t.Fatalf("accept: %v", err)
+		}
+		nd, err := unix.GetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		unix.Close(nfd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nd != tt.want {
+			t.Errorf("nodelay=%v: an accepted connection has TCP_NODELAY %d, want %d", !tt.nagle, nd, tt.want)
+		}
+	}
+}
+
 // haveIPv6 skips the test when the loopback has no IPv6.
 func haveIPv6(t *testing.T) {
 	t.Helper()

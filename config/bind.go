@@ -12,7 +12,7 @@ import (
 const maxUnixPath = 107
 
 // bindHint is appended to every bind error: what a valid bind looks like.
-const bindHint = `write "tcp://host:port" or "unix:/absolute/path", options after "?": mode=0660 (unix), name=web`
+const bindHint = `write "tcp://host:port" or "unix:/absolute/path", options after "?": mode=0660 (unix), name=web, nodelay=false (tcp)`
 
 // ParseBind parses one listening address:
 //
@@ -24,7 +24,9 @@ const bindHint = `write "tcp://host:port" or "unix:/absolute/path", options afte
 // The port (0–65535) is required. Options follow a "?", joined by "&":
 // mode=0660 (octal, at most 0777, unix sockets only) sets the socket file's
 // permissions; name=web (1–255 characters, no ':', whitespace or control
-// characters) names the socket in LISTEN_FDNAMES.
+// characters) names the socket in LISTEN_FDNAMES; nodelay=false (tcp
+// sockets only) keeps Nagle's algorithm, which forkd otherwise turns off
+// (TCP_NODELAY, inherited by every connection a worker accepts).
 func ParseBind(s string) (Bind, error) {
 	b := Bind{Raw: s}
 	addr, query, hasQuery := strings.Cut(s, "?")
@@ -160,8 +162,17 @@ func (b *Bind) parseOptions(query string) error {
 				return err
 			}
 			b.Name = v
+		case "nodelay":
+			if b.Network != "tcp" {
+				return fmt.Errorf("nodelay applies to tcp sockets only")
+			}
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("nodelay %q is neither true nor false", v)
+			}
+			b.Nagle = !on
 		default:
-			return fmt.Errorf("unknown option %q (the options are mode and name)", k)
+			return fmt.Errorf("unknown option %q (the options are mode, name and nodelay)", k)
 		}
 	}
 	return nil

@@ -24,6 +24,8 @@ func TestParseBind(t *testing.T) {
 		{"unix:/run/app.sock?name=a.b-c_d&mode=777", Bind{Network: "unix", Address: "/run/app.sock", Mode: 0o777, Name: "a.b-c_d"}},
 		{long, Bind{Network: "unix", Address: strings.TrimPrefix(long, "unix:")}},
 		{"tcp://127.0.0.1:1?name=" + strings.Repeat("n", 255), Bind{Network: "tcp", Address: "127.0.0.1:1", Name: strings.Repeat("n", 255)}},
+		{"tcp://127.0.0.1:8000?nodelay=false", Bind{Network: "tcp", Address: "127.0.0.1:8000", Nagle: true}},
+		{"tcp://127.0.0.1:8000?nodelay=true&name=web", Bind{Network: "tcp", Address: "127.0.0.1:8000", Name: "web"}},
 	} {
 		got, err := ParseBind(tt.in)
 		tt.want.Raw = tt.in
@@ -70,6 +72,8 @@ func TestParseBind_invalid(t *testing.T) {
 		"unix:/" + strings.Repeat("s", 107):        "108 bytes, the limit is 107",
 		"unix:/run/a\x00b":                         "NUL",
 		"tcp://127.0.0.1:1?mode=0660":              "unix sockets only",
+		"unix:/a?nodelay=false":                    "tcp sockets only",
+		"tcp://127.0.0.1:1?nodelay=maybe":          "neither true nor false",
 		"unix:/a?mode=0999":                        "not octal",
 		"unix:/a?mode=1000":                        "not octal",
 		"unix:/a?mode=":                            "not octal",

@@ -248,6 +248,10 @@ type Bind struct {
 	Mode uint32
 	// Name is the socket's name in LISTEN_FDNAMES ("" = the instance name).
 	Name string
+	// Nagle keeps Nagle's algorithm on a tcp socket (nodelay=false); by
+	// default forkd sets TCP_NODELAY on it, which the connections the
+	// workers accept inherit.
+	Nagle bool
 }
 
 // Workers says n workers in English: "1 worker", "4 workers".
