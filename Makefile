@@ -16,6 +16,8 @@ NFPM ?= $(shell command -v nfpm || echo $(GOBIN_DIR)/nfpm)
 NFPM_VERSION ?= v2.45.2
 VERSION ?= $(or $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//'),0.0.0)
 ARCH ?= $(shell $(GO) env GOARCH)
+# forkd --version prints VERSION.
+LDFLAGS := -X github.com/forkd/forkd/internal/master.Version=$(VERSION)
 # How long `make fuzz` fuzzes each target.
 FUZZTIME ?= 60s
 
@@ -65,8 +67,8 @@ build: ## build bin/forkd, bin/forkctl and bin/forkd-demo (those whose sources e
 	@set -e; for b in $(BINARIES); do \
 		name=$${b%%:*}; pkg=$${b#*:}; \
 		if ls $$pkg/*.go >/dev/null 2>&1; then \
-			echo "CGO_ENABLED=0 $(GO) build -o bin/$$name $$pkg"; \
-			CGO_ENABLED=0 $(GO) build -o bin/$$name $$pkg; \
+			echo "CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/$$name $$pkg"; \
+			CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/$$name $$pkg; \
 		else \
 			echo "build: skipping bin/$$name: no sources in $$pkg yet"; \
 		fi; \

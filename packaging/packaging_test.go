@@ -645,9 +645,9 @@ func checkManAccurate(t *testing.T, stage string) {
 	t.Helper()
 	forkd8, forkctl1, toml5 := manSource(t, "forkd.8"), manSource(t, "forkctl.1"), manSource(t, "forkd.toml.5")
 
-	// forkd -h prints flag.PrintDefaults: "  -config file".
+	// forkd -h lists its flags as "  --config file".
 	_, usage, _ := run(t, "", nil, filepath.Join(stage, "bin/forkd"), "-h")
-	flags := regexp.MustCompile(`(?m)^  -([a-z][a-z-]*)`).FindAllStringSubmatch(usage, -1)
+	flags := regexp.MustCompile(`(?m)^  --([a-z][a-z-]*)`).FindAllStringSubmatch(usage, -1)
 	if len(flags) < 3 {
 		t.Fatalf("forkd -h lists %d flags, want at least 3:\n%s", len(flags), usage)
 	}

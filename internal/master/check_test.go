@@ -40,6 +40,21 @@ func TestMaster_Check(t *testing.T) {
 		}
 	})
 
+	t.Run("version and help", func(t *testing.T) {
+		code, stdout, stderr := runCommand(t, "--version")
+		if code != 0 || !strings.HasPrefix(stdout, "forkd ") || len(strings.TrimSpace(stdout)) <= len("forkd") {
+			t.Errorf("forkd --version: exit %d, stdout %q, stderr %q; want 0 and \"forkd VERSION\"", code, stdout, stderr)
+		}
+		code, _, stderr = runCommand(t, "--help")
+		if code != 0 || !strings.Contains(stderr, "\n  --config file\n") || strings.Contains(stderr, "\n  -config") {
+			t.Errorf("forkd --help: exit %d, stderr %q; want the flags spelled --name", code, stderr)
+		}
+		_, _, stderr = runCommand(t, "--bogus")
+		if strings.Contains(stderr, "master:") {
+			t.Errorf("forkd --bogus: stderr %q names a Go package", stderr)
+		}
+	})
+
 	t.Run("usage", func(t *testing.T) {
 		for _, args := range [][]string{{"--check"}, {}, {"--config", f.cfgPath, "extra"}, {"--bogus"}} {
 			code, stdout, stderr := runCommand(t, args...)

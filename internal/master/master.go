@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -31,8 +32,46 @@ import (
 	"github.com/forkd/forkd/workers"
 )
 
-// ErrUsage marks command-line mistakes; main exits 2 for them.
-var ErrUsage = errors.New("master: usage")
+// ErrUsage marks command-line mistakes; main exits 2 for them. Its text
+// is what forkd prints after "forkd: ".
+var ErrUsage = errors.New("usage")
+
+// Version is forkd's version, set at build time (make build: -ldflags
+// "-X github.com/forkd/forkd/internal/master.Version=…"); when it is not,
+// version reads the module's build information.
+var Version string
+
+// version returns what forkd --version prints after "forkd ".
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev == "" {
+		return "devel"
+	}
+	return "devel-" + rev + dirty
+}
 
 // options are the command-line flags.
 type options struct {
@@ -41,6 +80,7 @@ type options struct {
 	bus       string
 	logFormat string
 	logLevel  string
+	version   bool
 	// exe is what an upgrade re-executes: the path forkd was started as,
 	// so that a package upgrade's new binary is the one that runs.
 	exe string
@@ -71,19 +111,24 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.config, "config", "", "the instance's TOML config `file` (required)")
 	fs.BoolVar(&o.check, "check", false, "validate the config and exit: 0 valid, 1 invalid")
+	fs.BoolVar(&o.version, "version", false, "print forkd's version and exit")
 	fs.StringVar(&o.bus, "bus", "", "D-Bus `address` for hook signals: \"\" = the system bus "+
 		"(DBUS_SYSTEM_BUS_ADDRESS), \"session\", \"none\" to disable, or a D-Bus address")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto (text), text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: forkd --config FILE [--check] [--bus ADDRESS] [--log-format auto|text|json] [--log-level LEVEL]\n\n")
-		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "usage: forkd --config FILE [--check] [--bus ADDRESS] [--log-format auto|text|json] [--log-level LEVEL]\n"+
+			"       forkd --version\n\n")
+		printFlags(stderr, fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
 		return o, fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if o.version {
+		return o, nil
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
@@ -94,6 +139,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("%w: --config is required", ErrUsage)
 	}
 	return o, nil
+}
+
+// printFlags lists fs's flags as the synopsis spells them, "--name".
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		if f.DefValue != "" && f.DefValue != "false" {
+			usage += fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(w, "%s\n    \t%s\n", line, usage)
+	})
 }
 
 // newLogger builds the master's logger.
@@ -126,6 +186,10 @@ func newLogger(o options, stderr io.Writer) (*slog.Logger, error) {
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
+		return err
+	}
+	if o.version {
+		_, err := fmt.Fprintln(stdout, "forkd", version())
 		return err
 	}
 	var sigs *signals
