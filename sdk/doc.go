@@ -16,8 +16,10 @@
 //     WATCHDOG_USEC, runs the pre_request and post_request Hooks around
 //     each request, reports request counts and latencies (FieldRequests,
 //     FieldRequestStats) at most once a second, and gives signals
-//     Gunicorn's meanings: TERM drains in-flight requests, INT and QUIT
-//     exit at once.
+//     Gunicorn's meanings: TERM drains (package httpdrain: in-flight
+//     requests are answered, and a keep-alive connection's next request is
+//     answered with Connection: close until shortly before the graceful
+//     timeout), INT and QUIT exit at once.
 //   - ParseRequestStats reads the latency report on forkd's side (the
 //     wire format itself is package reqstats, which forkd's master uses).
 //

@@ -52,3 +52,7 @@ func TestServer_DrainSilentConnection(t *testing.T) {
 		t.Errorf("silent connection read %d bytes, %v; want it closed unanswered", n, err)
 	}
 }
+
+func TestServer_DrainAnswersIdleKeepAlive(t *testing.T) {
+	testkit.DrainAnswersIdleKeepAlive(t, drainCase)
+}

@@ -130,7 +130,7 @@ func (s *Server) Run(ctx context.Context) error {
 	rec := newRecorder(bounds)
 	conns := httpdrain.NewTracker()
 	srv := &http.Server{
-		Handler:   instrument(handler, s.Hooks, rec),
+		Handler:   conns.Wrap(instrument(handler, s.Hooks, rec)),
 		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ConnState: conns.ConnState,
 	}

@@ -122,7 +122,10 @@ func startOn(t testing.TB, ln *net.TCPListener, env []string, args ...string) *h
 	return &helper{Worker: w, t: t}
 }
 
-var client = &http.Client{Timeout: deadline}
+// client makes a connection per request: one a test's pool keeps idle would
+// hold a stopping worker until near the end of its graceful timeout (see
+// testkit.DrainAnswersIdleKeepAlive for keep-alive across a drain).
+var client = &http.Client{Timeout: deadline, Transport: &http.Transport{DisableKeepAlives: true}}
 
 // get makes a request and returns the status code and body.
 func (h *helper) get(path string) (int, string) {

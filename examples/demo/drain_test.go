@@ -30,3 +30,7 @@ func TestDemo_DrainSharedSocket(t *testing.T) { testkit.DrainSharedSocket(t, dra
 func TestDemo_DrainAnswersAcceptedConnection(t *testing.T) {
 	testkit.DrainAnswersAcceptedConnection(t, drainCase)
 }
+
+func TestDemo_DrainAnswersIdleKeepAlive(t *testing.T) {
+	testkit.DrainAnswersIdleKeepAlive(t, drainCase)
+}

@@ -112,7 +112,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	conns := httpdrain.NewTracker()
 	srv := &http.Server{
-		Handler:           handler(workerID, generation, pid),
+		Handler:           conns.Wrap(handler(workerID, generation, pid)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ConnState:         conns.ConnState,

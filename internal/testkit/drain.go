@@ -224,3 +224,47 @@ func DrainAnswersAcceptedConnection(t *testing.T, dc DrainCase) {
 	}
 	w.WaitExit(0)
 }
+
+// DrainAnswersIdleKeepAlive sends a second request after SIGTERM on a
+// keep-alive connection that was idle when the drain began, as a client's
+// connection pool does: it must be answered, with Connection: close,
+// rather than find the connection closed under it.
+func DrainAnswersIdleKeepAlive(t *testing.T, dc DrainCase) {
+	w := dc.Start(t, nil)
+	w.Notify.Wait("READY=1")
+	c, err := net.DialTimeout("tcp", w.Addr, Deadline)
+	if err != nil {
+		t.Fatalf("dial %s: %v", w.Addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(Deadline))
+	r := bufio.NewReader(c)
+	get := func(what string) *http.Response {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: worker\r\n\r\n"); err != nil {
+			t.Fatalf("%s: write: %v", what, err)
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("%s: read the answer: %v", what, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: answer %s %q, %v; want 200", what, resp.Status, body, err)
+		}
+		if err := dc.Hello(string(body)); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return resp
+	}
+	if first := get("before the drain"); first.Close {
+		t.Fatal("the first answer closed the connection: no keep-alive to test")
+	}
+	w.Signal(syscall.SIGTERM)
+	w.Notify.Wait("STOPPING=1")
+	if second := get("on the idle connection, while draining"); !second.Close {
+		t.Errorf("answer while draining without Connection: close (header %q)", second.Header.Get("Connection"))
+	}
+	w.WaitExit(0)
+}
