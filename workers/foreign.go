@@ -56,7 +56,7 @@ func (p *Pool) Unroute(pid int) {
 // post hands fn to the arbiter without waiting for it; closed runs instead
 // when the pool has stopped (may be nil).
 func (p *Pool) post(fn func(p *Pool), closed func()) {
-	req := request{do: fn}
+	req := fn
 	select {
 	case p.requests <- req:
 		return

@@ -137,7 +137,7 @@ type Pool struct {
 	// Channels into the arbiter loop.
 	exits    chan exitEvent
 	timers   chan timerEvent
-	requests chan request
+	requests chan func(*Pool)
 	done     chan struct{} // closed when Run returns
 
 	// State below is owned by the Run goroutine.
@@ -206,7 +206,7 @@ func New(opts Options) *Pool {
 		log:      opts.Logger,
 		exits:    make(chan exitEvent, 64),
 		timers:   make(chan timerEvent, 64),
-		requests: make(chan request),
+		requests: make(chan func(*Pool)),
 		done:     make(chan struct{}),
 		state:    StateStarting,
 		retiring: make(map[*worker]bool),
@@ -310,7 +310,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		case t := <-p.timers:
 			p.handleTimer(t)
 		case req := <-p.requests:
-			req.do(p)
+			req(p)
 		case <-gate:
 			gate = nil
 			p.fillSlots(p.current)

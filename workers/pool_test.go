@@ -126,7 +126,7 @@ func TestPool_ExitAtOnceBacksOff(t *testing.T) {
 	}
 	// Retries wait 100ms, 200ms, 400ms: never a tight loop.
 	for i := 1; i < len(forks); i++ {
-		if gap, min := forks[i].Sub(forks[i-1]), backoff(i)-10*time.Millisecond; gap < min {
+		if gap, min := forks[i].Sub(forks[i-1]), Backoff(i)-10*time.Millisecond; gap < min {
 			t.Errorf("spawn %d came %s after the previous one, want ≥ %s", i+1, gap, min)
 		}
 	}
@@ -142,12 +142,12 @@ func TestPool_ExitAtOnceBacksOff(t *testing.T) {
 func TestBackoff(t *testing.T) {
 	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
 	for i, w := range want {
-		if got := backoff(i + 1); got != w {
-			t.Errorf("backoff(%d) = %s, want %s", i+1, got, w)
+		if got := Backoff(i + 1); got != w {
+			t.Errorf("Backoff(%d) = %s, want %s", i+1, got, w)
 		}
 	}
-	if got := backoff(100); got != 30*time.Second {
-		t.Errorf("backoff(100) = %s, want the 30s cap", got)
+	if got := Backoff(100); got != 30*time.Second {
+		t.Errorf("Backoff(100) = %s, want the 30s cap", got)
 	}
 }
 

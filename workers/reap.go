@@ -131,7 +131,7 @@ func (p *Pool) slotFailed(g *generation, id int, why string) {
 		p.stop(stopGraceful, "crash loop")
 		return
 	}
-	d := backoff(g.failures[id])
+	d := Backoff(g.failures[id])
 	p.log.Warn("worker failing; backing off", "worker_id", id, "generation", g.id,
 		"failures", g.failures[id], "retry_in", d)
 	gid := g.id
@@ -140,9 +140,10 @@ func (p *Pool) slotFailed(g *generation, id int, why string) {
 	})
 }
 
-// backoff is the delay before the nth consecutive retry of a slot: 100ms,
-// doubling, at most 30s.
-func backoff(n int) time.Duration {
+// Backoff is the delay before the nth consecutive restart of something
+// that keeps failing (a worker slot, a singleton): 100ms, doubling, at most
+// 30s.
+func Backoff(n int) time.Duration {
 	d := 100 * time.Millisecond
 	for i := 1; i < n && d < 30*time.Second; i++ {
 		d *= 2

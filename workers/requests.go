@@ -3,40 +3,14 @@ package workers
 import (
 	"context"
 	"sort"
+
+	"github.com/forkd/forkd/internal/actor"
 )
 
-// request is a call into the arbiter loop: do runs on the arbiter's
-// goroutine and sends its result on the request's own buffered reply
-// channel, which only the caller reads; a caller that gave up leaves the
-// result unread.
-type request struct {
-	do func(p *Pool)
-}
-
-// ask runs fn on the arbiter's goroutine and returns its result.
+// ask runs fn on the arbiter's goroutine and returns its result (see
+// actor.Ask).
 func ask[T any](ctx context.Context, p *Pool, fn func(p *Pool) T) (T, error) {
-	reply := make(chan T, 1)
-	var zero T
-	select {
-	case p.requests <- request{do: func(p *Pool) { reply <- fn(p) }}:
-	case <-p.done:
-		return zero, ErrClosed
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	}
-	select {
-	case v := <-reply:
-		return v, nil
-	case <-p.done:
-		select {
-		case v := <-reply: // answered as Run returned
-			return v, nil
-		default:
-			return zero, ErrClosed
-		}
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	}
+	return actor.Ask(ctx, p.requests, p.done, ErrClosed, fn)
 }
 
 // Reload re-reads the config and replaces the workers with a new

@@ -9,6 +9,7 @@ import (
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/process"
 	"github.com/forkd/forkd/jobs"
+	"github.com/forkd/forkd/workers"
 )
 
 // States of a singleton, as jobs.Info reports them.
@@ -138,7 +139,7 @@ func (s *Supervisor) singletonExited(sg *singleton, ev exitEvent) {
 // backoff schedules sg's next start after a failure, as a worker slot's.
 func (s *Supervisor) backoff(sg *singleton) {
 	sg.failures++
-	d := backoff(sg.failures)
+	d := workers.Backoff(sg.failures)
 	sg.state = stateBackoff
 	s.log.Warn("singleton failed; restarting after a backoff", "singleton", sg.cfg.Name,
 		"failures", sg.failures, "backoff", d)
@@ -148,16 +149,6 @@ func (s *Supervisor) backoff(sg *singleton) {
 			sg.state = stateWaiting
 		}
 	})
-}
-
-// backoff is the delay before the nth consecutive restart: 100ms,
-// doubling, at most 30s (as a worker slot's).
-func backoff(n int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < n && d < 30*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 30*time.Second)
 }
 
 // stopSingleton sends sg's process TERM, and KILL after graceful_timeout.

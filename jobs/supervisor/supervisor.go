@@ -14,6 +14,7 @@ import (
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/actor"
 	"github.com/forkd/forkd/internal/notify"
 	"github.com/forkd/forkd/internal/process"
 	"github.com/forkd/forkd/jobs"
@@ -198,23 +199,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 }
 
-// ask runs fn on Run's goroutine and returns its result.
+// ask runs fn on Run's goroutine and returns its result (see actor.Ask).
 func ask[T any](ctx context.Context, s *Supervisor, fn func(s *Supervisor) T) (T, error) {
-	reply := make(chan T, 1)
-	var zero T
-	select {
-	case s.requests <- func(s *Supervisor) { reply <- fn(s) }:
-	case <-s.done:
-		return zero, ErrClosed
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	}
-	select {
-	case v := <-reply:
-		return v, nil
-	case <-ctx.Done():
-		return zero, ctx.Err()
-	}
+	return actor.Ask(ctx, s.requests, s.done, ErrClosed, fn)
 }
 
 // tell runs fn on Run's goroutine without waiting for it (nothing once

@@ -1,0 +1,37 @@
+// Package actor holds what forkd's actors — the arbiter (workers.Pool) and
+// the supervisor of singletons and schedules — share: a request into an
+// actor's loop that carries its own reply.
+package actor
+
+import "context"
+
+// Ask hands fn to the actor whose loop receives on inbox and runs each
+// function it receives on its own goroutine, and returns fn's result. The
+// result goes through a buffered channel of this call's own, so a caller
+// that gave up (ctx done) leaves it unread and reads nothing written
+// later. done is closed once the actor's loop has returned; Ask then
+// returns closed, unless fn ran as the loop returned.
+func Ask[A, T any](ctx context.Context, inbox chan<- func(A), done <-chan struct{}, closed error, fn func(A) T) (T, error) {
+	reply := make(chan T, 1)
+	var zero T
+	select {
+	case inbox <- func(a A) { reply <- fn(a) }:
+	case <-done:
+		return zero, closed
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+	select {
+	case v := <-reply:
+		return v, nil
+	case <-done:
+		select {
+		case v := <-reply: // answered as the loop returned
+			return v, nil
+		default:
+			return zero, closed
+		}
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
