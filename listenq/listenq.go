@@ -67,7 +67,7 @@ func read(fd int) (Queue, error) {
 		if err != nil {
 			return Queue{}, fmt.Errorf("listenq: fd %d: %w", fd, err)
 		}
-		if proto != unix.IPPROTO_TCP {
+		if proto != unix.IPPROTO_TCP && proto != unix.IPPROTO_MPTCP {
 			return Queue{}, fmt.Errorf("fd %d: protocol %d: %w", fd, proto, ErrNotListening)
 		}
 		return tcpQueue(uint8(domain), ino)
@@ -88,7 +88,9 @@ const (
 
 // tcpQueue dumps the family's TCP listeners and returns the queue of the
 // one with inode ino. For a listener, inet_diag's rqueue is the accept
-// queue's length and wqueue its backlog.
+// queue's length and wqueue its backlog. An MPTCP listener (what Go's
+// net.Listen makes where the kernel has MPTCP) queues connections on its TCP
+// subflow listener, which the kernel grafts onto the same socket inode.
 func tcpQueue(family uint8, ino uint32) (Queue, error) {
 	// struct inet_diag_req_v2: family, protocol, ext, pad, states, then a
 	// 48-byte inet_diag_sockid left zero (a dump ignores it).

@@ -157,3 +157,31 @@ func TestRead_NotListening(t *testing.T) {
 		}
 	}
 }
+
+func TestRead_GoListener(t *testing.T) {
+	// net.Listen makes an MPTCP listener where the kernel has MPTCP enabled.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := 1; i <= 2; i++ {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		q, err := listenq.Read(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Len != uint32(i) || q.Backlog == 0 {
+			t.Fatalf("after %d connections: got %+v", i, q)
+		}
+	}
+}
