@@ -132,7 +132,6 @@ func (p *peers) run(ctx context.Context) {
 			next++
 			pr.id = next
 			set[pr] = true
-			go pr.write()
 			go func() {
 				<-pr.conn.Context().Done()
 				select {
@@ -242,20 +241,27 @@ func (p *peers) join(ctx context.Context, c *net.UnixConn, in *bufio.Reader, uid
 		conn.Close()
 		return fmt.Errorf("export the bus driver's methods: %w", err)
 	}
-	// Auth is godbus's client side; tr answers it (see authedTransport),
-	// and it starts godbus's reading of messages.
-	if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(int(uid)))}); err != nil {
-		conn.Close()
-		return fmt.Errorf("start the connection: %w", err)
-	}
+	// The peer joins before godbus reads its first message: it gets every
+	// signal emitted after its first call returns. Its writer starts once
+	// Auth is done.
 	pr := &peer{uid: uid, raw: c, conn: conn, out: make(chan pendingWrite, peerBacklog), done: make(chan struct{})}
 	select {
 	case p.joins <- pr:
-		return nil
 	case <-p.stopped:
+		conn.Close()
+		return nil
 	case <-ctx.Done():
+		conn.Close()
+		return nil
 	}
-	conn.Close()
+	// Auth is godbus's client side; tr answers it (see authedTransport),
+	// and it starts godbus's reading of messages.
+	err = conn.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(int(uid)))})
+	go pr.write()
+	if err != nil {
+		conn.Close() // run hears it left
+		return fmt.Errorf("start the connection: %w", err)
+	}
 	return nil
 }
 
