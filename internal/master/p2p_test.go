@@ -1,0 +1,123 @@
+package master
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/forkd/forkd/bus"
+	"github.com/forkd/forkd/internal/forkctl"
+	"github.com/forkd/forkd/internal/testkit"
+)
+
+// noBus is a D-Bus address where no bus answers.
+const noBus = "unix:path=/nonexistent/forkd-test/bus"
+
+// monitorP2P runs forkctl monitor (over whatever it falls back to) until
+// the returned stop is called, its output in the returned buffer, and
+// returns once it is subscribed.
+func monitorP2P(t *testing.T, args ...string) (out *testkit.Buffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errOut := &testkit.Buffer{}, &testkit.Buffer{}
+	done := make(chan error, 1)
+	go func() { done <- forkctl.Main(ctx, append(args, "monitor"), out, errOut) }()
+	errOut.WaitFor(t, "Monitoring the signals of")
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("forkctl monitor: %v (stderr %q)", err, errOut.String())
+		}
+	}
+	t.Cleanup(stop)
+	return out, stop
+}
+
+// TestMaster_PeerToPeer runs forkd where no bus daemon can be reached and
+// drives it with forkctl over its peer-to-peer socket: status, scale,
+// reload, workers and two monitors at once that see the hook signals; a
+// monitor that goes away disturbs neither forkd nor the other.
+func TestMaster_PeerToPeer(t *testing.T) {
+	n := testkit.ListenNotify(t)
+	f := startForkd(t, setup{instance: "p2p", workers: 2, bus: noBus, notify: n.Path})
+	n.Wait("READY=1")
+	socket := filepath.Join(filepath.Dir(f.cfgPath), bus.SocketName)
+
+	// As a command in forkd's unit would run it: no bus anywhere, the
+	// socket found in $RUNTIME_DIRECTORY.
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", noBus)
+	t.Setenv("RUNTIME_DIRECTORY", filepath.Dir(socket))
+	t.Setenv("FORKCTL_SOCKET", "")
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		var out, errOut bytes.Buffer
+		if err := forkctl.Main(ctx, args, &out, &errOut); err != nil {
+			t.Fatalf("forkctl %q: %v (stderr %q)", args, err, errOut.String())
+		}
+		return out.String()
+	}
+
+	out := run("status", "p2p")
+	for _, want := range []string{"Instance:        p2p (" + socket + ")", "State:           running", "Workers:         2/2 ready"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("forkctl status: no %q in\n%s", want, out)
+		}
+	}
+	one, _ := monitorP2P(t)
+	two, stopTwo := monitorP2P(t, "--socket", socket)
+
+	if out := run("scale", "3"); out != "p2p: workers set to 3\n" {
+		t.Errorf("forkctl scale 3: %q", out)
+	}
+	for _, m := range []*testkit.Buffer{one, two} {
+		m.WaitFor(t, "p2p NworkersChanged generation=1 old=2 new=3")
+	}
+	if out := run("reload"); out != "p2p: reloaded, generation 2 serving\n" {
+		t.Errorf("forkctl reload: %q", out)
+	}
+	for _, m := range []*testkit.Buffer{one, two} {
+		m.WaitFor(t, "p2p OnReload generation=1")
+		m.WaitFor(t, "p2p WhenReady generation=2 workers=3")
+	}
+	if out := run("workers"); strings.Count(out, " ready ") != 3 {
+		t.Errorf("forkctl workers after the reload:\n%s", out)
+	}
+
+	stopTwo()
+	if out := run("scale", "2", "p2p"); out != "p2p: workers set to 2\n" {
+		t.Errorf("forkctl scale 2 after a monitor left: %q", out)
+	}
+	one.WaitFor(t, "p2p NworkersChanged generation=2 old=3 new=2")
+	if out := run("--socket", socket, "status"); !strings.Contains(out, "Generation:      2") {
+		t.Errorf("forkctl --socket status:\n%s", out)
+	}
+}
+
+// TestMaster_PeerToPeerNotFound checks what forkctl says when neither the
+// bus nor a socket answers: both, and where it looked.
+func TestMaster_PeerToPeerNotFound(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", noBus)
+	t.Setenv("RUNTIME_DIRECTORY", dir)
+	t.Setenv("FORKCTL_SOCKET", "")
+	var out, errOut bytes.Buffer
+	err := forkctl.Main(context.Background(), []string{"status", "nowhere"}, &out, &errOut)
+	if err == nil {
+		t.Fatalf("forkctl status with no bus and no socket succeeded: %q", out.String())
+	}
+	for _, want := range []string{"connect to the system bus", "/nonexistent/forkd-test/bus",
+		"no forkd peer-to-peer socket answered", filepath.Join(dir, bus.SocketName), "/run/forkd/nowhere/bus.sock"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
