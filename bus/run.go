@@ -108,7 +108,8 @@ func (b *Service) runBus(ctx context.Context) error {
 				"name", b.name, "err", err)
 			warned = true
 		} else if !warned {
-			b.log.Warn("no D-Bus: hook signals disabled, serving anyway", "err", err)
+			b.log.Warn("no D-Bus: hook signals disabled, serving anyway", "err", err,
+				"peer_to_peer_socket", b.socketServed())
 			warned = true
 		} else {
 			b.log.Debug("D-Bus still unreachable", "err", err)
@@ -124,6 +125,15 @@ func (b *Service) runBus(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, b.backoffMax)
 	}
+}
+
+// socketServed returns the path of the peer-to-peer socket the Service
+// serves, "none" when it serves none.
+func (b *Service) socketServed() string {
+	if b.peers == nil || b.peers.listenErr != nil {
+		return "none"
+	}
+	return b.peers.path
 }
 
 // noteName records what a connection attempt learnt about the name. Found

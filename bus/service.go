@@ -58,6 +58,11 @@ type Options struct {
 // The arbiter goes on either way, and Run returns within about a second of
 // being cancelled, dropping what it could not send by then.
 //
+// With Options.Socket, the object is served on a peer-to-peer socket too,
+// bus or no bus: every connected peer gets every signal and
+// PropertiesChanged emitted after its first call returned; a peer that
+// falls peerBacklog signals behind is disconnected.
+//
 // A Service is a hooks.Sink. The unit that runs forkd needs the D-Bus policy
 // io.github.forkd.conf installed for the service user to own its name.
 type Service struct {
