@@ -63,7 +63,7 @@ func monitor(ctx context.Context, opts options, name string, asJSON bool, stdout
 	if err != nil {
 		return err
 	}
-	src, err := subscribe(ctx, opts, name)
+	src, err := subscribe(ctx, opts, name, stderr)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ type source struct {
 // (of every instance when name is ""): on the bus, unless --socket names a
 // socket, or the bus cannot be reached, or it has no such instance while
 // a peer-to-peer socket has (then on the sockets).
-func subscribe(ctx context.Context, opts options, name string) (source, error) {
+func subscribe(ctx context.Context, opts options, name string, stderr io.Writer) (source, error) {
 	var found []instance
 	if opts.socket != "" {
 		in, err := openSocket(ctx, opts.socket, name)
@@ -217,7 +217,7 @@ func subscribe(ctx context.Context, opts options, name string) (source, error) {
 			return source{}, err
 		}
 	}
-	return subscribeSockets(ctx, found), nil
+	return subscribeSockets(ctx, found, stderr), nil
 }
 
 // findSocketsAfter is findSockets after the bus failed with busErr: its
@@ -261,23 +261,65 @@ func subscribeBus(ctx context.Context, conn *dbus.Conn, opts options, name strin
 // subscribeSockets merges the signals of the instances in found, each
 // connected to its peer-to-peer socket, into one channel, each signal's
 // Sender set to its instance's well-known name (a peer-to-peer connection
-// has no sender names). The channel closes once every connection has
-// closed.
-func subscribeSockets(ctx context.Context, found []instance) source {
+// has no sender names). When a connection closes — forkd stopped, or
+// re-executed itself for an upgrade — it says so on stderr and connects
+// again once the socket answers for the same instance, with backoff; the
+// channel never closes. close stops it all.
+func subscribeSockets(ctx context.Context, found []instance, stderr io.Writer) source {
+	ctx, cancel := context.WithCancel(ctx)
 	out := make(chan *dbus.Signal, 4096)
 	var (
 		wg    sync.WaitGroup
 		paths []string
+		mu    sync.Mutex // stderr, written by the followers
 	)
+	say := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stderr, format, args...)
+	}
 	for _, in := range found {
 		paths = append(paths, in.socket)
-		// forkd sends every signal to every peer: no match to add.
-		signals := make(chan *dbus.Signal, 4096)
-		in.conn.Signal(signals)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for s := range signals {
+			followSocket(ctx, in, out, say)
+		}()
+	}
+	where := "the peer-to-peer socket " + paths[0]
+	if len(paths) > 1 {
+		where = "the peer-to-peer sockets " + strings.Join(paths, ", ")
+	}
+	return source{signals: out, where: where, close: func() {
+		cancel()
+		wg.Wait()
+	}}
+}
+
+// Bounds of the wait between attempts to connect again to a socket.
+const (
+	reconnectMin = 100 * time.Millisecond
+	reconnectMax = 2 * time.Second
+)
+
+// followSocket forwards the Manager1 signals of in, connected to its
+// socket, to out until ctx is done, connecting again whenever the
+// connection closes. It closes the connection it holds when it returns.
+func followSocket(ctx context.Context, in instance, out chan<- *dbus.Signal, say func(string, ...any)) {
+	for again := false; ; again = true {
+		// forkd sends every signal to every peer: no match to add.
+		signals := make(chan *dbus.Signal, 4096)
+		in.conn.Signal(signals)
+		if again {
+			say("forkctl: connected to %s again; signals sent meanwhile were missed\n", in.socket)
+		}
+	forward:
+		for {
+			select {
+			case s, ok := <-signals:
+				if !ok {
+					break forward
+				}
 				if s.Path != bus.ObjectPath {
 					continue
 				}
@@ -285,22 +327,31 @@ func subscribeSockets(ctx context.Context, found []instance) source {
 				select {
 				case out <- s:
 				case <-ctx.Done():
+					in.conn.Close()
 					return
 				}
+			case <-ctx.Done():
+				in.conn.Close()
+				return
 			}
-		}()
-	}
-	go func() {
-		wg.Wait()
-		close(out)
-	}()
-	where := "the peer-to-peer socket " + paths[0]
-	if len(paths) > 1 {
-		where = "the peer-to-peer sockets " + strings.Join(paths, ", ")
-	}
-	return source{signals: out, where: where, close: func() {
-		for _, in := range found {
-			in.conn.Close()
 		}
-	}}
+		say("forkctl: connection to %s closed; waiting for forkd %q to serve it again\n", in.socket, in.name)
+		for wait := reconnectMin; ; wait = min(2*wait, reconnectMax) {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			next, err := dialSocket(ctx, in.socket)
+			if err == nil && next.name == in.name {
+				in = next
+				break
+			}
+			if err == nil {
+				next.conn.Close()
+			}
+		}
+	}
 }

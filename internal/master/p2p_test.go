@@ -18,10 +18,10 @@ const noBus = "unix:path=/nonexistent/forkd-test/bus"
 // monitorP2P runs forkctl monitor (over whatever it falls back to) until
 // the returned stop is called, its output in the returned buffer, and
 // returns once it is subscribed.
-func monitorP2P(t *testing.T, args ...string) (out *testkit.Buffer, stop func()) {
+func monitorP2P(t *testing.T, args ...string) (out, errOut *testkit.Buffer, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &testkit.Buffer{}, &testkit.Buffer{}
+	out, errOut = &testkit.Buffer{}, &testkit.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- forkctl.Main(ctx, append(args, "monitor"), out, errOut) }()
 	errOut.WaitFor(t, "Monitoring the signals of")
@@ -37,13 +37,14 @@ func monitorP2P(t *testing.T, args ...string) (out *testkit.Buffer, stop func())
 		}
 	}
 	t.Cleanup(stop)
-	return out, stop
+	return out, errOut, stop
 }
 
 // TestMaster_PeerToPeer runs forkd where no bus daemon can be reached and
 // drives it with forkctl over its peer-to-peer socket: status, scale,
-// reload, workers and two monitors at once that see the hook signals; a
-// monitor that goes away disturbs neither forkd nor the other.
+// reload, workers, jobs, upgrade and two monitors at once that see the hook
+// signals; a monitor that goes away disturbs neither forkd nor the other,
+// and one connected across the upgrade follows the successor.
 func TestMaster_PeerToPeer(t *testing.T) {
 	n := testkit.ListenNotify(t)
 	f := startForkd(t, setup{instance: "p2p", workers: 2, bus: noBus, notify: n.Path})
@@ -72,8 +73,8 @@ func TestMaster_PeerToPeer(t *testing.T) {
 			t.Errorf("forkctl status: no %q in\n%s", want, out)
 		}
 	}
-	one, _ := monitorP2P(t)
-	two, stopTwo := monitorP2P(t, "--socket", socket)
+	one, oneErr, _ := monitorP2P(t)
+	two, _, stopTwo := monitorP2P(t, "--socket", socket)
 
 	if out := run("scale", "3"); out != "p2p: workers set to 3\n" {
 		t.Errorf("forkctl scale 3: %q", out)
@@ -100,6 +101,32 @@ func TestMaster_PeerToPeer(t *testing.T) {
 	if out := run("--socket", socket, "status"); !strings.Contains(out, "Generation:      2") {
 		t.Errorf("forkctl --socket status:\n%s", out)
 	}
+	if out := run("jobs"); !strings.HasPrefix(out, "NAME ") {
+		t.Errorf("forkctl jobs:\n%s", out)
+	}
+
+	// An upgrade in place closes the connections; the successor serves the
+	// socket again once it is up (its READY=1, after the reload's), and
+	// the monitor connects to it again.
+	if out := run("upgrade"); !strings.Contains(out, "p2p: upgrade under way") {
+		t.Errorf("forkctl upgrade: %q", out)
+	}
+	readies := 0
+	n.Until("the reload's READY=1 and the successor's", func(note testkit.Note) bool {
+		if note.Has("READY=1") {
+			readies++
+		}
+		return readies == 2
+	})
+	out = run("status")
+	for _, want := range []string{"State:           running", "Generation:      2", "Workers:         2/2 ready"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("forkctl status after the upgrade: no %q in\n%s", want, out)
+		}
+	}
+	oneErr.WaitFor(t, "connected to "+socket+" again")
+	run("scale", "1")
+	one.WaitFor(t, "p2p NworkersChanged generation=2 old=2 new=1")
 }
 
 // TestMaster_PeerToPeerNotFound checks what forkctl says when neither the
