@@ -184,3 +184,32 @@ func TestService_PeerSocketInUse(t *testing.T) {
 		t.Error("a regular file was replaced by the socket")
 	}
 }
+
+func TestSocketPath(t *testing.T) {
+	t.Setenv("RUNTIME_DIRECTORY", "/run/forkd/web:/run/other")
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+	if p, err := SocketPath("web"); err != nil || p != "/run/forkd/web/bus.sock" {
+		t.Errorf("under systemd: %q, %v", p, err)
+	}
+	if got := SocketPatterns(""); len(got) != 3 || got[0] != "/run/forkd/web/bus.sock" ||
+		got[1] != "/run/forkd/*/bus.sock" || got[2] != "/run/user/1000/forkd/*/bus.sock" {
+		t.Errorf("SocketPatterns(\"\") = %q", got)
+	}
+	if got := SocketPatterns("a*b"); got[1] != `/run/forkd/a\*b/bus.sock` {
+		t.Errorf("SocketPatterns(\"a*b\") = %q: the name is not a pattern", got)
+	}
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	want := "/run/user/1000/forkd/web/bus.sock"
+	if os.Geteuid() == 0 {
+		want = "/run/forkd/web/bus.sock"
+	}
+	if p, err := SocketPath("web"); err != nil || p != want {
+		t.Errorf("without systemd: %q, %v; want %q", p, err, want)
+	}
+	if p, err := SocketPath(".."); err == nil {
+		t.Errorf(`SocketPath("..") = %q`, p)
+	}
+	if got := SocketAddress("/tmp/a b,c=d/bus.sock"); got != "unix:path=/tmp/a%20b%2cc%3dd/bus.sock" {
+		t.Errorf("SocketAddress: %q", got)
+	}
+}

@@ -21,14 +21,19 @@ const SocketName = "bus.sock"
 // $RUNTIME_DIRECTORY (the first, when systemd sets several; the unit's
 // RuntimeDirectory=forkd/%i) when set, else /run/forkd/INSTANCE/ for
 // root, else $XDG_RUNTIME_DIR/forkd/INSTANCE/. It returns an error when
-// none applies (not root and XDG_RUNTIME_DIR unset).
+// none applies (not root and XDG_RUNTIME_DIR unset, or an instance named
+// "." or "..").
 func SocketPath(instance string) (string, error) {
 	if dirs := os.Getenv("RUNTIME_DIRECTORY"); dirs != "" {
 		dir, _, _ := strings.Cut(dirs, ":")
 		return filepath.Join(dir, SocketName), nil
 	}
-	if dir := instanceSocket(instance); dir != "" {
-		return dir, nil
+	if instance == "." || instance == ".." {
+		return "", fmt.Errorf("bus: no runtime directory for the peer-to-peer socket: the instance name %q "+
+			"names no directory of its own: set --control-socket", instance)
+	}
+	if path := instanceSocket(instance); path != "" {
+		return path, nil
 	}
 	return "", errors.New("bus: no runtime directory for the peer-to-peer socket " +
 		"(not root and XDG_RUNTIME_DIR is unset): set XDG_RUNTIME_DIR or --control-socket")

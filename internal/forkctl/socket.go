@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -76,6 +77,7 @@ func findSockets(ctx context.Context, name string) ([]instance, error) {
 		failures []string
 	)
 	for _, pat := range patterns {
+		failures = append(failures, unreachable(pat)...)
 		paths, _ := filepath.Glob(pat)
 		for _, p := range paths {
 			key := p
@@ -106,6 +108,21 @@ func findSockets(ctx context.Context, name string) ([]instance, error) {
 	}
 	sort.Slice(found, func(i, j int) bool { return found[i].name < found[j].name })
 	return found, nil
+}
+
+// unreachable says which sockets that pattern may match this user cannot
+// reach: those in a directory it may not enter (the unit's
+// RuntimeDirectoryMode=0750), which filepath.Glob skips without a word.
+func unreachable(pattern string) []string {
+	dirs, _ := filepath.Glob(filepath.Dir(pattern))
+	var out []string
+	for _, d := range dirs {
+		p := filepath.Join(d, filepath.Base(pattern))
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrPermission) {
+			out = append(out, fmt.Sprintf("cannot reach %s: permission denied (root, the user forkd and the group forkd may)", p))
+		}
+	}
+	return out
 }
 
 // openSocket returns the instance called name (the only one when name is
