@@ -211,9 +211,12 @@ func (p *peers) accept(ctx context.Context, l *net.UnixListener, accepting chan<
 func (p *peers) admit(ctx context.Context, c *net.UnixConn) {
 	uid, err := peerUID(c)
 	if err == nil {
+		// A handshake in progress ends when ctx does: c is closed under it.
+		stopClosing := context.AfterFunc(ctx, func() { c.Close() })
 		_ = c.SetDeadline(time.Now().Add(authTimeout))
 		in := bufio.NewReader(c)
-		if err = serverHandshake(in, c, uid, p.guid); err == nil {
+		err = serverHandshake(in, c, uid, p.guid)
+		if stopClosing() && err == nil {
 			_ = c.SetDeadline(time.Time{})
 			err = p.join(ctx, c, in, uid)
 		}
