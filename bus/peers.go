@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -36,6 +38,9 @@ type peers struct {
 	// be created, for the reason listenErr.
 	l         *net.UnixListener
 	listenErr error
+	// madeDir says newPeers created the socket's directory: run removes it
+	// with the socket.
+	madeDir bool
 	// privileged are the uids that may call every method; others may
 	// only read, as the D-Bus policy lets them on the system bus.
 	privileged map[uint32]bool
@@ -67,7 +72,7 @@ func newPeers(b *Service, path string) *peers {
 	p := &peers{b: b, path: path, privileged: privilegedUIDs(), guid: newGUID(),
 		signals: make(chan pendingWrite, peerQueue), statusChanged: make(chan struct{}, 1),
 		joins: make(chan *peer), leaves: make(chan *peer), stopped: make(chan struct{})}
-	p.l, p.listenErr = listenSocket(path)
+	p.l, p.madeDir, p.listenErr = listenSocket(path)
 	return p
 }
 
@@ -103,6 +108,9 @@ func (p *peers) run(ctx context.Context) {
 		defer func() {
 			l.Close() // removes the socket
 			<-accepting
+			if p.madeDir {
+				os.Remove(filepath.Dir(p.path)) // unless something else is in it
+			}
 		}()
 	}
 	published, _ := p.b.properties(ctx)

@@ -70,7 +70,7 @@ func (c *peerTestClient) object() dbus.BusObject { return c.Object("", ObjectPat
 // the middle of its handshake, disturbs neither the Service nor the other
 // peer; the socket is gone once Run returns.
 func TestService_Peers(t *testing.T) {
-	socket := filepath.Join(busTestDir(t), SocketName)
+	socket := filepath.Join(busTestDir(t), "forkd", "peers", SocketName)
 	ctl := newBusTestController()
 	ctl.status = workers.Status{State: "running", Generation: 1, Workers: 2, ReadyWorkers: 2}
 	b := New(Options{Instance: "peers", Address: "none", Socket: socket, Controller: ctl})
@@ -146,6 +146,12 @@ func TestService_Peers(t *testing.T) {
 	if _, err := os.Lstat(socket); !os.IsNotExist(err) {
 		t.Errorf("socket left behind after Run: %v", err)
 	}
+	if _, err := os.Lstat(filepath.Dir(socket)); !os.IsNotExist(err) {
+		t.Errorf("the directory Run created for the socket is left behind: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Dir(filepath.Dir(socket))); err != nil {
+		t.Errorf("the directory above it was removed too: %v", err)
+	}
 }
 
 // TestService_PeerSocketInUse checks that a socket left by a process that
@@ -179,7 +185,7 @@ func TestService_PeerSocketInUse(t *testing.T) {
 	if err := os.WriteFile(notSocket, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if p := newPeers(New(Options{Address: "none"}), notSocket); p.listenErr == nil {
+	if p := newPeers(New(Options{Address: "none"}), notSocket); p.listenErr == nil || p.madeDir {
 		p.l.Close()
 		t.Error("a regular file was replaced by the socket")
 	}

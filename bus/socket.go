@@ -3,6 +3,7 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/user"
@@ -108,10 +109,27 @@ func escapeAddressValue(s string) string {
 // (0755) when missing. A socket left behind by a process that is gone is
 // replaced; one that a live process serves is not: that is an error, as
 // is a file there that is not a socket.
-func listenSocket(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create the socket's directory: %w", err)
+//
+// madeDir says it created the socket's own directory, which the caller
+// removes with the socket.
+func listenSocket(path string) (l *net.UnixListener, madeDir bool, err error) {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		madeDir = true
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, false, fmt.Errorf("create the socket's directory: %w", err)
+	}
+	l, err = listenFresh(path)
+	if err != nil && madeDir {
+		os.Remove(dir)
+	}
+	return l, madeDir && err == nil, err
+}
+
+// listenFresh creates the socket at path, in an existing directory, as
+// listenSocket says.
+func listenFresh(path string) (*net.UnixListener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != os.ModeSocket {
 			return nil, fmt.Errorf("%s exists and is not a socket", path)
