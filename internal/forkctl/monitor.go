@@ -21,7 +21,9 @@ import (
 type monitorEvent struct {
 	// Time is when forkctl received the signal (RFC 3339, nanoseconds).
 	Time time.Time `json:"time"`
-	// Sender is the unique bus name of the sending forkd.
+	// Sender is the unique bus name of the sending forkd; over a
+	// peer-to-peer socket, which has no bus names, the instance's
+	// well-known name.
 	Sender string `json:"sender"`
 	// Instance is the instance name: the signal's instance argument, or
 	// for the signals without one (the run-once hooks') the instance whose

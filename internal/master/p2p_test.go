@@ -46,16 +46,17 @@ func monitorP2P(t *testing.T, args ...string) (out, errOut *testkit.Buffer, stop
 // signals; a monitor that goes away disturbs neither forkd nor the other,
 // and one connected across the upgrade follows the successor.
 func TestMaster_PeerToPeer(t *testing.T) {
+	// No bus anywhere, for forkd and forkctl alike.
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", noBus)
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", noBus)
+	t.Setenv("FORKCTL_SOCKET", "")
 	n := testkit.ListenNotify(t)
 	f := startForkd(t, setup{instance: "p2p", workers: 2, bus: noBus, notify: n.Path})
 	n.Wait("READY=1")
 	socket := filepath.Join(filepath.Dir(f.cfgPath), bus.SocketName)
-
-	// As a command in forkd's unit would run it: no bus anywhere, the
-	// socket found in $RUNTIME_DIRECTORY.
-	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", noBus)
+	// As a command in forkd's unit would run it: the socket found in
+	// $RUNTIME_DIRECTORY.
 	t.Setenv("RUNTIME_DIRECTORY", filepath.Dir(socket))
-	t.Setenv("FORKCTL_SOCKET", "")
 	run := func(args ...string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -100,6 +101,9 @@ func TestMaster_PeerToPeer(t *testing.T) {
 	one.WaitFor(t, "p2p NworkersChanged generation=2 old=3 new=2")
 	if out := run("--socket", socket, "status"); !strings.Contains(out, "Generation:      2") {
 		t.Errorf("forkctl --socket status:\n%s", out)
+	}
+	if out := run("--user", "status"); !strings.Contains(out, "Instance:        p2p ("+socket+")") {
+		t.Errorf("forkctl --user status with no session bus:\n%s", out)
 	}
 	if out := run("jobs"); !strings.HasPrefix(out, "NAME ") {
 		t.Errorf("forkctl jobs:\n%s", out)
