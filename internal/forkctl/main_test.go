@@ -31,6 +31,8 @@ func TestMain_Usage(t *testing.T) {
 		{"frobnicate"},
 		{"--bogus", "status"},
 		{"--bus"},
+		{"--socket"},
+		{"--socket=", "status"},
 		{"scale"},
 		{"scale", "many"},
 		{"scale", "5000"},

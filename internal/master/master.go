@@ -78,6 +78,7 @@ type options struct {
 	config    string
 	check     bool
 	bus       string
+	socket    string
 	logFormat string
 	logLevel  string
 	version   bool
@@ -114,10 +115,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.version, "version", false, "print forkd's version and exit")
 	fs.StringVar(&o.bus, "bus", "", "D-Bus `address` for hook signals: \"\" = the system bus "+
 		"(DBUS_SYSTEM_BUS_ADDRESS), \"session\", \"none\" to disable, or a D-Bus address")
+	fs.StringVar(&o.socket, "control-socket", "", "`path` of the peer-to-peer D-Bus socket forkctl falls back to: "+
+		"\"\" = bus.sock in the runtime directory ($RUNTIME_DIRECTORY, /run/forkd/NAME or $XDG_RUNTIME_DIR/forkd/NAME), "+
+		"\"none\" to disable")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto (text), text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: forkd --config FILE [--check] [--bus ADDRESS] [--log-format auto|text|json] [--log-level LEVEL]\n"+
+		fmt.Fprintf(stderr, "usage: forkd --config FILE [--check] [--bus ADDRESS] [--control-socket PATH] [--log-format auto|text|json] [--log-level LEVEL]\n"+
 			"       forkd --version\n\n")
 		printFlags(stderr, fs)
 	}

@@ -38,8 +38,20 @@ type sinks struct {
 func newSinks(o options, cfg *config.Config, log *slog.Logger) (*sinks, error) {
 	s := &sinks{log: hooks.NewLog(log), logger: log, ctl: &lateController{}, cmds: execCommands(cfg)}
 	s.exec = hooks.NewExec(s.cmds, log)
-	if o.bus != "none" {
-		s.bus = bus.New(bus.Options{Instance: cfg.Server.Name, Controller: s.ctl, Logger: log, Address: o.bus})
+	socket := o.socket
+	if socket == "" {
+		p, err := bus.SocketPath(cfg.Server.Name)
+		if err != nil {
+			log.Warn("peer-to-peer D-Bus socket not served", "err", err)
+		}
+		socket = p
+	}
+	if socket == "none" {
+		socket = ""
+	}
+	if o.bus != "none" || socket != "" {
+		s.bus = bus.New(bus.Options{Instance: cfg.Server.Name, Controller: s.ctl, Logger: log,
+			Address: o.bus, Socket: socket})
 	}
 	if hooks.JournalEnabled() {
 		s.journal = hooks.NewJournal(log)
