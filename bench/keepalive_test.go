@@ -40,14 +40,16 @@ const keepAliveDoc = `- **Keep-alive load (14–16).** wrk as above without ` + 
   with 2 workers, under forkd (its ` + "`forkd.toml`" + `: ` + "`python3 -m uvicorn app:app --fd 3 --no-access-log`" + `)
   and under Gunicorn (its ` + "`gunicorn.conf.py`" + `, ` + "`--workers 2 -k uvicorn.workers.UvicornWorker`" + `),
   the job's period set to 60 s so that no job runs during the load.
-  Throughput: both masters up side by side (idle but for the load), then
-  5 rounds of ` + "`wrk -t2 -c16 -d2s`" + ` keep-alive against each in turn, the
-  first side alternating, so that both see the machine at the
-  same speed; the medians are reported, forkd's goal within 20 % of
-  Gunicorn's requests/s. The same with access logs on both sides
-  (uvicorn's default, the example's command line before; Gunicorn
-  ` + "`--access-logfile -`" + `), to stdout, which the benchmark reads as journald
-  would. Then, one master at a time, 10 s of ` + "`wrk -t2 -c16`" + ` with 3 HUPs
+  Throughput: four masters up side by side (idle but for the load): forkd
+  and Gunicorn, each as shipped (no access log) and with access logs to
+  stdout, which the benchmark reads as journald would (forkd: uvicorn's
+  default, the example's command line before; Gunicorn:
+  ` + "`--access-logfile -`" + `); then 5 rounds of ` + "`wrk -t2 -c16 -d2s`" + ` keep-alive
+  against each in turn, the first one rotating, so that all see the machine
+  at the same speed. The medians are reported, forkd's goal within 20 % of
+  Gunicorn's requests/s, with the workers' CPU time (utime + stime of the
+  master's descendants, /proc/PID/stat) per request over each round, a
+  figure that a busy machine disturbs less than throughput. Then, one master at a time, 10 s of ` + "`wrk -t2 -c16`" + ` with 3 HUPs
   (every 3 s from 1.5 s on),
   after which 2 new worker pids must answer. uvicorn closes idle
   keep-alive connections as soon as it is told to stop (see the example's
@@ -263,13 +265,14 @@ func BenchmarkExampleKeepAlive(b *testing.B) {
 	}
 	round := s.wrkKeepAlive(b, kaExConns, kaRound)
 	during := s.wrkKeepAlive(b, kaExConns, kaLoad)
-	quiet := s.exampleRounds(b, ex, false, round)
-	logged := s.exampleRounds(b, ex, true, round)
+	rounds := s.exampleRounds(b, ex, round)
 	rate, loggedRate, p50, p99, failed, hupRate := newPair(), newPair(), newPair(), newPair(), newPair(), newPair()
+	cpu, loggedCPU := newPair(), newPair()
 	for _, g := range s.sides() {
 		i := idx(g)
-		rate[i], loggedRate[i] = quiet[i].rate.Median(), logged[i].rate.Median()
-		p50[i], p99[i] = quiet[i].p50.Median(), quiet[i].p99.Median()
+		rate[i], loggedRate[i] = rounds[0][i].rate.Median(), rounds[1][i].rate.Median()
+		p50[i], p99[i] = rounds[0][i].p50.Median(), rounds[0][i].p99.Median()
+		cpu[i], loggedCPU[i] = rounds[0][i].cpu.Median(), rounds[1][i].cpu.Median()
 
 		m := s.startExampleKeepAlive(b, ex, g, false)
 		first, err := s.answering(b, m, nil)
@@ -300,70 +303,101 @@ func BenchmarkExampleKeepAlive(b *testing.B) {
 		goal = Goal{Text: fmt.Sprintf("≥ %.1f × Gunicorn = %.0f/s", kaThroughput, kaThroughput*rate[1]),
 			Limit: kaThroughput * rate[1], AtLeast: true}
 	}
-	runs := fmt.Sprintf("median of %d alternating runs of wrk -t2 -c%d -d%ds", kaRounds, kaExConns, kaRound/time.Second)
+	runs := fmt.Sprintf("median of %d rounds of wrk -t2 -c%d -d%ds, the 4 masters in turn", kaRounds, kaExConns,
+		kaRound/time.Second)
 	report.Add(row(sc, fmt.Sprintf("requests/s, keep-alive, access logs off, %s (higher is better)", runs), "/s",
 		goal, rate))
 	report.Add(row(sc, "p50 latency, the same runs (median)", "ms", Goal{}, p50))
 	report.Add(row(sc, "p99 latency, the same runs (median)", "ms", Goal{}, p99))
+	report.Add(row(sc, "the workers' CPU time per request, the same runs (median)", "µs", Goal{}, cpu))
 	report.Add(row(sc, "requests/s, the same with access logs to stdout (forkd: uvicorn's default, without "+
 		"--no-access-log; Gunicorn: --access-logfile -)", "/s", Goal{}, loggedRate))
+	report.Add(row(sc, "the workers' CPU time per request, access logs to stdout (median)", "µs", Goal{}, loggedCPU))
 	report.Add(row(sc, fmt.Sprintf("failed requests (socket errors + non-2xx) during %d HUPs, %d s of keep-alive load",
 		kaHUPs, kaLoad/time.Second), "", Goal{}, failed))
 	report.Add(row(sc, fmt.Sprintf("requests/s during %d HUPs (higher is better)", kaHUPs), "/s", Goal{}, hupRate))
 	if !math.IsNaN(rate[1]) && rate[1] > 0 {
 		report.Note("Scenario 16: forkd / Gunicorn keep-alive requests/s: %.2f× as each ships (access logs off); "+
 			"%.2f× with uvicorn's access log on under forkd only (the example's command line before); "+
-			"%.2f× with access logs on both sides.", rate[0]/rate[1], loggedRate[0]/rate[1], loggedRate[0]/loggedRate[1])
+			"%.2f× with access logs on both sides. Workers' CPU time per request, forkd / Gunicorn: %.2f× as each "+
+			"ships, %.2f× with uvicorn's access log on under forkd only.", rate[0]/rate[1], loggedRate[0]/rate[1],
+			loggedRate[0]/loggedRate[1], cpu[0]/cpu[1], loggedCPU[0]/cpu[1])
 	}
 }
 
-// exampleRuns are one side's keep-alive rounds in scenario 16.
+// exampleRuns are one master's keep-alive rounds in scenario 16.
 type exampleRuns struct {
 	rate     Sample // requests/s
 	p50, p99 Sample // ms
+	cpu      Sample // the workers' CPU time per request, µs
 }
 
 // exampleRounds starts the example under forkd and under Gunicorn (when
-// installed) side by side, access logs on or off, and runs w against each
-// in turn kaRounds times, the first side alternating, so that both see the
-// machine at the same speed; the masters are stopped before it returns.
-func (s *setup) exampleRounds(b *testing.B, ex Example, accessLog bool, w Wrk) [2]exampleRuns {
+// installed), each with access logs off and on, all side by side, and runs
+// w against each in turn kaRounds times, the first one rotating, so that
+// all see the machine at the same speed. It returns the rounds by access
+// log (0 off, 1 on) and side (idx); the masters are stopped before it
+// returns.
+func (s *setup) exampleRounds(b *testing.B, ex Example, w Wrk) [2][2]exampleRuns {
 	b.Helper()
-	var masters [2]*Master
-	for _, g := range s.sides() {
-		masters[idx(g)] = s.startExampleKeepAlive(b, ex, g, accessLog)
+	type target struct {
+		m        *Master
+		logged   int
+		gunicorn bool
 	}
-	for _, m := range masters {
-		if m == nil {
-			continue
+	var targets []target
+	for _, logged := range []int{0, 1} {
+		for _, g := range s.sides() {
+			targets = append(targets, target{s.startExampleKeepAlive(b, ex, g, logged == 1), logged, g})
 		}
-		if _, err := s.answering(b, m, nil); err != nil {
+	}
+	for _, t := range targets {
+		if _, err := s.answering(b, t.m, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
-	var out [2]exampleRuns
+	var out [2][2]exampleRuns
 	for r := range kaRounds {
-		order := s.sides()
-		if r%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, g := range order {
-			m := masters[idx(g)]
-			l, err := w.Run(context.Background(), m.url())
+		for k := range targets {
+			t := targets[(r+k)%len(targets)]
+			before, err := workersCPU(t.m)
 			if err != nil {
-				b.Fatalf("%s, access log %v, round %d: %v", m.Name, accessLog, r+1, err)
+				b.Fatal(err)
 			}
-			b.Logf("%s, access log %v, round %d: %v", m.Name, accessLog, r+1, l)
-			o := &out[idx(g)]
+			l, err := w.Run(context.Background(), t.m.url())
+			if err != nil {
+				b.Fatalf("%s, access log %d, round %d: %v", t.m.Name, t.logged, r+1, err)
+			}
+			after, err := workersCPU(t.m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("%s, access log %d, round %d: %v; workers' CPU %v", t.m.Name, t.logged, r+1, l, after-before)
+			o := &out[t.logged][idx(t.gunicorn)]
 			o.rate, o.p50, o.p99 = append(o.rate, l.Rate()), append(o.p50, ms(l.P50)), append(o.p99, ms(l.P99))
+			if l.Requests > 0 {
+				o.cpu = append(o.cpu, float64(after-before)/float64(time.Microsecond)/float64(l.Requests))
+			}
 		}
 	}
-	for _, m := range masters {
-		if m != nil {
-			closeMaster(b, m)
-		}
+	for _, t := range targets {
+		closeMaster(b, t.m)
 	}
 	return out
+}
+
+// workersCPU returns the CPU time m's descendants (its workers, and the
+// example's scheduler under forkd) have used.
+func workersCPU(m *Master) (time.Duration, error) {
+	var sum time.Duration
+	for _, p := range Descendants(m.PID()) {
+		d, err := CPUTime(p.PID)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", m.Name, err)
+		}
+		sum += d
+	}
+	return sum, nil
 }
 
 // answering waits until kaExWorkers worker pids not in skip answer on m,
