@@ -13,19 +13,18 @@ import (
 //
 //   - While the current generation has workers, a timer samples the queues
 //     every samplePeriod (up_after/4, between 10 ms and 100 ms); it runs
-//     only while autoscaling is configured. When some queue stayed longer
-//     than queue for up_after, workers are added: as many as the longest
-//     queue holds connections per queue (at least one, at most as many as
-//     there are, so the pool at most doubles), up to max — once the
-//     workers added last are all ready, so that boots (which max_booting
-//     paces) are not stacked on boots. When every queue stayed empty for
-//     down_after, the worker in the highest slot, the last one added, is
-//     stopped gracefully; then another after down_after again, down to
-//     min. Whether capacity was idle shows in what follows: when workers
-//     must be added within the window after a worker was stopped, the
-//     stopped one was needed, and the next scale-down waits twice as long
-//     (up to 16 × down_after); a window without that returns to
-//     down_after.
+//     only while autoscaling is configured. When the longest queue stayed
+//     above queue for up_after (on average over that time, never empty),
+//     workers are added: one per connection waiting beyond queue, up to
+//     max — once the workers added last are all ready, so that boots
+//     (which max_booting paces) are not stacked on boots.
+//   - When every queue stayed empty for down_after, the worker in the
+//     highest slot, the last one added, is stopped gracefully; then
+//     another after down_after again, down to min. Whether capacity was
+//     idle shows in what follows: when workers must be added within the
+//     window after a worker was stopped, the stopped one was needed, and
+//     the next scale-down waits twice as long (up to 16 × down_after); a
+//     window without that returns to down_after.
 //   - With min = 0 and no worker, nothing samples: the listening sockets
 //     are watched for readability (epoll, see demand.go), and the first
 //     connection queued starts one worker, after which the timer takes
@@ -50,6 +49,8 @@ type autoscaler struct {
 	// since when every queue stayed empty (zero: not so at the last
 	// sample).
 	above, empty time.Time
+	// sum and samples add up the samples since above, for their mean.
+	sum, samples int
 	// demand waits for the first connection while there is no worker
 	// (min = 0).
 	demand *demand
@@ -160,25 +161,14 @@ func (p *Pool) autoscaleSample(t timerEvent) {
 		p.auto.lastDown, p.auto.downFactor = time.Time{}, 1
 		downAfter = a.DownAfter.Duration
 	}
-	switch {
-	case t.queue > a.Queue:
+	if t.queue > 0 {
 		p.auto.empty = time.Time{}
-		if p.auto.above.IsZero() {
-			p.auto.above = now
-		}
-		if now.Sub(p.auto.above) < a.UpAfter.Duration || g.target >= a.Max || p.booting() > 0 || len(p.held) > 0 {
-			return
-		}
-		step := min(max(t.queue/max(a.Queue, 1), 1), g.target)
-		n := min(g.target+step, a.Max)
-		p.log.Info("autoscale: accept queue stayed long; adding workers", "queue", t.queue, "for", now.Sub(p.auto.above).Round(time.Millisecond), "workers", n)
-		p.auto.above = time.Time{}
-		if !p.auto.lastDown.IsZero() {
-			p.auto.lastDown, p.auto.downFactor = time.Time{}, min(2*p.auto.downFactor, maxDownFactor)
-		}
-		p.autoscaleTo(n)
+		p.growBy(a, t.queue, now)
+		return
+	}
+	p.auto.above = time.Time{}
+	switch {
 	case t.queue == 0:
-		p.auto.above = time.Time{}
 		if p.auto.empty.IsZero() {
 			p.auto.empty = now
 		}
@@ -188,9 +178,44 @@ func (p *Pool) autoscaleSample(t timerEvent) {
 		p.log.Info("autoscale: accept queues stayed empty; stopping a worker", "for", now.Sub(p.auto.empty).Round(time.Millisecond), "workers", g.target-1)
 		p.auto.empty, p.auto.lastDown = now, now
 		p.autoscaleTo(g.target - 1)
-	default:
-		p.auto.above, p.auto.empty = time.Time{}, time.Time{}
 	}
+}
+
+// growBy takes a sample of the longest queue, q > 0, into the window that
+// decides on adding workers: the window opens at a sample above queue and
+// closes up_after later, when the mean of its samples decides; a sample
+// of 0 (the workers caught up) drops it, and so does a boot in progress
+// (the window then measures the pool the boots make).
+func (p *Pool) growBy(a config.Autoscale, q int, now time.Time) {
+	g := p.current
+	if g.target >= a.Max || p.booting() > 0 || len(p.held) > 0 {
+		p.auto.above = time.Time{}
+		return
+	}
+	if p.auto.above.IsZero() {
+		if q <= a.Queue {
+			return
+		}
+		p.auto.above, p.auto.sum, p.auto.samples = now, 0, 0
+	}
+	p.auto.sum += q
+	p.auto.samples++
+	if now.Sub(p.auto.above) < a.UpAfter.Duration {
+		return
+	}
+	mean := (p.auto.sum + p.auto.samples/2) / p.auto.samples
+	p.auto.above = time.Time{}
+	if mean <= a.Queue {
+		return
+	}
+	// As many workers as connections wait beyond queue: each takes one
+	// off the queue (a synchronous worker serves one at a time).
+	n := min(g.target+mean-a.Queue, a.Max)
+	p.log.Info("autoscale: accept queue stayed long; adding workers", "queue", mean, "for", a.UpAfter.Duration, "workers", n)
+	if !p.auto.lastDown.IsZero() {
+		p.auto.lastDown, p.auto.downFactor = time.Time{}, min(2*p.auto.downFactor, maxDownFactor)
+	}
+	p.autoscaleTo(n)
 }
 
 // autoscaleDemand starts the first worker: a connection waits and there
