@@ -157,6 +157,14 @@ func TestPool_AutoscaleOnDemand(t *testing.T) {
 	if s, err := h.pool.Stats(context.Background()); err != nil || s.Spawned != 2 {
 		t.Errorf("Stats = %+v, %v; want 2 workers spawned, one per connection after idle", s, err)
 	}
+	// A reload with no worker is done at once, and its generation waits
+	// for connections as well.
+	if err := h.pool.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if m := h.dial(); m["gen"] != "2" {
+		t.Errorf("after the reload: answered by %v, want a worker of generation 2", m)
+	}
 }
 
 // TestPool_AutoscaleBounds: TTIN, TTOU and SetWorkers move the count
@@ -214,5 +222,22 @@ func TestPool_Listeners(t *testing.T) {
 			t.Fatalf("Listeners = %+v, %v; want a queue of 1", ls, err)
 		}
 		runtime.Gosched()
+	}
+}
+
+// TestPool_AutoscaleReloadClamps: a reload keeps the current count, moved
+// within the new config's min…max.
+func TestPool_AutoscaleReloadClamps(t *testing.T) {
+	a := config.Autoscale{Min: 1, Max: 4, Queue: 1000, UpAfter: ms(100), DownAfter: config.Duration{Duration: time.Hour}}
+	cfg := autoscaleConfig(t, "serve", 3, a)
+	next := *cfg
+	next.Server.Autoscale.Max = 2
+	h := start(t, cfg, func(o *Options) { o.Load = func() (*config.Config, error) { c := next; return &c, nil } })
+	h.waitReady(3)
+	if err := h.pool.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if s, err := h.pool.Status(context.Background()); err != nil || s.Workers != 2 || s.Generation != 2 {
+		t.Errorf("Status after the reload = %+v, %v; want generation 2 with 2 workers (the new max)", s, err)
 	}
 }
