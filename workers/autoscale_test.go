@@ -129,8 +129,9 @@ func maxInt(a, b int) int {
 // TestPool_AutoscaleOnDemand: with min = 0 no worker starts until a
 // connection waits; that connection is answered by the worker it started,
 // the pool goes back to none once idle, and the next connection starts one
-// again.
+// again. Its watch on the sockets leaves no fd behind.
 func TestPool_AutoscaleOnDemand(t *testing.T) {
+	fdsBefore := countFDs(t)
 	h := start(t, autoscaleConfig(t, "serve", 0, config.Autoscale{Min: 0, Max: 2, Queue: 0,
 		UpAfter: ms(100), DownAfter: ms(200)}), nil)
 	if e := h.rec.wait(t, 10*time.Second, "when_ready", is(hooks.WhenReady)); e.Workers != 0 {
@@ -164,6 +165,12 @@ func TestPool_AutoscaleOnDemand(t *testing.T) {
 	}
 	if m := h.dial(); m["gen"] != "2" {
 		t.Errorf("after the reload: answered by %v, want a worker of generation 2", m)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := countFDs(t); n > fdsBefore+1 { // +1: the harness's socket, closed in Cleanup
+		t.Errorf("fd leak: %d open before, %d after", fdsBefore, n)
 	}
 }
 
