@@ -32,6 +32,15 @@ type Upgrader interface {
 	Upgrade(ctx context.Context) error
 }
 
+// ListenerReader is implemented by a Controller that holds the listening
+// sockets; it serves the Listeners property. A Controller without it has
+// none to show: Listeners is an empty list. Listeners may be called from
+// any goroutine; its error says which sockets' queues could not be read,
+// and the list holds every socket regardless.
+type ListenerReader interface {
+	Listeners(ctx context.Context) ([]workers.Listener, error)
+}
+
 // JobRunner is implemented by a Controller that runs the instance's
 // [[singleton]] processes and [[schedule]] jobs; it serves the RunNow and
 // ListJobs methods. A Controller without it has no jobs: RunNow reports

@@ -48,6 +48,17 @@ type JobEntry struct {
 	Starts        uint64
 }
 
+// ListenerEntry is one Listeners entry as it is on the wire, (ssuu): the
+// socket's LISTEN_FDNAMES name, its address, its accept queue (connections
+// waiting for a worker) and its backlog. A client decodes the property into
+// a []ListenerEntry.
+type ListenerEntry struct {
+	Name    string
+	Address string
+	Queue   uint32
+	Backlog uint32
+}
+
 // unixMicro returns t in microseconds since the Unix epoch, 0 for the zero
 // time (or any time before the epoch).
 func unixMicro(t time.Time) uint64 {

@@ -321,7 +321,27 @@ func (b *Service) properties(ctx context.Context) (map[string]dbus.Variant, erro
 	props["Generation"] = dbus.MakeVariant(s.Generation)
 	props["Workers"] = dbus.MakeVariant(toUint32(s.Workers))
 	props["ReadyWorkers"] = dbus.MakeVariant(toUint32(s.ReadyWorkers))
+	props["Listeners"] = dbus.MakeVariant(b.listeners(ctx))
 	return props, nil
+}
+
+// listeners returns the Listeners property: the controller's listening
+// sockets and their accept queues as the kernel reports them now, those it
+// could not read with a queue and backlog of 0.
+func (b *Service) listeners(ctx context.Context) []ListenerEntry {
+	out := []ListenerEntry{}
+	r, ok := b.controller.(ListenerReader)
+	if !ok {
+		return out
+	}
+	list, err := r.Listeners(ctx)
+	if err != nil {
+		b.log.Debug("D-Bus Listeners property", "err", err)
+	}
+	for _, l := range list {
+		out = append(out, ListenerEntry{Name: l.Name, Address: l.Addr, Queue: l.Queue, Backlog: l.Backlog})
+	}
+	return out
 }
 
 // toUint32 converts a count or pid to D-Bus's u; negatives become 0.

@@ -14,6 +14,7 @@ import (
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/notify"
+	"github.com/forkd/forkd/listenq"
 )
 
 // Errors returned by the pool's control methods.
@@ -108,6 +109,10 @@ type Options struct {
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
 
+	// readQueue reads a listening socket's accept queue; default
+	// listenq.Read.
+	readQueue func(*os.File) (listenq.Queue, error)
+
 	// cpus and runQueue stand in, in tests, for the CPUs the pool may use
 	// (default runtime.GOMAXPROCS(0)) and the machine's run queue (default
 	// /proc/loadavg's); see pace.go.
@@ -176,6 +181,8 @@ type Pool struct {
 	// them another look (see pace.go).
 	held      []heldSlot
 	paceTimer *time.Timer
+	// auto is the autoscaler's state (see autoscale.go).
+	auto autoscaler
 }
 
 // New returns a pool for opts; Run starts it.
@@ -197,6 +204,9 @@ func New(opts Options) *Pool {
 	}
 	if opts.cpus == 0 {
 		opts.cpus = runtime.GOMAXPROCS(0)
+	}
+	if opts.readQueue == nil {
+		opts.readQueue = listenq.Read
 	}
 	if opts.runQueue == nil {
 		opts.runQueue = loadavgRunQueue
@@ -284,7 +294,9 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	if gate == nil {
 		p.fillSlots(p.current)
+		p.announceEmpty(p.current)
 	}
+	defer p.stopAutoscale()
 	p.observe()
 	p.settle()
 
@@ -314,6 +326,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		case <-gate:
 			gate = nil
 			p.fillSlots(p.current)
+			p.announceEmpty(p.current)
 		case ok := <-p.upgradeAck:
 			p.upgradeAck = nil
 			p.upgradeAcked(ok)

@@ -84,6 +84,14 @@ func status(ctx context.Context, opts options, name string, stdout io.Writer) er
 			return fmt.Errorf("read the status of %s: property %s: %w", in.name, key, err)
 		}
 	}
+	// Listeners is newer than the other properties: a master without it
+	// shows none.
+	var listeners []bus.ListenerEntry
+	if v, ok := props["Listeners"]; ok {
+		if err := v.Store(&listeners); err != nil {
+			return fmt.Errorf("read the status of %s: property Listeners: %w", in.name, err)
+		}
+	}
 	jobLines, err := jobCounts(ctx, in)
 	if err != nil {
 		return err
@@ -97,6 +105,9 @@ func status(ctx context.Context, opts options, name string, stdout io.Writer) er
 	fmt.Fprintf(w, "State:\t%s\n", s.State)
 	fmt.Fprintf(w, "Generation:\t%d\n", s.Generation)
 	fmt.Fprintf(w, "Workers:\t%d/%d ready\n", s.ReadyWorkers, s.Workers)
+	for _, l := range listeners {
+		fmt.Fprintf(w, "Listener %s:\t%s, queue %d/%d\n", l.Name, l.Address, l.Queue, l.Backlog)
+	}
 	for _, l := range jobLines {
 		fmt.Fprintf(w, "%s:\t%s\n", l[0], l[1])
 	}

@@ -185,10 +185,21 @@ type lateController struct {
 }
 
 var (
-	_ bus.Controller = (*lateController)(nil)
-	_ bus.Upgrader   = (*lateController)(nil)
-	_ bus.JobRunner  = (*lateController)(nil)
+	_ bus.Controller     = (*lateController)(nil)
+	_ bus.Upgrader       = (*lateController)(nil)
+	_ bus.JobRunner      = (*lateController)(nil)
+	_ bus.ListenerReader = (*lateController)(nil)
 )
+
+// Listeners returns the pool's listening sockets and their accept queues,
+// none before the pool exists.
+func (c *lateController) Listeners(ctx context.Context) ([]workers.Listener, error) {
+	p, err := c.get()
+	if err != nil {
+		return nil, nil
+	}
+	return p.Listeners(ctx)
+}
 
 // jobRunner boxes a bus.JobRunner for an atomic.Pointer.
 type jobRunner struct{ bus.JobRunner }
