@@ -33,6 +33,16 @@ const (
 	// finished since the previous report, as written by Stats.String and
 	// read by Parse. forkd forwards it as a D-Bus RequestStats signal.
 	FieldRequestStats = "FORKD_REQUEST_STATS"
+	// FieldSum carries the total time the requests FieldRequestStats
+	// counts took, in whole microseconds (decimal): the sum of a
+	// Prometheus histogram. Optional: without it forkd's metrics estimate
+	// the sum from the buckets' bounds.
+	FieldSum = "FORKD_REQUEST_SUM_USEC"
+	// FieldInflight carries how many requests the worker has in progress
+	// as it sends the message (decimal): 0 is an idle worker, more a busy
+	// one. Optional; it may come alone, in a message without the other
+	// fields, when only the count in progress changed.
+	FieldInflight = "FORKD_REQUESTS_INFLIGHT"
 )
 
 // ErrMalformed is wrapped by the errors Parse returns.
