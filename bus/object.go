@@ -140,6 +140,17 @@ func (b *Service) export(conn *dbus.Conn) error {
 			}
 			return out, nil
 		},
+		"Details": func() (string, *dbus.Error) {
+			d, ok := b.controller.(Detailer)
+			if !ok {
+				return "", failed("this master has no status page")
+			}
+			page, err := d.Details(ctx)
+			if err != nil {
+				return "", failed(err.Error())
+			}
+			return string(page), nil
+		},
 		"RunNow": func(name string) *dbus.Error {
 			unknown := dbus.NewError(ErrorInvalidArgs,
 				[]any{fmt.Sprintf("no singleton or schedule named %q", name)})

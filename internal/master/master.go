@@ -290,11 +290,16 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		}
 	}
 
+	rec, msrv, err := newMetrics(cfg, socks, sinks, adopt != nil, log)
+	if err != nil {
+		return err
+	}
 	status := newReporter(notifier, cfg, sinks.bus, log)
 	sigs.wait() // registered meanwhile; the pool takes them over, and its workers may signal at once
 	reloaded := func(err error) {
 		sinks.reloaded(err)
 		status.reloaded(err)
+		rec.Reloaded(err)
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
 	popts := workers.Options{
@@ -310,20 +315,26 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		RequestStats: func(gen uint64, id, pid int, v string) {
 			sinks.requestStats(log, cfg.Server.Name, gen, id, pid, v)
 		},
-		Logger: log,
-		Exe:    o.exe,
-		Adopt:  adopt,
+		Requests: rec.Requests,
+		Logger:   log,
+		Exe:      o.exe,
+		Adopt:    adopt,
 	}
 	once.options(&popts)
 	pool := workers.New(popts)
 	once.start(pool, cfg, adopt)
 	sinks.ctl.pool.Store(pool)
+	rec.SetPool(pool)
 
 	// The arbiter runs on this goroutine — the main one, locked to the
 	// process's main thread by cmd/forkd — so that every worker's parent
 	// thread lives as long as the process, across in-place upgrades too.
 	g := newGroup(ctx)
 	g.Go(func(ctx context.Context) error { return status.run(ctx) })
+	g.Go(rec.Run)
+	if msrv != nil {
+		g.Go(msrv.Run)
+	}
 	g.Go(func(ctx context.Context) error {
 		if err := notifier.Watchdog(ctx, pool.Healthy); err != nil {
 			return err
