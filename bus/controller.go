@@ -54,7 +54,8 @@ type JobRunner interface {
 
 // Detailer is implemented by a Controller that can describe the instance
 // in detail (package metrics/status): it serves the Details method, whose
-// reply is the page as JSON. A Controller without it fails Details. It may
+// reply is the page as JSON. A Controller without it answers Details with
+// org.freedesktop.DBus.Error.UnknownMethod, as a master that predates it. It may
 // be called from any goroutine, concurrently, and returns when ctx is
 // done at the latest.
 type Detailer interface {

@@ -143,7 +143,8 @@ func (b *Service) export(conn *dbus.Conn) error {
 		"Details": func() (string, *dbus.Error) {
 			d, ok := b.controller.(Detailer)
 			if !ok {
-				return "", failed("this master has no status page")
+				return "", dbus.NewError("org.freedesktop.DBus.Error.UnknownMethod",
+					[]any{"this master has no status page"})
 			}
 			page, err := d.Details(ctx)
 			if err != nil {

@@ -123,8 +123,12 @@ func (s *sinks) start(g *group) {
 	}
 }
 
-// Emit sends e to every sink; none blocks.
+// Emit sends e to every sink; none blocks. The metrics count it first: a
+// client that saw its D-Bus signal finds it counted.
 func (s *sinks) Emit(e hooks.Event) {
+	if s.metrics != nil {
+		s.metrics.Emit(e)
+	}
 	s.log.Emit(e)
 	if s.bus != nil {
 		s.bus.Emit(e)
@@ -134,9 +138,6 @@ func (s *sinks) Emit(e hooks.Event) {
 	}
 	if s.journal != nil {
 		s.journal.Emit(e)
-	}
-	if s.metrics != nil {
-		s.metrics.Emit(e)
 	}
 }
 
