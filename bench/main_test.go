@@ -25,7 +25,8 @@ var ran sync.Map
 // benchmarks are the scenarios, in order.
 var benchmarks = []string{"BenchmarkStart", "BenchmarkKill", "BenchmarkKillBusy", "BenchmarkHang", "BenchmarkIdle",
 	"BenchmarkMemory", "BenchmarkThousand", "BenchmarkReload", "BenchmarkUpgrade", "BenchmarkRecycle",
-	"BenchmarkBusLatency", "BenchmarkNotifyFlood", "BenchmarkSchedules", "BenchmarkSeed"}
+	"BenchmarkBusLatency", "BenchmarkNotifyFlood", "BenchmarkSchedules", "BenchmarkSeed",
+	"BenchmarkMetrics"}
 
 // TestMain runs the tests and benchmarks and then publishes the report.
 func TestMain(m *testing.M) {
