@@ -52,6 +52,12 @@ class ForkdStats:
         if self.addr is not None:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             self.sock.setblocking(False)
+            # Idle from the start: forkd shows the worker idle, not merely
+            # ready, before its first request.
+            try:
+                self.sock.sendto(b"FORKD_REQUESTS_INFLIGHT=0", self.addr)
+            except OSError:
+                pass
 
     async def __call__(self, scope, receive, send):
         if self.sock is None or scope["type"] != "http":

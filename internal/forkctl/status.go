@@ -39,24 +39,48 @@ const (
 // screen that cannot be read shows why, and the next refresh tries again.
 func showStatus(ctx context.Context, opts options, name string, f statusFlags, stdout io.Writer) error {
 	if !f.watch {
-		text, err := statusText(ctx, opts, name, f.json, time.Now())
+		in, err := open(ctx, opts, name)
+		if err != nil {
+			return err
+		}
+		defer in.conn.Close()
+		text, err := statusText(ctx, in, f.json, time.Now())
 		if err != nil {
 			return err
 		}
 		_, err = io.WriteString(stdout, text)
 		return err
 	}
+	// One connection while it works; after an error, a new one at the
+	// next refresh (the instance may have restarted).
+	var in instance
+	defer func() {
+		if in.conn != nil {
+			in.conn.Close()
+		}
+	}()
 	fmt.Fprint(stdout, "\x1b[2J")
 	tick := time.NewTicker(watchEvery)
 	defer tick.Stop()
 	for {
 		now := time.Now()
-		text, err := statusText(ctx, opts, name, f.json, now)
+		var text string
+		var err error
+		if in.conn == nil {
+			in, err = open(ctx, opts, name)
+		}
+		if err == nil {
+			text, err = statusText(ctx, in, f.json, now)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
 			text = err.Error() + "\n"
+			if in.conn != nil {
+				in.conn.Close()
+				in = instance{}
+			}
 		}
 		if f.json {
 			if _, err := io.WriteString(stdout, text); err != nil {
@@ -84,15 +108,9 @@ func nameArg(name string) string {
 	return " " + name
 }
 
-// statusText renders the instance's status, as text or, with asJSON, as
-// its status page in JSON (one line when watching, indented otherwise is
-// the caller's choice: here always one document and a newline).
-func statusText(ctx context.Context, opts options, name string, asJSON bool, now time.Time) (string, error) {
-	in, err := open(ctx, opts, name)
-	if err != nil {
-		return "", err
-	}
-	defer in.conn.Close()
+// statusText renders the status of in at now, as text or, with asJSON, as
+// its status page in indented JSON.
+func statusText(ctx context.Context, in instance, asJSON bool, now time.Time) (string, error) {
 	page, hasPage, err := details(ctx, in)
 	if err != nil {
 		return "", err

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,13 +72,24 @@ func (tm *tmux) waitScreen(what string, ok func(string) bool) string {
 }
 
 // workerLine matches a worker's line of forkctl status: slot, pid,
-// generation, state.
-var workerLine = regexp.MustCompile(`(?m)^(\d+)\s+(\d+)\s+(\d+)\s+(starting|ready|busy|idle|stopping)\s`)
+// generation, state, age, requests.
+var workerLine = regexp.MustCompile(`(?m)^(\d+)\s+(\d+)\s+(\d+)\s+(starting|ready|busy|idle|stopping)\s+(\S+)\s+(\d+)\s`)
 
-// TestMaster_StatusWatch runs forkctl status --watch in a real terminal
-// (tmux) against a running forkd with SDK workers and reads the screen: the
-// instance, the listener and one line per worker, redrawn in place as a
-// worker is added (TTIN). forkctl status --json gives the same workers.
+// idleServed reports whether screen shows n workers, every one idle, that
+// served requests in all.
+func idleServed(screen string, n, requests int) bool {
+	lines := workerLine.FindAllStringSubmatch(screen, -1)
+	served := 0
+	for _, l := range lines {
+		if l[4] != "idle" {
+			return false
+		}
+		r, _ := strconv.Atoi(l[6])
+		served += r
+	}
+	return len(lines) == n && served == requests
+}
+
 func TestMaster_StatusWatch(t *testing.T) {
 	const inst = "watched"
 	d := testkit.StartBus(t)
@@ -93,15 +105,7 @@ func TestMaster_StatusWatch(t *testing.T) {
 	exe := testkit.Executable(t)
 	tm := startTmux(t, fmt.Sprintf("env %s=forkctl %s --bus %q status --watch %s", testkit.RoleEnv, exe, d.Address, inst))
 	screen := tm.waitScreen("2 idle workers that served 4 requests", func(s string) bool {
-		lines := workerLine.FindAllStringSubmatch(s, -1)
-		served := 0
-		for _, l := range lines {
-			var n int
-			fields := strings.Fields(s[strings.Index(s, l[0]):])
-			fmt.Sscan(fields[5], &n)
-			served += n
-		}
-		return len(lines) == 2 && strings.Count(s, " idle ") == 2 && served == 4
+		return idleServed(s, 2, 4)
 	})
 	for _, want := range []string{"Every 1s: forkctl status " + inst, "Instance:", "State:", "running",
 		"Uptime:", "Reloads:", "LISTENER", "tcp://" + f.addr, "SLOT", "HEARTBEAT"} {
@@ -111,9 +115,7 @@ func TestMaster_StatusWatch(t *testing.T) {
 	}
 
 	f.signal(syscall.SIGTTIN)
-	screen = tm.waitScreen("3 workers", func(s string) bool {
-		return len(workerLine.FindAllString(s, -1)) == 3 && !strings.Contains(s, "starting")
-	})
+	screen = tm.waitScreen("3 idle workers", func(s string) bool { return idleServed(s, 3, 4) })
 	if n := strings.Count(screen, "SLOT"); n != 1 {
 		t.Errorf("the screen shows the table %d times, want once (redrawn in place):\n%s", n, screen)
 	}
