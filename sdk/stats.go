@@ -10,11 +10,13 @@ import (
 	"github.com/forkd/forkd/sdk/reqstats"
 )
 
-// The two fields the SDK adds to sd_notify(3)'s vocabulary (see package
-// reqstats for their format). Server.Run sends both in one datagram on
+// The fields the SDK adds to sd_notify(3)'s vocabulary (see package
+// reqstats for their format). Server.Run sends them in one datagram on
 // NOTIFY_SOCKET, at most once per Server.ReportEvery and only when
-// requests finished since the last report (plus one last report as it
-// returns). systemd ignores fields it does not know, so a worker using the
+// requests finished or the count in progress changed since the last
+// report (plus one last report as it returns), with
+// FORKD_REQUEST_SUM_USEC and FORKD_REQUESTS_INFLIGHT
+// (reqstats.FieldSum, reqstats.FieldInflight). systemd ignores fields it does not know, so a worker using the
 // SDK runs under plain systemd too.
 const (
 	// FieldRequests carries the number of requests the worker finished

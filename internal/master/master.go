@@ -302,11 +302,18 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		rec.Reloaded(err)
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
+	staged := func(c *config.Config) {
+		sinks.stage(c)
+		if c.Metrics.Bind != cfg.Metrics.Bind {
+			log.Warn("[metrics] bind changed: the endpoint moves at the next restart, not on reload",
+				"bind", cfg.Metrics.Bind.Raw, "new", c.Metrics.Bind.Raw)
+		}
+	}
 	popts := workers.Options{
 		Config:   cfg,
 		Sockets:  socks,
 		Load:     func() (*config.Config, error) { return config.Load(o.config) },
-		Staged:   sinks.stage,
+		Staged:   staged,
 		Signals:  sigs.c,
 		Hooks:    sinks,
 		Observe:  status.observe,
@@ -315,11 +322,11 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		RequestStats: func(gen uint64, id, pid int, v string) {
 			sinks.requestStats(log, cfg.Server.Name, gen, id, pid, v)
 		},
-		Requests: rec.Requests,
-		Logger:   log,
-		Exe:      o.exe,
-		Adopt:    adopt,
+		Logger: log,
+		Exe:    o.exe,
+		Adopt:  adopt,
 	}
+	popts.Requests = rec.Requests
 	once.options(&popts)
 	pool := workers.New(popts)
 	once.start(pool, cfg, adopt)
