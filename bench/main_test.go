@@ -171,7 +171,7 @@ whether forkd's figure met it.
   (ready = "notify"), the same with ` + "`max_booting`" + ` = the CPUs (one boot
   per CPU, to compare with the default's two), and with 1,024
   ` + "`/bin/sleep infinity`" + ` workers (ready = "started": spawn throughput).
-` + loadDoc + jobsDoc + `
+` + loadDoc + jobsDoc + metricsDoc + `
 `)
 	fmt.Fprintf(&b, "## Results\n\nRun %s, took %s, on %s.\n\n", started.UTC().Format(time.RFC3339),
 		took.Round(time.Second), machine())

@@ -13,6 +13,23 @@ import (
 	"github.com/godbus/dbus/v5"
 )
 
+// metricsDoc describes BenchmarkMetrics in docs/BENCHMARKS.md.
+const metricsDoc = `- **metrics** (forkd only). 64 bench workers and a ` + "`[metrics]`" + ` bind; 300
+  scrapes of /metrics, one after another (after 10 unmeasured), then 300 D-Bus
+  ` + "`ListWorkers`" + ` calls on a private dbus-daemon: each call's latency (p50,
+  p99) and the master's CPU time (/proc/PID/stat, utime + stime) over the 300
+  divided by 300. Both ask the arbiter once per call; a scrape also reads
+  /proc/PID/stat of every worker, the accept queues (sock_diag) and the
+  library's process_* and go_* collectors, and encodes about 400 series, off
+  the arbiter's goroutine. Then the FastAPI app of examples/fastapi-scheduler
+  under forkd, one uvicorn worker each, with its ` + "`forkd_stats`" + ` middleware
+  and with ` + "`FORKD_STATS=0`" + `, side by side: 10 rounds of 200 sequential
+  keep-alive GETs to each, interleaved; the difference of the medians. And
+  ` + "`bench/stats_middleware.py`" + `: a trivial ASGI app called directly and
+  through the middleware in-process, 200,000 calls, best of 5: the
+  middleware's own cost per request, below what HTTP timing resolves.
+`
+
 // BenchmarkMetrics is the observability scenario (forkd only). With 64
 // workers: the latency of a Prometheus scrape of forkd's [metrics]
 // endpoint (p50, p99) and the master's CPU time per scrape, against a
