@@ -3,11 +3,14 @@ package master
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -297,4 +300,47 @@ func TestMaster_MetricsBindErrors(t *testing.T) {
 			t.Errorf("forkd's log does not name metrics.bind:\n%s", log)
 		}
 	})
+}
+
+// TestMaster_MetricsUnix serves the metrics on a unix socket whose path
+// names the instance (%i), replacing a stale socket file a dead process
+// left there, with the mode the bind asks for.
+func TestMaster_MetricsUnix(t *testing.T) {
+	const inst = "unixmetrics"
+	d := testkit.StartBus(t)
+	c := dialBus(t, d.Address)
+	c.subscribe()
+	f := newForkd(t, setup{instance: inst, workers: 1, bus: d.Address})
+	dir := filepath.Join(filepath.Dir(f.cfgPath), inst)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "metrics.sock")
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	f.writeConfig("serve", fmt.Sprintf("\n[metrics]\nbind = \"unix:%s?mode=0600\"\n",
+		filepath.Join(filepath.Dir(f.cfgPath), "%i", "metrics.sock")))
+	f.start()
+	c.collect("WhenReady", testTimeout, is("WhenReady", nil))
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 || st.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("metrics socket %s: %v, %v; want a socket with mode 0600", path, st.Mode(), err)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "unix", path)
+	}}, Timeout: 10 * time.Second}
+	resp, err := hc.Get("http://forkd/metrics")
+	if err != nil {
+		t.Fatalf("scrape over %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`forkd_workers{state="ready"} 1`)) {
+		t.Errorf("scrape over %s: %s\n%s", path, resp.Status, body)
+	}
 }
