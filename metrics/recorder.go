@@ -203,6 +203,8 @@ type state struct {
 	live     map[slotKey]slotWorker
 	scaled   map[slotKey]bool
 	firstGen uint64
+	// lastGen is the newest generation a worker started in.
+	lastGen uint64
 	jobRuns  map[string]map[string]uint64
 	jobOK    map[string]time.Time
 }
@@ -241,6 +243,10 @@ func (s *state) event(e hooks.Event) {
 	case hooks.PostFork:
 		if s.firstGen == 0 {
 			s.firstGen = e.Generation
+		}
+		if e.Generation > s.lastGen {
+			s.lastGen = e.Generation
+			s.forgetOld()
 		}
 		prev, known := s.live[key]
 		var why string
@@ -289,6 +295,21 @@ func (s *state) event(e hooks.Event) {
 	}
 }
 
+// forgetOld drops what is kept of the slots of generations older than the
+// one before the newest: no worker starts in them any more.
+func (s *state) forgetOld() {
+	for k, w := range s.live {
+		if k.gen+1 < s.lastGen && !w.alive {
+			delete(s.live, k)
+		}
+	}
+	for k := range s.scaled {
+		if k.gen+1 < s.lastGen {
+			delete(s.scaled, k)
+		}
+	}
+}
+
 // report applies a worker's request report: a malformed
 // FORKD_REQUEST_STATS is counted and ignored.
 func (s *state) report(r *Recorder, at time.Time, rep workers.RequestReport) {
@@ -318,7 +339,7 @@ func (s *state) report(r *Recorder, at time.Time, rep workers.RequestReport) {
 	w.window.add(at, counts)
 }
 
-// counters copies the counters and the request histogram into p, and each
+// fill copies the counters and the request histogram into p, and each
 // worker's latency quantiles into p.WorkerList.
 func (s *state) fill(p *status.Page, now time.Time) {
 	p.Counters.Starts = maps.Clone(s.starts)
@@ -339,6 +360,17 @@ func (s *state) fill(p *status.Page, now time.Time) {
 	for _, name := range names {
 		p.Counters.Jobs = append(p.Counters.Jobs, status.Job{Name: name, Runs: maps.Clone(s.jobRuns[name]),
 			LastSuccess: s.jobOK[name]})
+	}
+	live := make(map[int]bool, len(p.WorkerList))
+	for _, w := range p.WorkerList {
+		live[w.PID] = true
+	}
+	for pid, ws := range s.byPID {
+		// A process whose exit was not seen (an event lost) goes once
+		// its last minute of reports has.
+		if ws.window.trim(now); !live[pid] && len(ws.window.periods) == 0 {
+			delete(s.byPID, pid)
+		}
 	}
 	for i := range p.WorkerList {
 		w := &p.WorkerList[i]
