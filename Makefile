@@ -22,9 +22,9 @@ LDFLAGS := -X github.com/forkd/forkd/internal/master.Version=$(VERSION)
 FUZZTIME ?= 60s
 
 # Debian packages the tests need (a private dbus-daemon, systemd-nspawn, ip, curl,
-# wrk for the autoscaling test)
+# wrk for the autoscaling test, tmux for the status page, promtool)
 # and the ones the benchmarks need.
-TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db python3-uvicorn python3-fastapi python3-apscheduler wrk
+TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db python3-uvicorn python3-fastapi python3-apscheduler wrk tmux prometheus
 BENCH_PACKAGES := gunicorn wrk
 
 # Binaries: name:package. `build` skips those whose package has no sources yet.

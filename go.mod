@@ -1,6 +1,6 @@
 module github.com/forkd/forkd
 
-go 1.25
+go 1.25.0
 
 // forkd's binaries keep Go 1.24's runtime defaults where Go 1.25 changed
 // them: GOMAXPROCS without a cgroup file held open (it would sit at a fd the
@@ -17,5 +17,18 @@ require (
 	github.com/godbus/dbus/v5 v5.2.4
 	github.com/netresearch/go-cron v0.15.1
 	github.com/pelletier/go-toml/v2 v2.4.3
-	golang.org/x/sys v0.27.0
+	golang.org/x/sys v0.47.0
+)
+
+require github.com/kylelemons/godebug v1.1.0 // indirect
+
+require (
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/prometheus/client_golang v1.24.1
+	github.com/prometheus/client_model v0.6.2 // indirect
+	github.com/prometheus/common v0.70.1 // indirect
+	github.com/prometheus/procfs v0.21.1 // indirect
+	google.golang.org/protobuf v1.36.11 // indirect
 )

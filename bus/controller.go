@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/forkd/forkd/jobs"
 	"github.com/forkd/forkd/workers"
@@ -58,4 +59,15 @@ type JobRunner interface {
 	RunNow(ctx context.Context, name string) error
 	// ListJobs returns every singleton and schedule of the running config.
 	ListJobs(ctx context.Context) ([]jobs.Info, error)
+}
+
+// Detailer is implemented by a Controller that can describe the instance
+// in detail (package metrics/status): it serves the Details method, whose
+// reply is the page as JSON. A Controller without it answers Details with
+// org.freedesktop.DBus.Error.UnknownMethod, as a master that predates it. It may
+// be called from any goroutine, concurrently, and returns when ctx is
+// done at the latest.
+type Detailer interface {
+	// Details returns the instance's status page, as JSON.
+	Details(ctx context.Context) (json.RawMessage, error)
 }

@@ -170,6 +170,18 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 			}
 			return out, nil
 		},
+		"Details": func() (string, *dbus.Error) {
+			d, ok := b.controller.(Detailer)
+			if !ok {
+				return "", dbus.NewError("org.freedesktop.DBus.Error.UnknownMethod",
+					[]any{"this master has no status page"})
+			}
+			page, err := d.Details(ctx)
+			if err != nil {
+				return "", failed(err.Error())
+			}
+			return string(page), nil
+		},
 		"RunNow": func(name string) *dbus.Error {
 			if err := denied("RunNow"); err != nil {
 				return err

@@ -126,7 +126,7 @@ func TestService_InterfaceXML(t *testing.T) {
 		methods[m.Name] = args
 	}
 	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"},
-		"RunNow": {"in s"}, "ListJobs": {"out a(sssuststt)"}}
+		"RunNow": {"in s"}, "ListJobs": {"out a(sssuststt)"}, "Details": {"out s"}}
 	if !reflect.DeepEqual(methods, wantMethods) {
 		t.Errorf("XML methods %v, want %v", methods, wantMethods)
 	}

@@ -29,6 +29,9 @@ type Config struct {
 	// Schedules are the [[schedule]] tables, in file order: programs run
 	// once per period per instance, however many workers there are.
 	Schedules []Schedule `toml:"schedule"`
+	// Metrics is the [metrics] table: the Prometheus endpoint (off when
+	// absent).
+	Metrics Metrics `toml:"metrics"`
 }
 
 // Server holds the master's settings; names follow Gunicorn's where the

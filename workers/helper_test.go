@@ -110,7 +110,12 @@ func runWorker(mode string) int {
 				}
 				c.Close()
 				// As the worker SDK does (batched there, per request here).
-				daemon.SdNotify(false, "FORKD_REQUESTS="+strconv.FormatUint(served.Add(1), 10))
+				msg := "FORKD_REQUESTS=" + strconv.FormatUint(served.Add(1), 10)
+				if mode == "report" {
+					// A whole request report, as the SDK sends it.
+					msg += "\nFORKD_REQUEST_STATS=1;1000;1,0\nFORKD_REQUEST_SUM_USEC=250\nFORKD_REQUESTS_INFLIGHT=0"
+				}
+				daemon.SdNotify(false, msg)
 			}
 		}()
 	}

@@ -72,6 +72,11 @@ type Options struct {
 	// worker SDK: aggregated, at most once a second per worker), on the
 	// arbiter's goroutine; it must not block. May be nil.
 	RequestStats func(generation uint64, workerID, pid int, stats string)
+	// Requests receives every message of a worker that speaks of its
+	// requests (FORKD_REQUESTS, FORKD_REQUEST_STATS,
+	// FORKD_REQUEST_SUM_USEC, FORKD_REQUESTS_INFLIGHT), on the arbiter's
+	// goroutine; it must not block. May be nil.
+	Requests func(RequestReport)
 	// Logger receives the pool's log; nil discards.
 	Logger *slog.Logger
 	// Shim is the executable that implements the exec-shim (forkd itself).

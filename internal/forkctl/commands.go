@@ -57,64 +57,6 @@ func properties(ctx context.Context, in instance) (map[string]dbus.Variant, erro
 	return props, nil
 }
 
-func status(ctx context.Context, opts options, name string, stdout io.Writer) error {
-	in, err := open(ctx, opts, name)
-	if err != nil {
-		return err
-	}
-	defer in.conn.Close()
-	props, err := properties(ctx, in)
-	if err != nil {
-		return err
-	}
-	var s struct {
-		State          string
-		Generation     uint64
-		Workers        uint32
-		ReadyWorkers   uint32
-		DroppedSignals uint64
-	}
-	for key, dst := range map[string]any{"State": &s.State, "Generation": &s.Generation,
-		"Workers": &s.Workers, "ReadyWorkers": &s.ReadyWorkers, "DroppedSignals": &s.DroppedSignals} {
-		v, ok := props[key]
-		if !ok {
-			return fmt.Errorf("read the status of %s: no %s property", in.name, key)
-		}
-		if err := v.Store(dst); err != nil {
-			return fmt.Errorf("read the status of %s: property %s: %w", in.name, key, err)
-		}
-	}
-	// Listeners is newer than the other properties: a master without it
-	// shows none.
-	var listeners []bus.ListenerEntry
-	if v, ok := props["Listeners"]; ok {
-		if err := v.Store(&listeners); err != nil {
-			return fmt.Errorf("read the status of %s: property Listeners: %w", in.name, err)
-		}
-	}
-	jobLines, err := jobCounts(ctx, in)
-	if err != nil {
-		return err
-	}
-	w := tabwriter.NewWriter(stdout, 0, 0, 1, ' ', 0)
-	where := in.busName
-	if in.socket != "" {
-		where = in.socket
-	}
-	fmt.Fprintf(w, "Instance:\t%s\t(%s)\n", in.name, where)
-	fmt.Fprintf(w, "State:\t%s\n", s.State)
-	fmt.Fprintf(w, "Generation:\t%d\n", s.Generation)
-	fmt.Fprintf(w, "Workers:\t%d/%d ready\n", s.ReadyWorkers, s.Workers)
-	for _, l := range listeners {
-		fmt.Fprintf(w, "Listener %s:\t%s, queue %d/%d\n", l.Name, l.Address, l.Queue, l.Backlog)
-	}
-	for _, l := range jobLines {
-		fmt.Fprintf(w, "%s:\t%s\n", l[0], l[1])
-	}
-	fmt.Fprintf(w, "Dropped signals:\t%d\n", s.DroppedSignals)
-	return w.Flush()
-}
-
 // worker is one ListWorkers entry, (iutst) on the wire.
 type worker struct {
 	ID          int32

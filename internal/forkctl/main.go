@@ -2,7 +2,8 @@
 // forkd's D-Bus interface (io.github.forkd.Manager1, see bus.InterfaceXML) and a config
 // checker.
 //
-//	forkctl status              # state, generation, workers, jobs of the only instance
+//	forkctl status              # the only instance: state, listeners, one line per worker
+//	forkctl status --watch      # the same, redrawn in place every second
 //	forkctl workers myapp       # the live workers of instance "myapp"
 //	forkctl reload              # reload and wait; non-zero exit when it failed
 //	forkctl scale 8 myapp       # set the target worker count
@@ -50,7 +51,12 @@ const usage = `Usage: forkctl [--bus ADDRESS | --user | --socket PATH] COMMAND [
 Control forkd instances over D-Bus.
 
 Commands:
-  status [INSTANCE]            state, generation, worker and job counts
+  status [INSTANCE] [--json] [--watch]
+                               the instance (state, generation, uptime, reloads),
+                               its listeners' accept queues, one line per worker
+                               (state, age, requests, p50/p99, RSS, CPU, heartbeat);
+                               --json: the status page as JSON; --watch: redraw
+                               every second until interrupted
   workers [INSTANCE]           the live workers
   reload [INSTANCE]            start a new generation and wait until it serves;
                                fails (old generation still serving) when it does not
@@ -146,11 +152,19 @@ flags:
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "status":
-		inst, err := optionalInstance(cmd, args)
+		var f statusFlags
+		pos, err := parseArgs(cmd, args, map[string]*bool{"--json": &f.json, "--watch": &f.watch})
 		if err != nil {
 			return err
 		}
-		return status(ctx, opts, inst, stdout)
+		if len(pos) > 1 {
+			return usagef("status takes at most one INSTANCE")
+		}
+		inst := ""
+		if len(pos) == 1 {
+			inst = pos[0]
+		}
+		return showStatus(ctx, opts, inst, f, stdout)
 	case "workers":
 		inst, err := optionalInstance(cmd, args)
 		if err != nil {

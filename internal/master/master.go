@@ -294,18 +294,30 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		}
 	}
 
+	rec, msrv, err := newMetrics(cfg, socks, sinks, adopt != nil, log)
+	if err != nil {
+		return err
+	}
 	status := newReporter(notifier, cfg, sinks.bus, log)
 	sigs.wait() // registered meanwhile; the pool takes them over, and its workers may signal at once
 	reloaded := func(err error) {
 		sinks.reloaded(err)
 		status.reloaded(err)
+		rec.Reloaded(err)
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
+	staged := func(c *config.Config) {
+		sinks.stage(c)
+		if c.Metrics.Bind != cfg.Metrics.Bind {
+			log.Warn("[metrics] bind changed: the endpoint moves at the next restart, not on reload",
+				"bind", cfg.Metrics.Bind.Raw, "new", c.Metrics.Bind.Raw)
+		}
+	}
 	popts := workers.Options{
 		Config:   cfg,
 		Sockets:  socks,
 		Load:     func() (*config.Config, error) { return config.Load(o.config) },
-		Staged:   sinks.stage,
+		Staged:   staged,
 		Signals:  sigs.c,
 		Hooks:    sinks,
 		Observe:  status.observe,
@@ -318,16 +330,22 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		Exe:    o.exe,
 		Adopt:  adopt,
 	}
+	popts.Requests = rec.Requests
 	once.options(&popts)
 	pool := workers.New(popts)
 	once.start(pool, cfg, adopt)
 	sinks.ctl.pool.Store(pool)
+	rec.SetPool(pool)
 
 	// The arbiter runs on this goroutine — the main one, locked to the
 	// process's main thread by cmd/forkd — so that every worker's parent
 	// thread lives as long as the process, across in-place upgrades too.
 	g := newGroup(ctx)
 	g.Go(func(ctx context.Context) error { return status.run(ctx) })
+	g.Go(rec.Run)
+	if msrv != nil {
+		g.Go(msrv.Run)
+	}
 	g.Go(func(ctx context.Context) error {
 		if err := notifier.Watchdog(ctx, pool.Healthy); err != nil {
 			return err
