@@ -29,6 +29,10 @@ type Config struct {
 	// Schedules are the [[schedule]] tables, in file order: programs run
 	// once per period per instance, however many workers there are.
 	Schedules []Schedule `toml:"schedule"`
+
+	// cgroupKeys are where the file sets limits that need a cgroup
+	// (see RefuseLimits).
+	cgroupKeys []*Error
 }
 
 // Server holds the master's settings; names follow Gunicorn's where the
@@ -138,6 +142,8 @@ type Worker struct {
 	// ReadyDelay is the delay for ReadyStarted; it must be 0 with
 	// ReadyNotify. Default 0.
 	ReadyDelay Duration `toml:"ready_delay"`
+	// Limits are each worker's cgroup settings (memory_max, …).
+	Limits
 }
 
 // Singleton is one [[singleton]] table: a program of which exactly one
@@ -160,6 +166,8 @@ type Singleton struct {
 	// Sockets hands it the listening sockets as a worker gets them
 	// (LISTEN_FDS). Default false.
 	Sockets bool `toml:"sockets"`
+	// Limits are its cgroup settings (memory_max, …).
+	Limits
 }
 
 // Schedule is one [[schedule]] table: a program run once per period per

@@ -47,6 +47,10 @@ type Attr struct {
 	// ExecShim starts the process through Shim even where a direct start
 	// works.
 	ExecShim bool
+	// Cgroup, when not nil, is the directory of the cgroup v2 the process
+	// starts in (clone3 with CLONE_INTO_CGROUP, Linux ≥ 5.7; the exec-shim
+	// is started in it the same way).
+	Cgroup *os.File
 }
 
 // Process is a child process that Start started or Adopt adopted.
@@ -77,6 +81,7 @@ func Start(a *Attr) (*Process, error) {
 		return nil, err
 	}
 	defer runtime.KeepAlive(a.Files)
+	defer runtime.KeepAlive(a.Cgroup)
 	fds := make([]int, len(a.Files))
 	for i, f := range a.Files {
 		fds[i] = int(f.Fd())
@@ -131,6 +136,8 @@ func startDirect(a *Attr, fds []int) (*Process, error) {
 		Files:        fds,
 		Pdeathsig:    syscall.SIGKILL,
 		DefaultSlice: true,
+		UseCgroup:    a.Cgroup != nil,
+		CgroupFD:     cgroupFD(a.Cgroup),
 	})
 	if err != nil {
 		return nil, err
@@ -161,7 +168,8 @@ func startShim(a *Attr, fds []int) (*Process, error) {
 		Dir:   a.Dir,
 		Env:   slices.Concat(a.Env, setup.Env()),
 		Files: files,
-		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
+		Sys: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, PidFD: &pidfd,
+			UseCgroupFD: a.Cgroup != nil, CgroupFD: cgroupFD(a.Cgroup)},
 	}
 	pid, err := syscall.ForkExec(a.Shim, activation.ShimArgv(a.Shim, a.Path, a.Args), attr)
 	statusW.Close()
@@ -183,6 +191,14 @@ func startShim(a *Attr, fds []int) (*Process, error) {
 		return nil, err
 	}
 	return &Process{PID: pid, pidfd: f, exec: exec, reaped: make(chan struct{})}, nil
+}
+
+// cgroupFD is f's fd, -1 for nil.
+func cgroupFD(f *os.File) int {
+	if f == nil {
+		return -1
+	}
+	return int(f.Fd())
 }
 
 // Adopt returns the process pid, a child of this process that it did not
