@@ -73,7 +73,10 @@ type watchState struct {
 // period. key identifies the watch for Unwatch; watching a key again
 // replaces its watch. crossed must not block.
 func (w *Watcher) Watch(key any, m Meter, limit int64, crossed func(int64)) {
-	w.post(func(s *watchState) { s.unwatch(key); s.watch(&watch{key: key, m: m, limit: limit, crossed: crossed, wd: -1}) })
+	w.post(func(s *watchState) {
+		s.unwatch(key)
+		s.watch(&watch{key: key, m: m, limit: limit, crossed: crossed, wd: -1})
+	})
 }
 
 // Unwatch ends key's watch, if there is one.
