@@ -46,8 +46,10 @@ type Tree struct {
 // Open finds the subtree delegated to this process: its own cgroup v2, or
 // the parent of it when it is the master's leaf (after Setup, an upgrade,
 // or as a control process of the unit). The error wraps ErrNoDelegation
-// and says what is missing: a cgroup v2 hierarchy at Mount, or write
-// access to the process's cgroup (systemd's Delegate=yes gives it).
+// and says what is missing: a cgroup v2 hierarchy at Mount, write access
+// to the process's cgroup (systemd's Delegate=yes gives it), or a cgroup
+// of its own: one that holds other processes (a login session's, a test
+// runner's) is not taken over.
 func Open() (*Tree, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(Mount, &st); err != nil {
@@ -77,11 +79,33 @@ func Open() (*Tree, error) {
 	if err := unix.Access(dir, unix.W_OK); err != nil {
 		return nil, fmt.Errorf("%w: cannot create cgroups in %s: %w (run forkd as a systemd service with Delegate=yes)", ErrNoDelegation, dir, err)
 	}
+	if err := alone(dir); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoDelegation, err)
 	}
 	return &Tree{Root: dir, available: strings.Fields(string(b))}, nil
+}
+
+// alone checks that no process but this one is in the cgroup at dir: one
+// systemd delegated to a service holds its main process only, while a
+// cgroup shared with others (a login session's, a test runner's) is not
+// forkd's to rearrange.
+func alone(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNoDelegation, err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	for _, pid := range strings.Fields(string(b)) {
+		if pid != self {
+			return fmt.Errorf("%w: %s holds other processes than forkd (pid %s among them): it is not a cgroup delegated to forkd (run forkd as a systemd service with Delegate=yes)",
+				ErrNoDelegation, dir, pid)
+		}
+	}
+	return nil
 }
 
 // Of returns the cgroup v2 path of process pid, relative to Mount ("/"

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/forkd/forkd/cgroup"
 )
 
 // Limits are the cgroup v2 settings of a [worker] or a [[singleton]]:
@@ -38,6 +40,11 @@ type Limits struct {
 // MaxMemory).
 func (l Limits) CgroupSet() bool {
 	return l.MemoryMax > 0 || l.MemoryHigh > 0 || l.PidsMax > 0 || l.CPUWeight > 0
+}
+
+// Cgroup returns the limits that go into the process's cgroup files.
+func (l Limits) Cgroup() cgroup.Limits {
+	return cgroup.Limits{MemoryMax: int64(l.MemoryMax), MemoryHigh: int64(l.MemoryHigh), PidsMax: l.PidsMax, CPUWeight: l.CPUWeight}
 }
 
 // MaxCPUWeight is the largest cpu.weight.

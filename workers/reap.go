@@ -48,7 +48,9 @@ func (p *Pool) handleExit(ev exitEvent) {
 	g := w.gen
 	base := hooks.Event{Generation: g.id, WorkerID: w.id, PID: w.pid, ExitCode: code, Signal: sig}
 	reason := w.reason
-	if reason == "" {
+	if p.endCgroup(w) {
+		reason = ReasonOOM
+	} else if reason == "" {
 		reason = "crashed"
 		if p.stopping {
 			reason = "stopping"

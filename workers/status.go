@@ -34,6 +34,13 @@ type Info struct {
 	State string
 	// Started is when the worker process was started.
 	Started time.Time
+	// Memory is the memory the worker uses, in bytes: its cgroup's
+	// memory.current, or without one its resident set size; 0 when
+	// unknown.
+	Memory uint64
+	// CPU is the CPU time the worker used: its cgroup's (its children's
+	// included), or without one its own.
+	CPU time.Duration
 }
 
 // StatusText is a one-line human summary of s, as sent in sd_notify STATUS=.

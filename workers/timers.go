@@ -18,6 +18,7 @@ const (
 	timerRespawn                     // a slot's backoff ended
 	timerRecycle                     // a worker reached max_lifetime
 	timerPace                        // held slots get another look (pace.go)
+	timerMemory                      // a worker passed max_memory (cgroup.go)
 )
 
 // timerEvent is a deadline that passed. Worker deadlines carry the worker
@@ -76,6 +77,10 @@ func (p *Pool) handleTimer(t timerEvent) {
 		return
 	}
 	w := t.w
+	if t.kind == timerMemory {
+		p.memoryCrossed(w)
+		return
+	}
 	if t.kind == timerRecycle {
 		if p.byPID[w.pid] == w && w.lifetime != nil {
 			w.lifetime = nil

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/jobs/supervisor"
@@ -204,6 +205,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if o.check {
+		t, why := cgroup.Open()
+		if err := checkLimits(cfg, t, why); err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "%s: ok (instance %q, %s of %s)\n", o.config, cfg.Server.Name,
 			config.Workers(cfg.Server.Workers), cfg.Worker.Command)
 		return nil
@@ -254,6 +259,11 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		_ = sinkGroup.Wait()
 	}()
 
+	cgTree, cgWhy := cgroups(log)
+	if err := checkLimits(cfg, cgTree, cgWhy); err != nil {
+		return err
+	}
+
 	var (
 		socks     []activation.Socket
 		activated bool
@@ -298,9 +308,19 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
 	popts := workers.Options{
-		Config:   cfg,
-		Sockets:  socks,
-		Load:     func() (*config.Config, error) { return config.Load(o.config) },
+		Config:  cfg,
+		Sockets: socks,
+		Load: func() (*config.Config, error) {
+			c, err := config.Load(o.config)
+			if err == nil {
+				err = checkLimits(c, cgTree, cgWhy)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+		Cgroups:  cgTree,
 		Staged:   sinks.stage,
 		Signals:  sigs.c,
 		Hooks:    sinks,
