@@ -61,9 +61,9 @@ type Group struct {
 }
 
 // New creates the child cgroup name of the root with the limits l and
-// returns it open, for a process to be started in it (Group.FD). A cgroup
-// of that name left over and empty is reused; one still in use is an
-// error.
+// returns it open, for a process to be started in it (Group.Dir). A
+// cgroup of that name left over and empty is replaced; one still in use
+// is an error wrapping os.ErrExist.
 func (t *Tree) New(name string, l Limits) (*Group, error) {
 	if name == "" || strings.ContainsAny(name, "/\x00") || name == MasterLeaf || strings.HasPrefix(name, ".") {
 		return nil, fmt.Errorf("cgroup: %q cannot name a child cgroup", name)
@@ -74,7 +74,7 @@ func (t *Tree) New(name string, l Limits) (*Group, error) {
 			return nil, fmt.Errorf("cgroup: create %s: %w", path, err)
 		}
 		if err := unix.Rmdir(path); err != nil {
-			return nil, fmt.Errorf("cgroup: %s exists and cannot be removed: %w", path, err)
+			return nil, fmt.Errorf("cgroup: %s: %w and cannot be removed: %w", path, os.ErrExist, err)
 		}
 		if err := os.Mkdir(path, 0o755); err != nil {
 			return nil, fmt.Errorf("cgroup: create %s: %w", path, err)

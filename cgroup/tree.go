@@ -108,6 +108,17 @@ func alone(dir string) error {
 	return nil
 }
 
+// TreeAt returns the cgroup v2 directory dir as a Tree, for a caller that
+// owns it already (a test's own cgroup): unlike Open it checks only that
+// dir is a cgroup, and Setup would move this process into it.
+func TreeAt(dir string) (*Tree, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: %s: %w", dir, err)
+	}
+	return &Tree{Root: dir, available: strings.Fields(string(b))}, nil
+}
+
 // Of returns the cgroup v2 path of process pid, relative to Mount ("/"
 // for the root), from /proc/PID/cgroup.
 func Of(pid int) (string, error) {
@@ -146,6 +157,13 @@ func (t *Tree) Setup() error {
 			return fmt.Errorf("cgroup: move forkd into %s: %w", leaf, err)
 		}
 	}
+	return t.Enable()
+}
+
+// Enable enables Controllers (those the root has) for the root's
+// children; the root must hold no process itself (Setup moves this one
+// out of it first).
+func (t *Tree) Enable() error {
 	var enable []string
 	for _, c := range Controllers {
 		if t.Has(c) {

@@ -63,7 +63,7 @@ type watchState struct {
 	byWD    map[int][]*watch
 	// removing maps the inotify watch of a cgroup.events to the cgroup
 	// that Remove waits to see empty.
-	removing map[int]string
+	removing map[int]removal
 	sampling int // watches with a threshold
 }
 
@@ -84,9 +84,26 @@ func (w *Watcher) Unwatch(key any) { w.post(func(s *watchState) { s.unwatch(key)
 
 // Remove removes the cgroup at path, the process it was made for having
 // ended: at once when it is empty; otherwise it kills what is left in it
-// (cgroup.kill) and removes it once the kernel reports it empty. A cgroup
-// still there when Run returns is left behind.
-func (w *Watcher) Remove(path string) { w.post(func(s *watchState) { s.remove(path) }) }
+// (cgroup.kill) and removes it once the kernel reports it empty. done, if
+// not nil, is called on the Watcher's goroutine once the cgroup is gone
+// or cannot be removed, and must not block. A cgroup still there when Run
+// returns is left behind.
+func (w *Watcher) Remove(path string, done func()) {
+	w.post(func(s *watchState) { s.remove(removal{path, done}) })
+}
+
+// removal is a cgroup that Remove waits to see empty.
+type removal struct {
+	path string
+	done func()
+}
+
+// end reports the removal over.
+func (r removal) end() {
+	if r.done != nil {
+		r.done()
+	}
+}
 
 // post hands fn to Run's goroutine, or drops it once Run has returned.
 func (w *Watcher) post(fn func(*watchState)) {
@@ -105,7 +122,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("cgroup: inotify: %w", err)
 	}
 	ino := os.NewFile(uintptr(fd), "inotify") // non-blocking: in the runtime's poller
-	s := &watchState{w: w, ino: fd, watches: make(map[any]*watch), byWD: make(map[int][]*watch), removing: make(map[int]string)}
+	s := &watchState{w: w, ino: fd, watches: make(map[any]*watch), byWD: make(map[int][]*watch), removing: make(map[int]removal)}
 	events := make(chan []int)
 	quit := make(chan struct{})
 	readDone := make(chan struct{})
@@ -225,10 +242,11 @@ func (s *watchState) check(x *watch) {
 
 // event handles a modification of watch descriptor wd's file.
 func (s *watchState) event(wd int) {
-	if path, ok := s.removing[wd]; ok {
-		if err := unix.Rmdir(path); err == nil || errors.Is(err, unix.ENOENT) {
+	if r, ok := s.removing[wd]; ok {
+		if err := unix.Rmdir(r.path); err == nil || errors.Is(err, unix.ENOENT) {
 			delete(s.removing, wd)
 			_, _ = unix.InotifyRmWatch(s.ino, uint32(wd))
+			r.end()
 		}
 		return
 	}
@@ -237,22 +255,26 @@ func (s *watchState) event(wd int) {
 	}
 }
 
-func (s *watchState) remove(path string) {
-	err := unix.Rmdir(path)
+func (s *watchState) remove(r removal) {
+	err := unix.Rmdir(r.path)
 	if err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) {
+		r.end()
 		return
 	}
-	if busy, _ := populated(path); !busy {
-		return // busy with a child cgroup: not one of ours to remove
+	if busy, _ := populated(r.path); !busy {
+		r.end() // busy with a child cgroup: not one of ours to remove
+		return
 	}
-	wd, err := unix.InotifyAddWatch(s.ino, filepath.Join(path, "cgroup.events"), unix.IN_MODIFY)
+	wd, err := unix.InotifyAddWatch(s.ino, filepath.Join(r.path, "cgroup.events"), unix.IN_MODIFY)
 	if err != nil {
+		r.end()
 		return
 	}
-	s.removing[wd] = path
-	_ = write(path, "cgroup.kill", "1")
-	if err := unix.Rmdir(path); err == nil {
+	s.removing[wd] = r
+	_ = write(r.path, "cgroup.kill", "1")
+	if err := unix.Rmdir(r.path); err == nil {
 		delete(s.removing, wd)
 		_, _ = unix.InotifyRmWatch(s.ino, uint32(wd))
+		r.end()
 	}
 }

@@ -99,3 +99,22 @@ pids_max = "5"
 		t.Errorf("error %q does not say how to write a size", err)
 	}
 }
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"512M", "1G", "0", "65536", "12X", "9999999999T", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseSize(s)
+		if err != nil {
+			return
+		}
+		if v < 0 {
+			t.Fatalf("ParseSize(%q) = %d, negative", s, v)
+		}
+		// What String writes reads back as the same size.
+		if back, err := ParseSize(v.String()); err != nil || back != v {
+			t.Fatalf("ParseSize(%q) = %d, String %q reads back as %d, %v", s, v, v.String(), back, err)
+		}
+	})
+}

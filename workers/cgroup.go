@@ -92,7 +92,7 @@ func (p *Pool) endCgroup(w *worker) (oom bool) {
 		oom = ev.OOMKill > 0
 	}
 	_ = w.cg.Close()
-	p.memory.Remove(w.cg.Path)
+	p.memory.Remove(w.cg.Path, nil)
 	w.cg = nil
 	return oom
 }

@@ -177,7 +177,7 @@ func (p *Pool) start(g *generation, id int) (*worker, error) {
 	if err != nil {
 		if cg != nil {
 			_ = cg.Close()
-			p.memory.Remove(cg.Path)
+			p.memory.Remove(cg.Path, nil)
 		}
 		return nil, fmt.Errorf("start %s: %w", g.cfg.Worker.Command, err)
 	}

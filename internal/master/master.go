@@ -306,7 +306,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		sinks.reloaded(err)
 		status.reloaded(err)
 	}
-	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
+	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, cgTree, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
 	popts := workers.Options{
 		Config:  cfg,
 		Sockets: socks,
