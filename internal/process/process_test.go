@@ -337,3 +337,27 @@ func TestStart_BadAttr(t *testing.T) {
 		}
 	}
 }
+
+// TestStart_Cgroup: with Attr.Cgroup the process starts in that cgroup,
+// directly or through the exec-shim. Needs a writable cgroup v2 hierarchy.
+func TestStart_Cgroup(t *testing.T) {
+	bothWays(t, func(t *testing.T, a process.Attr) {
+		dir := testkit.Cgroup(t)
+		cg, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.Close()
+		a.Path, a.Args, a.Files, a.Cgroup = "/bin/sleep", []string{"60"}, stdio(t), cg
+		p, err := process.Start(&a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cgroup")
+		if err != nil || !strings.Contains(string(b), "0::") || !strings.HasSuffix(strings.TrimSpace(string(b)), filepath.Base(dir)) {
+			t.Errorf("/proc/%d/cgroup = %q (%v), want it in %s", p.PID, b, err, dir)
+		}
+		_ = p.Signal(syscall.SIGKILL)
+		wait(t, p)
+	})
+}
