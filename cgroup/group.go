@@ -18,7 +18,9 @@ import (
 // kernel's default (no limit, weight 100).
 type Limits struct {
 	// MemoryMax is memory.max in bytes: past it the kernel reclaims, then
-	// OOM-kills inside the cgroup.
+	// OOM-kills inside the cgroup. It also sets memory.swap.max to 0,
+	// where the kernel accounts swap: the process is killed at the limit
+	// rather than swapped out past it.
 	MemoryMax int64
 	// MemoryHigh is memory.high in bytes: past it the kernel throttles
 	// and reclaims.
@@ -85,6 +87,9 @@ func (t *Tree) New(name string, l Limits) (*Group, error) {
 			_ = unix.Rmdir(path)
 			return nil, fmt.Errorf("cgroup: %s: write %s to %s: %w", s.key, s.value, s.file, err)
 		}
+	}
+	if l.MemoryMax > 0 {
+		_ = write(path, "memory.swap.max", "0") // absent without swap accounting
 	}
 	dir, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {

@@ -16,7 +16,9 @@ import (
 // unset.
 type Limits struct {
 	// MemoryMax is memory.max: past it the kernel OOM-kills in the
-	// process's cgroup, and forkd reports the exit with reason "oom".
+	// process's cgroup, and forkd reports the exit with reason "oom". It
+	// sets memory.swap.max to 0 too: the process is not swapped out
+	// past it.
 	MemoryMax Size `toml:"memory_max"`
 	// MemoryHigh is memory.high: past it the kernel throttles the
 	// process and reclaims its memory. Below MemoryMax when both are set.

@@ -5,6 +5,7 @@
 #
 #   PASS name
 #   FAIL name: what went wrong
+#   SKIP name: what this machine lacks for it
 #
 # and details go to /results/log.txt. The unit's ExecStopPost= saves the
 # journal and powers the container off, whatever happens here.
@@ -30,6 +31,7 @@ DEMO=/usr/bin/forkd-demo
 
 log() { printf '%s %s\n' "$(date +%T.%3N)" "$*" >>"$LOG"; }
 pass() { echo "PASS $1" >>"$RESULTS"; log "PASS $1"; }
+skip() { echo "SKIP $1: $2" >>"$RESULTS"; log "SKIP $1: $2"; }
 fail() {
 	echo "FAIL $1: $2" >>"$RESULTS"
 	log "FAIL $1: $2"
@@ -307,6 +309,86 @@ check_jobs() {
 	pass jobs
 }
 
+check_cgroup() {
+	# Under systemd with Delegate=: each worker in a cgroup of its own with
+	# the config's limits; a worker past memory_max OOM-killed and reported
+	# "oom"; one past max_memory recycled, reason "memory", with no failed
+	# request under a request stream; a fork bomb stopped at pids_max while
+	# the workers serve.
+	local name=cgroup svc=forkd@cg.service url=http://127.0.0.1:18083 main unit w dir out n fails mem
+	if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] ||
+		! grep -qw memory /sys/fs/cgroup/cgroup.controllers || ! grep -qw pids /sys/fs/cgroup/cgroup.controllers; then
+		skip $name "the container has no cgroup v2 with the memory and pids controllers (the host runs cgroup v1 or a hybrid)"
+		return
+	fi
+	cat >/etc/forkd/cg.toml <<-'TOML'
+		[server]
+		name = "cg"
+		workers = 3
+		bind = ["tcp://127.0.0.1:18083"]
+		graceful_timeout = "10s"
+
+		[worker]
+		command = "/usr/bin/python3"
+		args = ["/usr/lib/forkd-e2e/cgworker.py"]
+		ready = "started"
+		ready_delay = "300ms"
+		memory_max = "160M"
+		max_memory = "80M"
+		pids_max = 32
+		cpu_weight = 100
+
+		[[hooks.child_exit]]
+		exec = ["/bin/sh", "-c", "echo \"$FORKD_PID $FORKD_REASON\" >> /run/forkd/cg/exits"]
+	TOML
+	sctl mask forkd@cg.socket >>"$LOG" 2>&1
+	sctl start "$svc" || { fail $name "systemctl start $svc failed"; return; }
+	main=$(systemctl show -p MainPID --value "$svc")
+	unit=$(systemctl show -p ControlGroup --value "$svc")
+	cgready() { [ "$(forkctl workers cg 2>/dev/null | grep -c ' ready ')" -ge 3 ]; }
+	wait_for 30 cgready || { fail $name "3 workers not ready: $(forkctl workers cg 2>&1)"; return; }
+	[ "$(sed -n 's/^0:://p' /proc/"$main"/cgroup)" = "$unit/master" ] || { fail $name "forkd runs in $(cat /proc/"$main"/cgroup), want $unit/master"; return; }
+	for w in $(pgrep -P "$main" python3); do
+		dir=$(sed -n 's/^0:://p' /proc/"$w"/cgroup)
+		case $dir in "$unit"/worker-*) ;; *) fail $name "worker $w runs in $dir, want $unit/worker-…"; return ;; esac
+		[ "$(cat /sys/fs/cgroup"$dir"/pids.max)" = 32 ] || { fail $name "$dir/pids.max is $(cat /sys/fs/cgroup"$dir"/pids.max), want 32"; return; }
+		[ "$(cat /sys/fs/cgroup"$dir"/memory.max)" = $((160 << 20)) ] || { fail $name "$dir/memory.max is $(cat /sys/fs/cgroup"$dir"/memory.max)"; return; }
+	done
+	mem=$(forkctl workers cg | awk 'NR > 1 && $(NF-1) != "-"' | wc -l)
+	[ "$mem" -ge 3 ] || { fail $name "forkctl workers shows the memory of $mem workers, want 3: $(forkctl workers cg 2>&1)"; return; }
+
+	# Past memory_max: the OOM killer, reported as such.
+	curl -s --max-time 20 "$url/grow?mb=400" >>"$LOG" 2>&1
+	oomed() { journalctl -q -u "$svc" -o cat | grep -q 'reason=oom'; }
+	wait_for 20 oomed || { fail $name "no worker exit with reason=oom in the journal after growing past memory_max"; return; }
+	wait_for 10 grep -q ' oom$' /run/forkd/cg/exits || { fail $name "the child_exit hook did not get FORKD_REASON=oom: $(cat /run/forkd/cg/exits 2>&1)"; return; }
+	wait_for 30 cgready || { fail $name "the OOM-killed worker was not replaced"; return; }
+
+	# Past max_memory under a request stream: recycled, no request fails.
+	local before
+	before=$(journalctl -q -u "$svc" -o cat | grep -c 'reason=memory')
+	out=/tmp/cg-stream
+	(for _ in $(seq 300); do curl -fsS --max-time 10 -o /dev/null "$url/" || echo failed; done >"$out" 2>&1) &
+	local stream=$!
+	curl -fsS --max-time 20 "$url/grow?mb=100" >>"$LOG" 2>&1 || { fail $name "growing to 100M (below memory_max) failed"; wait $stream; return; }
+	recycled() { [ "$(journalctl -q -u "$svc" -o cat | grep -c 'reason=memory')" -gt "$before" ]; }
+	wait_for 20 recycled || { fail $name "no worker recycled with reason=memory after passing max_memory"; wait $stream; return; }
+	wait $stream
+	fails=$(grep -c . "$out")
+	[ "$fails" -eq 0 ] || { fail $name "$fails requests failed while a worker was recycled for max_memory: $(head -3 "$out")"; return; }
+
+	# A fork bomb stops at pids_max; the workers still serve.
+	out=$(curl -fsS --max-time 30 "$url/bomb" 2>&1) || { fail $name "the fork bomb request failed: $out"; return; }
+	n=${out#forked }
+	[ "$n" -gt 0 ] && [ "$n" -lt 32 ] || { fail $name "the fork bomb made $n processes, want fewer than pids_max (32)"; return; }
+	for _ in $(seq 30); do
+		curl -fsS --max-time 10 -o /dev/null "$url/" || { fail $name "a request failed after the fork bomb"; return; }
+	done
+	log "cgroup: bomb forked $n; $(forkctl workers cg 2>&1 | tr '\n' ';')"
+	sctl stop "$svc"
+	pass $name
+}
+
 check_stop() {
 	local main old body left
 	main=$(mainpid)
@@ -330,5 +412,6 @@ check_kill
 check_upgrade
 check_fdstore
 check_jobs
+check_cgroup
 check_stop
 log "done"
