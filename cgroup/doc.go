@@ -1,6 +1,13 @@
 // Package cgroup gives each worker and singleton a cgroup v2 of its own,
-// inside the subtree systemd delegates to forkd (Delegate=yes in
-// forkd@.service), and reads back what the kernel counts there.
+// inside the subtree systemd delegates to forkd, and reads back what the
+// kernel counts there. The unit delegates the controllers the limits need
+// and leaves its own cgroup writable under ProtectControlGroups=, as
+// forkd@.service does:
+//
+//	[Service]
+//	Delegate=cpu memory pids
+//	ProtectControlGroups=yes
+//	ReadWritePaths=-/sys/fs/cgroup/system.slice/system-forkd.slice/%n
 //
 // The layout under the unit's cgroup, which Tree.Setup makes:
 //

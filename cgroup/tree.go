@@ -71,7 +71,12 @@ func Open() (*Tree, error) {
 	}
 	dir := filepath.Join(Mount, root)
 	for _, f := range []string{"cgroup.procs", "cgroup.subtree_control"} {
-		if err := unix.Access(filepath.Join(dir, f), unix.W_OK); err != nil {
+		err := unix.Access(filepath.Join(dir, f), unix.W_OK)
+		switch {
+		case errors.Is(err, unix.EROFS):
+			return nil, fmt.Errorf("%w: cannot write %s: %w (ProtectControlGroups= makes /sys/fs/cgroup read-only: give the unit ReadWritePaths= for its own cgroup, as forkd@.service does)",
+				ErrNoDelegation, filepath.Join(dir, f), err)
+		case err != nil:
 			return nil, fmt.Errorf("%w: cannot write %s: %w (run forkd as a systemd service with Delegate=yes, as forkd@.service does)",
 				ErrNoDelegation, filepath.Join(dir, f), err)
 		}

@@ -63,7 +63,7 @@ func (p *Pool) handleExit(ev exitEvent) {
 	switch {
 	case ev.exit.ExecErr != nil:
 		lvl = p.log.Error
-	case w.reason == "" && !p.stopping:
+	case w.reason == "" && !p.stopping, reason == ReasonOOM:
 		lvl = p.log.Warn
 	}
 	lvl("worker "+text, "worker_id", w.id, "pid", w.pid, "generation", g.id,
