@@ -48,8 +48,10 @@ type Attr struct {
 	// works.
 	ExecShim bool
 	// Cgroup, when not nil, is the directory of the cgroup v2 the process
-	// starts in (clone3 with CLONE_INTO_CGROUP, Linux ≥ 5.7; the exec-shim
-	// is started in it the same way).
+	// starts in: directly with clone3's CLONE_INTO_CGROUP (Linux ≥ 5.7),
+	// so that it never runs in the caller's; through the exec-shim, which
+	// writes itself into the cgroup's cgroup.procs before it execs, where
+	// the kernel (or a seccomp filter) refuses clone3.
 	Cgroup *os.File
 }
 
@@ -163,13 +165,23 @@ func startShim(a *Attr, fds []int) (*Process, error) {
 	}
 	files = append(files, statusW.Fd())
 	setup := activation.ShimSetup{Parent: os.Getpid(), PIDEnv: a.PIDEnv, Files: len(fds), Status: len(fds)}
+	if a.Cgroup != nil {
+		procs, err := unix.Openat(int(a.Cgroup.Fd()), "cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			statusR.Close()
+			statusW.Close()
+			return nil, fmt.Errorf("open the cgroup's cgroup.procs: %w", err)
+		}
+		defer unix.Close(procs)
+		setup.Cgroup = len(files)
+		files = append(files, uintptr(procs))
+	}
 	pidfd := -1
 	attr := &syscall.ProcAttr{
 		Dir:   a.Dir,
 		Env:   slices.Concat(a.Env, setup.Env()),
 		Files: files,
-		Sys: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, PidFD: &pidfd,
-			UseCgroupFD: a.Cgroup != nil, CgroupFD: cgroupFD(a.Cgroup)},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
 	}
 	pid, err := syscall.ForkExec(a.Shim, activation.ShimArgv(a.Shim, a.Path, a.Args), attr)
 	statusW.Close()

@@ -338,8 +338,10 @@ func TestStart_BadAttr(t *testing.T) {
 	}
 }
 
-// TestStart_Cgroup: with Attr.Cgroup the process starts in that cgroup,
-// directly or through the exec-shim. Needs a writable cgroup v2 hierarchy.
+// TestStart_Cgroup: with Attr.Cgroup the process runs in that cgroup,
+// started directly (clone3 CLONE_INTO_CGROUP) or through the exec-shim
+// (which moves itself there before it execs). Needs a writable cgroup v2
+// hierarchy.
 func TestStart_Cgroup(t *testing.T) {
 	bothWays(t, func(t *testing.T, a process.Attr) {
 		dir := testkit.Cgroup(t)
@@ -348,16 +350,18 @@ func TestStart_Cgroup(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cg.Close()
-		a.Path, a.Args, a.Files, a.Cgroup = "/bin/sleep", []string{"60"}, stdio(t), cg
+		out := filepath.Join(t.TempDir(), "cgroup")
+		a.Path, a.Args, a.Files, a.Cgroup = "/bin/sh", []string{"-c", "cat /proc/self/cgroup > " + out}, stdio(t), cg
 		p, err := process.Start(&a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cgroup")
-		if err != nil || !strings.Contains(string(b), "0::") || !strings.HasSuffix(strings.TrimSpace(string(b)), filepath.Base(dir)) {
-			t.Errorf("/proc/%d/cgroup = %q (%v), want it in %s", p.PID, b, err, dir)
+		if e := wait(t, p); e.Code() != 0 {
+			t.Fatalf("sh exited %+v", e)
 		}
-		_ = p.Signal(syscall.SIGKILL)
-		wait(t, p)
+		b, err := os.ReadFile(out)
+		if err != nil || !strings.HasSuffix(strings.TrimSpace(string(b)), "/"+filepath.Base(dir)) {
+			t.Errorf("the process's /proc/self/cgroup = %q (%v), want it in %s", b, err, dir)
+		}
 	})
 }
