@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,6 +99,34 @@ func TestPool_CgroupPerWorker(t *testing.T) {
 	for _, g := range groups {
 		if _, err := os.Stat(g); !os.IsNotExist(err) {
 			t.Errorf("cgroup %s still there after its worker exited (%v)", g, err)
+		}
+	}
+}
+
+// TestPool_OOMReason: a worker the OOM killer kills at memory_max exits
+// with reason "oom" in child_exit and worker_exit. Needs a writable cgroup
+// v2 hierarchy with the memory controller (skips without).
+func TestPool_OOMReason(t *testing.T) {
+	dir := testkit.Cgroup(t)
+	tree, err := cgroup.TreeAt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tree.Enable(); err != nil {
+		t.Skipf("cannot enable controllers in %s: %v", dir, err)
+	}
+	if !tree.Has("memory") {
+		t.Skipf("%s has no memory controller to delegate (a hybrid system's cgroup v2 has none)", dir)
+	}
+	cfg := testConfig(testkit.Executable(t), "grow", 1) // grows by 64 MiB once ready
+	cfg.Worker.MemoryMax = 32 << 20
+	h := start(t, cfg, func(o *Options) { o.Cgroups = tree })
+	for _, hook := range []hooks.Hook{hooks.ChildExit, hooks.WorkerExit} {
+		e := h.rec.wait(t, 10*time.Second, string(hook)+" of the worker past memory_max", func(e hooks.Event) bool {
+			return e.Hook == hook
+		})
+		if e.Reason != ReasonOOM || e.Signal != int(syscall.SIGKILL) {
+			t.Errorf("%s %+v, want reason %q and SIGKILL", hook, e, ReasonOOM)
 		}
 	}
 }
