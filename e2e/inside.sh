@@ -135,8 +135,19 @@ check_status() {
 	log "workers: $ws; ControlGroup=$cg"
 	[ -n "$cg" ] || { fail status "no ControlGroup"; return; }
 	for p in $main $ws; do
-		grep -q ":$cg\$" "/proc/$p/cgroup" || { fail status "pid $p is not in $cg: $(tr '\n' ' ' <"/proc/$p/cgroup")"; return; }
+		grep -q ":$cg\(/[^/]*\)\?\$" "/proc/$p/cgroup" || { fail status "pid $p is not in $cg: $(tr '\n' ' ' <"/proc/$p/cgroup")"; return; }
 	done
+	# With cgroup v2 and Delegate=, forkd runs in the leaf master and each
+	# worker in a cgroup of its own beside it.
+	if [ "$(sed -n 's/^0:://p' "/proc/$main/cgroup")" = "$cg/master" ]; then
+		for p in $ws; do
+			case $(sed -n 's/^0:://p' "/proc/$p/cgroup") in
+			"$cg"/worker-*) ;;
+			*) fail status "forkd runs in $cg/master, worker $p in $(sed -n 's/^0:://p' "/proc/$p/cgroup"), want $cg/worker-…"; return ;;
+			esac
+		done
+		log "a cgroup per worker under $cg"
+	fi
 	[ "$(count "$ws")" -eq 4 ] || { fail status "forkd has $(count "$ws") workers [$ws], want 4"; return; }
 	pass status
 }
