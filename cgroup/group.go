@@ -62,6 +62,14 @@ type Group struct {
 	dir  *os.File
 }
 
+// Accounts reports whether the kernel counts the cgroup's memory (its
+// memory controller is on: memory.current exists); without, Memory fails
+// and a caller measures the process's RSS instead.
+func (g *Group) Accounts() bool {
+	_, err := os.Stat(filepath.Join(g.Path, "memory.current"))
+	return err == nil
+}
+
 // New creates the child cgroup name of the root with the limits l and
 // returns it open, for a process to be started in it (Group.Dir). A
 // cgroup of that name left over and empty is replaced; one still in use

@@ -97,9 +97,10 @@ func (p *Pool) endCgroup(w *worker) (oom bool) {
 	return oom
 }
 
-// meter is what measures w's memory: its cgroup, else its RSS.
+// meter is what measures w's memory: its cgroup, else (no cgroup, or one
+// without the memory controller) its RSS.
 func (w *worker) meter() cgroup.Meter {
-	if w.cg != nil {
+	if w.cg != nil && w.cg.Accounts() {
 		return w.cg
 	}
 	return cgroup.RSS(w.pid)

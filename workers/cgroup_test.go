@@ -17,11 +17,27 @@ import (
 // TestPool_RecycleMaxMemory: a worker whose memory passes max_memory is
 // recycled as for max_requests, its successor ready before it is asked to
 // stop, and its exit says reason "memory". Without a cgroup the pool
-// measures the worker's resident memory, which works anywhere.
+// measures the worker's resident memory, which works anywhere; with one,
+// its memory.current (its RSS again where the cgroup has no memory
+// controller).
 func TestPool_RecycleMaxMemory(t *testing.T) {
+	t.Run("rss", func(t *testing.T) { testRecycleMaxMemory(t, nil) })
+	t.Run("cgroup", func(t *testing.T) {
+		tree, err := cgroup.TreeAt(testkit.Cgroup(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tree.Enable(); err != nil {
+			t.Skipf("cannot enable controllers in %s: %v", tree.Root, err)
+		}
+		testRecycleMaxMemory(t, tree)
+	})
+}
+
+func testRecycleMaxMemory(t *testing.T, tree *cgroup.Tree) {
 	cfg := testConfig(testkit.Executable(t), "grow", 1)
 	cfg.Worker.MaxMemory = 32 << 20 // the worker grows by 64 MiB once ready
-	h := start(t, cfg, nil)
+	h := start(t, cfg, func(o *Options) { o.Cgroups = tree })
 	old := h.waitReady(1)[0]
 	var succ hooks.Event
 	for {

@@ -89,7 +89,7 @@ func (s *Supervisor) watchMemory(sg *singleton) {
 		return
 	}
 	var m cgroup.Meter = cgroup.RSS(sg.proc.PID)
-	if sg.cg != nil {
+	if sg.cg != nil && sg.cg.Accounts() {
 		m = sg.cg
 	}
 	proc := sg.proc
