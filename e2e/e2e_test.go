@@ -23,7 +23,7 @@ import (
 const bootTimeout = 4 * time.Minute
 
 // checks are the names inside.sh reports, in order; a missing one fails.
-var checks = []string{"boot", "activation", "status", "reload", "reload-invalid", "kill", "upgrade", "fdstore", "jobs", "cgroup", "stop"}
+var checks = []string{"boot", "activation", "status", "reload", "reload-invalid", "kill", "upgrade", "fdstore", "jobs", "cgroup", "cgroup-limits", "stop"}
 
 // demoConfig is /etc/forkd/demo.toml inside the container.
 const demoConfig = `# forkd e2e: 4 demo workers on the socket systemd passes
