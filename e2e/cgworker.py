@@ -60,12 +60,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Server(http.server.ThreadingHTTPServer):
+    """Serves on a listening socket it shares with the other workers: its
+    accept does not block (another worker may have taken the connection
+    that woke it), the connections it accepts do."""
+
+    def get_request(self):
+        conn, addr = self.socket.accept()
+        conn.setblocking(True)
+        return conn, addr
+
+
 def main():
     if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
         print("cgworker: want one socket from forkd (LISTEN_FDS)", file=sys.stderr)
         return 2
     sock = socket.socket(fileno=3)
-    server = http.server.ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
+    sock.setblocking(False)
+    server = Server(sock.getsockname(), Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock
     server.daemon_threads = False
