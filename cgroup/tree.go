@@ -47,8 +47,9 @@ type Tree struct {
 // the parent of it when it is the master's leaf (after Setup, an upgrade,
 // or as a control process of the unit). The error wraps ErrNoDelegation
 // and says what is missing: a cgroup v2 hierarchy at Mount, write access
-// to the process's cgroup (systemd's Delegate=yes gives it), or a cgroup
-// of its own: one that holds other processes (a login session's, a test
+// to the process's cgroup (systemd's Delegate= gives it), systemd's mark
+// of a delegated cgroup (for root, who may write any), or a cgroup of its
+// own: one that holds other processes (a login session's, a test
 // runner's) is not taken over.
 func Open() (*Tree, error) {
 	var st unix.Statfs_t
@@ -84,6 +85,12 @@ func Open() (*Tree, error) {
 	if err := unix.Access(dir, unix.W_OK); err != nil {
 		return nil, fmt.Errorf("%w: cannot create cgroups in %s: %w (run forkd as a systemd service with Delegate=yes)", ErrNoDelegation, dir, err)
 	}
+	if os.Geteuid() == 0 && !delegated(dir) {
+		// root may write any cgroup: only systemd's mark says this one is
+		// forkd's to rearrange.
+		return nil, fmt.Errorf("%w: %s is not delegated (systemd marks a cgroup it delegates with the user.delegate attribute: give the unit Delegate=, as forkd@.service has)",
+			ErrNoDelegation, dir)
+	}
 	if err := alone(dir); err != nil {
 		return nil, err
 	}
@@ -92,6 +99,19 @@ func Open() (*Tree, error) {
 		return nil, fmt.Errorf("%w: %w", ErrNoDelegation, err)
 	}
 	return &Tree{Root: dir, available: strings.Fields(string(b))}, nil
+}
+
+// delegated reports whether systemd marked the cgroup at dir as delegated
+// (the extended attribute user.delegate or trusted.delegate set to "1",
+// which systemd ≥ 251 writes for units with Delegate=).
+func delegated(dir string) bool {
+	for _, attr := range []string{"user.delegate", "trusted.delegate"} {
+		buf := make([]byte, 8)
+		if n, err := unix.Getxattr(dir, attr, buf); err == nil && string(buf[:n]) == "1" {
+			return true
+		}
+	}
+	return false
 }
 
 // alone checks that no process but this one is in the cgroup at dir: one
