@@ -57,7 +57,6 @@ type watch struct {
 
 // watchState is owned by Run's goroutine.
 type watchState struct {
-	w       *Watcher
 	ino     int
 	watches map[any]*watch
 	byWD    map[int][]*watch
@@ -122,7 +121,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("cgroup: inotify: %w", err)
 	}
 	ino := os.NewFile(uintptr(fd), "inotify") // non-blocking: in the runtime's poller
-	s := &watchState{w: w, ino: fd, watches: make(map[any]*watch), byWD: make(map[int][]*watch), removing: make(map[int]removal)}
+	s := &watchState{ino: fd, watches: make(map[any]*watch), byWD: make(map[int][]*watch), removing: make(map[int]removal)}
 	events := make(chan []int)
 	quit := make(chan struct{})
 	readDone := make(chan struct{})
