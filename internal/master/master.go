@@ -261,7 +261,14 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 
 	cgTree, cgWhy := cgroups(log)
 	if err := checkLimits(cfg, cgTree, cgWhy); err != nil {
-		return err
+		if adopt == nil {
+			return err
+		}
+		// Failing now would take the adopted workers down with this
+		// process (a master without delegation upgraded in place leaves
+		// its workers in its own cgroup): serve on, and say why the
+		// limits wait.
+		log.Warn("upgraded in place without cgroup delegation: the config's cgroup limits apply from the next restart", "err", err)
 	}
 
 	var (
