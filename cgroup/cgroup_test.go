@@ -179,3 +179,37 @@ func TestTree_Limits(t *testing.T) {
 		t.Errorf("Memory: %v", err)
 	}
 }
+
+// TestTree_Setup: a process alone in its cgroup (as forkd is in its
+// unit's) moves itself into the leaf master and enables the controllers
+// for the leaves beside it.
+func TestTree_Setup(t *testing.T) {
+	dir := testkit.Cgroup(t)
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := testkit.Command(t, "setup", dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd())}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("setup in %s: %v (%s)", dir, err, out)
+	}
+	if got := strings.TrimSpace(string(out)); !strings.HasSuffix(got, "/"+filepath.Base(dir)+"/"+MasterLeaf) {
+		t.Errorf("after Setup the process ran in %q, want %s/%s", got, dir, MasterLeaf)
+	}
+	tree, err := TreeAt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range Controllers {
+		if tree.Has(c) && !strings.Contains(string(b), c) {
+			t.Errorf("cgroup.subtree_control = %q, want %s enabled", b, c)
+		}
+	}
+}

@@ -36,17 +36,26 @@ func Cgroup(t testing.TB) string {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Skipf("testkit: cannot create a cgroup v2 to test in (needs root and a writable cgroup2 hierarchy, e.g. systemd's Delegate=yes): %v", err)
 	}
-	t.Cleanup(func() {
-		_ = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
-		for range 1000 {
-			if err := unix.Rmdir(dir); err == nil || err != unix.EBUSY {
-				return
-			}
-			// cgroup.kill is asynchronous: wait for the kernel to empty it.
-			WaitEmpty(t, dir)
-		}
-	})
+	t.Cleanup(func() { removeCgroup(t, dir) })
 	return dir
+}
+
+// removeCgroup kills what runs in the cgroup at dir and below it, and
+// removes it with the cgroups below it, deepest first.
+func removeCgroup(t testing.TB, dir string) {
+	t.Helper()
+	_ = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	// cgroup.kill is asynchronous: wait for the kernel to empty it.
+	WaitEmpty(t, dir)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			removeCgroup(t, filepath.Join(dir, e.Name()))
+		}
+	}
+	if err := unix.Rmdir(dir); err != nil && err != unix.ENOENT {
+		t.Errorf("testkit: remove cgroup %s: %v", dir, err)
+	}
 }
 
 // WaitEmpty waits until the cgroup at dir has no process left
