@@ -52,6 +52,9 @@ func ShimArgv(shimPath, command string, args []string) []string {
 //     closes at exec. Unset: 3+LISTEN_FDS.
 //   - FORKD_SHIM_STATUS: an fd, close-on-exec from Shim's start, where Shim
 //     writes why it failed before it returns (ShimStatus reads it).
+//   - FORKD_SHIM_CGROUP: an fd open for writing on a cgroup v2's
+//     cgroup.procs: Shim moves itself, and so the command, into that
+//     cgroup before it execs, and closes the fd.
 //
 // The command takes the kernel's default time slice and otherwise the
 // shim's scheduling. A command without a slash is looked up in PATH.
@@ -75,6 +78,7 @@ const (
 	shimPIDEnv    = "FORKD_SHIM_PIDENV"
 	shimFDsEnv    = "FORKD_SHIM_FDS"
 	shimStatusEnv = "FORKD_SHIM_STATUS"
+	shimCgroupEnv = "FORKD_SHIM_CGROUP"
 )
 
 // ShimParentEnv is the environment entry that tells a shim its master's
@@ -95,6 +99,10 @@ type ShimSetup struct {
 	// Status is the fd, at least 3, on which the shim reports a failure
 	// (see ShimStatus); 0 for none.
 	Status int
+	// Cgroup is the fd, at least 3, open for writing on the cgroup.procs
+	// of the cgroup the command runs in; 0 for none (it stays in the
+	// shim's).
+	Cgroup int
 }
 
 // Env returns the environment entries that tell a shim s.
@@ -106,6 +114,9 @@ func (s ShimSetup) Env() []string {
 	}
 	if s.Status > 0 {
 		env = append(env, shimStatusEnv+"="+strconv.Itoa(s.Status))
+	}
+	if s.Cgroup > 0 {
+		env = append(env, shimCgroupEnv+"="+strconv.Itoa(s.Cgroup))
 	}
 	return env
 }
@@ -176,6 +187,9 @@ func shimExec(args, environ []string) error {
 	if err != nil {
 		return err
 	}
+	if err := joinCgroup(environ); err != nil {
+		return err
+	}
 	for fd := listenFdsStart; fd < keep; fd++ {
 		// FD_CLOEXEC is the only fd flag: clearing all of them keeps fd open.
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
@@ -195,6 +209,28 @@ func shimExec(args, environ []string) error {
 	}
 	err = unix.Exec(path, args, env)
 	return fmt.Errorf("exec-shim: exec %s: %w", path, err)
+}
+
+// joinCgroup moves this process into the cgroup whose cgroup.procs
+// FORKD_SHIM_CGROUP names (writing "0" there moves the writer), and
+// closes that fd; nothing when the variable is unset.
+func joinCgroup(environ []string) error {
+	for _, kv := range environ {
+		v, ok := strings.CutPrefix(kv, shimCgroupEnv+"=")
+		if !ok {
+			continue
+		}
+		fd, err := strconv.Atoi(v)
+		if err != nil || fd < 3 {
+			return fmt.Errorf("exec-shim: %s=%q is not an fd", shimCgroupEnv, v)
+		}
+		_, err = unix.Write(fd, []byte("0"))
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("exec-shim: join the worker's cgroup (fd %d): %w", fd, err)
+		}
+	}
+	return nil
 }
 
 // shimEnv checks FORKD_SHIM_PARENT against ppid and returns the command's

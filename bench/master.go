@@ -37,6 +37,8 @@ type Spec struct {
 	MaxBooting int
 	// MasterSlice is forkd's [server] master_slice ("" = its default).
 	MasterSlice string
+	// MaxMemory is forkd's [worker] max_memory ("" = none), e.g. "64M".
+	MaxMemory string
 	// Bus is forkd's --bus address; "" means "none" (no D-Bus).
 	Bus string
 	// Autoscale is the body of forkd's [server.autoscale] table (TOML
@@ -113,7 +115,11 @@ func (spec Spec) TOML(port int, probe string) string {
 		}
 		fmt.Fprintf(&b, "%q", a)
 	}
-	fmt.Fprintf(&b, "]\nready = %q\n\n[worker.env]\n%s = %q\n", ready, benchworker.EnvProbe, probe)
+	fmt.Fprintf(&b, "]\nready = %q\n", ready)
+	if spec.MaxMemory != "" {
+		fmt.Fprintf(&b, "max_memory = %q\n", spec.MaxMemory)
+	}
+	fmt.Fprintf(&b, "\n[worker.env]\n%s = %q\n", benchworker.EnvProbe, probe)
 	for k, v := range spec.Env {
 		fmt.Fprintf(&b, "%s = %q\n", k, v)
 	}

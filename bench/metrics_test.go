@@ -14,7 +14,7 @@ import (
 )
 
 // metricsDoc describes BenchmarkMetrics in docs/BENCHMARKS.md.
-const metricsDoc = `- **metrics** (forkd only). 64 bench workers and a ` + "`[metrics]`" + ` bind; 300
+const metricsDoc = `- **19 metrics** (forkd only). 64 bench workers and a ` + "`[metrics]`" + ` bind; 300
   scrapes of /metrics, one after another (after 10 unmeasured), then 300 D-Bus
   ` + "`ListWorkers`" + ` calls on a private dbus-daemon: each call's latency (p50,
   p99) and the master's CPU time (/proc/PID/stat, utime + stime) over the 300
@@ -30,7 +30,7 @@ const metricsDoc = `- **metrics** (forkd only). 64 bench workers and a ` + "`[me
   middleware's own cost per request, below what HTTP timing resolves.
 `
 
-// BenchmarkMetrics is the observability scenario (forkd only). With 64
+// BenchmarkMetrics is scenario 19, observability (forkd only). With 64
 // workers: the latency of a Prometheus scrape of forkd's [metrics]
 // endpoint (p50, p99) and the master's CPU time per scrape, against a
 // D-Bus ListWorkers call in the same run. Then the FastAPI app of
@@ -137,7 +137,7 @@ func BenchmarkMetrics(b *testing.B) {
 	b.ReportMetric(scrapeCPU, "scrape-master-cpu-ms")
 	b.ReportMetric(listLat.Quantile(0.99), "listworkers-p99-ms")
 	b.ReportMetric(listCPU, "listworkers-master-cpu-ms")
-	const sc = "metrics, 64 workers"
+	const sc = "19 metrics, 64 workers"
 	report.Add(row(sc, "scrape latency p50", "ms", Goal{Text: "≤ 10 ms", Limit: 10}, pair{scrapeLat.Median(), math.NaN()}))
 	report.Add(row(sc, "scrape latency p99", "ms", Goal{Text: "≤ 25 ms", Limit: 25}, pair{scrapeLat.Quantile(0.99), math.NaN()}))
 	report.Add(row(sc, "D-Bus ListWorkers latency p99 (same run)", "ms", Goal{Text: "—", Limit: math.Inf(1)},
@@ -241,7 +241,7 @@ FORKD_STATS = %q
 	}
 	inProcess := (wrapped - raw) / 1000
 	b.ReportMetric(inProcess, "middleware-in-process-µs")
-	const sc = "metrics, FastAPI + uvicorn, 1 worker"
+	const sc = "19 metrics, FastAPI + uvicorn, 1 worker"
 	report.Add(row(sc, "request latency median, with forkd_stats", "ms", Goal{Text: "—", Limit: math.Inf(1)},
 		pair{w.Median(), math.NaN()}))
 	report.Add(row(sc, "request latency median, without (same app, same run)", "ms", Goal{Text: "—", Limit: math.Inf(1)},

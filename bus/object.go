@@ -33,6 +33,21 @@ type wireWorker struct {
 	StartedUsec uint64
 }
 
+// WorkerUsage is one ListWorkerUsage entry as it is on the wire,
+// (iutsttt): ListWorkers's fields, then the worker's memory in bytes (its
+// cgroup's memory.current, else its resident set size; 0 when unknown)
+// and the CPU time it used in microseconds. A client decodes
+// ListWorkerUsage into a []WorkerUsage.
+type WorkerUsage struct {
+	ID          int32
+	PID         uint32
+	Generation  uint64
+	State       string
+	StartedUsec uint64
+	MemoryBytes uint64
+	CPUUsec     uint64
+}
+
 // JobEntry is one ListJobs entry as it is on the wire, (sssuststt): a
 // client decodes ListJobs into a []JobEntry. Times are microseconds since
 // the Unix epoch, 0 for none.
@@ -181,6 +196,28 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 				return "", failed(err.Error())
 			}
 			return string(page), nil
+		},
+		"ListWorkerUsage": func() ([]WorkerUsage, *dbus.Error) {
+			if b.controller == nil {
+				return nil, failed("no controller")
+			}
+			list, err := b.controller.ListWorkers(ctx)
+			if err != nil {
+				return nil, failed(err.Error())
+			}
+			sort.SliceStable(list, func(i, j int) bool {
+				if list[i].Generation != list[j].Generation {
+					return list[i].Generation < list[j].Generation
+				}
+				return list[i].ID < list[j].ID
+			})
+			out := make([]WorkerUsage, 0, len(list))
+			for _, w := range list {
+				out = append(out, WorkerUsage{ID: int32(w.ID), PID: toUint32(w.PID), Generation: w.Generation,
+					State: w.State, StartedUsec: unixMicro(w.Started), MemoryBytes: w.Memory,
+					CPUUsec: uint64(w.CPU.Microseconds())})
+			}
+			return out, nil
 		},
 		"RunNow": func(name string) *dbus.Error {
 			if err := denied("RunNow"); err != nil {

@@ -126,12 +126,15 @@ func TestService_InterfaceXML(t *testing.T) {
 		methods[m.Name] = args
 	}
 	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"},
-		"RunNow": {"in s"}, "ListJobs": {"out a(sssuststt)"}, "Details": {"out s"}}
+		"ListWorkerUsage": {"out a(iutsttt)"}, "RunNow": {"in s"}, "ListJobs": {"out a(sssuststt)"}, "Details": {"out s"}}
 	if !reflect.DeepEqual(methods, wantMethods) {
 		t.Errorf("XML methods %v, want %v", methods, wantMethods)
 	}
 	if sig := dbus.SignatureOf([]wireWorker{}).String(); sig != "a(iutst)" {
 		t.Errorf("ListWorkers returns %s, XML says a(iutst)", sig)
+	}
+	if sig := dbus.SignatureOf([]WorkerUsage{}).String(); sig != "a(iutsttt)" {
+		t.Errorf("ListWorkerUsage returns %s, XML says a(iutsttt)", sig)
 	}
 	if sig := dbus.SignatureOf([]JobEntry{}).String(); sig != "a(sssuststt)" {
 		t.Errorf("ListJobs returns %s, XML says a(sssuststt)", sig)
@@ -555,7 +558,7 @@ func TestService_ListWorkers(t *testing.T) {
 	ctl.workers = []workers.Info{
 		{ID: 1, PID: 301, Generation: 2, State: "starting", Started: started},
 		{ID: 0, PID: 200, Generation: 1, State: "stopping", Started: started.Add(-time.Hour)},
-		{ID: 0, PID: 300, Generation: 2, State: "ready"},
+		{ID: 0, PID: 300, Generation: 2, State: "ready", Memory: 64 << 20, CPU: 1500 * time.Millisecond},
 	}
 	b := New(Options{Instance: "list", Address: d.Address, Controller: ctl})
 	runBusTest(t, b)
@@ -572,6 +575,19 @@ func TestService_ListWorkers(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ListWorkers = %+v, want %+v", got, want)
+	}
+
+	var usage []WorkerUsage
+	if err := client.object("list").Call(Interface+".ListWorkerUsage", 0).Store(&usage); err != nil {
+		t.Fatalf("ListWorkerUsage: %v", err)
+	}
+	wantUsage := []WorkerUsage{
+		{0, 200, 1, "stopping", uint64(started.Add(-time.Hour).UnixMicro()), 0, 0},
+		{0, 300, 2, "ready", 0, 64 << 20, 1500000},
+		{1, 301, 2, "starting", uint64(started.UnixMicro()), 0, 0},
+	}
+	if !reflect.DeepEqual(usage, wantUsage) {
+		t.Errorf("ListWorkerUsage = %+v, want %+v", usage, wantUsage)
 	}
 }
 

@@ -32,6 +32,10 @@ type Config struct {
 	// Metrics is the [metrics] table: the Prometheus endpoint (off when
 	// absent).
 	Metrics Metrics `toml:"metrics"`
+
+	// cgroupKeys are where the file sets limits that need a cgroup
+	// (see RefuseLimits).
+	cgroupKeys []*Error
 }
 
 // Server holds the master's settings; names follow Gunicorn's where the
@@ -146,6 +150,8 @@ type Worker struct {
 	// ReadyDelay is the delay for ReadyStarted; it must be 0 with
 	// ReadyNotify. Default 0.
 	ReadyDelay Duration `toml:"ready_delay"`
+	// Limits are each worker's cgroup settings (memory_max, …).
+	Limits
 }
 
 // Singleton is one [[singleton]] table: a program of which exactly one
@@ -168,6 +174,8 @@ type Singleton struct {
 	// Sockets hands it the listening sockets as a worker gets them
 	// (LISTEN_FDS). Default false.
 	Sockets bool `toml:"sockets"`
+	// Limits are its cgroup settings (memory_max, …).
+	Limits
 }
 
 // Schedule is one [[schedule]] table: a program run once per period per

@@ -47,6 +47,9 @@ type document struct {
 	fatal bool
 	// cur is the index in exprs of the expression being scanned.
 	cur int
+	// cgroupKeys are where limits that need a cgroup are set
+	// (validateLimits), for Config.RefuseLimits.
+	cgroupKeys []*Error
 }
 
 // entry says where a key is defined.
@@ -74,6 +77,7 @@ var (
 	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 	durationType        = reflect.TypeOf(Duration{})
 	bindType            = reflect.TypeOf(Bind{})
+	sizeType            = reflect.TypeOf(Size(0))
 )
 
 // keyJoin returns the canonical key of name inside base: dotted, with parts
@@ -657,6 +661,8 @@ func describeType(t reflect.Type) string {
 		return `a duration string like "30s"`
 	case t == bindType:
 		return `a bind string like "tcp://127.0.0.1:8000"`
+	case t == sizeType:
+		return `a size string like "512M"`
 	}
 	switch t.Kind() {
 	case reflect.String:

@@ -54,3 +54,19 @@ command = "/bin/sh"
 	// line 3, column 11: server.timeout
 	// line 4, column 1: server.wrokers
 }
+
+func ExampleParseSize() {
+	for _, s := range []string{"512M", "1G", "65536", "1.5G"} {
+		v, err := config.ParseSize(s)
+		if err != nil {
+			fmt.Println(err)
+			continue
+		}
+		fmt.Println(s, "=", int64(v), "bytes =", v)
+	}
+	// Output:
+	// 512M = 536870912 bytes = 512M
+	// 1G = 1073741824 bytes = 1G
+	// 65536 = 65536 bytes = 64K
+	// invalid size "1.5G" (write bytes, or a whole number of K, M, G or T, each 1024 times the one before, e.g. "512M")
+}

@@ -58,6 +58,7 @@ func (d *document) validateJobs(c *Config) {
 		if !s.Start.Valid() {
 			d.fail(base+".start", "must be %q or %q, got %q", StartAfterReady, StartBeforeWorkers, s.Start)
 		}
+		d.validateLimits(base, &s.Limits)
 	}
 
 	for i := range c.Schedules {

@@ -53,6 +53,7 @@ func (d *document) validate(c *Config) {
 	d.validateHooks(c.Hooks)
 	d.validateJobs(c)
 	d.validateMetrics(c)
+	c.cgroupKeys = d.cgroupKeys
 }
 
 func (d *document) validateServer(s *Server) {
@@ -153,6 +154,7 @@ func (d *document) validateWorker(w *Worker) {
 	} else if w.Ready == ReadyNotify && w.ReadyDelay.Duration > 0 && !d.isBad("worker.ready") {
 		d.fail("worker.ready_delay", "applies only with ready = %q (this worker is ready when it sends READY=1)", ReadyStarted)
 	}
+	d.validateLimits("worker", &w.Limits)
 }
 
 // program is what [worker], [[singleton]] and [[schedule]] have in common:

@@ -5,6 +5,7 @@
 #
 #   PASS name
 #   FAIL name: what went wrong
+#   SKIP name: what this machine lacks for it
 #
 # and details go to /results/log.txt. The unit's ExecStopPost= saves the
 # journal and powers the container off, whatever happens here.
@@ -30,6 +31,7 @@ DEMO=/usr/bin/forkd-demo
 
 log() { printf '%s %s\n' "$(date +%T.%3N)" "$*" >>"$LOG"; }
 pass() { echo "PASS $1" >>"$RESULTS"; log "PASS $1"; }
+skip() { echo "SKIP $1: $2" >>"$RESULTS"; log "SKIP $1: $2"; }
 fail() {
 	echo "FAIL $1: $2" >>"$RESULTS"
 	log "FAIL $1: $2"
@@ -133,8 +135,19 @@ check_status() {
 	log "workers: $ws; ControlGroup=$cg"
 	[ -n "$cg" ] || { fail status "no ControlGroup"; return; }
 	for p in $main $ws; do
-		grep -q ":$cg\$" "/proc/$p/cgroup" || { fail status "pid $p is not in $cg: $(tr '\n' ' ' <"/proc/$p/cgroup")"; return; }
+		grep -q ":$cg\(/[^/]*\)\?\$" "/proc/$p/cgroup" || { fail status "pid $p is not in $cg: $(tr '\n' ' ' <"/proc/$p/cgroup")"; return; }
 	done
+	# With cgroup v2 and Delegate=, forkd runs in the leaf master and each
+	# worker in a cgroup of its own beside it.
+	if [ "$(sed -n 's/^0:://p' "/proc/$main/cgroup")" = "$cg/master" ]; then
+		for p in $ws; do
+			case $(sed -n 's/^0:://p' "/proc/$p/cgroup") in
+			"$cg"/worker-*) ;;
+			*) fail status "forkd runs in $cg/master, worker $p in $(sed -n 's/^0:://p' "/proc/$p/cgroup"), want $cg/worker-…"; return ;;
+			esac
+		done
+		log "a cgroup per worker under $cg"
+	fi
 	[ "$(count "$ws")" -eq 4 ] || { fail status "forkd has $(count "$ws") workers [$ws], want 4"; return; }
 	pass status
 }
@@ -307,6 +320,119 @@ check_jobs() {
 	pass jobs
 }
 
+# cg_start writes /etc/forkd/$1.toml — python3 workers of cgworker.py on
+# 127.0.0.1:$2, a child_exit hook appending "PID REASON" to
+# /run/forkd/$1/exits, and the [worker] keys in $3 — and starts
+# forkd@$1.service without its socket unit (forkd binds the port itself).
+cg_start() {
+	cat >"/etc/forkd/$1.toml" <<-TOML
+		[server]
+		name = "$1"
+		workers = 3
+		bind = ["tcp://127.0.0.1:$2"]
+		graceful_timeout = "10s"
+
+		[worker]
+		command = "/usr/bin/python3"
+		args = ["/usr/lib/forkd-e2e/cgworker.py"]
+		ready = "started"
+		ready_delay = "300ms"
+		$3
+
+		[[hooks.child_exit]]
+		exec = ["/bin/sh", "-c", "echo \"\$FORKD_PID \$FORKD_REASON\" >> /run/forkd/$1/exits"]
+	TOML
+	sctl mask "forkd@$1.socket" >>"$LOG" 2>&1
+	sctl start "forkd@$1.service"
+}
+
+# cg_ready succeeds once instance $1 has 3 ready workers.
+cg_ready() { [ "$(forkctl workers "$1" 2>/dev/null | grep -c ' ready ')" -ge 3 ]; }
+
+# cg_logged counts the lines of forkd@$1.service's journal that hold $2.
+cg_logged() { journalctl -q -u "forkd@$1.service" -o cat | grep -c -- "$2"; }
+
+check_cgroup() {
+	# Under systemd with Delegate= on cgroup v2: forkd in its unit's leaf
+	# master, each worker in a cgroup of its own; per-worker memory in
+	# forkctl workers; a worker past max_memory recycled, reason "memory"
+	# (log and child_exit hook), with no failed request under a request
+	# stream.
+	local name=cgroup url=http://127.0.0.1:18083 main unit w dir out fails mem before stream
+	if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
+		skip $name "the container has no cgroup v2 hierarchy (the host runs cgroup v1 or a hybrid)"
+		return
+	fi
+	cg_start cg 18083 'max_memory = "80M"' || { fail $name "systemctl start forkd@cg.service failed"; return; }
+	wait_for 30 cg_ready cg || { fail $name "3 workers not ready: $(forkctl workers cg 2>&1)"; return; }
+	main=$(systemctl show -p MainPID --value forkd@cg.service)
+	unit=$(systemctl show -p ControlGroup --value forkd@cg.service)
+	[ "$(sed -n 's/^0:://p' /proc/"$main"/cgroup)" = "$unit/master" ] || { fail $name "forkd runs in $(sed -n 's/^0:://p' /proc/"$main"/cgroup), want $unit/master"; return; }
+	for w in $(pgrep -P "$main" python3); do
+		dir=$(sed -n 's/^0:://p' /proc/"$w"/cgroup)
+		case $dir in "$unit"/worker-*) ;; *) fail $name "worker $w runs in $dir, want $unit/worker-…"; return ;; esac
+	done
+	mem=$(forkctl workers cg | awk 'NR > 1 && $(NF-1) != "-"' | wc -l)
+	[ "$mem" -ge 3 ] || { fail $name "forkctl workers shows the memory of $mem workers, want 3: $(forkctl workers cg 2>&1)"; return; }
+
+	before=$(cg_logged cg 'reason=memory')
+	out=/tmp/cg-stream
+	(for _ in $(seq 300); do curl -fsS --max-time 10 -o /dev/null "$url/" || echo failed; done >"$out" 2>&1) &
+	stream=$!
+	curl -fsS --max-time 20 "$url/grow?mb=100" >>"$LOG" 2>&1 || { fail $name "growing a worker by 100M failed"; wait $stream; return; }
+	recycled() { [ "$(cg_logged cg 'reason=memory')" -gt "$before" ]; }
+	wait_for 20 recycled || { fail $name "no worker recycled with reason=memory after passing max_memory"; wait $stream; return; }
+	wait_for 10 grep -q ' memory$' /run/forkd/cg/exits || { fail $name "the child_exit hook did not get FORKD_REASON=memory: $(cat /run/forkd/cg/exits 2>&1)"; wait $stream; return; }
+	wait $stream
+	fails=$(grep -c . "$out")
+	[ "$fails" -eq 0 ] || { fail $name "$fails requests failed while a worker was recycled for max_memory: $(head -3 "$out")"; return; }
+	log "cgroup: $(forkctl workers cg 2>&1 | tr '\n' ';')"
+	sctl stop forkd@cg.service
+	pass $name
+}
+
+check_cgroup_limits() {
+	# The limits of the workers' cgroups: memory_max and pids_max in their
+	# files; a worker past memory_max OOM-killed and reported "oom" (log
+	# and child_exit hook); a fork bomb stopped at pids_max while the
+	# workers serve.
+	local name=cgroup-limits url=http://127.0.0.1:18084 main w dir out n
+	if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] ||
+		! grep -qw memory /sys/fs/cgroup/cgroup.controllers || ! grep -qw pids /sys/fs/cgroup/cgroup.controllers; then
+		skip $name "the container's cgroup v2 has no memory and pids controllers (the host runs cgroup v1 or a hybrid)"
+		return
+	fi
+	cg_start cgl 18084 'memory_max = "160M"
+pids_max = 32
+cpu_weight = 200' || { fail $name "systemctl start forkd@cgl.service failed"; return; }
+	wait_for 30 cg_ready cgl || { fail $name "3 workers not ready: $(forkctl workers cgl 2>&1)"; return; }
+	main=$(systemctl show -p MainPID --value forkd@cgl.service)
+	for w in $(pgrep -P "$main" python3); do
+		dir=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/"$w"/cgroup)
+		[ "$(cat "$dir/pids.max")" = 32 ] || { fail $name "$dir/pids.max is $(cat "$dir/pids.max"), want 32"; return; }
+		[ "$(cat "$dir/memory.max")" = $((160 << 20)) ] || { fail $name "$dir/memory.max is $(cat "$dir/memory.max")"; return; }
+		[ "$(cat "$dir/cpu.weight")" = 200 ] || { fail $name "$dir/cpu.weight is $(cat "$dir/cpu.weight"), want 200"; return; }
+	done
+
+	# Past memory_max: the OOM killer, reported as such.
+	curl -s --max-time 20 "$url/grow?mb=400" >>"$LOG" 2>&1
+	oomed() { [ "$(cg_logged cgl 'reason=oom')" -gt 0 ]; }
+	wait_for 20 oomed || { fail $name "no worker exit with reason=oom in the journal after growing past memory_max"; return; }
+	wait_for 10 grep -q ' oom$' /run/forkd/cgl/exits || { fail $name "the child_exit hook did not get FORKD_REASON=oom: $(cat /run/forkd/cgl/exits 2>&1)"; return; }
+	wait_for 30 cg_ready cgl || { fail $name "the OOM-killed worker was not replaced"; return; }
+
+	# A fork bomb stops at pids_max; the workers still serve.
+	out=$(curl -fsS --max-time 30 "$url/bomb" 2>&1) || { fail $name "the fork bomb request failed: $out"; return; }
+	n=${out#forked }
+	[ "$n" -gt 0 ] 2>/dev/null && [ "$n" -lt 32 ] || { fail $name "the fork bomb made $n processes, want fewer than pids_max (32)"; return; }
+	for _ in $(seq 30); do
+		curl -fsS --max-time 10 -o /dev/null "$url/" || { fail $name "a request failed after the fork bomb"; return; }
+	done
+	log "cgroup-limits: bomb forked $n; $(forkctl workers cgl 2>&1 | tr '\n' ';')"
+	sctl stop forkd@cgl.service
+	pass $name
+}
+
 check_stop() {
 	local main old body left
 	main=$(mainpid)
@@ -330,5 +456,7 @@ check_kill
 check_upgrade
 check_fdstore
 check_jobs
+check_cgroup
+check_cgroup_limits
 check_stop
 log "done"

@@ -267,3 +267,22 @@ func TestUnits_Paths(t *testing.T) {
 		t.Error("forkd@.service and notify-reload/forkd@.service differ in more than Type=, ExecReload= and ReloadSignal=; keep them in step")
 	}
 }
+
+func TestUnits_Delegate(t *testing.T) {
+	// forkd makes a cgroup per worker under the unit's: the unit delegates
+	// the controllers the limits need, and ProtectControlGroups= leaves
+	// the unit's own cgroup writable.
+	service, err := os.ReadFile("forkd@.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Delegate=cpu memory pids\n",
+		"ProtectControlGroups=yes\n",
+		"ReadWritePaths=-/sys/fs/cgroup/system.slice/system-forkd.slice/%n\n",
+	} {
+		if !strings.Contains(string(service), want) {
+			t.Errorf("forkd@.service lacks %q", strings.TrimSpace(want))
+		}
+	}
+}

@@ -71,6 +71,7 @@ func TestMain(m *testing.M) {
 //	              within a second
 //	slow          like serve, but speaks HTTP/1.1 and takes 50 ms per
 //	              request, one at a time (serveSlow)
+//	grow          like serve, and uses 64 MiB more memory once ready
 //
 // In every serving mode USR1 makes the worker exit 42, USR2 stops its
 // heartbeats (it hangs, as far as the pool can tell) and HUP makes it send
@@ -130,9 +131,16 @@ func runWorker(mode string) int {
 		return true
 	}
 	var tick <-chan time.Time
+	var ballast []byte
 	if mode != "hang-boot" {
 		if !notify(daemon.SdNotifyReady) {
 			return 7
+		}
+		if mode == "grow" {
+			ballast = make([]byte, 64<<20)
+			for i := 0; i < len(ballast); i += os.Getpagesize() {
+				ballast[i] = 1
+			}
 		}
 		if d, err := daemon.SdWatchdogEnabled(false); err == nil && d > 0 && mode != "no-heartbeat" {
 			tick = time.NewTicker(d / 4).C
@@ -155,6 +163,7 @@ func runWorker(mode string) int {
 				daemon.SdNotify(false, daemon.SdNotifyStopping)
 				return 0
 			default:
+				runtime.KeepAlive(ballast)
 				return 0
 			}
 		}

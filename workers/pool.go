@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/notify"
@@ -110,6 +111,11 @@ type Options struct {
 	// Adopt, when set, is the state of the master this one replaced by an
 	// upgrade (see TakeHandover): Run adopts its workers and sockets.
 	Adopt *Handover
+	// Cgroups is the delegated cgroup v2 subtree (cgroup.Open, after
+	// Setup) in which every worker gets a cgroup of its own with
+	// [worker]'s limits; nil without one: workers share the master's
+	// cgroup, and max_memory measures their resident memory.
+	Cgroups *cgroup.Tree
 	// MinUptime is how long a worker must have served for its exit to
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
@@ -188,6 +194,11 @@ type Pool struct {
 	paceTimer *time.Timer
 	// auto is the autoscaler's state (see autoscale.go).
 	auto autoscaler
+	// memory watches the workers' memory for max_memory and removes the
+	// cgroups of those that ended; cgroupSeq numbers the cgroups made
+	// (see cgroup.go).
+	memory    *cgroup.Watcher
+	cgroupSeq uint64
 }
 
 // New returns a pool for opts; Run starts it.
@@ -255,6 +266,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	p.devnull = devnull
 	defer devnull.Close()
+	defer p.startMemory()()
 
 	var ns *notify.Socket
 	if a := p.opts.Adopt; a != nil {

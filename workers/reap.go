@@ -48,7 +48,9 @@ func (p *Pool) handleExit(ev exitEvent) {
 	g := w.gen
 	base := hooks.Event{Generation: g.id, WorkerID: w.id, PID: w.pid, ExitCode: code, Signal: sig}
 	reason := w.reason
-	if reason == "" {
+	if p.endCgroup(w) {
+		reason = ReasonOOM
+	} else if reason == "" {
 		reason = "crashed"
 		if p.stopping {
 			reason = "stopping"
@@ -61,7 +63,7 @@ func (p *Pool) handleExit(ev exitEvent) {
 	switch {
 	case ev.exit.ExecErr != nil:
 		lvl = p.log.Error
-	case w.reason == "" && !p.stopping:
+	case w.reason == "" && !p.stopping, reason == ReasonOOM:
 		lvl = p.log.Warn
 	}
 	lvl("worker "+text, "worker_id", w.id, "pid", w.pid, "generation", g.id,

@@ -15,6 +15,7 @@ import (
 
 // armRecycling sets w's recycling thresholds when it becomes ready.
 func (p *Pool) armRecycling(w *worker) {
+	p.watchMemory(w)
 	s := w.gen.cfg.Server
 	if s.MaxRequests > 0 {
 		w.maxRequests = uint64(s.MaxRequests)
@@ -45,7 +46,11 @@ func (p *Pool) countRequests(w *worker, n uint64) {
 }
 
 // recycle starts w's successor; w serves until the successor is ready.
-func (p *Pool) recycle(w *worker, why string) {
+func (p *Pool) recycle(w *worker, why string) { p.recycleFor(w, "recycled: "+why, why) }
+
+// recycleFor recycles w as recycle does, with reason as its exit's
+// reason and why in the log.
+func (p *Pool) recycleFor(w *worker, reason, why string) {
 	g := w.gen
 	if p.stopping || !w.inSlot || w.phase != phaseReady || g.predecessor[w.id] != nil ||
 		(g != p.current && g != p.pending) {
@@ -55,7 +60,7 @@ func (p *Pool) recycle(w *worker, why string) {
 	g.slots[w.id] = nil
 	w.inSlot = false
 	g.predecessor[w.id] = w
-	w.reason = "recycled: " + why
+	w.reason = reason
 	p.log.Info("recycling worker", "worker_id", w.id, "pid", w.pid, "generation", g.id, "reason", why)
 	p.spawn(g, w.id)
 }

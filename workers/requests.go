@@ -1,6 +1,8 @@
 package workers
 
 import (
+	"github.com/forkd/forkd/cgroup"
+
 	"context"
 
 	"github.com/forkd/forkd/internal/actor"
@@ -46,13 +48,23 @@ func (p *Pool) SetWorkers(ctx context.Context, n int) error {
 
 // ListWorkers returns the live workers, by generation then id.
 func (p *Pool) ListWorkers(ctx context.Context) ([]Info, error) {
-	list, err := ask(ctx, p, func(p *Pool) []Info {
-		list := make([]Info, 0, len(p.byPID))
+	type entry struct {
+		info  Info
+		meter cgroup.Meter
+	}
+	entries, err := ask(ctx, p, func(p *Pool) []entry {
+		list := make([]entry, 0, len(p.byPID))
 		for _, w := range p.byPID {
-			list = append(list, w.info())
+			list = append(list, entry{w.info(), w.meter()})
 		}
 		return list
 	})
+	list := make([]Info, len(entries))
+	meters := make([]cgroup.Meter, len(entries))
+	for i, e := range entries {
+		list[i], meters[i] = e.info, e.meter
+	}
+	usage(list, meters)
 	sortInfo(list)
 	return list, err
 }

@@ -156,7 +156,11 @@ func (p *Pool) start(g *generation, id int) (*worker, error) {
 	// started directly, or through the exec-shim when Options.ExecShim
 	// asks for it or the kernel refuses a direct start (after which every
 	// worker is).
-	proc, err := process.Start(&process.Attr{
+	cg, err := p.newCgroup(g, id)
+	if err != nil {
+		return nil, err
+	}
+	attr := &process.Attr{
 		Path:     g.command,
 		Args:     g.cfg.Worker.Args,
 		Env:      env,
@@ -165,15 +169,23 @@ func (p *Pool) start(g *generation, id int) (*worker, error) {
 		Files:    p.childFiles(p.devnull),
 		Shim:     p.opts.Shim,
 		ExecShim: p.opts.ExecShim,
-	})
+	}
+	if cg != nil {
+		attr.Cgroup = cg.Dir()
+	}
+	proc, err := process.Start(attr)
 	if err != nil {
+		if cg != nil {
+			_ = cg.Close()
+			p.memory.Remove(cg.Path, nil)
+		}
 		return nil, fmt.Errorf("start %s: %w", g.cfg.Worker.Command, err)
 	}
 	if proc.Fallback != nil {
 		p.log.Warn("the kernel refused a direct start; starting workers through the exec-shim", "err", proc.Fallback)
 		p.opts.ExecShim = true
 	}
-	w := &worker{id: id, gen: g, pid: proc.PID, proc: proc, started: time.Now(), inSlot: true}
+	w := &worker{id: id, gen: g, pid: proc.PID, proc: proc, started: time.Now(), inSlot: true, cg: cg}
 	p.watch(w)
 	return w, nil
 }
@@ -186,6 +198,7 @@ func (p *Pool) watchAdopted(w *worker) error {
 		return err
 	}
 	w.proc = proc
+	p.joinCgroup(w)
 	p.watch(w)
 	return nil
 }

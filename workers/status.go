@@ -45,6 +45,13 @@ type Info struct {
 	// LastBeat is the worker's latest heartbeat or other sign of life the
 	// notify socket timed (Pool.Snapshot only; zero when unknown).
 	LastBeat time.Time
+	// Memory is the memory the worker uses, in bytes: its cgroup's
+	// memory.current, or without one its resident set size; 0 when
+	// unknown.
+	Memory uint64
+	// CPU is the CPU time the worker used: its cgroup's (its children's
+	// included), or without one its own.
+	CPU time.Duration
 }
 
 // StatusText is a one-line human summary of s, as sent in sd_notify STATUS=.

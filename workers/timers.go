@@ -20,6 +20,7 @@ const (
 	timerPace                        // held slots get another look (pace.go)
 	timerAutoscale                   // the accept queues were sampled (autoscale.go)
 	timerDemand                      // a connection waits, and no worker (autoscale.go)
+	timerMemory                      // a worker passed max_memory (cgroup.go)
 )
 
 // timerEvent is a deadline that passed. Worker deadlines carry the worker
@@ -87,6 +88,10 @@ func (p *Pool) handleTimer(t timerEvent) {
 		return
 	}
 	w := t.w
+	if t.kind == timerMemory {
+		p.memoryCrossed(w)
+		return
+	}
 	if t.kind == timerRecycle {
 		if p.byPID[w.pid] == w && w.lifetime != nil {
 			w.lifetime = nil

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/internal/process"
 )
@@ -67,6 +68,8 @@ type worker struct {
 	hasInflight bool
 	// lifetime fires when the worker has lived max_lifetime (+ jitter).
 	lifetime *time.Timer
+	// cg is the worker's own cgroup (nil: it has none; see cgroup.go).
+	cg *cgroup.Group
 }
 
 // generation is the set of workers started from one config.

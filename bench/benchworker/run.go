@@ -24,7 +24,8 @@ import (
 // every WATCHDOG_USEC/2, and reports its start and readiness to the probe
 // socket (EnvProbe).
 //
-// GET /hang makes it a hung worker: it stops heartbeating, stops accepting
+// GET /grow?mb=N makes it keep N MiB more memory, touched (a worker that
+// leaks), and answer "grown N PID". GET /hang makes it a hung worker: it stops heartbeating, stops accepting
 // and never answers, so Run never returns (only a signal's default action
 // ends the process). SIGTERM, or the end of ctx, makes it report "stop",
 // finish in-flight requests (not a hung one) and return nil. It returns an error when it
@@ -58,6 +59,19 @@ func Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "ok %d\n", pid)
+	})
+	var ballast [][]byte
+	var ballastMu sync.Mutex
+	mux.HandleFunc("/grow", func(w http.ResponseWriter, r *http.Request) {
+		mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+		block := make([]byte, mb<<20)
+		for i := 0; i < len(block); i += os.Getpagesize() {
+			block[i] = 1
+		}
+		ballastMu.Lock()
+		ballast = append(ballast, block)
+		ballastMu.Unlock()
+		fmt.Fprintf(w, "grown %d %d\n", mb, pid)
 	})
 	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
 		hangOnce.Do(func() {

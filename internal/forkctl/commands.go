@@ -72,13 +72,25 @@ func listWorkers(ctx context.Context, opts options, name string, stdout io.Write
 		return err
 	}
 	defer in.conn.Close()
-	var list []worker
-	if err := in.object().CallWithContext(ctx, bus.Interface+".ListWorkers", 0).Store(&list); err != nil {
+	// ListWorkerUsage adds each worker's memory and CPU; a forkd that
+	// predates it answers ListWorkers only.
+	var list []bus.WorkerUsage
+	err = in.object().CallWithContext(ctx, bus.Interface+".ListWorkerUsage", 0).Store(&list)
+	var de dbus.Error
+	if errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.UnknownMethod" {
+		var old []worker
+		err = in.object().CallWithContext(ctx, bus.Interface+".ListWorkers", 0).Store(&old)
+		list = list[:0]
+		for _, o := range old {
+			list = append(list, bus.WorkerUsage{ID: o.ID, PID: o.PID, Generation: o.Generation, State: o.State, StartedUsec: o.StartedUsec})
+		}
+	}
+	if err != nil {
 		return callError("list the workers of", in, err)
 	}
 	now := time.Now()
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tPID\tGENERATION\tSTATE\tSTARTED\tUPTIME")
+	fmt.Fprintln(w, "ID\tPID\tGENERATION\tSTATE\tSTARTED\tUPTIME\tMEMORY\tCPU")
 	for _, wk := range list {
 		started, uptime := "-", "-"
 		if wk.StartedUsec != 0 {
@@ -86,9 +98,32 @@ func listWorkers(ctx context.Context, opts options, name string, stdout io.Write
 			started = t.Format(time.DateTime)
 			uptime = now.Sub(t).Truncate(time.Second).String()
 		}
-		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%s\t%s\n", wk.ID, wk.PID, wk.Generation, wk.State, started, uptime)
+		mem, cpu := "-", "-"
+		if wk.MemoryBytes != 0 {
+			mem = bytesText(wk.MemoryBytes)
+		}
+		if wk.CPUUsec != 0 {
+			cpu = (time.Duration(wk.CPUUsec) * time.Microsecond).Truncate(time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", wk.ID, wk.PID, wk.Generation, wk.State, started, uptime, mem, cpu)
 	}
 	return w.Flush()
+}
+
+// bytesText writes n bytes with a 1024-based unit and one decimal:
+// "812K", "52.3M", "1.2G".
+func bytesText(n uint64) string {
+	v, unit := float64(n), ""
+	for _, u := range []string{"K", "M", "G", "T"} {
+		if v < 1024 {
+			break
+		}
+		v, unit = v/1024, u
+	}
+	if unit == "" || v >= 100 || v == float64(int64(v)) {
+		return fmt.Sprintf("%.0f%s", v, unit)
+	}
+	return fmt.Sprintf("%.1f%s", v, unit)
 }
 
 func reload(ctx context.Context, opts options, name string, stdout io.Writer) error {

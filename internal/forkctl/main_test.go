@@ -111,7 +111,7 @@ func TestMain_Workers(t *testing.T) {
 	started := time.Now().Add(-90 * time.Second)
 	ctl := &testController{workers: []workers.Info{
 		{ID: 1, PID: 1235, Generation: 2, State: "starting"},
-		{ID: 0, PID: 1234, Generation: 2, State: "ready", Started: started},
+		{ID: 0, PID: 1234, Generation: 2, State: "ready", Started: started, Memory: 52<<20 + 300<<10, CPU: 1500 * time.Millisecond},
 	}}
 	startBus(t, addr, "web", ctl)
 	stdout, _, err := forkctl(t, "--bus", addr, "workers")
@@ -122,16 +122,16 @@ func TestMain_Workers(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("workers printed %d lines, want a header and 2 workers:\n%s", len(lines), stdout)
 	}
-	if f := strings.Fields(lines[0]); strings.Join(f, " ") != "ID PID GENERATION STATE STARTED UPTIME" {
+	if f := strings.Fields(lines[0]); strings.Join(f, " ") != "ID PID GENERATION STATE STARTED UPTIME MEMORY CPU" {
 		t.Errorf("header %q", lines[0])
 	}
 	// Sorted by id; uptime from the start time.
 	f := strings.Fields(lines[1])
-	if len(f) != 7 || f[0] != "0" || f[1] != "1234" || f[2] != "2" || f[3] != "ready" ||
-		f[4]+" "+f[5] != started.Format(time.DateTime) || !strings.HasPrefix(f[6], "1m3") {
+	if len(f) != 9 || f[0] != "0" || f[1] != "1234" || f[2] != "2" || f[3] != "ready" ||
+		f[4]+" "+f[5] != started.Format(time.DateTime) || !strings.HasPrefix(f[6], "1m3") || f[7] != "52.3M" || f[8] != "1.5s" {
 		t.Errorf("worker 0 line %q", lines[1])
 	}
-	if f := strings.Fields(lines[2]); strings.Join(f, " ") != "1 1235 2 starting - -" {
+	if f := strings.Fields(lines[2]); strings.Join(f, " ") != "1 1235 2 starting - - - -" {
 		t.Errorf("worker 1 line %q", lines[2])
 	}
 }

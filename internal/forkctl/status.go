@@ -241,7 +241,7 @@ func writeTables(out io.Writer, page status.Page) {
 			beat = seconds(wk.HeartbeatAge) + " ago"
 		}
 		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", wk.Slot, wk.PID, wk.Generation, wk.State,
-			seconds(wk.Age), wk.Requests, latency(wk.P50), latency(wk.P99), bytesText(wk.RSS),
+			seconds(wk.Age), wk.Requests, latency(wk.P50), latency(wk.P99), sizeText(wk.RSS),
 			fmt.Sprintf("%.2fs", wk.CPU), beat)
 	}
 	_ = w.Flush()
@@ -280,8 +280,9 @@ func latency(q *float64) string {
 	return d.Round(10 * time.Millisecond).String()
 }
 
-// bytesText formats a size in bytes in binary units.
-func bytesText(n uint64) string {
+
+// sizeText formats a size in bytes in binary units; "-" for 0 (unknown).
+func sizeText(n uint64) string {
 	switch {
 	case n == 0:
 		return "-"

@@ -20,6 +20,10 @@ import (
 // filter) refuses clone with CLONE_PIDFD.
 var ErrUnsupported = errors.New("forkexec: clone(CLONE_PIDFD) refused")
 
+// sysClone3 is clone3(2)'s system call number, the same on every Linux
+// architecture.
+const sysClone3 = 435
+
 // Attr is what Start starts.
 type Attr struct {
 	// Path is the program to execute: an absolute path, or one relative to
@@ -48,6 +52,12 @@ type Attr struct {
 	// asked for a short slice for itself (Linux ≥ 6.12) keeps it to itself.
 	// A kernel that refuses leaves the child the parent's slice.
 	DefaultSlice bool
+	// UseCgroup starts the child in the cgroup v2 whose directory CgroupFD
+	// is open on (clone3 with CLONE_INTO_CGROUP, Linux ≥ 5.7): it runs no
+	// instruction in the caller's cgroup. A kernel or seccomp filter that
+	// refuses clone3 makes Start fail with an error wrapping ErrUnsupported.
+	UseCgroup bool
+	CgroupFD  int
 
 	// copyVM makes Start clone a child with a copy of the caller's memory,
 	// as it does where there is no rawVfork (sharedVM false), so that the
@@ -78,6 +88,24 @@ type child struct {
 	sched  *unix.SchedAttr
 	copyVM bool  // clone with a copy of the memory even where sharedVM
 	pidfd  int32 // set by clone(CLONE_PIDFD)
+	// args is clone3's argument when the child goes into a cgroup (nil:
+	// plain clone).
+	args *cloneArgs
+}
+
+// cloneArgs is struct clone_args of clone3(2), up to its cgroup field.
+type cloneArgs struct {
+	flags      uint64
+	pidfd      uint64
+	childTID   uint64
+	parentTID  uint64
+	exitSignal uint64
+	stack      uint64
+	stackSize  uint64
+	tls        uint64
+	setTID     uint64
+	setTIDSize uint64
+	cgroup     uint64
 }
 
 // Process is a child that Start started.
@@ -128,7 +156,10 @@ func Start(a *Attr) (*Process, error) {
 	syscall.Close(p[1])
 	if errno != 0 {
 		syscall.Close(p[0])
-		if errno == syscall.ENOSYS || errno == syscall.EINVAL || errno == syscall.EPERM {
+		if errno == syscall.ENOSYS || errno == syscall.EINVAL || errno == syscall.EPERM || errno == syscall.E2BIG {
+			if c.args != nil {
+				return nil, fmt.Errorf("%w: clone3(CLONE_INTO_CGROUP): %w", ErrUnsupported, errno)
+			}
 			return nil, fmt.Errorf("%w: %w", ErrUnsupported, errno)
 		}
 		return nil, fmt.Errorf("forkexec: fork: %w", errno)
@@ -188,6 +219,17 @@ func prepare(a *Attr) (*child, error) {
 	c := &child{files: append([]int(nil), a.Files...), pdeathsig: int(a.Pdeathsig), copyVM: a.copyVM}
 	if a.DefaultSlice {
 		c.sched = &unix.SchedAttr{}
+	}
+	if a.UseCgroup {
+		if a.CgroupFD < 0 {
+			return nil, fmt.Errorf("forkexec: cgroup fd %d: not a file descriptor", a.CgroupFD)
+		}
+		c.args = &cloneArgs{
+			flags:      unix.CLONE_PIDFD | unix.CLONE_INTO_CGROUP,
+			pidfd:      uint64(uintptr(unsafe.Pointer(&c.pidfd))),
+			exitSignal: uint64(syscall.SIGCHLD),
+			cgroup:     uint64(a.CgroupFD),
+		}
 	}
 	var err error
 	if c.path, err = syscall.BytePtrFromString(a.Path); err != nil {
@@ -276,7 +318,13 @@ func (c *child) fork() (uintptr, syscall.Errno) {
 //go:nosplit
 //go:norace
 func (c *child) vfork() (uintptr, syscall.Errno) {
-	r, errno := rawVfork(cloneFlags|syscall.CLONE_VM|syscall.CLONE_VFORK, uintptr(unsafe.Pointer(&c.pidfd)))
+	var r, errno uintptr
+	if c.args != nil {
+		c.args.flags |= syscall.CLONE_VM | syscall.CLONE_VFORK
+		r, errno = rawVfork(sysClone3, uintptr(unsafe.Pointer(c.args)), unsafe.Sizeof(*c.args), 0)
+	} else {
+		r, errno = rawVfork(syscall.SYS_CLONE, cloneFlags|syscall.CLONE_VM|syscall.CLONE_VFORK, 0, uintptr(unsafe.Pointer(&c.pidfd)))
+	}
 	if errno == 0 && r == 0 {
 		c.run() // the child: never returns
 	}
@@ -289,8 +337,14 @@ func (c *child) vfork() (uintptr, syscall.Errno) {
 //go:nosplit
 //go:norace
 func (c *child) copyFork() (uintptr, syscall.Errno) {
-	r, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, cloneFlags, 0,
-		uintptr(unsafe.Pointer(&c.pidfd)), 0, 0, 0)
+	var r uintptr
+	var errno syscall.Errno
+	if c.args != nil {
+		r, _, errno = syscall.RawSyscall(sysClone3, uintptr(unsafe.Pointer(c.args)), unsafe.Sizeof(*c.args), 0)
+	} else {
+		r, _, errno = syscall.RawSyscall6(syscall.SYS_CLONE, cloneFlags, 0,
+			uintptr(unsafe.Pointer(&c.pidfd)), 0, 0, 0)
+	}
 	if errno == 0 && r == 0 {
 		c.run() // the child: never returns
 	}

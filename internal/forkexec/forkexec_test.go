@@ -43,6 +43,9 @@ type report struct {
 	// fds that crossed the exec (the child's runtime opens its own with it).
 	Crossed []int
 	Args    []string
+	// Cgroup is the helper's cgroup v2 (the 0:: line of
+	// /proc/self/cgroup).
+	Cgroup string
 }
 
 func init() {
@@ -66,6 +69,13 @@ func helper() int {
 		Args: os.Args[1:],
 	}
 	r.Dir, _ = os.Getwd()
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if p, ok := strings.CutPrefix(line, "0::"); ok {
+				r.Cgroup = p
+			}
+		}
+	}
 	if status, err := os.ReadFile("/proc/self/status"); err == nil {
 		for _, line := range strings.Split(string(status), "\n") {
 			k, v, _ := strings.Cut(line, ":")
@@ -521,5 +531,30 @@ func testPdeathsig(t *testing.T, copyVM bool) {
 	case <-time.After(10 * time.Second):
 		_ = unix.Kill(s.pid, unix.SIGKILL)
 		t.Fatal("the child outlived the thread that started it")
+	}
+}
+
+func TestStart_Cgroup(t *testing.T) { bothPaths(t, testCgroup) }
+
+// testCgroup starts the helper with UseCgroup and checks that it ran in
+// that cgroup: its /proc/self/cgroup, read by the helper, names it.
+func testCgroup(t *testing.T, copyVM bool) {
+	dir := testkit.Cgroup(t)
+	cg, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	reportR, reportW := pipe(t)
+	a := helperAttr(t)
+	a.copyVM = copyVM
+	a.Files = []int{0, 1, 2, int(reportW.Fd())}
+	a.UseCgroup, a.CgroupFD = true, int(cg.Fd())
+	r, code := run(t, a, reportR, reportW)
+	if code != 0 {
+		t.Fatalf("helper exited %d", code)
+	}
+	if !strings.HasSuffix(dir, r.Cgroup) || r.Cgroup == "" || r.Cgroup == "/" {
+		t.Errorf("helper ran in cgroup %q, want %s", r.Cgroup, dir)
 	}
 }

@@ -7,6 +7,6 @@ package forkexec
 // none to tear down at exec. It takes rawVfork, which is assembly.
 const sharedVM = true
 
-// rawVfork is clone(2) for a child that runs on the caller's stack; see
-// vfork_amd64.s.
-func rawVfork(flags, pidfd uintptr) (pid, errno uintptr)
+// rawVfork is system call trap (clone or clone3) with arguments a1, a2 and
+// a3, for a child that runs on the caller's stack; see vfork_amd64.s.
+func rawVfork(trap, a1, a2, a3 uintptr) (pid, errno uintptr)

@@ -7,4 +7,4 @@ package forkexec
 const sharedVM = false
 
 // rawVfork is not used without sharedVM.
-func rawVfork(flags, pidfd uintptr) (pid, errno uintptr) { panic("forkexec: no rawVfork") }
+func rawVfork(trap, a1, a2, a3 uintptr) (pid, errno uintptr) { panic("forkexec: no rawVfork") }

@@ -40,6 +40,23 @@ func TestMaster_Check(t *testing.T) {
 		}
 	})
 
+	t.Run("limits without delegation", func(t *testing.T) {
+		// forkd run by a test shares the test's cgroup: it has no
+		// delegated subtree, and refuses the limits that need one, at
+		// their place in the file, saying what is needed. max_memory
+		// alone needs none.
+		g := newForkd(t, setup{instance: "limited", workers: 1})
+		g.writeConfig("serve", "\n[[singleton]]\nname = \"s\"\ncommand = \"/bin/sleep\"\nmax_memory = \"1G\"\npids_max = 10\n")
+		code, stdout, stderr := runCommand(t, "--check", "--config", g.cfgPath)
+		if code != 1 {
+			t.Fatalf("forkd --check with pids_max and no delegation: exit %d, stdout %q; want 1", code, stdout)
+		}
+		where := fmt.Sprintf("%s:%d:12: singleton[0].pids_max: needs a delegated cgroup v2 subtree", g.cfgPath, g.cfgLines+6)
+		if !strings.Contains(stderr, where) || !strings.Contains(stderr, "Delegate=yes") || strings.Contains(stderr, "max_memory") {
+			t.Errorf("stderr %q; want an error naming %s that says what is needed, and none for max_memory", stderr, where)
+		}
+	})
+
 	t.Run("version and help", func(t *testing.T) {
 		code, stdout, stderr := runCommand(t, "--version")
 		if code != 0 || !strings.HasPrefix(stdout, "forkd ") || len(strings.TrimSpace(stdout)) <= len("forkd") {

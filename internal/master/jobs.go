@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/jobs/supervisor"
@@ -39,9 +40,9 @@ type runOnce struct {
 // newRunOnce prepares the supervisor of cfg's singletons and schedules;
 // attach gives it the arbiter.
 func newRunOnce(cfg *config.Config, socks []activation.Socket, sink hooks.Sink, log *slog.Logger,
-	adopt *workers.Handover, journal bool, setJobs func(*supervisor.Supervisor)) *runOnce {
+	adopt *workers.Handover, journal bool, cgroups *cgroup.Tree, setJobs func(*supervisor.Supervisor)) *runOnce {
 	r := &runOnce{done: make(chan error, 1), setJobs: setJobs}
-	opts := supervisor.Options{Config: cfg, Sockets: socks, Hooks: sink, Logger: log, Journal: journal}
+	opts := supervisor.Options{Config: cfg, Sockets: socks, Hooks: sink, Logger: log, Journal: journal, Cgroups: cgroups}
 	if adopt != nil {
 		opts.Adopt = adopt.Jobs
 	}

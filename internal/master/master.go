@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/jobs/supervisor"
@@ -208,6 +209,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if o.check {
+		t, why := cgroup.Open()
+		if err := checkLimits(cfg, t, why); err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "%s: ok (instance %q, %s of %s)\n", o.config, cfg.Server.Name,
 			config.Workers(cfg.Server.Workers), cfg.Worker.Command)
 		return nil
@@ -258,6 +263,18 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		_ = sinkGroup.Wait()
 	}()
 
+	cgTree, cgWhy := cgroups(log)
+	if err := checkLimits(cfg, cgTree, cgWhy); err != nil {
+		if adopt == nil {
+			return err
+		}
+		// Failing now would take the adopted workers down with this
+		// process (a master without delegation upgraded in place leaves
+		// its workers in its own cgroup): serve on, and say why the
+		// limits wait.
+		log.Warn("upgraded in place without cgroup delegation: the config's cgroup limits apply from the next restart", "err", err)
+	}
+
 	var (
 		socks     []activation.Socket
 		activated bool
@@ -305,7 +322,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		status.reloaded(err)
 		rec.Reloaded(err)
 	}
-	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
+	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, cgTree, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
 	staged := func(c *config.Config) {
 		sinks.stage(c)
 		if c.Metrics.Bind != cfg.Metrics.Bind {
@@ -314,9 +331,19 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		}
 	}
 	popts := workers.Options{
-		Config:   cfg,
-		Sockets:  socks,
-		Load:     func() (*config.Config, error) { return config.Load(o.config) },
+		Config:  cfg,
+		Sockets: socks,
+		Load: func() (*config.Config, error) {
+			c, err := config.Load(o.config)
+			if err == nil {
+				err = checkLimits(c, cgTree, cgWhy)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+		Cgroups:  cgTree,
 		Staged:   staged,
 		Signals:  sigs.c,
 		Hooks:    sinks,

@@ -47,6 +47,12 @@ type Attr struct {
 	// ExecShim starts the process through Shim even where a direct start
 	// works.
 	ExecShim bool
+	// Cgroup, when not nil, is the directory of the cgroup v2 the process
+	// starts in: directly with clone3's CLONE_INTO_CGROUP (Linux ≥ 5.7),
+	// so that it never runs in the caller's; through the exec-shim, which
+	// writes itself into the cgroup's cgroup.procs before it execs, where
+	// the kernel (or a seccomp filter) refuses clone3.
+	Cgroup *os.File
 }
 
 // Process is a child process that Start started or Adopt adopted.
@@ -77,6 +83,7 @@ func Start(a *Attr) (*Process, error) {
 		return nil, err
 	}
 	defer runtime.KeepAlive(a.Files)
+	defer runtime.KeepAlive(a.Cgroup)
 	fds := make([]int, len(a.Files))
 	for i, f := range a.Files {
 		fds[i] = int(f.Fd())
@@ -131,6 +138,8 @@ func startDirect(a *Attr, fds []int) (*Process, error) {
 		Files:        fds,
 		Pdeathsig:    syscall.SIGKILL,
 		DefaultSlice: true,
+		UseCgroup:    a.Cgroup != nil,
+		CgroupFD:     cgroupFD(a.Cgroup),
 	})
 	if err != nil {
 		return nil, err
@@ -156,6 +165,17 @@ func startShim(a *Attr, fds []int) (*Process, error) {
 	}
 	files = append(files, statusW.Fd())
 	setup := activation.ShimSetup{Parent: os.Getpid(), PIDEnv: a.PIDEnv, Files: len(fds), Status: len(fds)}
+	if a.Cgroup != nil {
+		procs, err := unix.Openat(int(a.Cgroup.Fd()), "cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			statusR.Close()
+			statusW.Close()
+			return nil, fmt.Errorf("open the cgroup's cgroup.procs: %w", err)
+		}
+		defer unix.Close(procs)
+		setup.Cgroup = len(files)
+		files = append(files, uintptr(procs))
+	}
 	pidfd := -1
 	attr := &syscall.ProcAttr{
 		Dir:   a.Dir,
@@ -183,6 +203,14 @@ func startShim(a *Attr, fds []int) (*Process, error) {
 		return nil, err
 	}
 	return &Process{PID: pid, pidfd: f, exec: exec, reaped: make(chan struct{})}, nil
+}
+
+// cgroupFD is f's fd, -1 for nil.
+func cgroupFD(f *os.File) int {
+	if f == nil {
+		return -1
+	}
+	return int(f.Fd())
 }
 
 // Adopt returns the process pid, a child of this process that it did not

@@ -337,3 +337,31 @@ func TestStart_BadAttr(t *testing.T) {
 		}
 	}
 }
+
+// TestStart_Cgroup: with Attr.Cgroup the process runs in that cgroup,
+// started directly (clone3 CLONE_INTO_CGROUP) or through the exec-shim
+// (which moves itself there before it execs). Needs a writable cgroup v2
+// hierarchy.
+func TestStart_Cgroup(t *testing.T) {
+	bothWays(t, func(t *testing.T, a process.Attr) {
+		dir := testkit.Cgroup(t)
+		cg, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.Close()
+		out := filepath.Join(t.TempDir(), "cgroup")
+		a.Path, a.Args, a.Files, a.Cgroup = "/bin/sh", []string{"-c", "cat /proc/self/cgroup > " + out}, stdio(t), cg
+		p, err := process.Start(&a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := wait(t, p); e.Code() != 0 {
+			t.Fatalf("sh exited %+v", e)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil || !strings.HasSuffix(strings.TrimSpace(string(b)), "/"+filepath.Base(dir)) {
+			t.Errorf("the process's /proc/self/cgroup = %q (%v), want it in %s", b, err, dir)
+		}
+	})
+}

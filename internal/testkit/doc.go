@@ -14,6 +14,8 @@
 //   - Run, Exited, WaitExit: an actor run until the test ends, and a
 //     process's exit waited for through a pidfd.
 //   - Buffer: text written by goroutines while the test reads it.
+//   - Cgroup, WaitEmpty: a fresh cgroup v2 to start processes in (the test
+//     skips without a writable hierarchy), and the wait for it to empty.
 //   - DrainSharedSocket, DrainAnswersAcceptedConnection: the drain
 //     scenarios every worker implementation must pass.
 //

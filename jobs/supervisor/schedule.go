@@ -130,7 +130,7 @@ func (s *Supervisor) startRun(sc *schedule, at time.Time) {
 	sc.run = r
 	id := jobs.Run{Schedule: sc.cfg.Name, ID: r.id, ScheduledAt: at}
 	r.out = s.newOutput(id)
-	s.start(r, sc.cfg.Program, id.Env(), r.out, false, false)
+	s.start(r, sc.cfg.Program, id.Env(), r.out, false, false, nil)
 	if sc.cfg.Persistent && s.state != nil {
 		s.state.Set(sc.cfg.Name, at)
 		if err := s.state.Save(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/process"
@@ -41,6 +42,10 @@ type singleton struct {
 	removed   bool
 	lastExit  string
 	starts    int
+	// cg is the process's own cgroup (nil: none; see cgroup.go);
+	// memoryStop says it is being stopped for passing max_memory.
+	cg         *cgroup.Group
+	memoryStop bool
 }
 
 // wanted reports whether sg should have a process now: not once the
@@ -57,15 +62,24 @@ func (s *Supervisor) ensure(sg *singleton) {
 	if sg.proc != nil || sg.asked || sg.retry != nil || !s.wanted(sg) {
 		return
 	}
-	sg.asked, sg.state = true, stateStarting
+	cg, err := s.newCgroup(sg)
+	if err != nil {
+		s.log.Error("start singleton", "singleton", sg.cfg.Name, "err", err)
+		sg.lastExit = "could not start: " + err.Error()
+		s.backoff(sg)
+		return
+	}
+	sg.asked, sg.state, sg.cg = true, stateStarting, cg
 	env := []string{"FORKD_SINGLETON=" + sg.cfg.Name}
-	s.start(sg, sg.cfg.Program, env, nil, sg.cfg.Sockets, sg.cfg.Ready == config.ReadyNotify)
+	s.start(sg, sg.cfg.Program, env, nil, sg.cfg.Sockets, sg.cfg.Ready == config.ReadyNotify, cg)
 }
 
 // singletonStarted takes the outcome of sg's start.
 func (s *Supervisor) singletonStarted(sg *singleton, proc *process.Process, err error) {
 	sg.asked = false
 	if err != nil {
+		s.dropCgroup(sg.cg)
+		sg.cg = nil
 		s.log.Error("start singleton", "singleton", sg.cfg.Name, "err", err)
 		sg.lastExit = "could not start: " + err.Error()
 		s.backoff(sg)
@@ -74,6 +88,7 @@ func (s *Supervisor) singletonStarted(sg *singleton, proc *process.Process, err 
 	sg.proc, sg.started, sg.ready = proc, time.Now(), false
 	sg.starts++
 	s.watch(proc, sg)
+	s.watchMemory(sg)
 	s.log.Info("singleton started", "singleton", sg.cfg.Name, "pid", proc.PID)
 	s.emit(hooks.Event{Hook: hooks.SingletonStarted, Job: sg.cfg.Name, PID: proc.PID})
 	if !s.wanted(sg) { // stopped or changed while it started
@@ -114,9 +129,16 @@ func (s *Supervisor) singletonExited(sg *singleton, ev exitEvent) {
 	}
 	code, sig := exitFields(ev)
 	reason := describe(ev)
-	if sg.state == stateStopping {
+	switch {
+	case s.endCgroup(sg):
+		reason = reasonOOM
+	case sg.memoryStop:
+		reason = reasonMemory
+	case sg.state == stateStopping:
 		reason = "stopped"
 	}
+	memoryStop := sg.memoryStop
+	sg.memoryStop = false
 	sg.lastExit = reason
 	s.log.Info("singleton exited", "singleton", sg.cfg.Name, "pid", ev.pid, "how", describe(ev),
 		"uptime", time.Since(sg.started).Round(time.Millisecond))
@@ -129,7 +151,7 @@ func (s *Supervisor) singletonExited(sg *singleton, ev exitEvent) {
 		sg.cfg, sg.successor, sg.failures, sg.state = *sg.successor, nil, 0, stateWaiting
 	case s.shutdown:
 		sg.state = stateWaiting
-	case time.Since(sg.started) >= s.opts.MinUptime:
+	case memoryStop || time.Since(sg.started) >= s.opts.MinUptime:
 		sg.failures, sg.state = 0, stateWaiting // ensure restarts it at once
 	default:
 		s.backoff(sg)

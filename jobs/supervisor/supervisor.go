@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/actor"
@@ -60,6 +61,10 @@ type Options struct {
 	// MinUptime is how long a singleton must have run for its exit to
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
+	// Cgroups is the delegated cgroup v2 subtree in which each singleton
+	// process gets a cgroup of its own with its table's limits; nil
+	// without one.
+	Cgroups *cgroup.Tree
 }
 
 // Supervisor runs the singletons and schedules of one instance. Create it
@@ -91,6 +96,11 @@ type Supervisor struct {
 	ids          jobs.IDs
 	state        *jobs.State
 	devnull      *os.File
+	// memory watches the singletons' memory for max_memory and removes
+	// the cgroups of processes that ended; cgroupSeq numbers the cgroups
+	// made (see cgroup.go).
+	memory    *cgroup.Watcher
+	cgroupSeq uint64
 }
 
 // exitEvent is a reaped process.
@@ -157,6 +167,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.devnull = devnull
 	defer devnull.Close()
+	defer s.startMemory()()
 	s.cfg = s.opts.Config
 	if s.hasPersistent(s.cfg) {
 		s.openState()
@@ -347,9 +358,9 @@ func (s *Supervisor) after(d time.Duration, fire func(s *Supervisor)) (cancel fu
 }
 
 // start asks the arbiter to start p for owner (a *singleton or *run), with
-// extra variables, its output to out (nil: the master's), and the
-// listening sockets when sockets is set.
-func (s *Supervisor) start(owner any, p config.Program, extraEnv []string, out *output, sockets bool, notes bool) {
+// extra variables, its output to out (nil: the master's), the listening
+// sockets when sockets is set, and in cgroup cg (nil: the master's).
+func (s *Supervisor) start(owner any, p config.Program, extraEnv []string, out *output, sockets bool, notes bool, cg *cgroup.Group) {
 	env := append(p.Environ(os.Environ()), "FORKD_INSTANCE="+s.cfg.Server.Name)
 	env = append(env, extraEnv...)
 	files := []*os.File{s.devnull, s.opts.Stdout, s.opts.Stderr}
@@ -373,8 +384,11 @@ func (s *Supervisor) start(owner any, p config.Program, extraEnv []string, out *
 		ch = s.notes
 	}
 	s.pending++
-	s.opts.Starter.StartProcess(&process.Attr{Path: path, Args: p.Args, Env: env, PIDEnv: pidEnv, Dir: p.Dir,
-		Files: files}, owner, ch, s.started)
+	a := &process.Attr{Path: path, Args: p.Args, Env: env, PIDEnv: pidEnv, Dir: p.Dir, Files: files}
+	if cg != nil {
+		a.Cgroup = cg.Dir()
+	}
+	s.opts.Starter.StartProcess(a, owner, ch, s.started)
 }
 
 // handleStarted takes the outcome of a start.
