@@ -107,6 +107,11 @@ type Server struct {
 	// (set by systemd's StateDirectory=), else none, and then no schedule
 	// may be persistent.
 	StateDir string `toml:"state_dir"`
+	// Subreaper makes forkd a child subreaper (PR_SET_CHILD_SUBREAPER):
+	// the orphaned descendants of its workers, singletons and hooks become
+	// its children, and it reaps them. forkd does so anyway when it is
+	// PID 1. Read at start; a reload does not change it. Default false.
+	Subreaper bool `toml:"subreaper"`
 }
 
 // Program is what to run, as [worker], [[singleton]] and [[schedule]]
