@@ -15,7 +15,8 @@
 # units: the links that enable or mask forkd@NAME instances (systemctl
 # enable, mask), and deb-systemd-helper's records of them, which would
 # otherwise dangle once the template units are gone; and the instances'
-# state, /var/lib/forkd (StateDirectory=). The forkd user, like every
+# state, /var/lib/forkd (StateDirectory=), and the empty /run/forkd their
+# sockets were in. The forkd user, like every
 # system user, and the files in /etc/forkd that are not the package's
 # (instance configs, drop-ins in /etc/systemd/system) stay. $DPKG_ROOT is
 # the root dpkg works on (empty: /).
@@ -51,6 +52,9 @@ forget_instances() {
 if [ "$1" = purge ]; then
 	forget_instances
 	rm -rf "$DPKG_ROOT/var/lib/forkd"
+	# The directory systemd made for the instances' sockets, empty once
+	# they are stopped.
+	rmdir "$DPKG_ROOT/run/forkd" 2>/dev/null || true
 fi
 
 case "$1" in
