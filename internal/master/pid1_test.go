@@ -186,7 +186,8 @@ func TestPID1_ReapsOrphans(t *testing.T) {
 }
 
 // TestSubreaper_ReapsOrphans: with [server] subreaper = true, forkd run as
-// any process reaps its workers' orphans and keeps its workers' statuses.
+// any process reaps its workers' orphans and keeps its workers' statuses,
+// also those of the workers it adopted in an in-place upgrade.
 func TestSubreaper_ReapsOrphans(t *testing.T) {
 	dir := t.TempDir()
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
@@ -220,6 +221,26 @@ func TestSubreaper_ReapsOrphans(t *testing.T) {
 	if _, err := askAddr(addr); err != nil {
 		t.Errorf("after the orphans were reaped: %v", err)
 	}
+
+	// After an in-place upgrade the new master's reaper leaves the
+	// adopted workers to the pool: a worker killed then is a worker exit,
+	// not an orphan.
+	if err := cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	log.WaitFor(t, "upgraded: adopted workers")
+	a, err := askAddr(addr)
+	if err != nil {
+		t.Fatalf("after the upgrade: %v", err)
+	}
+	if err := syscall.Kill(a.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	log.WaitFor(t, fmt.Sprintf(`msg="worker killed by SIGKILL" worker_id=%d pid=%d `, a.id, a.pid))
+	if strings.Contains(log.String(), fmt.Sprintf(`msg="reaped an orphan" pid=%d `, a.pid)) {
+		t.Errorf("the reaper took adopted worker %d's exit from the pool", a.pid)
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
