@@ -335,7 +335,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	if reapOrphans {
 		var opts []orphans.Option
 		if adopt != nil {
-			opts = append(opts, orphans.Adopting())
+			opts = append(opts, orphans.Adopting(handedOver(adopt)))
 		}
 		reaper := orphans.New(log, opts...)
 		log.Debug("reaping orphans", "pid1", os.Getpid() == 1, "subreaper", cfg.Server.Subreaper)

@@ -2,10 +2,12 @@ package master
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/internal/testkit"
+	"github.com/forkd/forkd/workers"
 )
 
 // orphanConfig is a config whose workers each leave an orphan behind
@@ -192,6 +195,17 @@ func TestSubreaper_ReapsOrphans(t *testing.T) {
 	dir := t.TempDir()
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	cfg := orphanConfig(t, dir, addr, "subreaper = true\n")
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString("\n[[singleton]]\nname = \"keeper\"\ncommand = \"/bin/sleep\"\nargs = [\"1000\"]\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	var log testkit.Buffer
 	cmd := exec.Command(testkit.Executable(t), "--config", cfg, "--bus", "none", "--log-level", "debug")
 	cmd.Env = append(forkdEnv(), "RUNTIME_DIRECTORY="+dir)
@@ -240,6 +254,19 @@ func TestSubreaper_ReapsOrphans(t *testing.T) {
 	if strings.Contains(log.String(), fmt.Sprintf(`msg="reaped an orphan" pid=%d `, a.pid)) {
 		t.Errorf("the reaper took adopted worker %d's exit from the pool", a.pid)
 	}
+	// So is the singleton, which the supervisor adopted.
+	started := log.WaitFor(t, `msg="singleton started" singleton=keeper pid=`)
+	keeper, err := strconv.Atoi(strings.Fields(strings.SplitN(started, "pid=", 2)[1])[0])
+	if err != nil {
+		t.Fatalf("singleton pid in %q: %v", started, err)
+	}
+	if err := syscall.Kill(keeper, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	log.WaitFor(t, fmt.Sprintf(`msg="singleton exited" singleton=keeper pid=%d `, keeper))
+	if strings.Contains(log.String(), fmt.Sprintf(`msg="reaped an orphan" pid=%d `, keeper)) {
+		t.Errorf("the reaper took adopted singleton %d's exit from the supervisor", keeper)
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -259,3 +286,25 @@ func TestSubreaper_ReapsOrphans(t *testing.T) {
 
 // askAddr connects to addr and returns the answering test worker.
 func askAddr(addr string) (answer, error) { return (&forkd{addr: addr}).ask() }
+
+// TestHandedOver reads the pids of an upgrade's handover: the workers,
+// the singletons and the schedules' runs in flight; nil when the jobs'
+// part is not what the supervisor writes.
+func TestHandedOver(t *testing.T) {
+	h := &workers.Handover{
+		Workers: []workers.HandoverWorker{{ID: 0, PID: 10}, {ID: 1, PID: 11}},
+		Jobs: json.RawMessage(`{"singletons":[{"name":"keeper","pid":12}],` +
+			`"schedules":[{"name":"tick","run":{"id":"r1","pid":13}},{"name":"idle"}]}`),
+	}
+	if got := handedOver(h); !slices.Equal(got, []int{10, 11, 12, 13}) {
+		t.Errorf("handedOver: %v, want [10 11 12 13]", got)
+	}
+	h.Jobs = json.RawMessage(`[1, 2]`)
+	if got := handedOver(h); got != nil {
+		t.Errorf("handedOver with unreadable jobs: %v, want nil", got)
+	}
+	h.Jobs = nil
+	if got := handedOver(h); !slices.Equal(got, []int{10, 11}) {
+		t.Errorf("handedOver without jobs: %v, want [10 11]", got)
+	}
+}

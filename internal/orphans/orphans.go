@@ -23,8 +23,8 @@
 //
 // After an in-place upgrade the new master opens pidfds for the children
 // it adopts only once its pool and supervisor run: a Reaper made with
-// Adopting treats the children that exist when it starts as its own until
-// it has seen a pidfd for them or they are gone.
+// Adopting treats the processes handed over as its own until it has seen a
+// pidfd for them or they are gone.
 package orphans
 
 import (
@@ -62,19 +62,23 @@ func BecomeSubreaper() error {
 // own watches. Its zero value is not usable: make one with New.
 type Reaper struct {
 	log *slog.Logger
-	// maybeOwn are children that existed when an upgraded master started,
-	// kept until seen with a pidfd or gone (see Adopting).
+	// maybeOwn are the children an upgrade handed over, kept until seen
+	// with a pidfd or gone (see Adopting).
 	maybeOwn map[int]bool
 	adopting bool
+	adopted  []int
 }
 
 // Option configures a Reaper.
 type Option func(*Reaper)
 
-// Adopting says the master was started by an in-place upgrade: the
-// children it has when the Reaper starts are treated as its own until a
-// pidfd of theirs shows up or they are gone.
-func Adopting() Option { return func(r *Reaper) { r.adopting = true } }
+// Adopting says the master was started by an in-place upgrade that
+// handed over the processes pids (its workers, singletons, schedule runs):
+// they are treated as its own until a pidfd of theirs shows up or they are
+// gone. With pids nil, every child the Reaper finds when it starts is.
+func Adopting(pids []int) Option {
+	return func(r *Reaper) { r.adopting, r.adopted = true, pids }
+}
 
 // New returns a Reaper that logs to log.
 func New(log *slog.Logger, opts ...Option) *Reaper {
@@ -97,9 +101,12 @@ func (r *Reaper) Run(ctx context.Context) error {
 	signal.Notify(c, syscall.SIGCHLD)
 	defer signal.Stop(c)
 	if r.adopting {
-		kids, err := children()
-		if err != nil {
-			return err
+		kids := r.adopted
+		if kids == nil {
+			var err error
+			if kids, err = children(); err != nil {
+				return err
+			}
 		}
 		r.maybeOwn = map[int]bool{}
 		for _, pid := range kids {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,26 +139,23 @@ func TestReaper_Pass_LeavesOwnZombie(t *testing.T) {
 	}
 }
 
-// TestReaper_Adopting treats the children it found at start as its own
-// until a pidfd of theirs shows up.
+// TestReaper_Adopting: a Reaper treats the processes an upgrade handed
+// over as its own until a pidfd of theirs shows up.
 func TestReaper_Adopting(t *testing.T) {
 	cmd := exec.Command("/bin/sleep", "60")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	r := New(slog.New(slog.DiscardHandler), Adopting())
 	kids, err := children()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.maybeOwn = map[int]bool{}
-	for _, pid := range kids {
-		r.maybeOwn[pid] = true
-	}
-	if !r.maybeOwn[cmd.Process.Pid] {
+	if !slices.Contains(kids, cmd.Process.Pid) {
 		t.Fatalf("children() = %v, want %d among them", kids, cmd.Process.Pid)
 	}
+	r := New(slog.New(slog.DiscardHandler), Adopting([]int{cmd.Process.Pid}))
+	r.maybeOwn = map[int]bool{cmd.Process.Pid: true} // as Run starts
 	// os/exec holds its pidfd: the first pass with a zombie resolves it.
 	_ = cmd.Process.Kill()
 	waitExited(t, cmd.Process.Pid)
