@@ -19,7 +19,7 @@
 //  3. reaps, by pid, each zombie of step 1 not in step 2, and logs it at
 //     debug level.
 //
-// It never calls wait4(-1) or waitid(P_ALL) without WNOWAIT.
+// It never calls wait4(-1): every wait names its pid.
 //
 // After an in-place upgrade the new master opens pidfds for the children
 // it adopts only once its pool and supervisor run: a Reaper made with
