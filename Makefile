@@ -22,9 +22,9 @@ LDFLAGS := -X github.com/forkd/forkd/internal/master.Version=$(VERSION)
 FUZZTIME ?= 60s
 
 # Debian packages the tests need (a private dbus-daemon, systemd-nspawn, ip, curl,
-# wrk for the autoscaling test, tmux for the status page, promtool)
-# and the ones the benchmarks need.
-TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db python3-uvicorn python3-fastapi python3-apscheduler wrk tmux prometheus
+# wrk for the autoscaling test, tmux for the status page, promtool, the package
+# linters) and the ones the benchmarks need.
+TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db lintian rpmlint cpio python3-uvicorn python3-fastapi python3-apscheduler wrk tmux prometheus
 BENCH_PACKAGES := gunicorn wrk
 
 # Binaries: name:package. `build` skips those whose package has no sources yet.
@@ -120,17 +120,25 @@ e2e: deps ## end-to-end tests against real systemd (nspawn) and D-Bus; run as ro
 	@if ! find e2e -name '*_test.go' 2>/dev/null | grep -q .; then echo "e2e: no tests in e2e/ yet"; exit 1; fi
 	$(GO) test -count=1 -v ./e2e/...
 
-deb rpm: ## build the .deb / .rpm into dist/ with nfpm (installed if missing)
+# Packaged binaries: stripped (-s -w; the symbols help no one without the
+# sources), built for ARCH (GOARCH; `make deb rpm ARCH=arm64` cross-builds),
+# into dist/bin, so that bin/ stays this machine's.
+deb rpm: ## build the .deb / .rpm for ARCH (default: this machine's) into dist/ with nfpm
 	@if [ ! -f packaging/nfpm.yaml ]; then echo "$@: not yet: packaging/nfpm.yaml does not exist"; exit 1; fi
-	@$(MAKE) --no-print-directory build
 	@test -x $(NFPM) || { \
 		echo "+ $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)"; \
 		$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION); }
-	@mkdir -p dist/man
+	@mkdir -p dist/bin dist/man
+	@set -e; for b in $(BINARIES); do \
+		name=$${b%%:*}; pkg=$${b#*:}; \
+		echo "CGO_ENABLED=0 GOARCH=$(ARCH) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o dist/bin/$$name $$pkg"; \
+		CGO_ENABLED=0 GOARCH=$(ARCH) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o dist/bin/$$name $$pkg; \
+	done
 	@for m in packaging/man/*.[1-8]; do \
 		echo "gzip -9n < $$m > dist/man/$${m##*/}.gz"; \
 		gzip -9n < $$m > dist/man/$${m##*/}.gz; \
 	done
+	packaging/changelog.sh $(VERSION) 1 'forkd developers <forkd@users.noreply.github.com>' > dist/changelog.yml
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager $@ --target dist/
 
 clean: ## remove bin/ and dist/

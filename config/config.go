@@ -119,6 +119,12 @@ type Server struct {
 	// a max (Autoscale.On says it is configured). With it, Workers is the
 	// initial count, by default Min, and may be 0 when Min is.
 	Autoscale Autoscale `toml:"autoscale,omitempty"`
+
+	// Subreaper makes forkd a child subreaper (PR_SET_CHILD_SUBREAPER):
+	// the orphaned descendants of its workers, singletons and hooks become
+	// its children, and it reaps them. forkd does so anyway when it is
+	// PID 1. Read at start; a reload does not change it. Default false.
+	Subreaper bool `toml:"subreaper"`
 }
 
 // Program is what to run, as [worker], [[singleton]] and [[schedule]]

@@ -73,6 +73,9 @@
 //	                  an absolute path, created if missing (default: the
 //	                  first directory of $STATE_DIRECTORY, which systemd's
 //	                  StateDirectory= sets, else none)
+//	subreaper         be a child subreaper (PR_SET_CHILD_SUBREAPER) and reap
+//	                  orphaned descendants, as forkd does anyway as PID 1;
+//	                  read at start (default false)
 //
 // [server.autoscale] — automatic scaling from the listening sockets' accept
 // queues (see Autoscale and package workers):

@@ -6,6 +6,14 @@
 // oneshot unit that writes "PASS name" / "FAIL name: detail" lines to a
 // bind-mounted results folder and powers the container off.
 //
+// TestInstall does what a new user does with the built package, in the
+// same kind of container: install.sh runs `apt-get install ./forkd_*.deb`,
+// turns the sample config into an instance, checks socket activation,
+// `systemctl reload` (new workers) and the hook signals on the system bus
+// (dbus-monitor), stops the instance, then `apt-get purge forkd` and looks
+// for any unit, link, process, bus policy or file of forkd's left behind.
+// The .deb comes from `make deb`, or FORKD_E2E_DEB=PATH.
+//
 //	sudo go test -count=1 -v ./e2e/
 //
 // It needs root and systemd-nspawn (package systemd-container) and skips,

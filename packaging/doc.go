@@ -7,11 +7,23 @@
 //	packaging/scripts/*.sh            postinstall, preremove, postremove (deb and rpm)
 //	packaging/man/*.[158]             forkctl(1), forkd.toml(5), forkd(8), plain roff
 //	packaging/example.toml.sample     /etc/forkd/example.toml.sample
+//	packaging/changelog.sh            the changelog, from the git tags (chglog YAML for nfpm)
+//	packaging/deb/copyright           /usr/share/doc/forkd/copyright (machine-readable)
+//	packaging/deb/lintian-overrides   /usr/share/lintian/overrides/forkd, each with its reason
+//	packaging/rpmlint.toml            rpmlint's filters for the rpm, each with its reason
 //
-// Built from the repository root, after `make build`:
+// Built from the repository root:
 //
 //	make deb        # dist/forkd_VERSION-1_ARCH.deb
 //	make rpm        # dist/forkd-VERSION-1.ARCH.rpm
+//	make deb rpm ARCH=arm64
+//
+// with stripped binaries (-s -w) for ARCH in dist/bin. The packages carry
+// the license (Apache-2.0: the .deb's copyright file, the rpm's License:
+// and /usr/share/licenses/forkd/LICENSE) and a changelog written from the
+// release tags (changelog.Debian.gz, the rpm's %changelog). lintian and
+// rpmlint find no error in them (TestPackages_Lint); run them as an
+// unprivileged user (see rpmlint.toml).
 //
 // The packages install /usr/bin/forkd and /usr/bin/forkctl; the units
 // forkd@.socket and forkd@.service in /usr/lib/systemd/system; the forkd
@@ -29,10 +41,12 @@
 // and, when systemd runs, reloads its units and the D-Bus policy;
 // preremove stops every forkd@ socket and service only on a real removal
 // (Debian "remove", RPM 0), never on an upgrade; postremove makes systemd
-// forget the units after a removal. Running instances are never restarted
+// forget the units after a removal, and a Debian purge also removes the
+// links that enable or mask forkd@ instances (deb-systemd-helper purge and
+// unmask semantics) and /var/lib/forkd. Running instances are never restarted
 // by an upgrade.
 //
 // The tests need nfpm (installed with `go install` when missing), dpkg-deb,
-// and rpm and groff where present; they skip, saying which is missing,
-// otherwise.
+// git, and rpm, groff, lintian, rpmlint and cpio where present; they skip,
+// saying which is missing, otherwise.
 package packaging

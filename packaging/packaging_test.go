@@ -43,9 +43,9 @@ type file struct {
 
 // shipped lists every regular file the packages install, and nothing else.
 var shipped = []file{
-	{"/usr/bin/forkd", 0o755, "bin/forkd", false},
-	{"/usr/bin/forkctl", 0o755, "bin/forkctl", false},
-	{"/usr/lib/forkd/forkd-demo", 0o755, "bin/forkd-demo", false},
+	{"/usr/bin/forkd", 0o755, "dist/bin/forkd", false},
+	{"/usr/bin/forkctl", 0o755, "dist/bin/forkctl", false},
+	{"/usr/lib/forkd/forkd-demo", 0o755, "dist/bin/forkd-demo", false},
 	{"/usr/lib/systemd/system/forkd@.socket", 0o644, "systemd/forkd@.socket", false},
 	{"/usr/lib/systemd/system/forkd@.service", 0o644, "systemd/forkd@.service", false},
 	{"/usr/lib/sysusers.d/forkd.conf", 0o644, "systemd/sysusers.d/forkd.conf", false},
@@ -58,6 +58,37 @@ var shipped = []file{
 	{"/usr/share/doc/forkd/systemd.md", 0o644, "docs/systemd.md", false},
 	{"/usr/share/doc/forkd/examples/demo.toml", 0o644, "examples/demo.toml", false},
 	{"/usr/share/doc/forkd/examples/notify-reload/forkd@.service", 0o644, "systemd/notify-reload/forkd@.service", false},
+}
+
+// shippedDeb lists the files only the .deb installs: Debian's copyright
+// file and lintian overrides, and the changelog nfpm writes (src "": it has
+// no source file to compare with).
+var shippedDeb = []file{
+	{"/usr/share/doc/forkd/copyright", 0o644, "packaging/deb/copyright", false},
+	{"/usr/share/lintian/overrides/forkd", 0o644, "packaging/deb/lintian-overrides", false},
+	{"/usr/share/doc/forkd/changelog.Debian.gz", 0o644, "", true},
+}
+
+// shippedRPM lists the files only the .rpm installs: the license.
+var shippedRPM = []file{
+	{"/usr/share/licenses/forkd/LICENSE", 0o644, "LICENSE", false},
+}
+
+// shippedIn lists every regular file the package of format ("deb" or
+// "rpm") installs.
+func shippedIn(format string) []file {
+	if format == "deb" {
+		return slices.Concat(shipped, shippedDeb)
+	}
+	return slices.Concat(shipped, shippedRPM)
+}
+
+// ownedDirsIn lists the directories the package of format owns.
+func ownedDirsIn(format string) []string {
+	if format == "deb" {
+		return ownedDirs
+	}
+	return append(slices.Clone(ownedDirs), "/usr/share/licenses/forkd")
 }
 
 // configDir is where instance configs live.
@@ -196,13 +227,15 @@ func buildPackages(t *testing.T) packages {
 	nfpm := findNfpm(t)
 	root := repoRoot(t)
 	stage := t.TempDir()
-	for _, dir := range []string{"systemd", "bus", "examples", "docs", "packaging"} {
+	for _, dir := range []string{"systemd", "bus", "examples", "docs", "packaging", "LICENSE"} {
 		if err := os.Symlink(filepath.Join(root, dir), filepath.Join(stage, dir)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Stripped, as make deb builds them.
 	for name, pkg := range map[string]string{"forkd": "./cmd/forkd", "forkctl": "./cmd/forkctl", "forkd-demo": "./examples/demo"} {
-		mustRun(t, root, nil, "go", "build", "-o", filepath.Join(stage, "bin", name), pkg)
+		mustRun(t, root, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags", "-s -w",
+			"-o", filepath.Join(stage, "dist", "bin", name), pkg)
 	}
 	man := filepath.Join(stage, "dist", "man")
 	if err := os.MkdirAll(man, 0o755); err != nil {
@@ -210,6 +243,11 @@ func buildPackages(t *testing.T) packages {
 	}
 	for _, page := range manPages {
 		gzipTo(t, filepath.Join(root, "packaging", "man", page), filepath.Join(man, page+".gz"))
+	}
+	need(t, "git", "to write the changelog from the tags")
+	changelog := mustRun(t, root, nil, filepath.Join(root, "packaging", "changelog.sh"), testVersion, "1", "forkd test <forkd@example.org>")
+	if err := os.WriteFile(filepath.Join(stage, "dist", "changelog.yml"), []byte(changelog), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	pk := packages{stage: stage}
 	for _, format := range []string{"deb", "rpm"} {
@@ -287,7 +325,11 @@ func parseListing(t *testing.T, out string, ownerField, pathField int) map[strin
 		if p == "" {
 			continue // "./", the root
 		}
-		files[p] = listing{mode: mode, owner: f[ownerField]}
+		owner := f[ownerField]
+		if owner == "0/0" {
+			owner = "root/root" // nfpm writes the changelog with ids only
+		}
+		files[p] = listing{mode: mode, owner: owner}
 	}
 	return files
 }
@@ -295,8 +337,9 @@ func parseListing(t *testing.T, out string, ownerField, pathField int) map[strin
 // checkListing checks that files holds every shipped file with its mode,
 // owned by root, and no other file; and that it holds ownedDirs, and when
 // onlyOwnedDirs no other directory (an rpm must not own /usr/bin).
-func checkListing(t *testing.T, files map[string]listing, rootOwner string, onlyOwnedDirs bool) {
+func checkListing(t *testing.T, files map[string]listing, format, rootOwner string, onlyOwnedDirs bool) {
 	t.Helper()
+	shipped, ownedDirs := shippedIn(format), ownedDirsIn(format)
 	for _, f := range shipped {
 		got, ok := files[f.path]
 		if !ok {
@@ -335,7 +378,7 @@ func TestPackages(t *testing.T) {
 	t.Run("deb/contents", func(t *testing.T) {
 		// -rwxr-xr-x root/root   123 2024-01-01 00:00 ./usr/bin/forkd
 		files := parseListing(t, mustRun(t, "", nil, "dpkg-deb", "-c", pk.deb), 1, 5)
-		checkListing(t, files, "root/root", false)
+		checkListing(t, files, "deb", "root/root", false)
 	})
 
 	t.Run("deb/control", func(t *testing.T) {
@@ -411,12 +454,12 @@ func TestPackages(t *testing.T) {
 		}
 		// -rwxr-xr-x root:root /usr/bin/forkd
 		files := parseListing(t, q("--qf", `[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]`), 1, 2)
-		checkListing(t, files, "root:root", true)
+		checkListing(t, files, "rpm", "root:root", true)
 		if got := strings.Fields(q("--qf", "%{NAME} %{VERSION} %{RELEASE}")); !slices.Equal(got, []string{"forkd", testVersion, "1"}) {
 			t.Errorf("name version release: %q, want forkd %s 1", got, testVersion)
 		}
 		list := strings.Fields(q("-l"))
-		for _, f := range shipped {
+		for _, f := range shippedIn("rpm") {
 			if !slices.Contains(list, f.path) {
 				t.Errorf("rpm -qlp does not list %s", f.path)
 			}
@@ -464,7 +507,7 @@ func TestPackages(t *testing.T) {
 // their sources in stage, and that they work together.
 func checkExtracted(t *testing.T, stage, root string) {
 	t.Helper()
-	for _, f := range shipped {
+	for _, f := range shippedIn("deb") {
 		p := filepath.Join(root, f.path)
 		st, err := os.Lstat(p)
 		if err != nil {
@@ -477,6 +520,9 @@ func checkExtracted(t *testing.T, stage, root string) {
 		got, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if f.src == "" {
+			continue // generated by nfpm: checked by its own test
 		}
 		if f.gz {
 			zr, err := gzip.NewReader(bytes.NewReader(got))
@@ -646,7 +692,7 @@ func checkManAccurate(t *testing.T, stage string) {
 	forkd8, forkctl1, toml5 := manSource(t, "forkd.8"), manSource(t, "forkctl.1"), manSource(t, "forkd.toml.5")
 
 	// forkd -h lists its flags as "  --config file".
-	_, usage, _ := run(t, "", nil, filepath.Join(stage, "bin/forkd"), "-h")
+	_, usage, _ := run(t, "", nil, filepath.Join(stage, "dist/bin/forkd"), "-h")
 	flags := regexp.MustCompile(`(?m)^  --([a-z][a-z-]*)`).FindAllStringSubmatch(usage, -1)
 	if len(flags) < 3 {
 		t.Fatalf("forkd -h lists %d flags, want at least 3:\n%s", len(flags), usage)
@@ -658,7 +704,7 @@ func checkManAccurate(t *testing.T, stage string) {
 	}
 
 	// forkctl --help: the "Commands:" and "Options:" blocks.
-	help := mustRun(t, "", nil, filepath.Join(stage, "bin/forkctl"), "--help")
+	help := mustRun(t, "", nil, filepath.Join(stage, "dist/bin/forkctl"), "--help")
 	block := func(title string) []string {
 		_, rest, ok := strings.Cut(help, title+":\n")
 		if !ok {
@@ -716,7 +762,7 @@ func checkManAccurate(t *testing.T, stage string) {
 }
 
 // stubs writes fake systemctl and systemd-sysusers programs into a new
-// directory: each appends its name and arguments to $STUB_LOG and
+// directory, beside links to the real rm, rmdir and readlink: each fake appends its name and arguments to $STUB_LOG and
 // succeeds, except `systemctl is-active`, which succeeds only when
 // $STUB_DBUS_ACTIVE is 1, and any command named in $STUB_FAIL.
 func stubs(t *testing.T) string {
@@ -733,6 +779,16 @@ fi
 exit 0
 `
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The file tools postremove's purge uses, as they are.
+	for _, name := range []string{"rm", "rmdir", "readlink"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := os.Symlink(p, filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -840,7 +896,8 @@ PATH="$STUB_PATH" exec /bin/sh "$@"`
 		name := fmt.Sprintf("%s %s systemd=%v dbus=%v fail=%s", tt.script, strings.Join(tt.args, " "), tt.systemd, tt.dbus, tt.fail)
 		t.Run(name, func(t *testing.T) {
 			log := filepath.Join(t.TempDir(), "calls")
-			env := []string{"STUB_LOG=" + log, "STUB_PATH=" + stubDir, "STUB_FAIL=" + tt.fail,
+			// DPKG_ROOT: a purge forgets instances under it, not the host's.
+			env := []string{"STUB_LOG=" + log, "STUB_PATH=" + stubDir, "STUB_FAIL=" + tt.fail, "DPKG_ROOT=" + t.TempDir(),
 				"FAKE_SYSTEMD=" + map[bool]string{true: "1"}[tt.systemd],
 				"STUB_DBUS_ACTIVE=" + map[bool]string{true: "1"}[tt.dbus]}
 			args := append([]string{"--mount", "--propagation", "private", "/bin/sh", "-c", inner, "sh",

@@ -280,7 +280,6 @@ func latency(q *float64) string {
 	return d.Round(10 * time.Millisecond).String()
 }
 
-
 // sizeText formats a size in bytes in binary units; "-" for 0 (unknown).
 func sizeText(n uint64) string {
 	switch {

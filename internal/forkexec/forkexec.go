@@ -118,6 +118,10 @@ type Process struct {
 	// child's end closes when it execs.
 	status *os.File
 	attr   *Attr
+	// pids are the PIDEnv values as this process sees them after the
+	// fork: written by a child that shared its memory, untouched by one
+	// that had a copy (the tests tell the two clones apart by them).
+	pids [][]byte
 }
 
 // Start forks a child that execs a.Path. It returns once the child has
@@ -165,7 +169,7 @@ func Start(a *Attr) (*Process, error) {
 		return nil, fmt.Errorf("forkexec: fork: %w", errno)
 	}
 	runtime.KeepAlive(c)
-	return &Process{PID: int(r), PIDFD: int(c.pidfd), status: os.NewFile(uintptr(p[0]), "exec-status"), attr: a}, nil
+	return &Process{PID: int(r), PIDFD: int(c.pidfd), status: os.NewFile(uintptr(p[0]), "exec-status"), attr: a, pids: c.pids}, nil
 }
 
 // Exec waits until the child has exec'd the program (nil) or failed to

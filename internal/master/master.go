@@ -28,6 +28,7 @@ import (
 	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/orphans"
 	"github.com/forkd/forkd/jobs/supervisor"
 	"github.com/forkd/forkd/systemd"
 	"github.com/forkd/forkd/workers"
@@ -252,6 +253,13 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		log.Warn("server.name cannot change on upgrade; keeping the old one", "name", adopt.Config.Name)
 		cfg.Server.Name = adopt.Config.Name
 	}
+	// Before any child runs, so that whatever it leaves behind is ours.
+	reapOrphans := orphans.Needed(cfg.Server.Subreaper)
+	if cfg.Server.Subreaper {
+		if err := orphans.BecomeSubreaper(); err != nil {
+			return err
+		}
+	}
 	sinks, err := newSinks(o, cfg, log)
 	if err != nil {
 		return err
@@ -372,6 +380,22 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	g.Go(rec.Run)
 	if msrv != nil {
 		g.Go(msrv.Run)
+	}
+	if reapOrphans {
+		var opts []orphans.Option
+		if adopt != nil {
+			opts = append(opts, orphans.Adopting(handedOver(adopt)))
+		}
+		reaper := orphans.New(log, opts...)
+		log.Debug("reaping orphans", "pid1", os.Getpid() == 1, "subreaper", cfg.Server.Subreaper)
+		g.Go(func(ctx context.Context) error {
+			if err := reaper.Run(ctx); err != nil {
+				// Not fatal: the workers serve; orphans stay zombies.
+				log.Error("cannot reap orphans", "err", err)
+			}
+			<-ctx.Done()
+			return nil
+		})
 	}
 	g.Go(func(ctx context.Context) error {
 		if err := notifier.Watchdog(ctx, pool.Healthy); err != nil {
