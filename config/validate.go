@@ -52,6 +52,7 @@ func (d *document) validate(c *Config) {
 	d.validateWorker(&c.Worker)
 	d.validateHooks(c.Hooks)
 	d.validateJobs(c)
+	d.validateCluster(c)
 }
 
 func (d *document) validateServer(s *Server) {
