@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/actor"
@@ -60,6 +61,10 @@ type Options struct {
 	// MinUptime is how long a singleton must have run for its exit to
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
+	// Cluster elects the singletons and claims the periods of the
+	// schedules with scope = "cluster" (its Run must outlive the
+	// supervisor's). Nil: such jobs do not run, and a warning says so.
+	Cluster *cluster.Cluster
 }
 
 // Supervisor runs the singletons and schedules of one instance. Create it
@@ -74,7 +79,10 @@ type Supervisor struct {
 	exits    chan exitEvent
 	notes    chan notify.Note
 	timers   chan timerEvent
-	done     chan struct{}
+	// leadership and claims carry the cluster's answers.
+	leadership chan cluster.Event
+	claims     chan claimResult
+	done       chan struct{}
 	ready    chan struct{} // closed once the before_workers singletons are ready
 
 	// State below is owned by Run's goroutine.
@@ -91,6 +99,8 @@ type Supervisor struct {
 	ids          jobs.IDs
 	state        *jobs.State
 	devnull      *os.File
+	// warnedNoCluster says the missing [cluster] was reported.
+	warnedNoCluster bool
 }
 
 // exitEvent is a reaped process.
@@ -127,6 +137,8 @@ func New(opts Options) *Supervisor {
 		exits:      make(chan exitEvent, 256),
 		notes:      make(chan notify.Note, 256),
 		timers:     make(chan timerEvent, 256),
+		leadership: make(chan cluster.Event, 256),
+		claims:     make(chan claimResult, 256),
 		done:       make(chan struct{}),
 		ready:      make(chan struct{}),
 		singletons: make(map[string]*singleton),
@@ -192,6 +204,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.handleNote(n)
 		case t := <-s.timers:
 			t.fire(s)
+		case ev := <-s.leadership:
+			s.handleLeadership(ev)
+		case r := <-s.claims:
+			s.handleClaim(r)
 		case req := <-s.requests:
 			req(s)
 		}
@@ -262,12 +278,31 @@ func (s *Supervisor) RunNow(ctx context.Context, name string) error {
 	return err
 }
 
-// ListJobs describes every singleton and schedule, by name.
+// ListJobs describes every singleton and schedule, by name; a cluster
+// singleton held by another forkd has its holder read from etcd.
 func (s *Supervisor) ListJobs(ctx context.Context) ([]jobs.Info, error) {
+	list, err := s.listJobs(ctx)
+	if err == nil {
+		s.clusterHolders(ctx, list)
+	}
+	return list, err
+}
+
+// listJobs describes every singleton and schedule as Run's goroutine
+// knows them.
+func (s *Supervisor) listJobs(ctx context.Context) ([]jobs.Info, error) {
+	member := ""
+	if s.opts.Cluster != nil {
+		member = s.opts.Cluster.Member()
+	}
 	return ask(ctx, s, func(s *Supervisor) []jobs.Info {
 		var list []jobs.Info
 		for _, sg := range s.singletons {
-			list = append(list, sg.info())
+			in := sg.info()
+			if sg.token != 0 {
+				in.Holder = member
+			}
+			list = append(list, in)
 		}
 		for _, sc := range s.schedules {
 			if !sc.removed {
