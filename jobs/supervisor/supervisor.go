@@ -83,7 +83,7 @@ type Supervisor struct {
 	leadership chan cluster.Event
 	claims     chan claimResult
 	done       chan struct{}
-	ready    chan struct{} // closed once the before_workers singletons are ready
+	ready      chan struct{} // closed once the before_workers singletons are ready
 
 	// State below is owned by Run's goroutine.
 	cfg          *config.Config
