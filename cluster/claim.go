@@ -10,11 +10,19 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// claimValue is the value of a schedule's key: the claimed period in Unix
-// nanoseconds, zero-padded so that etcd's byte order is time order, then
-// the member that claimed it.
+// claimPeriod is a period as a schedule key's value starts with: Unix
+// nanoseconds, zero-padded so that etcd's byte order is time order. A
+// value is less than a period's claimPeriod exactly when it holds an
+// earlier period (the member that follows sorts after the end of the
+// string).
+func claimPeriod(at time.Time) string {
+	return fmt.Sprintf("%020d", at.UnixNano())
+}
+
+// claimValue is the value of a schedule's key: the claimed period, a
+// space, the member that claimed it.
 func claimValue(at time.Time, member string) string {
-	return fmt.Sprintf("%020d %s", at.UnixNano(), member)
+	return claimPeriod(at) + " " + member
 }
 
 // parseClaim splits a schedule key's value.
@@ -44,7 +52,7 @@ func (c *Cluster) Claim(ctx context.Context, job string, at time.Time) (Claim, e
 	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout())
 	defer cancel()
 	key, v := c.key("schedule", job), claimValue(at, c.member)
-	resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(key), "<", v)).
+	resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(key), "<", claimPeriod(at))).
 		Then(clientv3.OpPut(key, v)).Else(clientv3.OpGet(key)).Commit()
 	if err == nil && !resp.Succeeded && len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
 		resp, err = c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/bus"
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/jobs/supervisor"
@@ -34,6 +36,54 @@ type runOnce struct {
 	staged *config.Config
 	done   chan error
 	cancel context.CancelFunc
+	// cluster is the instance's etcd membership (nil without [cluster]
+	// endpoints at start); it runs from before the supervisor until after
+	// it: clusterDone gets its Run's result, clusterCancel stops it.
+	cluster       *cluster.Cluster
+	clusterDone   chan error
+	clusterCancel context.CancelFunc
+}
+
+// newCluster makes the etcd membership of cfg when it has [cluster]
+// endpoints (nil otherwise, or when it cannot be made: then cluster jobs
+// do not run, and the log says why). Its state goes to STATUS= and the
+// D-Bus Cluster property, its leaderships to the D-Bus signals.
+func newCluster(cfg *config.Config, log *slog.Logger, svc *bus.Service, status *reporter) *cluster.Cluster {
+	if !cfg.Cluster.Enabled() {
+		return nil
+	}
+	cl, err := cluster.New(cluster.Options{
+		Config: cfg,
+		Logger: log,
+		OnStatus: func(s cluster.Status) {
+			status.clusterStatus(s.State == cluster.StateConnected, s.String())
+			if svc != nil {
+				svc.UpdateCluster(s.String())
+			}
+		},
+		OnLeadership: func(ev cluster.Event) {
+			if svc == nil {
+				return
+			}
+			if ev.Acquired {
+				svc.EmitLeadershipAcquired(ev.Job, uint64(max(ev.Token, 0)))
+			} else {
+				svc.EmitLeadershipLost(ev.Job, ev.Reason)
+			}
+		},
+	})
+	if err != nil {
+		log.Error(`cluster jobs (scope = "cluster") will not run`, "err", err)
+		return nil
+	}
+	return cl
+}
+
+// setCluster gives the supervisor cl for its cluster jobs; it must be
+// called before start.
+func (r *runOnce) setCluster(cl *cluster.Cluster) {
+	r.cluster = cl
+	r.sup.SetCluster(cl)
 }
 
 // newRunOnce prepares the supervisor of cfg's singletons and schedules;
@@ -121,6 +171,11 @@ func (r *runOnce) start(pool *workers.Pool, cfg *config.Config, adopt *workers.H
 
 // run runs the supervisor until stop.
 func (r *runOnce) run() {
+	if r.cluster != nil {
+		cctx, ccancel := context.WithCancel(context.Background())
+		r.clusterCancel, r.clusterDone = ccancel, make(chan error, 1)
+		go func() { r.clusterDone <- r.cluster.Run(cctx) }()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.running = cancel, true
 	r.sup.SetStarter(r.pool)
@@ -152,5 +207,13 @@ func (r *runOnce) stop() error {
 		return nil
 	}
 	r.cancel()
-	return <-r.done
+	err := <-r.done
+	if r.cluster != nil {
+		// After the processes: leaderships end only once they are gone.
+		r.clusterCancel()
+		if cerr := <-r.clusterDone; err == nil {
+			err = cerr
+		}
+	}
+	return err
 }

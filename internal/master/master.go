@@ -297,6 +297,9 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		status.reloaded(err)
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
+	if cl := newCluster(cfg, log, sinks.bus, status); cl != nil {
+		once.setCluster(cl)
+	}
 	popts := workers.Options{
 		Config:   cfg,
 		Sockets:  socks,

@@ -147,6 +147,10 @@ func New(opts Options) *Supervisor {
 	}
 }
 
+// SetCluster sets Options.Cluster, for a supervisor made before its
+// cluster; it must be called before Run.
+func (s *Supervisor) SetCluster(cl *cluster.Cluster) { s.opts.Cluster = cl }
+
 // SetStarter sets Options.Starter, for a supervisor made before its
 // arbiter; it must be called before Run.
 func (s *Supervisor) SetStarter(st Starter) { s.opts.Starter = st }
