@@ -23,7 +23,7 @@ FUZZTIME ?= 60s
 
 # Debian packages the tests need (a private dbus-daemon, systemd-nspawn, ip, curl)
 # and the ones the benchmarks need.
-TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db python3-uvicorn python3-fastapi python3-apscheduler
+TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db python3-uvicorn python3-fastapi python3-apscheduler etcd-server
 BENCH_PACKAGES := gunicorn wrk
 
 # Binaries: name:package. `build` skips those whose package has no sources yet.

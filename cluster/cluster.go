@@ -132,7 +132,8 @@ type session struct {
 	cancel  context.CancelFunc
 	gen     int
 	renewed time.Time
-	alive   <-chan *clientv3.LeaseKeepAliveResponse
+	alive   chan time.Time
+	gone    chan error
 	expire  *time.Timer
 }
 
@@ -180,6 +181,7 @@ func New(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: etcd client for %s: %w", strings.Join(cc.Endpoints, ","), err)
 	}
+	cli.Lease = sessionLease{cli.Lease}
 	return &Cluster{
 		opts:       opts,
 		log:        opts.Logger,
@@ -224,10 +226,11 @@ func (c *Cluster) Run(ctx context.Context) error {
 	c.setStatus(Status{State: StateConnecting})
 	c.connect(ctx)
 	for {
-		var alive <-chan *clientv3.LeaseKeepAliveResponse
+		var alive <-chan time.Time
+		var gone <-chan error
 		var expire <-chan time.Time
 		if c.sess != nil {
-			alive, expire = c.sess.alive, c.sess.expire.C
+			alive, gone, expire = c.sess.alive, c.sess.gone, c.sess.expire.C
 		}
 		select {
 		case <-ctx.Done():
@@ -236,14 +239,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 		case <-c.retry:
 			c.retry = nil
 			c.connect(ctx)
-		case resp, ok := <-alive:
-			if !ok {
-				c.lose("lease expired", c.sess.renewed.Add(c.ttl-c.margin/2))
-				continue
-			}
-			if resp.TTL > 0 {
-				c.renewed(time.Now())
-			}
+		case t := <-alive:
+			c.renewed(t)
+		case err := <-gone:
+			c.lose(err.Error(), c.sess.renewed.Add(c.ttl-c.margin/2))
 		case <-expire:
 			c.lose("lease not renewed", c.sess.renewed.Add(c.ttl-c.margin/2))
 		case req := <-c.requests:
@@ -273,11 +272,12 @@ func (c *Cluster) setStatus(s Status) {
 // campaigns. On failure it says so once and tries again after a backoff.
 func (c *Cluster) connect(ctx context.Context) {
 	gctx, cancel := context.WithTimeout(ctx, c.ttl)
+	asked := time.Now()
 	grant, err := c.cli.Grant(gctx, int64(c.ttl/time.Second))
 	cancel()
 	var s *session
 	if err == nil {
-		s, err = c.newSession(ctx, grant)
+		s, err = c.newSession(ctx, grant, asked)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -306,22 +306,20 @@ func (c *Cluster) connect(ctx context.Context) {
 	}
 }
 
-// newSession keeps grant's lease alive and makes the session of it.
-func (c *Cluster) newSession(ctx context.Context, grant *clientv3.LeaseGrantResponse) (*session, error) {
+// newSession keeps grant's lease, asked for at asked, alive and makes
+// the session of it.
+func (c *Cluster) newSession(ctx context.Context, grant *clientv3.LeaseGrantResponse, asked time.Time) (*session, error) {
 	c.gen++
 	sctx, cancel := context.WithCancel(ctx)
-	alive, err := c.cli.KeepAlive(sctx, grant.ID)
-	if err == nil {
-		var cs *concurrency.Session
-		cs, err = concurrency.NewSession(c.cli, concurrency.WithLease(grant.ID), concurrency.WithContext(sctx))
-		if err == nil {
-			s := &session{s: cs, ctx: sctx, cancel: cancel, gen: c.gen, alive: alive, renewed: time.Now(),
-				expire: time.NewTimer(c.ttl - c.margin)}
-			return s, nil
-		}
+	cs, err := concurrency.NewSession(c.cli, concurrency.WithLease(grant.ID), concurrency.WithContext(sctx))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("etcd session: %w", err)
 	}
-	cancel()
-	return nil, fmt.Errorf("keep lease alive: %w", err)
+	s := &session{s: cs, ctx: sctx, cancel: cancel, gen: c.gen, alive: make(chan time.Time), gone: make(chan error),
+		renewed: asked, expire: time.NewTimer(time.Until(asked.Add(c.ttl - c.margin)))}
+	go c.keepAlive(sctx, grant.ID, s.alive, s.gone)
+	return s, nil
 }
 
 // unreachable says once per outage that etcd cannot be reached.
@@ -345,10 +343,13 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// renewed records a keep-alive answered at t: the lease holds until at
-// least about t + lease_ttl.
+// renewed records a keep-alive sent at t and answered: the lease holds
+// until t + lease_ttl at least.
 func (c *Cluster) renewed(t time.Time) {
 	s := c.sess
+	if !t.After(s.renewed) {
+		return
+	}
 	s.renewed = t
 	if !s.expire.Stop() {
 		select {
@@ -356,7 +357,7 @@ func (c *Cluster) renewed(t time.Time) {
 		default:
 		}
 	}
-	s.expire.Reset(c.ttl - c.margin)
+	s.expire.Reset(time.Until(t.Add(c.ttl - c.margin)))
 }
 
 // lose gives up the session: its lease could not be renewed in time.

@@ -40,18 +40,27 @@ type clusterRig struct {
 	probe *testkit.Notify
 	nodes []*clusterNode
 	tr    *tracker
+	// lease and margin are the [cluster] lease_ttl and stop_margin.
+	lease, margin time.Duration
 }
 
 // newClusterRig starts etcd and n forkd instances whose configs have the
-// tables jobs(probe) returns.
+// tables jobs(probe) returns, with the tests' lease_ttl and stop_margin.
 func newClusterRig(t *testing.T, n int, jobs func(probe *testkit.Notify) string) *clusterRig {
 	t.Helper()
-	r := &clusterRig{etcd: testkit.StartEtcd(t), probe: testkit.ListenNotify(t)}
+	return newClusterRigLease(t, n, clusterLease, clusterMargin, jobs)
+}
+
+// newClusterRigLease is newClusterRig with lease_ttl lease and
+// stop_margin margin.
+func newClusterRigLease(t *testing.T, n int, lease, margin time.Duration, jobs func(probe *testkit.Notify) string) *clusterRig {
+	t.Helper()
+	r := &clusterRig{etcd: testkit.StartEtcd(t), probe: testkit.ListenNotify(t), lease: lease, margin: margin}
 	r.tr = track(t, r.probe)
 	for i := range n {
 		node := &clusterNode{name: fmt.Sprintf("node%d", i), proxy: testkit.StartProxy(t, r.etcd.Dial)}
 		node.f = newForkd(t, setup{instance: node.name, workers: 1})
-		node.f.writeConfig("serve", clusterTable("http://"+node.proxy.Addr)+jobs(r.probe))
+		node.f.writeConfig("serve", clusterTableLease("http://"+node.proxy.Addr, lease, margin)+jobs(r.probe))
 		node.f.start()
 		r.nodes = append(r.nodes, node)
 	}
@@ -60,8 +69,14 @@ func newClusterRig(t *testing.T, n int, jobs func(probe *testkit.Notify) string)
 
 // clusterTable is the [cluster] table of the test clusters.
 func clusterTable(endpoint string) string {
+	return clusterTableLease(endpoint, clusterLease, clusterMargin)
+}
+
+// clusterTableLease is clusterTable with lease_ttl lease and stop_margin
+// margin.
+func clusterTableLease(endpoint string, lease, margin time.Duration) string {
 	return fmt.Sprintf("\n[cluster]\nendpoints = [%q]\nname = \"shop\"\nlease_ttl = %q\nstop_margin = %q\n",
-		endpoint, clusterLease.String(), clusterMargin.String())
+		endpoint, lease.String(), margin.String())
 }
 
 // node returns the node called name.
@@ -278,10 +293,13 @@ func TestCluster_SingletonFailover(t *testing.T) {
 // TestCluster_Partition: the holder cut off from etcd while its forkd
 // runs on stops its singleton before another forkd starts one (overlap 0,
 // from the processes' start and exit times), says so once in its log, and
-// its workers keep serving.
+// its workers keep serving. Its stop_margin is most of the lease, so that
+// a machine that stalls the processes for a second (a loaded CI host)
+// does not eat the margin: what a longer stall breaks, only the fencing
+// token can catch.
 func TestCluster_Partition(t *testing.T) {
 	t.Parallel()
-	r := newClusterRig(t, 3, singletonJob)
+	r := newClusterRigLease(t, 3, 4*time.Second, 3*time.Second, singletonJob)
 	first := r.tr.waitHolder(t, "", testTimeout)
 	holder := r.node(t, first.instance)
 	holder.proxy.Cut()

@@ -1,7 +1,6 @@
 package testkit
 
 import (
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -94,9 +93,6 @@ func (p *Proxy) pipe(src, dst net.Conn) {
 					} else {
 						dst.Close()
 					}
-				}
-				if err != io.EOF {
-					return
 				}
 				return
 			}
