@@ -25,7 +25,7 @@ var ran sync.Map
 // benchmarks are the scenarios, in order.
 var benchmarks = []string{"BenchmarkStart", "BenchmarkKill", "BenchmarkKillBusy", "BenchmarkHang", "BenchmarkIdle",
 	"BenchmarkMemory", "BenchmarkThousand", "BenchmarkReload", "BenchmarkUpgrade", "BenchmarkRecycle",
-	"BenchmarkBusLatency", "BenchmarkNotifyFlood", "BenchmarkSchedules", "BenchmarkSeed"}
+	"BenchmarkBusLatency", "BenchmarkNotifyFlood", "BenchmarkSchedules", "BenchmarkSeed", "BenchmarkCluster"}
 
 // TestMain runs the tests and benchmarks and then publishes the report.
 func TestMain(m *testing.M) {
@@ -170,7 +170,7 @@ whether forkd's figure met it.
   (ready = "notify"), the same with ` + "`max_booting`" + ` = the CPUs (one boot
   per CPU, to compare with the default's two), and with 1,024
   ` + "`/bin/sleep infinity`" + ` workers (ready = "started": spawn throughput).
-` + loadDoc + jobsDoc + `
+` + loadDoc + jobsDoc + clusterDoc + `
 `)
 	fmt.Fprintf(&b, "## Results\n\nRun %s, took %s, on %s.\n\n", started.UTC().Format(time.RFC3339),
 		took.Round(time.Second), machine())
