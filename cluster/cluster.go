@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -93,6 +94,11 @@ type Options struct {
 	// OnLeadership is called on Run's goroutine for every Event, whoever
 	// subscribed to it; it must not block. May be nil.
 	OnLeadership func(Event)
+	// Lease is the lease of the master this one replaced by an in-place
+	// upgrade (Cluster.Lease before it), 0 for none: the first session
+	// takes it over if it is still alive, and with it the leader keys, so
+	// the adopted singletons keep their leadership and tokens.
+	Lease int64
 }
 
 // Cluster is one forkd's membership of a cluster: its etcd session and
@@ -111,6 +117,9 @@ type Cluster struct {
 	requests  chan func(*Cluster)
 	done      chan struct{}
 	connected atomic.Bool
+	// lease and renewedAt (Unix nanoseconds) are the current session's,
+	// for Lease (0: none).
+	lease, renewedAt atomic.Int64
 	ready     chan struct{} // closed once a first session exists
 
 	// State below is owned by Run's goroutine.
@@ -273,7 +282,10 @@ func (c *Cluster) setStatus(s Status) {
 func (c *Cluster) connect(ctx context.Context) {
 	gctx, cancel := context.WithTimeout(ctx, c.ttl)
 	asked := time.Now()
-	grant, err := c.cli.Grant(gctx, int64(c.ttl/time.Second))
+	grant, err := c.resume(gctx)
+	if grant == nil && err == nil {
+		grant, err = c.cli.Grant(gctx, int64(c.ttl/time.Second))
+	}
 	cancel()
 	var s *session
 	if err == nil {
@@ -306,6 +318,37 @@ func (c *Cluster) connect(ctx context.Context) {
 	}
 }
 
+// resume takes over Options.Lease, once: it returns the lease if etcd
+// still has it, nil (and no error) if there is none to take or it expired.
+func (c *Cluster) resume(ctx context.Context) (*clientv3.LeaseGrantResponse, error) {
+	id := clientv3.LeaseID(c.opts.Lease)
+	if id == clientv3.NoLease {
+		return nil, nil
+	}
+	resp, err := c.cli.KeepAliveOnce(ctx, id)
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		c.opts.Lease = 0
+		c.log.Info("the lease handed over by the upgrade expired: campaigning afresh", "lease", fmt.Sprintf("%x", id))
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	c.opts.Lease = 0
+	c.log.Info("took over the lease handed over by the upgrade", "lease", fmt.Sprintf("%x", id))
+	return &clientv3.LeaseGrantResponse{ID: id, TTL: resp.TTL}, nil
+}
+
+// Lease returns the current session's lease (0: none) and when its last
+// answered renewal was sent: what an in-place upgrade hands over.
+func (c *Cluster) Lease() (id int64, renewed time.Time) {
+	id = c.lease.Load()
+	if id == 0 {
+		return 0, time.Time{}
+	}
+	return id, time.Unix(0, c.renewedAt.Load())
+}
+
 // newSession keeps grant's lease, asked for at asked, alive and makes
 // the session of it.
 func (c *Cluster) newSession(ctx context.Context, grant *clientv3.LeaseGrantResponse, asked time.Time) (*session, error) {
@@ -319,6 +362,8 @@ func (c *Cluster) newSession(ctx context.Context, grant *clientv3.LeaseGrantResp
 	s := &session{s: cs, ctx: sctx, cancel: cancel, gen: c.gen, alive: make(chan time.Time), gone: make(chan error),
 		renewed: asked, expire: time.NewTimer(time.Until(asked.Add(c.ttl - c.margin)))}
 	go c.keepAlive(sctx, grant.ID, s.alive, s.gone)
+	c.lease.Store(int64(grant.ID))
+	c.renewedAt.Store(asked.UnixNano())
 	return s, nil
 }
 
@@ -351,6 +396,7 @@ func (c *Cluster) renewed(t time.Time) {
 		return
 	}
 	s.renewed = t
+	c.renewedAt.Store(t.UnixNano())
 	if !s.expire.Stop() {
 		select {
 		case <-s.expire.C:
@@ -366,6 +412,7 @@ func (c *Cluster) renewed(t time.Time) {
 func (c *Cluster) lose(reason string, killBy time.Time) {
 	s := c.sess
 	c.sess = nil
+	c.lease.Store(0)
 	s.expire.Stop()
 	s.cancel()
 	for _, l := range c.leads {

@@ -447,3 +447,41 @@ func TestCluster_Schedule(t *testing.T) {
 		return false
 	})
 }
+
+// TestCluster_Upgrade: an in-place upgrade of the holder hands its etcd
+// lease over with the singleton: the same process runs on, with no other
+// forkd starting one, and the new master holds the leadership.
+func TestCluster_Upgrade(t *testing.T) {
+	t.Parallel()
+	etcd := testkit.StartEtcd(t)
+	probe := testkit.ListenNotify(t)
+	manager := testkit.ListenNotify(t)
+	tr := track(t, probe)
+	var nodes []*forkd
+	for i, notify := range []string{manager.Path, ""} {
+		proxy := testkit.StartProxy(t, etcd.Dial)
+		f := newForkd(t, setup{instance: fmt.Sprintf("up%d", i), workers: 1, notify: notify})
+		f.writeConfig("serve", clusterTable("http://"+proxy.Addr)+singletonJob(probe))
+		f.start()
+		nodes = append(nodes, f)
+		if i == 0 {
+			if first := tr.waitHolder(t, "", testTimeout); first.instance != "up0" {
+				t.Fatalf("the singleton runs on %s, want up0, the only forkd yet", first.instance)
+			}
+		}
+	}
+	first := aliveSingletons(tr.snapshot())[0]
+	manager.Wait("READY=1")
+	nodes[0].signal(syscall.SIGUSR2)
+	manager.Wait("READY=1") // the new master's
+	<-time.After(2 * clusterLease) // the old lease would have expired by now
+	alive := aliveSingletons(tr.snapshot())
+	if len(alive) != 1 || alive[0].pid != first.pid {
+		t.Errorf("after the upgrade the singletons alive are %+v, want the adopted pid %d alone", alive, first.pid)
+	}
+	tr.checkOneAtATime(t)
+	if log := nodes[0].log(); !strings.Contains(log, "took over the lease handed over by the upgrade") ||
+		!strings.Contains(log, fmt.Sprintf("leadership acquired\" job=scheduler token=%d", first.token)) {
+		t.Errorf("the upgraded master did not take the lease and the leadership (token %d) over", first.token)
+	}
+}

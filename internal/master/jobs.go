@@ -48,12 +48,18 @@ type runOnce struct {
 // endpoints (nil otherwise, or when it cannot be made: then cluster jobs
 // do not run, and the log says why). Its state goes to STATUS= and the
 // D-Bus Cluster property, its leaderships to the D-Bus signals.
-func newCluster(cfg *config.Config, log *slog.Logger, svc *bus.Service, status *reporter) *cluster.Cluster {
+func newCluster(cfg *config.Config, log *slog.Logger, svc *bus.Service, status *reporter,
+	adopt *workers.Handover) *cluster.Cluster {
 	if !cfg.Cluster.Enabled() {
 		return nil
 	}
+	var lease int64
+	if adopt != nil {
+		lease = supervisor.AdoptedLease(adopt.Jobs)
+	}
 	cl, err := cluster.New(cluster.Options{
 		Config: cfg,
+		Lease:  lease,
 		Logger: log,
 		OnStatus: func(s cluster.Status) {
 			status.clusterStatus(s.State == cluster.StateConnected, s.String())

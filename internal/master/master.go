@@ -297,7 +297,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		status.reloaded(err)
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
-	if cl := newCluster(cfg, log, sinks.bus, status); cl != nil {
+	if cl := newCluster(cfg, log, sinks.bus, status, adopt); cl != nil {
 		once.setCluster(cl)
 	}
 	popts := workers.Options{

@@ -48,7 +48,9 @@ func (s *Supervisor) syncLead(sg *singleton) {
 			return
 		}
 		sg.campaigning = true
-		sg.state = stateCampaigning
+		if sg.proc == nil {
+			sg.state = stateCampaigning
+		}
 		s.opts.Cluster.Lead(sg.cfg.Name, s.leadership)
 	case !sg.clustered() && sg.campaigning && sg.proc == nil && !sg.asked:
 		s.resign(sg)
