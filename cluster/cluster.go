@@ -120,7 +120,7 @@ type Cluster struct {
 	// lease and renewedAt (Unix nanoseconds) are the current session's,
 	// for Lease (0: none).
 	lease, renewedAt atomic.Int64
-	ready     chan struct{} // closed once a first session exists
+	ready            chan struct{} // closed once a first session exists
 
 	// State below is owned by Run's goroutine.
 	sess       *session

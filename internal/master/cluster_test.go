@@ -473,7 +473,7 @@ func TestCluster_Upgrade(t *testing.T) {
 	first := aliveSingletons(tr.snapshot())[0]
 	manager.Wait("READY=1")
 	nodes[0].signal(syscall.SIGUSR2)
-	manager.Wait("READY=1") // the new master's
+	manager.Wait("READY=1")        // the new master's
 	<-time.After(2 * clusterLease) // the old lease would have expired by now
 	alive := aliveSingletons(tr.snapshot())
 	if len(alive) != 1 || alive[0].pid != first.pid {
