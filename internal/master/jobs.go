@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"reflect"
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/bus"
@@ -42,6 +43,10 @@ type runOnce struct {
 	cluster       *cluster.Cluster
 	clusterDone   chan error
 	clusterCancel context.CancelFunc
+	// clusterCfg is the [cluster] table forkd started with: a reload that
+	// changes it is told to take a restart.
+	clusterCfg config.Cluster
+	log        *slog.Logger
 }
 
 // newCluster makes the etcd membership of cfg when it has [cluster]
@@ -96,7 +101,7 @@ func (r *runOnce) setCluster(cl *cluster.Cluster) {
 // attach gives it the arbiter.
 func newRunOnce(cfg *config.Config, socks []activation.Socket, sink hooks.Sink, log *slog.Logger,
 	adopt *workers.Handover, journal bool, setJobs func(*supervisor.Supervisor)) *runOnce {
-	r := &runOnce{done: make(chan error, 1), setJobs: setJobs}
+	r := &runOnce{done: make(chan error, 1), setJobs: setJobs, clusterCfg: cfg.Cluster, log: log}
 	opts := supervisor.Options{Config: cfg, Sockets: socks, Hooks: sink, Logger: log, Journal: journal}
 	if adopt != nil {
 		opts.Adopt = adopt.Jobs
@@ -151,6 +156,9 @@ func (r *runOnce) options(o *workers.Options) {
 		}
 	}
 	o.Reloaded = func(err error) {
+		if err == nil && r.staged != nil && !reflect.DeepEqual(r.staged.Cluster, r.clusterCfg) {
+			r.log.Warn("[cluster] changed: the etcd connection keeps the table forkd started with until it restarts")
+		}
 		if err == nil && r.staged != nil {
 			if !r.running && hasJobs(r.staged) {
 				r.run()
