@@ -123,6 +123,7 @@ type Cluster struct {
 	ready            chan struct{} // closed once a first session exists
 
 	// State below is owned by Run's goroutine.
+	stopping   <-chan struct{} // Run's context's Done
 	sess       *session
 	gen        int
 	leads      map[string]*lead
@@ -232,6 +233,7 @@ func (c *Cluster) key(kind, job string) string {
 func (c *Cluster) Run(ctx context.Context) error {
 	defer close(c.done)
 	defer c.cli.Close()
+	c.stopping = ctx.Done()
 	c.setStatus(Status{State: StateConnecting})
 	c.connect(ctx)
 	for {
@@ -445,7 +447,10 @@ func (c *Cluster) publish(l *lead, ev Event) {
 		c.opts.OnLeadership(ev)
 	}
 	if l.events != nil {
-		l.events <- ev
+		select {
+		case l.events <- ev:
+		case <-c.stopping: // the subscriber may have stopped reading
+		}
 	}
 }
 
