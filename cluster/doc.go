@@ -27,7 +27,9 @@
 //     subscriber gets an Event when it wins, with a fencing token (the
 //     revision that created its leader key: every later holder's is
 //     larger), and when it loses it.
-//   - Lease safety: when the lease has not been renewed for
+//   - Lease safety: the lease is renewed on one stream of forkd's own, each
+//     renewal dated from when its request was sent (the lease holds for
+//     lease_ttl from then at least). When it has not been renewed for
 //     lease_ttl − stop_margin, the leaderships are lost with KillBy set to
 //     last renewal + lease_ttl − stop_margin/2: the holder's process must
 //     be gone by then, half a margin before etcd can expire the lease and
@@ -37,6 +39,9 @@
 //     transaction moves PREFIX/NAME/schedule/JOB to the period only if it
 //     holds an earlier one. The key keeps the last claimed period, which
 //     is what a persistent schedule catches up from (Last).
+//   - An in-place upgrade hands the lease over (Options.Lease): the new
+//     master's session takes it over while etcd still has it, and with it
+//     the leader keys and their tokens.
 //   - etcd unreachable, at start or later: one warning in the log, Status
 //     says so (and the master puts it in STATUS= and on D-Bus), claims fail
 //     at once with ErrUnavailable, and Run keeps trying; nothing else
