@@ -691,6 +691,7 @@ func checkManAccurate(t *testing.T, stage string) {
 		{"[[hooks.NAME]]", reflect.TypeFor[config.HookExec]()},
 		{"[[singleton]]", reflect.TypeFor[config.Singleton]()},
 		{"[[schedule]]", reflect.TypeFor[config.Schedule]()},
+		{"[cluster]", reflect.TypeFor[config.Cluster]()},
 	} {
 		if !strings.Contains(toml5, ".SH "+table.name+"\n") {
 			t.Errorf("forkd.toml(5) has no %s section", table.name)

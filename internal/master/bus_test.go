@@ -423,7 +423,7 @@ func TestMaster_Properties(t *testing.T) {
 
 	// WhenReady is emitted before the status reaches the bus: wait for it.
 	want := map[string]any{"Instance": inst, "State": "running", "Generation": uint64(1),
-		"Workers": uint32(2), "ReadyWorkers": uint32(2), "DroppedSignals": uint64(0)}
+		"Workers": uint32(2), "ReadyWorkers": uint32(2), "DroppedSignals": uint64(0), "Cluster": ""}
 	waitProperties(t, c, inst, want)
 
 	c.subscribeProperties()
