@@ -80,6 +80,9 @@ func status(ctx context.Context, opts options, name string, stdout io.Writer) er
 	for _, l := range jobLines {
 		fmt.Fprintf(w, "%s:\t%s\n", l[0], l[1])
 	}
+	if c, ok := props["Cluster"].Value().(string); ok && c != "" {
+		fmt.Fprintf(w, "Cluster:\t%s\n", c) // the connection to etcd of an instance with [cluster]
+	}
 	fmt.Fprintf(w, "Dropped signals:\t%d\n", s.DroppedSignals)
 	return w.Flush()
 }
