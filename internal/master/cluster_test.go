@@ -485,3 +485,18 @@ func TestCluster_Upgrade(t *testing.T) {
 		t.Errorf("the upgraded master did not take the lease and the leadership (token %d) over", first.token)
 	}
 }
+
+// TestCluster_ReloadResigns: a reload that removes the cluster singleton
+// from the holder's config stops its process, then gives the leadership
+// up, and another forkd takes over at once (well before the lease would
+// expire).
+func TestCluster_ReloadResigns(t *testing.T) {
+	t.Parallel()
+	r := newClusterRigLease(t, 2, 10*time.Second, 5*time.Second, singletonJob)
+	first := r.tr.waitHolder(t, "", testTimeout)
+	holder := r.node(t, first.instance)
+	holder.f.writeConfig("serve", clusterTableLease("http://"+holder.proxy.Addr, 10*time.Second, 5*time.Second))
+	holder.f.signal(syscall.SIGHUP)
+	r.tr.waitHolder(t, first.instance, 5*time.Second) // the lease is 10s: only a resign is this quick
+	r.tr.checkOneAtATime(t)
+}
