@@ -22,9 +22,6 @@ import (
 // forkd has no etcd session: etcd is unreachable or not reached yet.
 var ErrUnavailable = errors.New("cluster: etcd unreachable")
 
-// ErrClosed is returned by the methods once Run has returned.
-var ErrClosed = errors.New("cluster: closed")
-
 // States of the connection to etcd, as Status.State reports them.
 const (
 	StateConnecting  = "connecting"  // no session yet, not failed yet
@@ -125,9 +122,7 @@ type Cluster struct {
 	// State below is owned by Run's goroutine.
 	stopping   <-chan struct{} // Run's context's Done
 	sess       *session
-	gen        int
 	leads      map[string]*lead
-	state      string
 	readyShut  bool
 	warned     bool
 	retry      <-chan time.Time
@@ -140,7 +135,6 @@ type session struct {
 	s       *concurrency.Session
 	ctx     context.Context
 	cancel  context.CancelFunc
-	gen     int
 	renewed time.Time
 	alive   chan time.Time
 	gone    chan error
@@ -153,7 +147,6 @@ type lead struct {
 	events  chan<- Event
 	cancel  context.CancelFunc // the campaign in flight (nil: none)
 	leading bool
-	token   int64
 	e       *concurrency.Election
 }
 
@@ -205,7 +198,6 @@ func New(opts Options) (*Cluster, error) {
 		done:       make(chan struct{}),
 		ready:      make(chan struct{}),
 		leads:      make(map[string]*lead),
-		state:      StateConnecting,
 		backoff:    200 * time.Millisecond,
 		maxBackoff: min(ttl, 5*time.Second),
 	}, nil
@@ -272,7 +264,6 @@ func (c *Cluster) tell(fn func(c *Cluster)) {
 
 // setStatus records and reports the connection's state.
 func (c *Cluster) setStatus(s Status) {
-	c.state = s.State
 	c.connected.Store(s.State == StateConnected)
 	if c.opts.OnStatus != nil {
 		c.opts.OnStatus(s)
@@ -354,14 +345,13 @@ func (c *Cluster) Lease() (id int64, renewed time.Time) {
 // newSession keeps grant's lease, asked for at asked, alive and makes
 // the session of it.
 func (c *Cluster) newSession(ctx context.Context, grant *clientv3.LeaseGrantResponse, asked time.Time) (*session, error) {
-	c.gen++
 	sctx, cancel := context.WithCancel(ctx)
 	cs, err := concurrency.NewSession(c.cli, concurrency.WithLease(grant.ID), concurrency.WithContext(sctx))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("etcd session: %w", err)
 	}
-	s := &session{s: cs, ctx: sctx, cancel: cancel, gen: c.gen, alive: make(chan time.Time), gone: make(chan error),
+	s := &session{s: cs, ctx: sctx, cancel: cancel, alive: make(chan time.Time), gone: make(chan error),
 		renewed: asked, expire: time.NewTimer(time.Until(asked.Add(c.ttl - c.margin)))}
 	go c.keepAlive(sctx, grant.ID, s.alive, s.gone)
 	c.lease.Store(int64(grant.ID))
@@ -431,7 +421,7 @@ func (c *Cluster) abandon(l *lead, reason string, killBy time.Time) {
 		l.cancel = nil
 	}
 	if l.leading {
-		l.leading, l.token, l.e = false, 0, nil
+		l.leading, l.e = false, nil
 		c.publish(l, Event{Job: l.job, Reason: reason, KillBy: killBy})
 	}
 }
@@ -490,7 +480,7 @@ func (c *Cluster) campaigned(l *lead, s *session, e *concurrency.Election, err e
 		})
 		return
 	}
-	l.leading, l.token, l.e = true, e.Rev(), e
+	l.leading, l.e = true, e
 	c.publish(l, Event{Job: l.job, Acquired: true, Token: e.Rev()})
 }
 
