@@ -63,7 +63,4 @@ type Info struct {
 	// claimed the schedule's last period (its cluster member name, e.g.
 	// "host1/shop"); "" when none does or it is not known.
 	Holder string
-	// Token is the fencing token of a cluster singleton this forkd holds
-	// (0 otherwise).
-	Token int64
 }

@@ -30,12 +30,13 @@
 //     singleton starts only while this forkd leads its election, with
 //     FORKD_FENCING_TOKEN; a lost leadership stops it at once, with KILL by
 //     the lease's deadline (cluster.Event.KillBy), and no restart until it
-//     leads again; it never holds the workers back (start =
-//     "before_workers" applies on the holder only). Each period of a
-//     cluster schedule runs only if this forkd claimed it in etcd, with the
-//     claim's FORKD_FENCING_TOKEN; a persistent one catches up from the
-//     period last claimed in etcd, not from the state file. An upgrade
-//     hands the etcd lease over with the singletons (AdoptedLease).
+//     leads again; it never holds the workers back (with start =
+//     "before_workers" it may start before them, never gate them). Each
+//     period of a cluster schedule runs only if this forkd claimed it in
+//     etcd, with the claim's FORKD_FENCING_TOKEN; a persistent one catches
+//     up from the period last claimed in etcd, not from the state file. An
+//     upgrade hands the etcd lease over with the singletons
+//     (AdoptedLease).
 //   - Every start and exit is a hook event (hooks.SingletonStarted,
 //     SingletonExited, ScheduleStarted, ScheduleFinished).
 //   - On stop, schedules start no more runs and runs in flight get TERM

@@ -244,7 +244,7 @@ func (s *Supervisor) applySingletons(cfg *config.Config) {
 // info describes sg.
 func (sg *singleton) info() jobs.Info {
 	in := jobs.Info{Name: sg.cfg.Name, Kind: jobs.KindSingleton, State: sg.state, LastStart: sg.started,
-		LastResult: sg.lastExit, Starts: sg.starts, Scope: scopeText(sg.cfg.Scope), Token: sg.token}
+		LastResult: sg.lastExit, Starts: sg.starts, Scope: scopeText(sg.cfg.Scope)}
 	if sg.proc != nil {
 		in.PID = sg.proc.PID
 	}
