@@ -235,3 +235,39 @@ func TestMain_MonitorJobSignals(t *testing.T) {
 		t.Errorf("monitor: %v", err)
 	}
 }
+
+// TestMain_MonitorLeadership: forkctl monitor prints the cluster's
+// LeadershipAcquired and LeadershipLost with their arguments' names, and
+// the instance that sent them.
+func TestMain_MonitorLeadership(t *testing.T) {
+	addr := startDaemon(t)
+	b := startBus(t, addr, "web", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout := &lineWriter{lines: make(chan string, 64)}
+	stderr := &lineWriter{lines: make(chan string, 64)}
+	done := make(chan error, 1)
+	go func() { done <- Main(ctx, []string{"--bus", addr, "monitor"}, stdout, stderr) }()
+	select {
+	case <-stderr.lines:
+	case <-time.After(testTimeout):
+		t.Fatal("monitor did not subscribe in time")
+	}
+	b.EmitLeadershipAcquired("scheduler", 42)
+	b.EmitLeadershipLost("scheduler", "lease not renewed")
+	for _, want := range []string{` web LeadershipAcquired name="scheduler" token=42`,
+		` web LeadershipLost name="scheduler" reason="lease not renewed"`} {
+		select {
+		case line := <-stdout.lines:
+			if !strings.HasSuffix(line, want) {
+				t.Errorf("monitor printed %q, want it to end with %q", line, want)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("monitor printed nothing for %q", want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("monitor: %v", err)
+	}
+}
