@@ -21,9 +21,10 @@ LDFLAGS := -X github.com/forkd/forkd/internal/master.Version=$(VERSION)
 # How long `make fuzz` fuzzes each target.
 FUZZTIME ?= 60s
 
-# Debian packages the tests need (a private dbus-daemon, systemd-nspawn, ip, curl)
+# Debian packages the tests need (a private dbus-daemon, systemd-nspawn, ip, curl,
+# wrk for the autoscaling test, tmux for the status page, promtool)
 # and the ones the benchmarks need.
-TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db python3-uvicorn python3-fastapi python3-apscheduler etcd-server
+TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db python3-uvicorn python3-fastapi python3-apscheduler wrk tmux prometheus etcd-server
 BENCH_PACKAGES := gunicorn wrk
 
 # Binaries: name:package. `build` skips those whose package has no sources yet.

@@ -13,13 +13,16 @@ const binDir = "/tmp/forkd-bench"
 
 // The programs the tests and benchmarks build: forkd, the bench worker
 // forkd runs (and the benchmark times alone), go-start, the Go runtime's
-// start with forkd's packages (scenario 1), and bench-run, the schedule
-// run of scenario 12.
+// start with forkd's packages (scenario 1), bench-run, the schedule
+// run of scenario 12, and the demo worker and the SDK worker of the
+// keep-alive scenarios 14 and 15.
 var (
-	forkdBinary   = &binary{pkg: "./cmd/forkd", path: filepath.Join(binDir, "forkd")}
-	workerBinary  = &binary{pkg: "./bench/cmd/bench-worker", path: filepath.Join(binDir, "bench-worker")}
-	goStartBinary = &binary{pkg: "./bench/cmd/go-start", path: filepath.Join(binDir, "go-start")}
-	runBinary     = &binary{pkg: "./bench/cmd/bench-run", path: filepath.Join(binDir, "bench-run")}
+	forkdBinary     = &binary{pkg: "./cmd/forkd", path: filepath.Join(binDir, "forkd")}
+	workerBinary    = &binary{pkg: "./bench/cmd/bench-worker", path: filepath.Join(binDir, "bench-worker")}
+	goStartBinary   = &binary{pkg: "./bench/cmd/go-start", path: filepath.Join(binDir, "go-start")}
+	runBinary       = &binary{pkg: "./bench/cmd/bench-run", path: filepath.Join(binDir, "bench-run")}
+	demoBinary      = &binary{pkg: "./examples/demo", path: filepath.Join(binDir, "forkd-demo")}
+	sdkWorkerBinary = &binary{pkg: "./bench/cmd/sdk-worker", path: filepath.Join(binDir, "sdk-worker")}
 )
 
 // binary is a main package of the module, built once per run of the test

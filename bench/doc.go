@@ -17,8 +17,11 @@
 // examples/fastapi-scheduler under forkd and under Gunicorn with uvicorn
 // workers (Example, ReadJobLog, WaitAnswering); that one skips when
 // Debian's python3-uvicorn, python3-fastapi or python3-apscheduler is
-// missing. docs/BENCHMARKS.md is rewritten only after a run of every
-// benchmark.
+// missing. The keep-alive scenarios (14–16) run wrk without
+// "Connection: close": forkd with the demo worker (examples/demo) and an SDK
+// worker (bench/cmd/sdk-worker) across HUPs and USR2s, and the FastAPI
+// example beside Gunicorn with uvicorn workers. docs/BENCHMARKS.md is
+// rewritten only after a run of every benchmark.
 //
 // Both sides are measured the same way: every worker sends "start PID NANOS"
 // as the first thing it does and "ready PID NANOS" right before it tells its

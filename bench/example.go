@@ -41,6 +41,7 @@ var (
 	exampleEvery   = regexp.MustCompile(`(?m)^every = "[^"]*"`)
 	exampleJobEach = regexp.MustCompile(`JOB_EVERY = "[^"]*"`)
 	exampleCommand = regexp.MustCompile(`(?m)^command = "([^"]+)"`)
+	exampleWorkers = regexp.MustCompile(`(?m)^workers = \d+$`)
 )
 
 // FindExample finds the example under the module root root and checks that
@@ -93,11 +94,25 @@ func (e Example) ForkdConfig(port int, every time.Duration) (string, error) {
 	return cfg, nil
 }
 
+// WithWorkers returns cfg, one of the example's forkd configs, with
+// [server] workers set to n.
+func WithWorkers(cfg string, n int) (string, error) {
+	if !exampleWorkers.MatchString(cfg) {
+		return "", fmt.Errorf("%w: the config has no line matching %s", ErrNoExample, exampleWorkers)
+	}
+	return exampleWorkers.ReplaceAllLiteralString(cfg, fmt.Sprintf("workers = %d", n)), nil
+}
+
 // GunicornArgs returns Gunicorn's arguments for the example with config
 // file conf: 4 uvicorn workers (-k uvicorn.workers.UvicornWorker) of
 // app:app on 127.0.0.1:port.
 func (e Example) GunicornArgs(conf string, port int) []string {
-	return []string{"--config", conf, "--chdir", e.Dir, "--workers", "4",
+	return e.GunicornArgsN(conf, port, 4)
+}
+
+// GunicornArgsN is GunicornArgs with n workers.
+func (e Example) GunicornArgsN(conf string, port, n int) []string {
+	return []string{"--config", conf, "--chdir", e.Dir, "--workers", fmt.Sprint(n),
 		"--bind", fmt.Sprintf("127.0.0.1:%d", port), "-k", "uvicorn.workers.UvicornWorker", "app:app"}
 }
 

@@ -39,6 +39,9 @@ type Spec struct {
 	MasterSlice string
 	// Bus is forkd's --bus address; "" means "none" (no D-Bus).
 	Bus string
+	// Autoscale is the body of forkd's [server.autoscale] table (TOML
+	// key-value lines); "" means no autoscaling.
+	Autoscale string
 }
 
 // Master is a running master, forkd or Gunicorn, with the port it serves
@@ -98,6 +101,9 @@ func (spec Spec) TOML(port int, probe string) string {
 	}
 	if spec.MasterSlice != "" {
 		fmt.Fprintf(&b, "master_slice = %q\n", spec.MasterSlice)
+	}
+	if spec.Autoscale != "" {
+		fmt.Fprintf(&b, "\n[server.autoscale]\n%s\n", strings.TrimSpace(spec.Autoscale))
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "[worker]\ncommand = %q\nargs = [", spec.Command)

@@ -133,3 +133,33 @@ func TestExample_ForkdConfig(t *testing.T) {
 		t.Errorf("ForkdConfig of a config without bind = %v, want ErrNoExample", err)
 	}
 }
+
+// TestWithWorkers sets the example's worker count, and fails on a config
+// without one; the example's uvicorn command line logs no access lines, as
+// Gunicorn's UvicornWorker does by default (scenario 16 compares both).
+func TestWithWorkers(t *testing.T) {
+	root, err := ModuleRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := FindExample(root)
+	if errors.Is(err, ErrNoExample) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := WithWorkers(ex.Config, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cfg, "\nworkers = 2\n") || strings.Contains(cfg, "\nworkers = 4\n") {
+		t.Errorf("WithWorkers(2) left:\n%s", cfg)
+	}
+	if !strings.Contains(cfg, `"--no-access-log"`) {
+		t.Errorf("the example's uvicorn args lack \"--no-access-log\":\n%s", cfg)
+	}
+	if _, err := WithWorkers("[server]\n", 2); !errors.Is(err, ErrNoExample) {
+		t.Errorf("WithWorkers of a config without workers = %v, want ErrNoExample", err)
+	}
+}

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/forkd/forkd/jobs"
 	"github.com/forkd/forkd/workers"
@@ -32,6 +33,15 @@ type Upgrader interface {
 	Upgrade(ctx context.Context) error
 }
 
+// ListenerReader is implemented by a Controller that holds the listening
+// sockets; it serves the Listeners property. A Controller without it has
+// none to show: Listeners is an empty list. Listeners may be called from
+// any goroutine; its error says which sockets' queues could not be read,
+// and the list holds every socket regardless.
+type ListenerReader interface {
+	Listeners(ctx context.Context) ([]workers.Listener, error)
+}
+
 // JobRunner is implemented by a Controller that runs the instance's
 // [[singleton]] processes and [[schedule]] jobs; it serves the RunNow and
 // ListJobs methods. A Controller without it has no jobs: RunNow reports
@@ -49,4 +59,15 @@ type JobRunner interface {
 	RunNow(ctx context.Context, name string) error
 	// ListJobs returns every singleton and schedule of the running config.
 	ListJobs(ctx context.Context) ([]jobs.Info, error)
+}
+
+// Detailer is implemented by a Controller that can describe the instance
+// in detail (package metrics/status): it serves the Details method, whose
+// reply is the page as JSON. A Controller without it answers Details with
+// org.freedesktop.DBus.Error.UnknownMethod, as a master that predates it. It may
+// be called from any goroutine, concurrently, and returns when ctx is
+// done at the latest.
+type Detailer interface {
+	// Details returns the instance's status page, as JSON.
+	Details(ctx context.Context) (json.RawMessage, error)
 }

@@ -148,6 +148,13 @@ type busTestController struct {
 	reloads    int
 	reloadIn   chan struct{} // receives when Reload is entered
 	reloadDone chan error    // Reload returns what arrives here
+	listeners  []workers.Listener
+}
+
+func (c *busTestController) Listeners(context.Context) ([]workers.Listener, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.listeners, nil
 }
 
 func newBusTestController() *busTestController {

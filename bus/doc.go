@@ -24,6 +24,19 @@
 //	         send_interface="io.github.forkd.Manager1"/>
 //	</policy>
 //
+// The Service also serves the object on a peer-to-peer D-Bus socket
+// (Options.Socket; SocketPath says where forkd puts it, SocketPatterns where
+// clients look), whether a bus is reachable or not. forkd plays the server
+// side of the authentication itself (EXTERNAL, checked against the peer's
+// SO_PEERCRED uid), answers the bus driver's Hello, AddMatch and RemoveMatch,
+// sends every signal to every peer, and applies the policy above by uid:
+// only root, the user "forkd" and forkd's own user may call Reload, Upgrade,
+// SetWorkers and RunNow. Clients dial SocketAddress(path) and authenticate,
+// without Hello:
+//
+//	gdbus call --address unix:path=/run/forkd/demo/bus.sock -d io.github.forkd.demo \
+//	    -o /io/github/forkd -m org.freedesktop.DBus.Properties.GetAll io.github.forkd.Manager1
+//
 // From a shell:
 //
 //	busctl introspect io.github.forkd.demo /io/github/forkd

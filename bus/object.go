@@ -53,6 +53,17 @@ type JobEntry struct {
 	Holder string
 }
 
+// ListenerEntry is one Listeners entry as it is on the wire, (ssuu): the
+// socket's LISTEN_FDNAMES name, its address, its accept queue (connections
+// waiting for a worker) and its backlog. A client decodes the property into
+// a []ListenerEntry.
+type ListenerEntry struct {
+	Name    string
+	Address string
+	Queue   uint32
+	Backlog uint32
+}
+
 // unixMicro returns t in microseconds since the Unix epoch, 0 for the zero
 // time (or any time before the epoch).
 func unixMicro(t time.Time) uint64 {
@@ -84,12 +95,25 @@ func jobOrder(list []jobs.Info) {
 
 // export registers the object's interfaces on conn. Method calls run on
 // godbus's goroutines with ctx = the connection's context, so a call in
-// flight ends when the connection or Run does.
-func (b *Service) export(conn *dbus.Conn) error {
+// flight ends when the connection or Run does. Unless mayChange, the
+// methods that change the instance (Reload, Upgrade, SetWorkers, RunNow)
+// answer AccessDenied, as the D-Bus policy does for other users on the
+// system bus; on the bus, mayChange is true and the policy decides.
+func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 	ctx := conn.Context()
 	path := dbus.ObjectPath(ObjectPath)
+	denied := func(member string) *dbus.Error {
+		if mayChange {
+			return nil
+		}
+		return dbus.NewError("org.freedesktop.DBus.Error.AccessDenied",
+			[]any{member + ": only root and the forkd user may call it"})
+	}
 	manager := map[string]any{
 		"Reload": func() *dbus.Error {
+			if err := denied("Reload"); err != nil {
+				return err
+			}
 			if b.controller == nil {
 				return failed("no controller")
 			}
@@ -99,6 +123,9 @@ func (b *Service) export(conn *dbus.Conn) error {
 			return nil
 		},
 		"Upgrade": func() *dbus.Error {
+			if err := denied("Upgrade"); err != nil {
+				return err
+			}
 			u, ok := b.controller.(Upgrader)
 			if !ok {
 				return failed("this master cannot upgrade in place")
@@ -109,6 +136,9 @@ func (b *Service) export(conn *dbus.Conn) error {
 			return nil
 		},
 		"SetWorkers": func(n uint32) *dbus.Error {
+			if err := denied("SetWorkers"); err != nil {
+				return err
+			}
 			if n > config.MaxWorkers {
 				return dbus.NewError(ErrorInvalidArgs,
 					[]any{fmt.Sprintf("workers must be 0…%d", config.MaxWorkers)})
@@ -145,7 +175,22 @@ func (b *Service) export(conn *dbus.Conn) error {
 			}
 			return out, nil
 		},
+		"Details": func() (string, *dbus.Error) {
+			d, ok := b.controller.(Detailer)
+			if !ok {
+				return "", dbus.NewError("org.freedesktop.DBus.Error.UnknownMethod",
+					[]any{"this master has no status page"})
+			}
+			page, err := d.Details(ctx)
+			if err != nil {
+				return "", failed(err.Error())
+			}
+			return string(page), nil
+		},
 		"RunNow": func(name string) *dbus.Error {
+			if err := denied("RunNow"); err != nil {
+				return err
+			}
 			unknown := dbus.NewError(ErrorInvalidArgs,
 				[]any{fmt.Sprintf("no singleton or schedule named %q", name)})
 			r, ok := b.controller.(JobRunner)

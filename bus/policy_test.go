@@ -52,8 +52,24 @@ func TestService_PolicyHelper(t *testing.T) {
 	os.Exit(0)
 }
 
+// busPolicyPeer prefixes the helper's address when it is the path of a
+// peer-to-peer socket rather than a bus's address.
+const busPolicyPeer = "p2p:"
+
 func busPolicyHelper(address string, out io.Writer) error {
-	conn, err := dbus.Connect(address)
+	var (
+		conn *dbus.Conn
+		err  error
+	)
+	if path, ok := strings.CutPrefix(address, busPolicyPeer); ok {
+		if conn, err = dbus.Dial(SocketAddress(path)); err == nil {
+			if err = conn.Auth(nil); err != nil {
+				conn.Close()
+			}
+		}
+	} else {
+		conn, err = dbus.Connect(address)
+	}
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -108,20 +124,38 @@ func busPolicyHelper(address string, out io.Writer) error {
 }
 
 // TestService_Policy runs a client as an unprivileged user against a bus with
-// the shipped policy: it may read (ListWorkers, ListJobs, the properties) and
+// the shipped policy, and against the peer-to-peer socket, which enforces the
+// same policy itself: it may read (ListWorkers, ListJobs, the properties) and
 // listen but not Reload, SetWorkers or RunNow.
 func TestService_Policy(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a client as uid 65534")
 	}
+	t.Run("bus", func(t *testing.T) { testPolicy(t, false) })
+	t.Run("peer", func(t *testing.T) { testPolicy(t, true) })
+}
+
+func testPolicy(t *testing.T, peer bool) {
 	dir := busTestDir(t)
-	d := startBusTestDaemon(t, dir)
 	ctl := newBusTestController()
 	ctl.status = workers.Status{State: "running", Generation: 1, Workers: 2, ReadyWorkers: 2}
 	runner := &busTestJobs{busTestController: ctl, list: []jobs.Info{{Name: "cleanup", Kind: jobs.KindSchedule}}}
-	b := New(Options{Instance: "policy", Address: d.Address, Controller: runner})
-	runBusTest(t, b)
-	dialBusTest(t, d.Address).waitOwned(t, b.Name())
+	var (
+		b       *Service
+		address string
+	)
+	if peer {
+		socket := filepath.Join(dir, SocketName)
+		b = New(Options{Instance: "policy", Address: "none", Socket: socket, Controller: runner})
+		runBusTest(t, b)
+		address = busPolicyPeer + socket
+	} else {
+		d := startBusTestDaemon(t, dir)
+		b = New(Options{Instance: "policy", Address: d.Address, Controller: runner})
+		runBusTest(t, b)
+		dialBusTest(t, d.Address).waitOwned(t, b.Name())
+		address = d.Address
+	}
 
 	// The test binary sits in a directory the other user cannot enter.
 	self, err := os.Executable()
@@ -133,7 +167,7 @@ func TestService_Policy(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(helper, "-test.run=^TestService_PolicyHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), busPolicyHelperEnv+"="+d.Address)
+	cmd.Env = append(os.Environ(), busPolicyHelperEnv+"="+address)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	cmd.Stderr = os.Stderr

@@ -42,14 +42,35 @@ const (
 	drainTimeout = time.Second
 )
 
-// Run connects to the bus, owns the instance's name, exports the object
+// Run serves the peer-to-peer socket (Options.Socket) and the bus until
+// ctx is done, and returns nil: see runBus and peers.run.
+func (b *Service) Run(ctx context.Context) error {
+	var stopped chan struct{}
+	if b.peers != nil {
+		stopped = make(chan struct{})
+		go func() {
+			b.peers.run(ctx)
+			close(stopped)
+		}()
+	}
+	if !b.noBus {
+		_ = b.runBus(ctx)
+	}
+	<-ctx.Done()
+	if stopped != nil {
+		<-stopped
+	}
+	return nil
+}
+
+// runBus connects to the bus, owns the instance's name, exports the object
 // and sends queued signals until ctx is done. When the bus cannot be
 // reached, does not answer within a few seconds, goes away or stops taking
 // signals, or another process owns the name, it logs one warning and keeps
 // retrying with backoff, re-acquiring the name each time. Once ctx is done
 // it sends what is queued for at most drainTimeout, drops and logs the rest,
 // and returns nil.
-func (b *Service) Run(ctx context.Context) error {
+func (b *Service) runBus(ctx context.Context) error {
 	backoff := b.backoffMin
 	warned := false
 	for {
@@ -87,7 +108,8 @@ func (b *Service) Run(ctx context.Context) error {
 				"name", b.name, "err", err)
 			warned = true
 		} else if !warned {
-			b.log.Warn("no D-Bus: hook signals disabled, serving anyway", "err", err)
+			b.log.Warn("no D-Bus: hook signals disabled, serving anyway", "err", err,
+				"peer_to_peer_socket", b.socketServed())
 			warned = true
 		} else {
 			b.log.Debug("D-Bus still unreachable", "err", err)
@@ -103,6 +125,15 @@ func (b *Service) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, b.backoffMax)
 	}
+}
+
+// socketServed returns the path of the peer-to-peer socket the Service
+// serves, "none" when it serves none.
+func (b *Service) socketServed() string {
+	if b.peers == nil || b.peers.listenErr != nil {
+		return "none"
+	}
+	return b.peers.path
 }
 
 // noteName records what a connection attempt learnt about the name. Found
@@ -190,7 +221,7 @@ func (b *Service) dial(ctx context.Context) (*dbus.Conn, error) {
 		return nil, fmt.Errorf("connect to D-Bus %s: %w", b.addressName(), d.err)
 	}
 	conn := d.conn
-	if err := b.export(conn); err != nil {
+	if err := b.export(conn, true); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("export %s on D-Bus: %w", ObjectPath, err)
 	}
@@ -268,17 +299,7 @@ func (b *Service) serve(ctx context.Context, conn *dbus.Conn, published map[stri
 	)
 	publish := func(names ...string) error {
 		now, _ := b.properties(ctx)
-		changed := map[string]dbus.Variant{}
-		for _, n := range names {
-			v, ok := now[n]
-			if !ok {
-				continue
-			}
-			if old, seen := published[n]; !seen || old.String() != v.String() {
-				changed[n] = v
-				published[n] = v
-			}
-		}
+		changed := changedProperties(published, now, names...)
 		if len(changed) == 0 {
 			return nil
 		}

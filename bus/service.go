@@ -24,9 +24,16 @@ type Options struct {
 	// Logger receives the bus's few log lines. Nil: slog.Default().
 	Logger *slog.Logger
 	// Address is the bus to connect to: "" for the system bus (honouring
-	// DBUS_SYSTEM_BUS_ADDRESS), "session" for the session bus, otherwise a
-	// D-Bus address such as "unix:path=/run/dbus/system_bus_socket".
+	// DBUS_SYSTEM_BUS_ADDRESS), "session" for the session bus, "none" for
+	// no bus (the Socket only), otherwise a D-Bus address such as
+	// "unix:path=/run/dbus/system_bus_socket".
 	Address string
+	// Socket is the path of the peer-to-peer D-Bus socket on which the
+	// object is served too, whether a bus is reachable or not (see
+	// SocketPath); "" for none. New creates it (and its directory), so
+	// that it exists once New returns; Run serves it and removes it when
+	// it returns.
+	Socket string
 	// Queue is how many signals wait for the bus before Emit drops them.
 	// Default 1024.
 	Queue int
@@ -51,6 +58,11 @@ type Options struct {
 // The arbiter goes on either way, and Run returns within about a second of
 // being cancelled, dropping what it could not send by then.
 //
+// With Options.Socket, the object is served on a peer-to-peer socket too,
+// bus or no bus: every connected peer gets every signal and
+// PropertiesChanged emitted after its first call returned; a peer that
+// falls peerBacklog signals behind is disconnected.
+//
 // A Service is a hooks.Sink. The unit that runs forkd needs the D-Bus policy
 // io.github.forkd.conf installed for the service user to own its name.
 type Service struct {
@@ -59,6 +71,9 @@ type Service struct {
 	controller Controller
 	log        *slog.Logger
 	address    string
+	noBus      bool
+	// peers serves the peer-to-peer socket; nil without one.
+	peers *peers
 
 	queue   chan queuedSignal
 	dropped atomic.Uint64
@@ -122,6 +137,7 @@ func New(opts Options) *Service {
 		controller:     opts.Controller,
 		log:            logger,
 		address:        opts.Address,
+		noBus:          opts.Address == "none",
 		queue:          make(chan queuedSignal, n),
 		statusChanged:  make(chan struct{}, 1),
 		droppedMore:    make(chan struct{}, 1),
@@ -130,6 +146,9 @@ func New(opts Options) *Service {
 		connectTimeout: defaultConnectTimeout,
 		sendTimeout:    defaultSendTimeout,
 		droppedEvery:   time.Second,
+	}
+	if opts.Socket != "" {
+		b.peers = newPeers(b, opts.Socket)
 	}
 	if opts.RequestSignals > 0 {
 		b.requestEvery = time.Duration(float64(time.Second) / opts.RequestSignals)
@@ -197,8 +216,15 @@ func (b *Service) EmitRequestStats(s RequestStats) {
 }
 
 // enqueue queues s for Run, or drops it when the queue is full or another
-// process owns the name.
+// process owns the name; the peers of the peer-to-peer socket get it
+// either way.
 func (b *Service) enqueue(s queuedSignal) {
+	if b.peers != nil {
+		b.peers.enqueue(s)
+	}
+	if b.noBus {
+		return
+	}
 	if b.nameTaken.Load() {
 		b.drop()
 		return
@@ -258,6 +284,9 @@ func (b *Service) allowRequestSignal(t time.Time) bool {
 // emitted before the update.
 func (b *Service) UpdateStatus(s workers.Status) {
 	b.status.Store(&s)
+	if b.peers != nil {
+		b.peers.updated()
+	}
 	select {
 	case b.statusChanged <- struct{}{}:
 	default:
@@ -299,7 +328,27 @@ func (b *Service) properties(ctx context.Context) (map[string]dbus.Variant, erro
 	props["Generation"] = dbus.MakeVariant(s.Generation)
 	props["Workers"] = dbus.MakeVariant(toUint32(s.Workers))
 	props["ReadyWorkers"] = dbus.MakeVariant(toUint32(s.ReadyWorkers))
+	props["Listeners"] = dbus.MakeVariant(b.listeners(ctx))
 	return props, nil
+}
+
+// listeners returns the Listeners property: the controller's listening
+// sockets and their accept queues as the kernel reports them now, those it
+// could not read with a queue and backlog of 0.
+func (b *Service) listeners(ctx context.Context) []ListenerEntry {
+	out := []ListenerEntry{}
+	r, ok := b.controller.(ListenerReader)
+	if !ok {
+		return out
+	}
+	list, err := r.Listeners(ctx)
+	if err != nil {
+		b.log.Debug("D-Bus Listeners property", "err", err)
+	}
+	for _, l := range list {
+		out = append(out, ListenerEntry{Name: l.Name, Address: l.Addr, Queue: l.Queue, Backlog: l.Backlog})
+	}
+	return out
 }
 
 // toUint32 converts a count or pid to D-Bus's u; negatives become 0.

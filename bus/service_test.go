@@ -118,7 +118,8 @@ func TestService_InterfaceXML(t *testing.T) {
 	for _, p := range iface.Properties {
 		props[p.Name] = p.Type
 	}
-	wantProps := map[string]string{"Instance": "s", "State": "s", "Generation": "t", "Workers": "u", "ReadyWorkers": "u", "DroppedSignals": "t", "Cluster": "s"}
+	wantProps := map[string]string{"Instance": "s", "State": "s", "Generation": "t", "Workers": "u", "ReadyWorkers": "u", "DroppedSignals": "t",
+		"Listeners": "a(ssuu)", "Cluster": "s"}
 	if !reflect.DeepEqual(props, wantProps) {
 		t.Errorf("XML properties %v, want %v", props, wantProps)
 	}
@@ -131,7 +132,7 @@ func TestService_InterfaceXML(t *testing.T) {
 		methods[m.Name] = args
 	}
 	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"},
-		"RunNow": {"in s"}, "ListJobs": {"out a(sssuststtss)"}}
+		"RunNow": {"in s"}, "ListJobs": {"out a(sssuststtss)"}, "Details": {"out s"}}
 	if !reflect.DeepEqual(methods, wantMethods) {
 		t.Errorf("XML methods %v, want %v", methods, wantMethods)
 	}
@@ -355,6 +356,8 @@ func TestService_Properties(t *testing.T) {
 	client := dialBusTest(t, d.Address)
 	ctl := newBusTestController()
 	ctl.status = workers.Status{State: "starting", Generation: 1, Workers: 3}
+	ctl.listeners = []workers.Listener{{Name: "web", Addr: "tcp://127.0.0.1:8000", Queue: 7, Backlog: 2048},
+		{Name: "admin", Addr: "unix:/run/admin.sock", Queue: 0, Backlog: 128}}
 	b := New(Options{Instance: "props", Address: d.Address, Controller: ctl, Queue: 2})
 	// Dropped before Run: the queue holds 2 of these 5.
 	for i := 0; i < 5; i++ {
@@ -374,6 +377,15 @@ func TestService_Properties(t *testing.T) {
 	if err := obj.Call("org.freedesktop.DBus.Properties.GetAll", 0, Interface).Store(&all); err != nil {
 		t.Fatalf("GetAll: %v", err)
 	}
+	var ls []ListenerEntry
+	if err := all["Listeners"].Store(&ls); err != nil {
+		t.Errorf("Listeners: %v", err)
+	}
+	wantLs := []ListenerEntry{{"web", "tcp://127.0.0.1:8000", 7, 2048}, {"admin", "unix:/run/admin.sock", 0, 128}}
+	if !reflect.DeepEqual(ls, wantLs) {
+		t.Errorf("Listeners = %+v, want %+v", ls, wantLs)
+	}
+	delete(all, "Listeners")
 	want := map[string]any{"Instance": "props", "State": "starting", "Generation": uint64(1),
 		"Workers": uint32(3), "ReadyWorkers": uint32(0), "DroppedSignals": uint64(3), "Cluster": ""}
 	if got := variantValues(all); !reflect.DeepEqual(got, want) {

@@ -29,6 +29,9 @@ type Config struct {
 	// Schedules are the [[schedule]] tables, in file order: programs run
 	// once per period per instance, however many workers there are.
 	Schedules []Schedule `toml:"schedule"`
+	// Metrics is the [metrics] table: the Prometheus endpoint (off when
+	// absent).
+	Metrics Metrics `toml:"metrics"`
 	// Cluster is the [cluster] table: the etcd through which jobs with
 	// scope = "cluster" run once across instances. Optional.
 	Cluster Cluster `toml:"cluster"`
@@ -41,7 +44,8 @@ type Server struct {
 	// characters of A–Z a–z 0–9 _ . @ -. Default: the config file's base
 	// name without ".toml" ("forkd" when parsed from memory).
 	Name string `toml:"name"`
-	// Workers is the number of worker processes. Default 1, range 1…4096.
+	// Workers is the number of worker processes. Default 1, range 1…4096;
+	// with [server.autoscale], the initial count, within its min…max.
 	Workers int `toml:"workers"`
 	// MinReady is how many workers must serve before the instance (or a
 	// new generation on reload) counts as ready. 0 (the default) means all
@@ -110,6 +114,10 @@ type Server struct {
 	// (set by systemd's StateDirectory=), else none, and then no schedule
 	// may be persistent.
 	StateDir string `toml:"state_dir"`
+	// Autoscale is [server.autoscale]: automatic scaling between a min and
+	// a max (Autoscale.On says it is configured). With it, Workers is the
+	// initial count, by default Min, and may be 0 when Min is.
+	Autoscale Autoscale `toml:"autoscale,omitempty"`
 }
 
 // Program is what to run, as [worker], [[singleton]] and [[schedule]]

@@ -87,6 +87,7 @@ func applyDefaults(c *Config, d *document, path string) {
 	if !d.present("server.master_slice") {
 		s.MasterSlice = ds.MasterSlice
 	}
+	applyAutoscaleDefaults(s, d)
 	if !d.present("worker.ready") {
 		c.Worker.Ready = def.Worker.Ready
 	}

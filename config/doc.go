@@ -31,7 +31,9 @@
 //	name              instance name: FORKD_INSTANCE, part of the D-Bus name;
 //	                  1–64 characters of A–Z a–z 0–9 _ . @ -
 //	                  (default: the file's base name without ".toml")
-//	workers           worker processes, 1–4096 (default 1)
+//	workers           worker processes, 1–4096 (default 1); with
+//	                  [server.autoscale], the initial count within min…max
+//	                  (default min, 0 allowed when min is 0)
 //	min_ready         workers that must serve before the instance, or a new
 //	                  generation, is ready; 0 means all, at most workers
 //	                  (default: all)
@@ -71,6 +73,16 @@
 //	                  an absolute path, created if missing (default: the
 //	                  first directory of $STATE_DIRECTORY, which systemd's
 //	                  StateDirectory= sets, else none)
+//
+// [server.autoscale] — automatic scaling from the listening sockets' accept
+// queues (see Autoscale and package workers):
+//
+//	min               fewest workers, 0 (on demand) … max (default 1)
+//	max               most workers, 1–4096; required
+//	queue             accept-queue length above which the pool grows (default 4)
+//	up_after          how long the queue must stay above queue (default "200ms")
+//	down_after        how long every queue must stay empty before one worker
+//	                  stops; more than 0 (default "30s")
 //
 // [worker] — the program forked N times:
 //

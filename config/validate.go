@@ -52,6 +52,7 @@ func (d *document) validate(c *Config) {
 	d.validateWorker(&c.Worker)
 	d.validateHooks(c.Hooks)
 	d.validateJobs(c)
+	d.validateMetrics(c)
 	d.validateCluster(c)
 }
 
@@ -63,10 +64,11 @@ func (d *document) validateServer(s *Server) {
 			d.fail("server.name", "the file name %q is not a valid instance name (1 to %d characters of A-Z a-z 0-9 _ . @ -): set server.name", s.Name, maxNameLen)
 		}
 	}
-	workersOK := s.Workers >= 1 && s.Workers <= MaxWorkers && !d.isBad("server.workers")
+	workersOK := s.Workers >= s.minWorkers() && s.Workers <= MaxWorkers && !d.isBad("server.workers")
 	if !workersOK {
-		d.fail("server.workers", "must be between 1 and %d, got %d", MaxWorkers, s.Workers)
+		d.fail("server.workers", "must be between %d and %d, got %d", s.minWorkers(), MaxWorkers, s.Workers)
 	}
+	d.validateAutoscale(s, workersOK)
 	switch {
 	case s.MinReady < 0 || workersOK && s.MinReady > s.Workers:
 		d.fail("server.min_ready", "must be between 0 (all workers) and workers (%d), got %d", s.Workers, s.MinReady)

@@ -691,6 +691,7 @@ func checkManAccurate(t *testing.T, stage string) {
 		{"[[hooks.NAME]]", reflect.TypeFor[config.HookExec]()},
 		{"[[singleton]]", reflect.TypeFor[config.Singleton]()},
 		{"[[schedule]]", reflect.TypeFor[config.Schedule]()},
+		{"[metrics]", reflect.TypeFor[config.Metrics]()},
 		{"[cluster]", reflect.TypeFor[config.Cluster]()},
 	} {
 		if !strings.Contains(toml5, ".SH "+table.name+"\n") {

@@ -25,8 +25,10 @@
 //
 // forkd uses FORKD_REQUESTS for max_requests recycling and forwards
 // FORKD_REQUEST_STATS as an aggregated D-Bus RequestStats signal: there is
-// never one bus message per request. systemd ignores both fields, so the
-// same binary also runs socket-activated under plain systemd.
+// never one bus message per request. FORKD_REQUEST_SUM_USEC and
+// FORKD_REQUESTS_INFLIGHT (busy or idle) feed forkd's metrics and forkctl
+// status. systemd ignores these fields, so the same binary also runs
+// socket-activated under plain systemd.
 //
 // A complete worker:
 //

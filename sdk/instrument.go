@@ -32,6 +32,7 @@ type Hooks struct {
 func instrument(h http.Handler, hooks Hooks, rec *recorder) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		rec.begin()
 		sw := &statusWriter{ResponseWriter: w}
 		returned := false
 		defer func() {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/sdk/httpdrain"
+	"github.com/forkd/forkd/sdk/reqstats"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 )
@@ -174,7 +175,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	status := "serving on " + strings.Join(addrs, ", ")
 	log.Info("serving", "addrs", strings.Join(addrs, ","))
-	send(log, daemon.SdNotifyReady+"\nSTATUS="+status)
+	// Idle from the start: forkd shows the worker idle, not merely ready,
+	// before its first request.
+	send(log, daemon.SdNotifyReady+"\nSTATUS="+status+"\n"+reqstats.FieldInflight+"=0")
 
 	var heartbeat <-chan time.Time
 	if interval, err := daemon.SdWatchdogEnabled(false); err != nil {

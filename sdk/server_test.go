@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/internal/testkit"
+	"github.com/forkd/forkd/sdk/reqstats"
 )
 
 // deadline bounds every wait.
@@ -242,8 +243,13 @@ func statsOf(t *testing.T, n testkit.Note) (total uint64, period Stats) {
 	if period, err = ParseRequestStats(v); err != nil {
 		t.Fatalf("stats datagram %q: %v", n.Text, err)
 	}
-	if lines := strings.Count(n.Text, "\n") + 1; lines != 2 {
-		t.Errorf("stats datagram %q has %d lines, want 2", n.Text, lines)
+	if lines := strings.Count(n.Text, "\n") + 1; lines != 4 {
+		t.Errorf("stats datagram %q has %d lines, want 4", n.Text, lines)
+	}
+	for _, f := range []string{reqstats.FieldSum, reqstats.FieldInflight} {
+		if _, ok := n.Field(f); !ok {
+			t.Errorf("stats datagram %q has no %s", n.Text, f)
+		}
 	}
 	return total, period
 }

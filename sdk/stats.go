@@ -10,11 +10,13 @@ import (
 	"github.com/forkd/forkd/sdk/reqstats"
 )
 
-// The two fields the SDK adds to sd_notify(3)'s vocabulary (see package
-// reqstats for their format). Server.Run sends both in one datagram on
+// The fields the SDK adds to sd_notify(3)'s vocabulary (see package
+// reqstats for their format). Server.Run sends them in one datagram on
 // NOTIFY_SOCKET, at most once per Server.ReportEvery and only when
-// requests finished since the last report (plus one last report as it
-// returns). systemd ignores fields it does not know, so a worker using the
+// requests finished or the count in progress changed since the last
+// report (plus one last report as it returns), with
+// FORKD_REQUEST_SUM_USEC and FORKD_REQUESTS_INFLIGHT
+// (reqstats.FieldSum, reqstats.FieldInflight). systemd ignores fields it does not know, so a worker using the
 // SDK runs under plain systemd too.
 const (
 	// FieldRequests carries the number of requests the worker finished
@@ -74,32 +76,53 @@ func checkBounds(bounds []time.Duration) error {
 type recorder struct {
 	bounds []time.Duration
 	counts []atomic.Uint64 // len(bounds)+1; reset by take
+	sum    atomic.Uint64   // microseconds the counted requests took; reset by take
 	total  uint64          // requests finished before the last take
+	// inflight is the requests in progress; sentInflight, what the last
+	// report said of it (0 before the first).
+	inflight     atomic.Int64
+	sentInflight int64
 }
 
 func newRecorder(bounds []time.Duration) *recorder {
 	return &recorder{bounds: bounds, counts: make([]atomic.Uint64, len(bounds)+1)}
 }
 
-// observe counts one request that took d.
+// begin counts a request in progress, until observe counts it finished.
+func (r *recorder) begin() { r.inflight.Add(1) }
+
+// observe counts one request that took d and is no longer in progress.
 func (r *recorder) observe(d time.Duration) {
 	i := sort.Search(len(r.bounds), func(i int) bool { return d <= r.bounds[i] })
 	r.counts[i].Add(1)
+	r.sum.Add(uint64(d / time.Microsecond))
+	r.inflight.Add(-1)
 }
 
 // take returns the notify message reporting the requests finished since
-// the previous take (both fields, one per line), or "" if none did.
-// Each request is reported by exactly one take.
+// the previous take (FORKD_REQUESTS, FORKD_REQUEST_STATS and
+// FORKD_REQUEST_SUM_USEC, one per line) and the requests in progress
+// (FORKD_REQUESTS_INFLIGHT), or "" if no request finished and the count in
+// progress is what the previous report said. Each request is reported by
+// exactly one take.
 func (r *recorder) take() string {
 	period := Stats{Bounds: r.bounds, Counts: make([]uint64, len(r.counts))}
 	for i := range r.counts {
 		period.Counts[i] = r.counts[i].Swap(0)
 		period.Requests += period.Counts[i]
 	}
-	if period.Requests == 0 {
+	sum := r.sum.Swap(0)
+	inflight := max(r.inflight.Load(), 0)
+	if period.Requests == 0 && inflight == r.sentInflight {
 		return ""
+	}
+	r.sentInflight = inflight
+	msg := reqstats.FieldInflight + "=" + strconv.FormatInt(inflight, 10)
+	if period.Requests == 0 {
+		return msg
 	}
 	r.total += period.Requests
 	return FieldRequests + "=" + strconv.FormatUint(r.total, 10) + "\n" +
-		FieldRequestStats + "=" + period.String()
+		FieldRequestStats + "=" + period.String() + "\n" +
+		reqstats.FieldSum + "=" + strconv.FormatUint(sum, 10) + "\n" + msg
 }

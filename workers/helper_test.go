@@ -69,6 +69,8 @@ func TestMain(m *testing.M) {
 //	barrier       like serve, each READY=1 and heartbeat followed by an
 //	              sd_notify_barrier(3); exits 7 when one is not read
 //	              within a second
+//	slow          like serve, but speaks HTTP/1.1 and takes 50 ms per
+//	              request, one at a time (serveSlow)
 //
 // In every serving mode USR1 makes the worker exit 42, USR2 stops its
 // heartbeats (it hangs, as far as the pool can tell) and HUP makes it send
@@ -101,10 +103,19 @@ func runWorker(mode string) int {
 				if err != nil {
 					return
 				}
-				c.Write([]byte(line))
+				if mode == "slow" {
+					serveSlow(c, line)
+				} else {
+					c.Write([]byte(line))
+				}
 				c.Close()
 				// As the worker SDK does (batched there, per request here).
-				daemon.SdNotify(false, "FORKD_REQUESTS="+strconv.FormatUint(served.Add(1), 10))
+				msg := "FORKD_REQUESTS=" + strconv.FormatUint(served.Add(1), 10)
+				if mode == "report" {
+					// A whole request report, as the SDK sends it.
+					msg += "\nFORKD_REQUEST_STATS=1;1000;1,0\nFORKD_REQUEST_SUM_USEC=250\nFORKD_REQUESTS_INFLIGHT=0"
+				}
+				daemon.SdNotify(false, msg)
 			}
 		}()
 	}

@@ -178,6 +178,7 @@ func (p *Pool) reload(reply chan error, why string) {
 		// applies, as Gunicorn's HUP does.
 		n = old.target
 	}
+	n = autoscaleClamp(cfg, n)
 	g := p.newGeneration(cfg, n)
 	g.whenDone = append(g.whenDone, reply)
 	p.pending = g
@@ -247,6 +248,9 @@ func (p *Pool) scale(n int, why string) error {
 		return ErrReloading
 	case n < 0 || n > config.MaxWorkers:
 		return fmt.Errorf("%w: %d is not within 0…%d", ErrOutOfRange, n, config.MaxWorkers)
+	}
+	if err := p.autoscaleBounds(n, why); err != nil {
+		return err
 	}
 	g := p.current
 	old := g.target

@@ -92,6 +92,7 @@ func (p *Pool) handleNote(m notify.Note) {
 	if m.Stats != "" && p.opts.RequestStats != nil {
 		p.opts.RequestStats(w.gen.id, w.id, w.pid, m.Stats)
 	}
+	p.reportRequests(w, m)
 	if m.HasRequests {
 		p.countRequests(w, m.Requests)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/notify"
+	"github.com/forkd/forkd/listenq"
 )
 
 // Errors returned by the pool's control methods.
@@ -71,6 +72,11 @@ type Options struct {
 	// worker SDK: aggregated, at most once a second per worker), on the
 	// arbiter's goroutine; it must not block. May be nil.
 	RequestStats func(generation uint64, workerID, pid int, stats string)
+	// Requests receives every message of a worker that speaks of its
+	// requests (FORKD_REQUESTS, FORKD_REQUEST_STATS,
+	// FORKD_REQUEST_SUM_USEC, FORKD_REQUESTS_INFLIGHT), on the arbiter's
+	// goroutine; it must not block. May be nil.
+	Requests func(RequestReport)
 	// Logger receives the pool's log; nil discards.
 	Logger *slog.Logger
 	// Shim is the executable that implements the exec-shim (forkd itself).
@@ -107,6 +113,10 @@ type Options struct {
 	// MinUptime is how long a worker must have served for its exit to
 	// count as a fresh start rather than a failure (backoff). Default 1s.
 	MinUptime time.Duration
+
+	// readQueue reads a listening socket's accept queue; default
+	// listenq.Read.
+	readQueue func(*os.File) (listenq.Queue, error)
 
 	// cpus and runQueue stand in, in tests, for the CPUs the pool may use
 	// (default runtime.GOMAXPROCS(0)) and the machine's run queue (default
@@ -176,6 +186,8 @@ type Pool struct {
 	// them another look (see pace.go).
 	held      []heldSlot
 	paceTimer *time.Timer
+	// auto is the autoscaler's state (see autoscale.go).
+	auto autoscaler
 }
 
 // New returns a pool for opts; Run starts it.
@@ -197,6 +209,9 @@ func New(opts Options) *Pool {
 	}
 	if opts.cpus == 0 {
 		opts.cpus = runtime.GOMAXPROCS(0)
+	}
+	if opts.readQueue == nil {
+		opts.readQueue = listenq.Read
 	}
 	if opts.runQueue == nil {
 		opts.runQueue = loadavgRunQueue
@@ -284,7 +299,9 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	if gate == nil {
 		p.fillSlots(p.current)
+		p.announceEmpty(p.current)
 	}
+	defer p.stopAutoscale()
 	p.observe()
 	p.settle()
 
@@ -314,6 +331,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		case <-gate:
 			gate = nil
 			p.fillSlots(p.current)
+			p.announceEmpty(p.current)
 		case ok := <-p.upgradeAck:
 			p.upgradeAck = nil
 			p.upgradeAcked(ok)

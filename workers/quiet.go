@@ -72,6 +72,7 @@ func (p *Pool) settle() {
 		}
 		p.watches = p.watches[:0]
 	}
+	p.settleAutoscale()
 	if ok := p.mayQuiet(); ok != p.quietOK {
 		p.quietOK = ok
 		if err := p.nc.AllowQuiet(ok); err != nil {

@@ -2,7 +2,6 @@ package workers
 
 import (
 	"context"
-	"sort"
 
 	"github.com/forkd/forkd/internal/actor"
 )
@@ -50,20 +49,11 @@ func (p *Pool) ListWorkers(ctx context.Context) ([]Info, error) {
 	list, err := ask(ctx, p, func(p *Pool) []Info {
 		list := make([]Info, 0, len(p.byPID))
 		for _, w := range p.byPID {
-			list = append(list, Info{ID: w.id, PID: w.pid, Generation: w.gen.id,
-				State: w.phase.String(), Started: w.started})
+			list = append(list, w.info())
 		}
 		return list
 	})
-	sort.Slice(list, func(i, j int) bool {
-		if list[i].Generation != list[j].Generation {
-			return list[i].Generation < list[j].Generation
-		}
-		if list[i].ID != list[j].ID {
-			return list[i].ID < list[j].ID
-		}
-		return list[i].PID < list[j].PID
-	})
+	sortInfo(list)
 	return list, err
 }
 

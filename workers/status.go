@@ -34,6 +34,17 @@ type Info struct {
 	State string
 	// Started is when the worker process was started.
 	Started time.Time
+	// ReadyAt is when the worker became ready (zero: not yet).
+	ReadyAt time.Time
+	// Requests is the worker's latest FORKD_REQUESTS (0 until it reports
+	// one); MaxRequests is the count at which it is recycled (0: never).
+	Requests, MaxRequests uint64
+	// Inflight is the requests the worker last reported in progress
+	// (FORKD_REQUESTS_INFLIGHT): 0 idle, more busy, -1 never reported.
+	Inflight int64
+	// LastBeat is the worker's latest heartbeat or other sign of life the
+	// notify socket timed (Pool.Snapshot only; zero when unknown).
+	LastBeat time.Time
 }
 
 // StatusText is a one-line human summary of s, as sent in sd_notify STATUS=.

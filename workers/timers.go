@@ -18,16 +18,19 @@ const (
 	timerRespawn                     // a slot's backoff ended
 	timerRecycle                     // a worker reached max_lifetime
 	timerPace                        // held slots get another look (pace.go)
+	timerAutoscale                   // the accept queues were sampled (autoscale.go)
+	timerDemand                      // a connection waits, and no worker (autoscale.go)
 )
 
 // timerEvent is a deadline that passed. Worker deadlines carry the worker
 // and the sequence number they were armed with; stale ones are ignored.
 type timerEvent struct {
-	kind timerKind
-	w    *worker
-	seq  uint64
-	gen  uint64 // timerRespawn
-	slot int    // timerRespawn
+	kind  timerKind
+	w     *worker
+	seq   uint64
+	gen   uint64 // timerRespawn
+	slot  int    // timerRespawn
+	queue int    // timerAutoscale: the longest accept queue
 }
 
 // fire hands a timer event to the arbiter; it runs on the timer's own
@@ -62,6 +65,14 @@ func (p *Pool) disarm(w *worker) {
 func (p *Pool) handleTimer(t timerEvent) {
 	if t.kind == timerPace {
 		p.paceTimer = nil // settle, after this event, looks at the held slots
+		return
+	}
+	switch t.kind {
+	case timerAutoscale:
+		p.autoscaleSample(t)
+		return
+	case timerDemand:
+		p.autoscaleDemand()
 		return
 	}
 	if t.kind == timerRespawn {

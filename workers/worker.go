@@ -62,6 +62,9 @@ type worker struct {
 	// requests is the worker's FORKD_REQUESTS; maxRequests (0 = none) is
 	// its recycling threshold, max_requests plus this worker's jitter.
 	requests, maxRequests uint64
+	// inflight is the worker's FORKD_REQUESTS_INFLIGHT, once hasInflight.
+	inflight    uint64
+	hasInflight bool
 	// lifetime fires when the worker has lived max_lifetime (+ jitter).
 	lifetime *time.Timer
 }

@@ -24,4 +24,10 @@ const (
 	// NOTIFY_SOCKET, and while it runs the worker reports how many it has
 	// sent (KindSent) every 250 ms.
 	EnvNotifyRate = "BENCH_NOTIFY_RATE"
+	// EnvSyncMS is a time in milliseconds: the worker serves as a
+	// synchronous worker does, one connection at a time and one request
+	// per connection, each request taking that long; the connections
+	// beyond it wait in the listening socket's accept queue. Unset or 0:
+	// concurrently, at once.
+	EnvSyncMS = "BENCH_SYNC_MS"
 )

@@ -29,7 +29,8 @@ import (
 // ends the process). SIGTERM, or the end of ctx, makes it report "stop",
 // finish in-flight requests (not a hung one) and return nil. It returns an error when it
 // cannot serve. EnvBootDelay, EnvCountRequests and EnvNotifyRate add a boot
-// time, request counting and a notify flood.
+// time, request counting and a notify flood; EnvSyncMS makes it a slow
+// synchronous worker.
 func Run(ctx context.Context) error {
 	started := time.Now()
 	probe := dialProbe(os.Getenv(EnvProbe))
@@ -71,6 +72,12 @@ func Run(ctx context.Context) error {
 	var handler http.Handler = mux
 	if os.Getenv(EnvCountRequests) == "1" {
 		handler = newRequestCounter(mux)
+	}
+	if ms, _ := strconv.Atoi(os.Getenv(EnvSyncMS)); ms > 0 {
+		handler = slowly(handler, time.Duration(ms)*time.Millisecond)
+		for i, l := range listeners {
+			listeners[i] = newSyncListener(l)
+		}
 	}
 	conns := newConnTracker()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ConnState: conns.track}

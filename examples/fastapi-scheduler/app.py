@@ -10,7 +10,13 @@ import os
 
 from fastapi import FastAPI
 
+from forkd_stats import ForkdStats
+
 app = FastAPI()
+# Report requests to forkd (metrics, forkctl status, max_requests), as Go
+# workers using forkd's SDK do. Set FORKD_STATS=0 to leave it out.
+if os.environ.get("FORKD_STATS", "1") != "0":
+    app.add_middleware(ForkdStats)
 
 if os.environ.get("START_SCHEDULER_IN_APP") == "1":
     from apscheduler.schedulers.background import BackgroundScheduler

@@ -32,6 +32,13 @@ type testController struct {
 	reloadErr error
 	reloads   int
 	set       []int
+	listeners []workers.Listener
+}
+
+func (c *testController) Listeners(context.Context) ([]workers.Listener, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.listeners, nil
 }
 
 func (c *testController) Reload(context.Context) error {

@@ -50,11 +50,15 @@ func busDescription(opts options) string {
 	return "D-Bus at " + opts.address
 }
 
-// instance is a forkd instance on the bus.
+// instance is a forkd instance on the bus, or on its peer-to-peer
+// socket.
 type instance struct {
 	name    string // the instance name
 	busName string // its well-known name
 	conn    *dbus.Conn
+	// socket is the path of the peer-to-peer socket conn is connected to;
+	// "" on a bus.
+	socket string
 }
 
 func (in instance) object() dbus.BusObject {

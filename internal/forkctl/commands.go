@@ -16,19 +16,35 @@ import (
 	"github.com/forkd/forkd/config"
 )
 
-// open connects and resolves the instance; the caller closes the
-// connection.
+// open connects and resolves the instance called name (the only one when
+// name is ""); the caller closes the connection. With --socket it connects
+// to that peer-to-peer socket only. Otherwise it tries the bus, and falls
+// back to the instances' peer-to-peer sockets when the bus cannot be
+// reached or has no such instance; when both fail, the error says what
+// each attempt ran into.
 func open(ctx context.Context, opts options, name string) (instance, error) {
+	if opts.socket != "" {
+		return openSocket(ctx, opts.socket, name)
+	}
 	conn, err := connect(ctx, opts)
-	if err != nil {
-		return instance{}, err
-	}
-	in, err := resolve(ctx, conn, opts, name)
-	if err != nil {
+	if err == nil {
+		var in instance
+		if in, err = resolve(ctx, conn, opts, name); err == nil {
+			return in, nil
+		}
 		conn.Close()
-		return instance{}, err
+		if !errors.Is(err, ErrNoInstance) && !errors.Is(err, ErrNotRunning) {
+			return instance{}, err
+		}
 	}
-	return in, nil
+	in, serr := openSocket(ctx, "", name)
+	if serr == nil {
+		return in, nil
+	}
+	if errors.Is(serr, ErrSeveralInstances) {
+		return instance{}, serr
+	}
+	return instance{}, fmt.Errorf("%w;\nand %w", err, serr)
 }
 
 // properties reads every Manager1 property of in.
@@ -39,52 +55,6 @@ func properties(ctx context.Context, in instance) (map[string]dbus.Variant, erro
 		return nil, callError("read the status of", in, err)
 	}
 	return props, nil
-}
-
-func status(ctx context.Context, opts options, name string, stdout io.Writer) error {
-	in, err := open(ctx, opts, name)
-	if err != nil {
-		return err
-	}
-	defer in.conn.Close()
-	props, err := properties(ctx, in)
-	if err != nil {
-		return err
-	}
-	var s struct {
-		State          string
-		Generation     uint64
-		Workers        uint32
-		ReadyWorkers   uint32
-		DroppedSignals uint64
-	}
-	for key, dst := range map[string]any{"State": &s.State, "Generation": &s.Generation,
-		"Workers": &s.Workers, "ReadyWorkers": &s.ReadyWorkers, "DroppedSignals": &s.DroppedSignals} {
-		v, ok := props[key]
-		if !ok {
-			return fmt.Errorf("read the status of %s: no %s property", in.name, key)
-		}
-		if err := v.Store(dst); err != nil {
-			return fmt.Errorf("read the status of %s: property %s: %w", in.name, key, err)
-		}
-	}
-	jobLines, err := jobCounts(ctx, in)
-	if err != nil {
-		return err
-	}
-	w := tabwriter.NewWriter(stdout, 0, 0, 1, ' ', 0)
-	fmt.Fprintf(w, "Instance:\t%s\t(%s)\n", in.name, in.busName)
-	fmt.Fprintf(w, "State:\t%s\n", s.State)
-	fmt.Fprintf(w, "Generation:\t%d\n", s.Generation)
-	fmt.Fprintf(w, "Workers:\t%d/%d ready\n", s.ReadyWorkers, s.Workers)
-	for _, l := range jobLines {
-		fmt.Fprintf(w, "%s:\t%s\n", l[0], l[1])
-	}
-	if c, ok := props["Cluster"].Value().(string); ok && c != "" {
-		fmt.Fprintf(w, "Cluster:\t%s\n", c) // the connection to etcd of an instance with [cluster]
-	}
-	fmt.Fprintf(w, "Dropped signals:\t%d\n", s.DroppedSignals)
-	return w.Flush()
 }
 
 // worker is one ListWorkers entry, (iutst) on the wire.
@@ -157,6 +127,12 @@ func upgrade(ctx context.Context, opts options, name string, stdout io.Writer) e
 		dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, in.busName))
 	err = in.object().CallWithContext(ctx, bus.Interface+".Upgrade", 0).Err
 	var de dbus.Error
+	if err != nil && in.socket != "" && !errors.As(err, &de) && ctx.Err() == nil {
+		// Peer to peer, the master's exec closes the connection before
+		// its reply leaves: the upgrade is under way.
+		_, err = fmt.Fprintf(stdout, "%s: upgrade under way (the master closed the connection as it re-executed)\n", in.name)
+		return err
+	}
 	if errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.NoReply" {
 		wctx, cancel := context.WithTimeout(ctx, upgradeWait)
 		err = waitNewOwner(wctx, in.busName, owners)

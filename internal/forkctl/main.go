@@ -2,7 +2,8 @@
 // forkd's D-Bus interface (io.github.forkd.Manager1, see bus.InterfaceXML) and a config
 // checker.
 //
-//	forkctl status              # state, generation, workers, jobs of the only instance
+//	forkctl status              # the only instance: state, listeners, one line per worker
+//	forkctl status --watch      # the same, redrawn in place every second
 //	forkctl workers myapp       # the live workers of instance "myapp"
 //	forkctl reload              # reload and wait; non-zero exit when it failed
 //	forkctl scale 8 myapp       # set the target worker count
@@ -13,6 +14,10 @@
 //
 // INSTANCE defaults to the only forkd instance on the bus. The system bus
 // is used unless --user (the session bus) or --bus ADDRESS says otherwise.
+// When the bus cannot be reached or has no such instance, forkctl falls
+// back to the peer-to-peer D-Bus sockets that forkd serves the same object
+// on (bus.SocketPatterns); --socket PATH (or $FORKCTL_SOCKET) uses one such
+// socket and no bus.
 // reload returns once the new generation serves (or the reload failed), so
 // `ExecReload=forkctl reload %i` makes systemd wait for the reload where
 // Type=notify-reload is not available (systemd before 253).
@@ -41,12 +46,17 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
-const usage = `Usage: forkctl [--bus ADDRESS | --user] COMMAND [ARGS]
+const usage = `Usage: forkctl [--bus ADDRESS | --user | --socket PATH] COMMAND [ARGS]
 
 Control forkd instances over D-Bus.
 
 Commands:
-  status [INSTANCE]            state, generation, worker and job counts
+  status [INSTANCE] [--json] [--watch]
+                               the instance (state, generation, uptime, reloads),
+                               its listeners' accept queues, one line per worker
+                               (state, age, requests, p50/p99, RSS, CPU, heartbeat);
+                               --json: the status page as JSON; --watch: redraw
+                               every second until interrupted
   workers [INSTANCE]           the live workers
   reload [INSTANCE]            start a new generation and wait until it serves;
                                fails (old generation still serving) when it does not
@@ -62,10 +72,17 @@ Commands:
 
 INSTANCE defaults to the only forkd instance on the bus.
 
+When the bus cannot be reached or has no such instance, forkctl connects to
+the instances' peer-to-peer D-Bus sockets instead (bus.sock in
+/run/forkd/INSTANCE/ or $XDG_RUNTIME_DIR/forkd/INSTANCE/), with the same
+interface.
+
 Options:
   --bus ADDRESS  connect to this D-Bus address (default: the system bus,
                  or $DBUS_SYSTEM_BUS_ADDRESS)
   --user         connect to the session bus
+  --socket PATH  connect to this forkd peer-to-peer socket only, no bus
+                 (default: $FORKCTL_SOCKET)
   -h, --help     show this help
 `
 
@@ -73,6 +90,9 @@ Options:
 type options struct {
 	// address is "" for the system bus, "session" or a D-Bus address.
 	address string
+	// socket is the peer-to-peer socket to use instead of a bus ("" for
+	// a bus, falling back to the sockets forkd serves).
+	socket string
 }
 
 // Main runs forkctl with args (without the program name), writing results
@@ -89,7 +109,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var opts options
+	opts := options{socket: socketFromEnv()}
 flags:
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
 		arg := args[0]
@@ -110,6 +130,16 @@ flags:
 			if opts.address == "" {
 				return usagef("--bus needs an address")
 			}
+		case arg == "--socket":
+			if len(args) == 0 || args[0] == "" {
+				return usagef("--socket needs a path")
+			}
+			opts.socket, args = args[0], args[1:]
+		case strings.HasPrefix(arg, "--socket="):
+			opts.socket = strings.TrimPrefix(arg, "--socket=")
+			if opts.socket == "" {
+				return usagef("--socket needs a path")
+			}
 		case arg == "--":
 			break flags
 		default:
@@ -122,11 +152,19 @@ flags:
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "status":
-		inst, err := optionalInstance(cmd, args)
+		var f statusFlags
+		pos, err := parseArgs(cmd, args, map[string]*bool{"--json": &f.json, "--watch": &f.watch})
 		if err != nil {
 			return err
 		}
-		return status(ctx, opts, inst, stdout)
+		if len(pos) > 1 {
+			return usagef("status takes at most one INSTANCE")
+		}
+		inst := ""
+		if len(pos) == 1 {
+			inst = pos[0]
+		}
+		return showStatus(ctx, opts, inst, f, stdout)
 	case "workers":
 		inst, err := optionalInstance(cmd, args)
 		if err != nil {

@@ -31,6 +31,8 @@ func TestMain_Usage(t *testing.T) {
 		{"frobnicate"},
 		{"--bogus", "status"},
 		{"--bus"},
+		{"--socket"},
+		{"--socket=", "status"},
 		{"scale"},
 		{"scale", "many"},
 		{"scale", "5000"},
@@ -56,7 +58,9 @@ func TestMain_Usage(t *testing.T) {
 
 func TestMain_Status(t *testing.T) {
 	addr := startDaemon(t)
-	ctl := &testController{status: workers.Status{State: "running", Generation: 4, Workers: 3, ReadyWorkers: 2}}
+	ctl := &testController{status: workers.Status{State: "running", Generation: 4, Workers: 3, ReadyWorkers: 2},
+		listeners: []workers.Listener{{Name: "web", Addr: "tcp://127.0.0.1:8000", Queue: 5, Backlog: 2048},
+			{Name: "admin", Addr: "unix:/run/admin.sock", Backlog: 128}}}
 	startBus(t, addr, "web-1", ctl)
 
 	stdout, _, err := forkctl(t, "--bus", addr, "status")
@@ -68,6 +72,8 @@ func TestMain_Status(t *testing.T) {
 		`State:\s+running\n`,
 		`Generation:\s+4\n`,
 		`Workers:\s+2/3 ready\n`,
+		`Listener web:\s+tcp://127\.0\.0\.1:8000, queue 5/2048\n`,
+		`Listener admin:\s+unix:/run/admin\.sock, queue 0/128\n`,
 		`Dropped signals:\s+0\n`,
 	} {
 		if !regexp.MustCompile(want).MatchString(stdout) {

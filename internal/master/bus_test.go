@@ -147,7 +147,8 @@ func (c *busClient) object(instance string) dbus.BusObject {
 	return c.conn.Object(bus.Name(instance), bus.ObjectPath)
 }
 
-// properties reads every Manager1 property of instance.
+// properties reads every Manager1 property of instance but Listeners
+// (whose queues the kernel reports as they are; see listeners).
 func (c *busClient) properties(instance string) map[string]any {
 	c.t.Helper()
 	var all map[string]dbus.Variant
@@ -156,7 +157,23 @@ func (c *busClient) properties(instance string) map[string]any {
 	}
 	out := map[string]any{}
 	for k, v := range all {
-		out[k] = v.Value()
+		if k != "Listeners" {
+			out[k] = v.Value()
+		}
+	}
+	return out
+}
+
+// listeners reads instance's Listeners property.
+func (c *busClient) listeners(instance string) []bus.ListenerEntry {
+	c.t.Helper()
+	v, err := c.object(instance).GetProperty(bus.Interface + ".Listeners")
+	if err != nil {
+		c.t.Fatalf("get Listeners: %v", err)
+	}
+	var out []bus.ListenerEntry
+	if err := v.Store(&out); err != nil {
+		c.t.Fatalf("Listeners: %v", err)
 	}
 	return out
 }
@@ -425,6 +442,10 @@ func TestMaster_Properties(t *testing.T) {
 	want := map[string]any{"Instance": inst, "State": "running", "Generation": uint64(1),
 		"Workers": uint32(2), "ReadyWorkers": uint32(2), "DroppedSignals": uint64(0), "Cluster": ""}
 	waitProperties(t, c, inst, want)
+	ls := c.listeners(inst)
+	if len(ls) != 1 || ls[0].Name != inst || !strings.HasPrefix(ls[0].Address, "tcp://127.0.0.1:") || ls[0].Backlog == 0 {
+		t.Errorf("Listeners = %+v, want the one TCP socket named %s, with its backlog", ls, inst)
+	}
 
 	c.subscribeProperties()
 	f.signal(syscall.SIGTTIN)

@@ -25,6 +25,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/internal/forkctl"
 	"github.com/forkd/forkd/internal/testkit"
 	"github.com/forkd/forkd/sdk"
 )
@@ -51,6 +52,15 @@ func TestMain(m *testing.M) {
 			return 127
 		},
 		"forkd": func([]string) int { return runForkd() },
+		"forkctl": func(args []string) int {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if err := forkctl.Main(ctx, args, os.Stdout, os.Stderr); err != nil {
+				fmt.Fprintln(os.Stderr, "forkctl:", err)
+				return 1
+			}
+			return 0
+		},
 		"job": func(args []string) int {
 			if len(args) != 1 {
 				fmt.Fprintln(os.Stderr, "test job: want a mode, got", args)
@@ -90,6 +100,8 @@ func runForkd() int {
 //	serve  answers every connection with "pid=<pid> gen=<generation>
 //	       id=<worker id>", sends READY=1 and heartbeats, exits 0 on TERM
 //	exit1  exits 1 at once
+//	sdk    a worker using the Go worker SDK (HTTP, request stats)
+//	garbled  as serve, after sending a malformed FORKD_REQUEST_STATS
 func runTestWorker(mode string) int {
 	switch mode {
 	case "exit1":
@@ -107,6 +119,11 @@ func runTestWorker(mode string) int {
 			return 1
 		}
 		return 0
+	}
+	if mode == "garbled" {
+		// A request report no parser accepts, before READY=1: forkd has
+		// read it once the worker counts as ready.
+		_, _ = daemon.SdNotify(false, "FORKD_REQUEST_STATS=3;1000;x,y")
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)

@@ -78,6 +78,7 @@ type options struct {
 	config    string
 	check     bool
 	bus       string
+	socket    string
 	logFormat string
 	logLevel  string
 	version   bool
@@ -114,10 +115,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.version, "version", false, "print forkd's version and exit")
 	fs.StringVar(&o.bus, "bus", "", "D-Bus `address` for hook signals: \"\" = the system bus "+
 		"(DBUS_SYSTEM_BUS_ADDRESS), \"session\", \"none\" to disable, or a D-Bus address")
+	fs.StringVar(&o.socket, "control-socket", "", "`path` of the peer-to-peer D-Bus socket forkctl falls back to: "+
+		"\"\" = bus.sock in the runtime directory ($RUNTIME_DIRECTORY, /run/forkd/NAME or $XDG_RUNTIME_DIR/forkd/NAME), "+
+		"\"none\" to disable")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: auto (text), text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: forkd --config FILE [--check] [--bus ADDRESS] [--log-format auto|text|json] [--log-level LEVEL]\n"+
+		fmt.Fprintf(stderr, "usage: forkd --config FILE [--check] [--bus ADDRESS] [--control-socket PATH] [--log-format auto|text|json] [--log-level LEVEL]\n"+
 			"       forkd --version\n\n")
 		printFlags(stderr, fs)
 	}
@@ -290,21 +294,33 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		}
 	}
 
+	rec, msrv, err := newMetrics(cfg, socks, sinks, adopt != nil, log)
+	if err != nil {
+		return err
+	}
 	status := newReporter(notifier, cfg, sinks.bus, log)
 	sigs.wait() // registered meanwhile; the pool takes them over, and its workers may signal at once
 	reloaded := func(err error) {
 		sinks.reloaded(err)
 		status.reloaded(err)
+		rec.Reloaded(err)
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
 	if cl := newCluster(cfg, log, sinks.bus, status, adopt); cl != nil {
 		once.setCluster(cl)
 	}
+	staged := func(c *config.Config) {
+		sinks.stage(c)
+		if c.Metrics.Bind != cfg.Metrics.Bind {
+			log.Warn("[metrics] bind changed: the endpoint moves at the next restart, not on reload",
+				"bind", cfg.Metrics.Bind.Raw, "new", c.Metrics.Bind.Raw)
+		}
+	}
 	popts := workers.Options{
 		Config:   cfg,
 		Sockets:  socks,
 		Load:     func() (*config.Config, error) { return config.Load(o.config) },
-		Staged:   sinks.stage,
+		Staged:   staged,
 		Signals:  sigs.c,
 		Hooks:    sinks,
 		Observe:  status.observe,
@@ -317,16 +333,22 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		Exe:    o.exe,
 		Adopt:  adopt,
 	}
+	popts.Requests = rec.Requests
 	once.options(&popts)
 	pool := workers.New(popts)
 	once.start(pool, cfg, adopt)
 	sinks.ctl.pool.Store(pool)
+	rec.SetPool(pool)
 
 	// The arbiter runs on this goroutine — the main one, locked to the
 	// process's main thread by cmd/forkd — so that every worker's parent
 	// thread lives as long as the process, across in-place upgrades too.
 	g := newGroup(ctx)
 	g.Go(func(ctx context.Context) error { return status.run(ctx) })
+	g.Go(rec.Run)
+	if msrv != nil {
+		g.Go(msrv.Run)
+	}
 	g.Go(func(ctx context.Context) error {
 		if err := notifier.Watchdog(ctx, pool.Healthy); err != nil {
 			return err

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/jobs"
+	"github.com/forkd/forkd/metrics"
 	"github.com/forkd/forkd/sdk/reqstats"
 	"github.com/forkd/forkd/workers"
 )
@@ -25,6 +27,9 @@ type sinks struct {
 	exec    *hooks.Exec
 	journal *hooks.Journal
 	ctl     *lateController
+	// metrics counts events for the metrics and the status page; set
+	// before the arbiter starts (nil until then).
+	metrics *metrics.Recorder
 
 	// A reload's exec hooks (see stage), used on the arbiter's goroutine
 	// only: cmds are the commands in force; staged says they are a
@@ -38,8 +43,20 @@ type sinks struct {
 func newSinks(o options, cfg *config.Config, log *slog.Logger) (*sinks, error) {
 	s := &sinks{log: hooks.NewLog(log), logger: log, ctl: &lateController{}, cmds: execCommands(cfg)}
 	s.exec = hooks.NewExec(s.cmds, log)
-	if o.bus != "none" {
-		s.bus = bus.New(bus.Options{Instance: cfg.Server.Name, Controller: s.ctl, Logger: log, Address: o.bus})
+	socket := o.socket
+	if socket == "" {
+		p, err := bus.SocketPath(cfg.Server.Name)
+		if err != nil {
+			log.Warn("peer-to-peer D-Bus socket not served", "err", err)
+		}
+		socket = p
+	}
+	if socket == "none" {
+		socket = ""
+	}
+	if o.bus != "none" || socket != "" {
+		s.bus = bus.New(bus.Options{Instance: cfg.Server.Name, Controller: s.ctl, Logger: log,
+			Address: o.bus, Socket: socket})
 	}
 	if hooks.JournalEnabled() {
 		s.journal = hooks.NewJournal(log)
@@ -118,8 +135,12 @@ func (s *sinks) start(g *group) {
 	}
 }
 
-// Emit sends e to every sink; none blocks.
+// Emit sends e to every sink; none blocks. The metrics count it first: a
+// client that saw its D-Bus signal finds it counted.
 func (s *sinks) Emit(e hooks.Event) {
+	if s.metrics != nil {
+		s.metrics.Emit(e)
+	}
 	s.log.Emit(e)
 	if s.bus != nil {
 		s.bus.Emit(e)
@@ -170,13 +191,27 @@ var errNotStarted = errors.New("master: workers not started yet")
 type lateController struct {
 	pool atomic.Pointer[workers.Pool]
 	jobs atomic.Pointer[jobRunner]
+	// metrics serves Details (and counts refused upgrades) once set.
+	metrics atomic.Pointer[metrics.Recorder]
 }
 
 var (
-	_ bus.Controller = (*lateController)(nil)
-	_ bus.Upgrader   = (*lateController)(nil)
-	_ bus.JobRunner  = (*lateController)(nil)
+	_ bus.Controller     = (*lateController)(nil)
+	_ bus.Upgrader       = (*lateController)(nil)
+	_ bus.JobRunner      = (*lateController)(nil)
+	_ bus.ListenerReader = (*lateController)(nil)
+	_ bus.Detailer       = (*lateController)(nil)
 )
+
+// Listeners returns the pool's listening sockets and their accept queues,
+// none before the pool exists.
+func (c *lateController) Listeners(ctx context.Context) ([]workers.Listener, error) {
+	p, err := c.get()
+	if err != nil {
+		return nil, nil
+	}
+	return p.Listeners(ctx)
+}
 
 // jobRunner boxes a bus.JobRunner for an atomic.Pointer.
 type jobRunner struct{ bus.JobRunner }
@@ -253,5 +288,23 @@ func (c *lateController) Upgrade(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return p.Upgrade(ctx)
+	err = p.Upgrade(ctx)
+	if r := c.metrics.Load(); err != nil && r != nil {
+		r.UpgradeRefused()
+	}
+	return err
+}
+
+// Details returns the status page as JSON, once the metrics recorder is
+// set.
+func (c *lateController) Details(ctx context.Context) (json.RawMessage, error) {
+	r := c.metrics.Load()
+	if r == nil {
+		return nil, errNotStarted
+	}
+	page, err := r.Page(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(page)
 }

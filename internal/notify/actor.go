@@ -117,6 +117,15 @@ func (a *actor) handle(cmd command) {
 		a.rearm(time.Now())
 	case cmd.stats != nil:
 		cmd.stats <- a.stats
+	case cmd.beats != nil:
+		if !a.suspended {
+			a.drain()
+		}
+		m := make(map[int]time.Time, len(a.pids))
+		for pid, w := range a.pids {
+			m[pid] = w.last
+		}
+		cmd.beats <- m
 	}
 }
 

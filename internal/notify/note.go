@@ -30,6 +30,16 @@ type Note struct {
 	HasRequests bool
 	// Stats is FORKD_REQUEST_STATS, as sent ("" when absent).
 	Stats string
+	// Inflight is FORKD_REQUESTS_INFLIGHT (requests in progress as the
+	// worker sent the message); HasInflight says whether the message
+	// carried it.
+	Inflight    uint64
+	HasInflight bool
+	// SumUsec is FORKD_REQUEST_SUM_USEC (the total time of the requests
+	// FORKD_REQUEST_STATS counts, in microseconds); HasSum says whether the
+	// message carried it.
+	SumUsec uint64
+	HasSum  bool
 	// Barrier is BARRIER=1: the sender waits, in sd_notify_barrier(3),
 	// until the message is read (the fd it passed is closed on reading).
 	Barrier bool
@@ -38,13 +48,13 @@ type Note struct {
 // HeartbeatOnly reports whether n is WATCHDOG=1 and nothing else.
 func (n *Note) HeartbeatOnly() bool {
 	return n.Watchdog && !n.Ready && !n.Trigger && !n.Stopping && !n.HasStatus && !n.HasRequests && n.Stats == "" &&
-		!n.Barrier
+		!n.Barrier && !n.HasInflight
 }
 
 // chatty reports whether n says something that keeps the socket watched
 // for a while (see QuietAfter): a status, a stop, request counts, a trigger.
 func (n *Note) chatty() bool {
-	return n.HasStatus || n.Stopping || n.HasRequests || n.Stats != "" || n.Trigger
+	return n.HasStatus || n.Stopping || n.HasRequests || n.Stats != "" || n.Trigger || n.HasInflight
 }
 
 // Parse parses newline-separated VAR=VALUE assignments (sd_notify(3)).
@@ -83,6 +93,14 @@ func Parse(b []byte) Note {
 			}
 		case "FORKD_REQUEST_STATS":
 			n.Stats = string(v)
+		case "FORKD_REQUESTS_INFLIGHT":
+			if r, err := strconv.ParseUint(string(v), 10, 64); err == nil {
+				n.Inflight, n.HasInflight = r, true
+			}
+		case "FORKD_REQUEST_SUM_USEC":
+			if r, err := strconv.ParseUint(string(v), 10, 64); err == nil {
+				n.SumUsec, n.HasSum = r, true
+			}
 		case "BARRIER":
 			n.Barrier = n.Barrier || string(v) == "1"
 		}

@@ -181,6 +181,17 @@ func (s *Socket) Stats(ctx context.Context) (Stats, error) {
 	return receive(ctx, s, reply)
 }
 
+// LastBeats returns, for every watched pid, its latest sign of life: its
+// latest heartbeat, or what its Watch gave as Since when that is later.
+// The datagrams queued so far are read first.
+func (s *Socket) LastBeats(ctx context.Context) (map[int]time.Time, error) {
+	reply := make(chan map[int]time.Time, 1)
+	if err := s.send(ctx, command{beats: reply}); err != nil {
+		return nil, err
+	}
+	return receive(ctx, s, reply)
+}
+
 // send queues cmd for Run and wakes it.
 func (s *Socket) send(ctx context.Context, cmd command) error {
 	select {
@@ -317,6 +328,7 @@ type command struct {
 	suspend chan<- Suspended
 	resume  bool
 	stats   chan<- Stats
+	beats   chan<- map[int]time.Time
 }
 
 // Run reads the socket and keeps the heartbeat deadlines until ctx is

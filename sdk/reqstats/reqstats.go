@@ -15,15 +15,20 @@ import (
 	"time"
 )
 
-// The two fields forkd adds to sd_notify(3)'s vocabulary. The worker SDK
-// sends both in one datagram on NOTIFY_SOCKET, at most once per period and
-// only when requests finished since the last report:
+// The fields forkd adds to sd_notify(3)'s vocabulary. A worker sends them
+// in one datagram on NOTIFY_SOCKET, at most once a second and only when
+// something changed since the last report (requests finished, or the count
+// in progress):
 //
 //	FORKD_REQUESTS=1234
 //	FORKD_REQUEST_STATS=17;1000,5000,10000;9,5,2,1
+//	FORKD_REQUEST_SUM_USEC=41230
+//	FORKD_REQUESTS_INFLIGHT=2
 //
-// systemd ignores fields it does not know, so a worker using the SDK runs
-// under plain systemd too.
+// The last two are optional, and FieldInflight may come alone. systemd
+// ignores fields it does not know, so a worker that sends them runs under
+// plain systemd too; so do older forkd versions with the last two. Any
+// language may send them: this is the protocol (README, forkd.toml(5)).
 const (
 	// FieldRequests carries the number of requests the worker finished
 	// since it started, in decimal. forkd recycles the worker once it
@@ -33,6 +38,16 @@ const (
 	// finished since the previous report, as written by Stats.String and
 	// read by Parse. forkd forwards it as a D-Bus RequestStats signal.
 	FieldRequestStats = "FORKD_REQUEST_STATS"
+	// FieldSum carries the total time the requests FieldRequestStats
+	// counts took, in whole microseconds (decimal): the sum of a
+	// Prometheus histogram. Optional: without it forkd's metrics estimate
+	// the sum from the buckets' bounds.
+	FieldSum = "FORKD_REQUEST_SUM_USEC"
+	// FieldInflight carries how many requests the worker has in progress
+	// as it sends the message (decimal): 0 is an idle worker, more a busy
+	// one. Optional; it may come alone, in a message without the other
+	// fields, when only the count in progress changed.
+	FieldInflight = "FORKD_REQUESTS_INFLIGHT"
 )
 
 // ErrMalformed is wrapped by the errors Parse returns.

@@ -1,0 +1,253 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// metricsDoc describes BenchmarkMetrics in docs/BENCHMARKS.md.
+const metricsDoc = `- **metrics** (forkd only). 64 bench workers and a ` + "`[metrics]`" + ` bind; 300
+  scrapes of /metrics, one after another (after 10 unmeasured), then 300 D-Bus
+  ` + "`ListWorkers`" + ` calls on a private dbus-daemon: each call's latency (p50,
+  p99) and the master's CPU time (/proc/PID/stat, utime + stime) over the 300
+  divided by 300. Both ask the arbiter once per call; a scrape also reads
+  /proc/PID/stat of every worker, the accept queues (sock_diag) and the
+  library's process_* and go_* collectors, and encodes about 400 series, off
+  the arbiter's goroutine. Then the FastAPI app of examples/fastapi-scheduler
+  under forkd, one uvicorn worker each, with its ` + "`forkd_stats`" + ` middleware
+  and with ` + "`FORKD_STATS=0`" + `, side by side: 10 rounds of 200 sequential
+  keep-alive GETs to each, interleaved; the difference of the medians. And
+  ` + "`bench/stats_middleware.py`" + `: a trivial ASGI app called directly and
+  through the middleware in-process, 200,000 calls, best of 5: the
+  middleware's own cost per request, below what HTTP timing resolves.
+`
+
+// BenchmarkMetrics is the observability scenario (forkd only). With 64
+// workers: the latency of a Prometheus scrape of forkd's [metrics]
+// endpoint (p50, p99) and the master's CPU time per scrape, against a
+// D-Bus ListWorkers call in the same run. Then the FastAPI app of
+// examples/fastapi-scheduler with one uvicorn worker, with and without
+// its forkd_stats middleware (FORKD_STATS=0), in the same run: the
+// middleware's cost per request over HTTP, and in-process by
+// stats_middleware.py.
+func BenchmarkMetrics(b *testing.B) {
+	s := env(b)
+	const workers = 64
+	const calls = 300
+	d, err := StartBusDaemon()
+	if errors.Is(err, ErrNoBusDaemon) {
+		b.Skip("no dbus-daemon: ListWorkers cannot be compared (apt-get install dbus)")
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = d.Close() })
+	mport, err := FreePort(20000, 32000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := newMaster("forkd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec := s.forkdSpec(workers, 30*time.Second)
+	cfg := spec.TOML(m.Port, m.Probe.Path()) + fmt.Sprintf("\n[metrics]\nbind = \"tcp://127.0.0.1:%d\"\n", mport)
+	if err := m.startForkd(s.forkd, cfg, d.Address, nil, ""); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { closeMaster(b, m) })
+	if _, err := m.WaitReady(workers, 60*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	conn, err := dbus.Connect(d.Address)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	obj := conn.Object("io.github.forkd.bench", "/io/github/forkd")
+	listWorkers := func() error {
+		var list []struct {
+			ID          int32
+			PID         uint32
+			Generation  uint64
+			State       string
+			StartedUsec uint64
+		}
+		if err := obj.Call("io.github.forkd.Manager1.ListWorkers", 0).Store(&list); err != nil {
+			return err
+		}
+		if len(list) != workers {
+			return fmt.Errorf("ListWorkers: %d workers, want %d", len(list), workers)
+		}
+		return nil
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
+	scrape := func() error {
+		resp, err := hc.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("scrape: %s", resp.Status)
+		}
+		return nil
+	}
+	// measure runs call n times and returns its latencies (ms) and the
+	// master's CPU time per call (ms).
+	measure := func(call func() error) (Sample, float64) {
+		for range 10 { // warm up
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cpu0, err := CPUTime(m.PID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat := make([]time.Duration, 0, calls)
+		for range calls {
+			t0 := time.Now()
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		cpu1, err := CPUTime(m.PID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return Durations(lat), ms(cpu1-cpu0) / calls
+	}
+	scrapeLat, scrapeCPU := measure(scrape)
+	listLat, listCPU := measure(listWorkers)
+	b.ReportMetric(scrapeLat.Quantile(0.99), "scrape-p99-ms")
+	b.ReportMetric(scrapeCPU, "scrape-master-cpu-ms")
+	b.ReportMetric(listLat.Quantile(0.99), "listworkers-p99-ms")
+	b.ReportMetric(listCPU, "listworkers-master-cpu-ms")
+	const sc = "metrics, 64 workers"
+	report.Add(row(sc, "scrape latency p50", "ms", Goal{Text: "≤ 10 ms", Limit: 10}, pair{scrapeLat.Median(), math.NaN()}))
+	report.Add(row(sc, "scrape latency p99", "ms", Goal{Text: "≤ 25 ms", Limit: 25}, pair{scrapeLat.Quantile(0.99), math.NaN()}))
+	report.Add(row(sc, "D-Bus ListWorkers latency p99 (same run)", "ms", Goal{Text: "—", Limit: math.Inf(1)},
+		pair{listLat.Quantile(0.99), math.NaN()}))
+	report.Add(row(sc, "master CPU per scrape (whole scrape: /proc of 64 workers, accept queue, encoding)", "ms",
+		Goal{Text: "≤ 5 ms", Limit: 5}, pair{scrapeCPU, math.NaN()}))
+	report.Add(row(sc, "master CPU per D-Bus ListWorkers (same run)", "ms", Goal{Text: "—", Limit: math.Inf(1)},
+		pair{listCPU, math.NaN()}))
+	closeMaster(b, m)
+
+	middlewareOverhead(b, s)
+}
+
+// middlewareOverhead runs the FastAPI example's app with one uvicorn
+// worker under forkd, with its forkd_stats middleware and without
+// (FORKD_STATS=0), and times sequential keep-alive requests to each,
+// interleaved in rounds so that both see the same machine.
+func middlewareOverhead(b *testing.B, s *setup) {
+	root, err := ModuleRoot(".")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ex, err := FindExample(root)
+	if err != nil {
+		b.Logf("skipping the middleware's overhead: %v", err)
+		return
+	}
+	start := func(stats string) (*Master, string) {
+		m, err := StartForkdWith(s.forkd, func(m *Master) string {
+			return fmt.Sprintf(`[server]
+name = "bench-stats-%s"
+workers = 1
+bind = ["tcp://127.0.0.1:%d"]
+timeout = "0s"
+graceful_timeout = "5s"
+
+[worker]
+command = %q
+args = ["-m", "uvicorn", "app:app", "--fd", "3", "--no-access-log"]
+dir = %q
+ready = "started"
+ready_delay = "1s"
+
+[worker.env]
+FORKD_STATS = %q
+`, stats, m.Port, ex.Python, ex.Dir, stats)
+		}, nil, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { closeMaster(b, m) })
+		return m, fmt.Sprintf("http://127.0.0.1:%d/", m.Port)
+	}
+	_, withURL := start("1")
+	_, withoutURL := start("0")
+	c := &http.Client{Timeout: 10 * time.Second}
+	get := func(url string) error {
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	for _, url := range []string{withURL, withoutURL} {
+		deadline := time.Now().Add(30 * time.Second)
+		for get(url) != nil {
+			if time.Now().After(deadline) {
+				b.Fatalf("%s does not answer", url)
+			}
+			<-time.After(100 * time.Millisecond)
+		}
+	}
+	const rounds, perRound = 10, 200
+	var withLat, withoutLat []time.Duration
+	for range rounds {
+		for _, side := range []struct {
+			url string
+			lat *[]time.Duration
+		}{{withURL, &withLat}, {withoutURL, &withoutLat}} {
+			for range perRound {
+				t0 := time.Now()
+				if err := get(side.url); err != nil {
+					b.Fatal(err)
+				}
+				*side.lat = append(*side.lat, time.Since(t0))
+			}
+		}
+	}
+	w, wo := Durations(withLat), Durations(withoutLat)
+	over := (w.Median() - wo.Median()) * 1000
+	b.ReportMetric(over, "middleware-overhead-µs")
+	out, err := exec.Command(ex.Python, "stats_middleware.py", ex.Dir).Output()
+	if err != nil {
+		b.Fatalf("stats_middleware.py: %v", err)
+	}
+	var raw, wrapped float64
+	if _, err := fmt.Sscan(string(out), &raw, &wrapped); err != nil {
+		b.Fatalf("stats_middleware.py printed %q: %v", out, err)
+	}
+	inProcess := (wrapped - raw) / 1000
+	b.ReportMetric(inProcess, "middleware-in-process-µs")
+	const sc = "metrics, FastAPI + uvicorn, 1 worker"
+	report.Add(row(sc, "request latency median, with forkd_stats", "ms", Goal{Text: "—", Limit: math.Inf(1)},
+		pair{w.Median(), math.NaN()}))
+	report.Add(row(sc, "request latency median, without (same app, same run)", "ms", Goal{Text: "—", Limit: math.Inf(1)},
+		pair{wo.Median(), math.NaN()}))
+	report.Add(row(sc, "forkd_stats overhead per request over HTTP (median difference)", "µs", Goal{Text: "≤ 50 µs", Limit: 50},
+		pair{over, math.NaN()}))
+	report.Add(row(sc, "forkd_stats overhead per request in-process (stats_middleware.py, best of 5)", "µs",
+		Goal{Text: "≤ 5 µs", Limit: 5}, pair{inProcess, math.NaN()}))
+}
