@@ -23,8 +23,8 @@ FUZZTIME ?= 60s
 
 # Debian packages the tests need (a private dbus-daemon, systemd-nspawn, ip, curl,
 # wrk for the autoscaling test, tmux for the status page, promtool, the package
-# linters) and the ones the benchmarks need.
-TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db lintian rpmlint cpio python3-uvicorn python3-fastapi python3-apscheduler wrk tmux prometheus
+# linters, etcd) and the ones the benchmarks need.
+TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db lintian rpmlint cpio python3-uvicorn python3-fastapi python3-apscheduler wrk tmux prometheus etcd-server
 BENCH_PACKAGES := gunicorn wrk
 
 # Binaries: name:package. `build` skips those whose package has no sources yet.

@@ -27,7 +27,7 @@ var benchmarks = []string{"BenchmarkStart", "BenchmarkKill", "BenchmarkKillBusy"
 	"BenchmarkMemory", "BenchmarkThousand", "BenchmarkReload", "BenchmarkUpgrade", "BenchmarkRecycle",
 	"BenchmarkBusLatency", "BenchmarkNotifyFlood", "BenchmarkSchedules", "BenchmarkSeed",
 	"BenchmarkReloadKeepAlive", "BenchmarkUpgradeKeepAlive", "BenchmarkExampleKeepAlive",
-	"BenchmarkAutoscale", "BenchmarkOnDemand", "BenchmarkMetrics", "BenchmarkMaxMemory"}
+	"BenchmarkAutoscale", "BenchmarkOnDemand", "BenchmarkMetrics", "BenchmarkMaxMemory", "BenchmarkCluster"}
 
 // TestMain runs the tests and benchmarks and then publishes the report.
 func TestMain(m *testing.M) {
@@ -172,7 +172,7 @@ whether forkd's figure met it.
   (ready = "notify"), the same with ` + "`max_booting`" + ` = the CPUs (one boot
   per CPU, to compare with the default's two), and with 1,024
   ` + "`/bin/sleep infinity`" + ` workers (ready = "started": spawn throughput).
-` + loadDoc + jobsDoc + keepAliveDoc + autoscaleDoc + metricsDoc + memoryDoc + `
+` + loadDoc + jobsDoc + keepAliveDoc + autoscaleDoc + metricsDoc + memoryDoc + clusterDoc + `
 `)
 	fmt.Fprintf(&b, "## Results\n\nRun %s, took %s, on %s.\n\n", started.UTC().Format(time.RFC3339),
 		took.Round(time.Second), machine())

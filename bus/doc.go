@@ -3,7 +3,8 @@
 // the instance exports under its well-known name Name(instance), with its
 // methods (Reload, Upgrade, SetWorkers, ListWorkers, RunNow, ListJobs), its
 // properties (Instance, State, Generation, Workers, ReadyWorkers,
-// DroppedSignals) and one signal per hook, plus RequestStats. InterfaceXML is the shipped
+// DroppedSignals, Cluster) and one signal per hook, plus RequestStats and
+// the cluster's LeadershipAcquired and LeadershipLost. InterfaceXML is the shipped
 // introspection XML, io.github.forkd.Manager1.xml, installed as
 // /usr/share/dbus-1/interfaces/io.github.forkd.Manager1.xml.
 //

@@ -106,7 +106,7 @@ func TestService_ListJobs(t *testing.T) {
 		{Name: "cleanup", Kind: jobs.KindSchedule, State: "running", PID: 4321, Timing: "every 5m0s",
 			LastStart: started, LastResult: jobs.ResultTimeout, NextDue: started.Add(5 * time.Minute), Starts: 7},
 		{Name: "scheduler", Kind: jobs.KindSingleton, State: "running", PID: 1234, LastStart: started,
-			LastResult: "crashed", Starts: 2},
+			LastResult: "crashed", Starts: 2, Scope: "cluster", Holder: "host1/shop"},
 	}}
 	plain := newBusTestController() // not a JobRunner: no jobs
 	b := New(Options{Instance: "jobs", Address: d.Address, Controller: ctl})
@@ -122,9 +122,9 @@ func TestService_ListJobs(t *testing.T) {
 	}
 	us := func(t time.Time) uint64 { return uint64(t.UnixMicro()) }
 	want := []JobEntry{
-		{"scheduler", "singleton", "running", 1234, "", us(started), "crashed", 0, 2},
-		{"cleanup", "schedule", "running", 4321, "every 5m0s", us(started), "timeout", us(started.Add(5 * time.Minute)), 7},
-		{"report", "schedule", "idle", 0, "0 3 * * * Europe/Seoul", 0, "", us(started.Add(time.Hour)), 0},
+		{"scheduler", "singleton", "running", 1234, "", us(started), "crashed", 0, 2, "cluster", "host1/shop"},
+		{"cleanup", "schedule", "running", 4321, "every 5m0s", us(started), "timeout", us(started.Add(5 * time.Minute)), 7, "", ""},
+		{"report", "schedule", "idle", 0, "0 3 * * * Europe/Seoul", 0, "", us(started.Add(time.Hour)), 0, "", ""},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ListJobs = %+v\nwant %+v", got, want)

@@ -48,7 +48,7 @@ type WorkerUsage struct {
 	CPUUsec     uint64
 }
 
-// JobEntry is one ListJobs entry as it is on the wire, (sssuststt): a
+// JobEntry is one ListJobs entry as it is on the wire, (sssuststtss): a
 // client decodes ListJobs into a []JobEntry. Times are microseconds since
 // the Unix epoch, 0 for none.
 type JobEntry struct {
@@ -61,6 +61,11 @@ type JobEntry struct {
 	LastResult    string
 	NextDueUsec   uint64
 	Starts        uint64
+	// Scope is "instance" or "cluster".
+	Scope string
+	// Holder is the member that holds a cluster job ("" for an instance
+	// job, or when none does or it is not known).
+	Holder string
 }
 
 // ListenerEntry is one Listeners entry as it is on the wire, (ssuu): the
@@ -252,7 +257,8 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 			for _, j := range list {
 				out = append(out, JobEntry{Name: j.Name, Kind: j.Kind, State: j.State, PID: toUint32(j.PID),
 					Timing: j.Timing, LastStartUsec: unixMicro(j.LastStart), LastResult: j.LastResult,
-					NextDueUsec: unixMicro(j.NextDue), Starts: uint64(max(j.Starts, 0))})
+					NextDueUsec: unixMicro(j.NextDue), Starts: uint64(max(j.Starts, 0)), Scope: j.Scope,
+					Holder: j.Holder})
 			}
 			return out, nil
 		},

@@ -333,7 +333,7 @@ func (b *Service) serve(ctx context.Context, conn *dbus.Conn, published map[stri
 				err, lost = b.send(c, <-b.queue), 1
 			}
 			if err == nil {
-				err, lost = publish("State", "Generation", "Workers", "ReadyWorkers"), 0
+				err, lost = publish("State", "Generation", "Workers", "ReadyWorkers", "Cluster"), 0
 			}
 		case <-b.droppedMore:
 			if droppedTimer != nil {

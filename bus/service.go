@@ -92,6 +92,9 @@ type Service struct {
 	requestEvery time.Duration
 	lastRequest  atomic.Int64
 
+	// cluster is the latest UpdateCluster ("" when there is no cluster).
+	cluster atomic.Pointer[string]
+
 	// status is the latest UpdateStatus (nil: none yet), read by the
 	// method calls, the properties and Run.
 	status atomic.Pointer[workers.Status]
@@ -312,6 +315,10 @@ func (b *Service) properties(ctx context.Context) (map[string]dbus.Variant, erro
 	props := map[string]dbus.Variant{
 		"Instance":       dbus.MakeVariant(b.instance),
 		"DroppedSignals": dbus.MakeVariant(b.Dropped()),
+		"Cluster":        dbus.MakeVariant(""),
+	}
+	if c := b.cluster.Load(); c != nil {
+		props["Cluster"] = dbus.MakeVariant(*c)
 	}
 	s, err := b.currentStatus(ctx)
 	if err != nil {

@@ -97,6 +97,12 @@ func TestService_InterfaceXML(t *testing.T) {
 			t.Errorf("signal %s: Emit's body has signature %s, XML says %v", h.Signal(), sig, sigTypes(s.Args))
 		}
 	}
+	for name, want := range map[string]string{"LeadershipAcquired": "st", "LeadershipLost": "ss"} {
+		if got := strings.Join(sigTypes(signals[name].Args), ""); got != want {
+			t.Errorf("%s signature %q, want %s", name, got, want)
+		}
+		delete(signals, name)
+	}
 	rs, ok := signals["RequestStats"]
 	delete(signals, "RequestStats")
 	if !ok {
@@ -113,7 +119,7 @@ func TestService_InterfaceXML(t *testing.T) {
 		props[p.Name] = p.Type
 	}
 	wantProps := map[string]string{"Instance": "s", "State": "s", "Generation": "t", "Workers": "u", "ReadyWorkers": "u", "DroppedSignals": "t",
-		"Listeners": "a(ssuu)"}
+		"Listeners": "a(ssuu)", "Cluster": "s"}
 	if !reflect.DeepEqual(props, wantProps) {
 		t.Errorf("XML properties %v, want %v", props, wantProps)
 	}
@@ -126,7 +132,7 @@ func TestService_InterfaceXML(t *testing.T) {
 		methods[m.Name] = args
 	}
 	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"},
-		"ListWorkerUsage": {"out a(iutsttt)"}, "RunNow": {"in s"}, "ListJobs": {"out a(sssuststt)"}, "Details": {"out s"}}
+		"ListWorkerUsage": {"out a(iutsttt)"}, "RunNow": {"in s"}, "ListJobs": {"out a(sssuststtss)"}, "Details": {"out s"}}
 	if !reflect.DeepEqual(methods, wantMethods) {
 		t.Errorf("XML methods %v, want %v", methods, wantMethods)
 	}
@@ -136,8 +142,8 @@ func TestService_InterfaceXML(t *testing.T) {
 	if sig := dbus.SignatureOf([]WorkerUsage{}).String(); sig != "a(iutsttt)" {
 		t.Errorf("ListWorkerUsage returns %s, XML says a(iutsttt)", sig)
 	}
-	if sig := dbus.SignatureOf([]JobEntry{}).String(); sig != "a(sssuststt)" {
-		t.Errorf("ListJobs returns %s, XML says a(sssuststt)", sig)
+	if sig := dbus.SignatureOf([]JobEntry{}).String(); sig != "a(sssuststtss)" {
+		t.Errorf("ListJobs returns %s, XML says a(sssuststtss)", sig)
 	}
 }
 
@@ -384,7 +390,7 @@ func TestService_Properties(t *testing.T) {
 	}
 	delete(all, "Listeners")
 	want := map[string]any{"Instance": "props", "State": "starting", "Generation": uint64(1),
-		"Workers": uint32(3), "ReadyWorkers": uint32(0), "DroppedSignals": uint64(3)}
+		"Workers": uint32(3), "ReadyWorkers": uint32(0), "DroppedSignals": uint64(3), "Cluster": ""}
 	if got := variantValues(all); !reflect.DeepEqual(got, want) {
 		t.Errorf("GetAll = %v, want %v", got, want)
 	}

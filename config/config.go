@@ -36,6 +36,9 @@ type Config struct {
 	// cgroupKeys are where the file sets limits that need a cgroup
 	// (see RefuseLimits).
 	cgroupKeys []*Error
+	// Cluster is the [cluster] table: the etcd through which jobs with
+	// scope = "cluster" run once across instances. Optional.
+	Cluster Cluster `toml:"cluster"`
 }
 
 // Server holds the master's settings; names follow Gunicorn's where the
@@ -182,6 +185,11 @@ type Singleton struct {
 	Sockets bool `toml:"sockets"`
 	// Limits are its cgroup settings (memory_max, …).
 	Limits
+
+	// Scope is ScopeInstance (one process per instance, the default) or
+	// ScopeCluster (one across the instances of cluster.name, each run
+	// with FORKD_FENCING_TOKEN).
+	Scope Scope `toml:"scope"`
 }
 
 // Schedule is one [[schedule]] table: a program run once per period per
@@ -219,6 +227,11 @@ type Schedule struct {
 	// start (jobs.Missed), as systemd's Persistent=; it needs
 	// server.state_dir. Default false.
 	Persistent bool `toml:"persistent"`
+	// Scope is ScopeInstance (each period runs once per instance, the
+	// default) or ScopeCluster (once across the instances of
+	// cluster.name, claimed in etcd; Persistent then keeps the last run
+	// in etcd and needs no state_dir).
+	Scope Scope `toml:"scope"`
 }
 
 // Timing returns when the schedule's runs are due: its CronTiming, or for

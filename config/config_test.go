@@ -128,6 +128,13 @@ func TestLoad_invalid(t *testing.T) {
 		{"singleton_ready_delay_notify", wantErr{8, 15, "singleton[0].ready_delay", `applies only with ready = "started"`}},
 		{"job_bad_name", wantErr{5, 8, "schedule[0].name", `must be 1 to 64 characters of a-z 0-9 _ -, got "Clean Up"`}},
 		{"job_duplicate_name", wantErr{9, 8, "schedule[0].name", `"cleanup" is already the name of singleton[0]`}},
+		{"cluster_no_endpoints", wantErr{7, 9, "singleton[0].scope", `scope = "cluster" needs etcd: set [cluster] endpoints`}},
+		{"cluster_bad_scope", wantErr{8, 9, "schedule[0].scope", `must be "instance" or "cluster", got "global"`}},
+		{"cluster_bad_endpoint", wantErr{5, 39, "cluster.endpoints[1]", `invalid etcd endpoint "127.0.0.1:2379"`}},
+		{"cluster_bad_ca", wantErr{6, 6, "cluster.ca", "/nonexistent/etcd-ca.pem: no such file or directory"}},
+		{"cluster_cert_no_key", wantErr{6, 8, "cluster.cert", "needs cluster.key"}},
+		{"cluster_lease_short", wantErr{6, 13, "cluster.lease_ttl", "must be at least 2s (etcd's shortest lease), got 1s"}},
+		{"cluster_margin_too_long", wantErr{7, 15, "cluster.stop_margin", "must be less than lease_ttl (4s), got 4s"}},
 		{"syntax_error", wantErr{3, 15, "", "syntax error: basic strings cannot have new lines"}},
 		{"syntax_error_header", wantErr{1, 8, "", "syntax error: expected ']' to close table name"}},
 	}

@@ -49,7 +49,7 @@ func (d *document) validateJobs(c *Config) {
 	for i := range c.Singletons {
 		s, base := &c.Singletons[i], keyIndex("singleton", i)
 		checkName(base, s.Name)
-		s.Path = d.validateProgram(base, program{s.Command, s.Args, s.Env, s.Dir}, "a singleton", WorkerVars)
+		s.Path = d.validateProgram(base, program{s.Command, s.Args, s.Env, s.Dir}, "a singleton", WorkerVars, clusterVars)
 		if !s.Ready.Valid() {
 			d.fail(base+".ready", "must be %q or %q, got %q", ReadyStarted, ReadyNotify, s.Ready)
 		} else if s.Ready == ReadyNotify && s.ReadyDelay.Duration > 0 && !d.isBad(base+".ready") {
@@ -65,14 +65,14 @@ func (d *document) validateJobs(c *Config) {
 		s, base := &c.Schedules[i], keyIndex("schedule", i)
 		checkName(base, s.Name)
 		d.validateTiming(base, s)
-		s.Path = d.validateProgram(base, program{s.Command, s.Args, s.Env, s.Dir}, "every run", WorkerVars, jobs.Vars())
+		s.Path = d.validateProgram(base, program{s.Command, s.Args, s.Env, s.Dir}, "every run", WorkerVars, jobs.Vars(), clusterVars)
 		if s.Jitter.Duration > 0 && s.Every.Duration > 0 && s.Jitter.Duration >= s.Every.Duration {
 			d.fail(base+".jitter", "must be less than every (%v), or a run could start after the next one is due", s.Every)
 		}
 		if !s.Overlap.Valid() {
 			d.fail(base+".overlap", "must be %q, %q or %q, got %q", jobs.OverlapSkip, jobs.OverlapQueue, jobs.OverlapReplace, s.Overlap)
 		}
-		if s.Persistent && c.Server.StateDir == "" {
+		if s.Persistent && c.Server.StateDir == "" && s.Scope != ScopeCluster {
 			d.fail(base+".persistent", "needs a directory for the last-run times: set server.state_dir (under systemd, StateDirectory= sets it)")
 		}
 	}

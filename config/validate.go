@@ -54,6 +54,7 @@ func (d *document) validate(c *Config) {
 	d.validateJobs(c)
 	d.validateMetrics(c)
 	c.cgroupKeys = d.cgroupKeys
+	d.validateCluster(c)
 }
 
 func (d *document) validateServer(s *Server) {

@@ -35,7 +35,8 @@ type Info struct {
 	Kind string
 	// State is where the job is: a singleton is "waiting" (to start with
 	// the workers), "starting", "running", "backoff" (restarting after a
-	// failure) or "stopping"; a schedule is "idle", "running" or "queued"
+	// failure), "stopping" or, for a cluster singleton this forkd does not
+	// hold, "campaigning"; a schedule is "idle", "running" or "queued"
 	// (a run waits for the one running).
 	State string
 	// PID is the singleton's process, or the schedule's running run (0:
@@ -56,4 +57,10 @@ type Info struct {
 	// Starts counts the singleton's processes or the schedule's runs
 	// started since forkd started (an upgrade keeps counting).
 	Starts int
+	// Scope is "instance" or "cluster" (config.Scope).
+	Scope string
+	// Holder is, for a cluster job, the forkd that holds the singleton or
+	// claimed the schedule's last period (its cluster member name, e.g.
+	// "host1/shop"); "" when none does or it is not known.
+	Holder string
 }

@@ -15,6 +15,10 @@ const (
 	EnvRunID = "FORKD_RUN_ID"
 	// EnvScheduledAt carries the due time the run is for, in RFC 3339.
 	EnvScheduledAt = "FORKD_SCHEDULED_AT"
+	// EnvFencingToken carries a cluster job's fencing token: a number
+	// that only grows from one holder (or claimed period) to the next
+	// (see package cluster).
+	EnvFencingToken = "FORKD_FENCING_TOKEN"
 )
 
 // Vars are the variables a run gets from forkd with what they carry;

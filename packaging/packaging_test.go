@@ -739,6 +739,7 @@ func checkManAccurate(t *testing.T, stage string) {
 		{"[[schedule]]", reflect.TypeFor[config.Schedule]()},
 		{"[metrics]", reflect.TypeFor[config.Metrics]()},
 		{"[server.autoscale]", reflect.TypeFor[config.Autoscale]()},
+		{"[cluster]", reflect.TypeFor[config.Cluster]()},
 	} {
 		if !strings.Contains(toml5, ".SH "+table.name+"\n") {
 			t.Errorf("forkd.toml(5) has no %s section", table.name)

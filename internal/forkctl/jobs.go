@@ -41,6 +41,12 @@ type jobJSON struct {
 	NextDue *time.Time `json:"next_due"`
 	// Starts counts the processes or runs started since forkd started.
 	Starts uint64 `json:"starts"`
+	// Scope is "instance" or "cluster".
+	Scope string `json:"scope"`
+	// Holder is, for a cluster job, the forkd that holds the singleton or
+	// claimed the schedule's last period ("host/instance"; "" if none or
+	// unknown).
+	Holder string `json:"holder"`
 }
 
 // usecTime returns the time usec microseconds after the Unix epoch, or
@@ -77,23 +83,35 @@ func listJobs(ctx context.Context, opts options, name string, asJSON bool, stdou
 		for _, j := range list {
 			out = append(out, jobJSON{Name: j.Name, Kind: j.Kind, State: j.State, PID: j.PID, Timing: j.Timing,
 				LastStart: usecTime(j.LastStartUsec), LastResult: j.LastResult,
-				NextDue: usecTime(j.NextDueUsec), Starts: j.Starts})
+				NextDue: usecTime(j.NextDueUsec), Starts: j.Starts, Scope: j.Scope, Holder: j.Holder})
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tKIND\tSTATE\tPID\tTIMING\tLAST-START\tLAST-RESULT\tNEXT-DUE\tSTARTS")
+	fmt.Fprintln(w, "NAME\tKIND\tSTATE\tPID\tTIMING\tLAST-START\tLAST-RESULT\tNEXT-DUE\tSTARTS\tHOLDER")
 	for _, j := range list {
 		pid := "-"
 		if j.PID != 0 {
 			pid = strconv.FormatUint(uint64(j.PID), 10)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", j.Name, j.Kind, j.State, pid, orDash(j.Timing),
-			formatUsec(j.LastStartUsec), orDash(j.LastResult), formatUsec(j.NextDueUsec), j.Starts)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", j.Name, j.Kind, j.State, pid, orDash(j.Timing),
+			formatUsec(j.LastStartUsec), orDash(j.LastResult), formatUsec(j.NextDueUsec), j.Starts, holderText(j))
 	}
 	return w.Flush()
+}
+
+// holderText is the HOLDER column: "-" for an instance job, "?" for a
+// cluster job whose holder is not known (none, or etcd unreachable).
+func holderText(j job) string {
+	switch {
+	case j.Scope != "cluster":
+		return "-"
+	case j.Holder == "":
+		return "?"
+	}
+	return j.Holder
 }
 
 // formatUsec formats a time in microseconds since the epoch as a local

@@ -56,9 +56,11 @@ func (c *testJobs) ListJobs(context.Context) ([]jobs.Info, error) {
 // testJobList is a singleton and two schedules, one of them running.
 func testJobList(now time.Time) []jobs.Info {
 	return []jobs.Info{
-		{Name: "scheduler", Kind: jobs.KindSingleton, State: "running", PID: 1234, LastStart: now.Add(-time.Hour), Starts: 1},
+		{Name: "scheduler", Kind: jobs.KindSingleton, State: "running", PID: 1234, LastStart: now.Add(-time.Hour), Starts: 1,
+			Scope: "cluster", Holder: "host1/web"},
 		{Name: "cleanup", Kind: jobs.KindSchedule, State: "idle", Timing: "every 5m0s",
-			LastStart: now.Add(-time.Minute), LastResult: jobs.ResultOK, NextDue: now.Add(4 * time.Minute), Starts: 12},
+			LastStart: now.Add(-time.Minute), LastResult: jobs.ResultOK, NextDue: now.Add(4 * time.Minute), Starts: 12,
+			Scope: "cluster"},
 		{Name: "report", Kind: jobs.KindSchedule, State: "running", PID: 4321, Timing: "0 3 * * * Europe/Seoul",
 			LastStart: now.Add(-time.Second), LastResult: jobs.ResultTimeout, NextDue: now.Add(20 * time.Hour), Starts: 3},
 	}
@@ -78,15 +80,15 @@ func TestMain_Jobs(t *testing.T) {
 	if len(lines) != 4 {
 		t.Fatalf("jobs printed %d lines, want a header and 3 jobs:\n%s", len(lines), stdout)
 	}
-	if f := strings.Join(strings.Fields(lines[0]), " "); f != "NAME KIND STATE PID TIMING LAST-START LAST-RESULT NEXT-DUE STARTS" {
+	if f := strings.Join(strings.Fields(lines[0]), " "); f != "NAME KIND STATE PID TIMING LAST-START LAST-RESULT NEXT-DUE STARTS HOLDER" {
 		t.Errorf("header %q", lines[0])
 	}
 	at := func(d time.Duration) string { return regexp.QuoteMeta(now.Add(d).Format(time.DateTime)) }
 	// Singletons first, then schedules, by name.
 	for i, re := range []string{
-		`^scheduler\s+singleton\s+running\s+1234\s+-\s+` + at(-time.Hour) + `\s+-\s+-\s+1$`,
-		`^cleanup\s+schedule\s+idle\s+-\s+every 5m0s\s+` + at(-time.Minute) + `\s+ok\s+` + at(4*time.Minute) + `\s+12$`,
-		`^report\s+schedule\s+running\s+4321\s+0 3 \* \* \* Europe/Seoul\s+` + at(-time.Second) + `\s+timeout\s+` + at(20*time.Hour) + `\s+3$`,
+		`^scheduler\s+singleton\s+running\s+1234\s+-\s+` + at(-time.Hour) + `\s+-\s+-\s+1\s+host1/web$`,
+		`^cleanup\s+schedule\s+idle\s+-\s+every 5m0s\s+` + at(-time.Minute) + `\s+ok\s+` + at(4*time.Minute) + `\s+12\s+\?$`,
+		`^report\s+schedule\s+running\s+4321\s+0 3 \* \* \* Europe/Seoul\s+` + at(-time.Second) + `\s+timeout\s+` + at(20*time.Hour) + `\s+3\s+-$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(lines[i+1]) {
 			t.Errorf("line %d %q, want it to match %s", i+1, lines[i+1], re)
@@ -106,7 +108,7 @@ func TestMain_Jobs(t *testing.T) {
 	}
 	s := got[0]
 	if s["name"] != "scheduler" || s["kind"] != "singleton" || s["pid"] != 1234.0 || s["next_due"] != nil ||
-		s["timing"] != "" || s["starts"] != 1.0 {
+		s["timing"] != "" || s["starts"] != 1.0 || s["scope"] != "cluster" || s["holder"] != "host1/web" {
 		t.Errorf("jobs --json singleton %v", s)
 	}
 	c := got[1]
@@ -114,7 +116,8 @@ func TestMain_Jobs(t *testing.T) {
 	if c["name"] != "cleanup" || c["last_result"] != "ok" || err != nil || !last.Equal(now.Add(-time.Minute)) {
 		t.Errorf("jobs --json cleanup %v (last_start: %v)", c, err)
 	}
-	keys := []string{"name", "kind", "state", "pid", "timing", "last_start", "last_result", "next_due", "starts"}
+	keys := []string{"name", "kind", "state", "pid", "timing", "last_start", "last_result", "next_due", "starts", "scope",
+		"holder"}
 	for _, k := range keys {
 		if _, ok := c[k]; !ok {
 			t.Errorf("jobs --json lacks %s: %v", k, c)
@@ -226,6 +229,42 @@ func TestMain_MonitorJobSignals(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("monitor printed nothing")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("monitor: %v", err)
+	}
+}
+
+// TestMain_MonitorLeadership: forkctl monitor prints the cluster's
+// LeadershipAcquired and LeadershipLost with their arguments' names, and
+// the instance that sent them.
+func TestMain_MonitorLeadership(t *testing.T) {
+	addr := startDaemon(t)
+	b := startBus(t, addr, "web", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout := &lineWriter{lines: make(chan string, 64)}
+	stderr := &lineWriter{lines: make(chan string, 64)}
+	done := make(chan error, 1)
+	go func() { done <- Main(ctx, []string{"--bus", addr, "monitor"}, stdout, stderr) }()
+	select {
+	case <-stderr.lines:
+	case <-time.After(testTimeout):
+		t.Fatal("monitor did not subscribe in time")
+	}
+	b.EmitLeadershipAcquired("scheduler", 42)
+	b.EmitLeadershipLost("scheduler", "lease not renewed")
+	for _, want := range []string{` web LeadershipAcquired name="scheduler" token=42`,
+		` web LeadershipLost name="scheduler" reason="lease not renewed"`} {
+		select {
+		case line := <-stdout.lines:
+			if !strings.HasSuffix(line, want) {
+				t.Errorf("monitor printed %q, want it to end with %q", line, want)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("monitor printed nothing for %q", want)
+		}
 	}
 	cancel()
 	if err := <-done; err != nil {

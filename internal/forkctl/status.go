@@ -180,6 +180,9 @@ func statusText(ctx context.Context, in instance, asJSON bool, now time.Time) (s
 	for _, l := range jobLines {
 		fmt.Fprintf(w, "%s:\t%s\n", l[0], l[1])
 	}
+	if c, ok := props["Cluster"].Value().(string); ok && c != "" {
+		fmt.Fprintf(w, "Cluster:\t%s\n", c) // the connection to etcd of an instance with [cluster]
+	}
 	fmt.Fprintf(w, "Dropped signals:\t%d\n", s.DroppedSignals)
 	if err := w.Flush(); err != nil {
 		return "", err

@@ -440,7 +440,7 @@ func TestMaster_Properties(t *testing.T) {
 
 	// WhenReady is emitted before the status reaches the bus: wait for it.
 	want := map[string]any{"Instance": inst, "State": "running", "Generation": uint64(1),
-		"Workers": uint32(2), "ReadyWorkers": uint32(2), "DroppedSignals": uint64(0)}
+		"Workers": uint32(2), "ReadyWorkers": uint32(2), "DroppedSignals": uint64(0), "Cluster": ""}
 	waitProperties(t, c, inst, want)
 	ls := c.listeners(inst)
 	if len(ls) != 1 || ls[0].Name != inst || !strings.HasPrefix(ls[0].Address, "tcp://127.0.0.1:") || ls[0].Backlog == 0 {

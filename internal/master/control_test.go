@@ -115,7 +115,7 @@ func startOnBus(t *testing.T, inst string, workers int) (*testkit.Bus, *busClien
 	c.collect("WhenReady", testTimeout, is("WhenReady", nil))
 	c.waitOwned(bus.Name(inst), testTimeout)
 	waitProperties(t, c, inst, map[string]any{"Instance": inst, "State": "running", "Generation": uint64(1),
-		"Workers": uint32(workers), "ReadyWorkers": uint32(workers), "DroppedSignals": uint64(0)})
+		"Workers": uint32(workers), "ReadyWorkers": uint32(workers), "DroppedSignals": uint64(0), "Cluster": ""})
 	return d, c, f
 }
 
@@ -253,7 +253,7 @@ func TestMaster_ReloadCrashingGeneration(t *testing.T) {
 		t.Fatalf("after the failed reload, workers %v; want the old ones %v", rows, gen1)
 	}
 	waitProperties(t, c, inst, map[string]any{"Instance": inst, "State": "running", "Generation": uint64(1),
-		"Workers": uint32(2), "ReadyWorkers": uint32(2), "DroppedSignals": uint64(0)})
+		"Workers": uint32(2), "ReadyWorkers": uint32(2), "DroppedSignals": uint64(0), "Cluster": ""})
 	f.askAll(gen1)
 	f.checkOnly(20, gen1)
 }
@@ -315,7 +315,7 @@ func TestMaster_BusLoss(t *testing.T) {
 	props := c2.properties(inst)
 	delete(props, "DroppedSignals") // a signal being sent as the bus died counts
 	if want := map[string]any{"Instance": inst, "State": "running", "Generation": uint64(1),
-		"Workers": uint32(2), "ReadyWorkers": uint32(2)}; !reflect.DeepEqual(props, want) {
+		"Workers": uint32(2), "ReadyWorkers": uint32(2), "Cluster": ""}; !reflect.DeepEqual(props, want) {
 		t.Errorf("properties on the new bus %v, want %v", props, want)
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"reflect"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/cgroup"
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/jobs/supervisor"
@@ -35,13 +38,71 @@ type runOnce struct {
 	staged *config.Config
 	done   chan error
 	cancel context.CancelFunc
+	// cluster is the instance's etcd membership (nil without [cluster]
+	// endpoints at start); it runs from before the supervisor until after
+	// it: clusterDone gets its Run's result, clusterCancel stops it.
+	cluster       *cluster.Cluster
+	clusterDone   chan error
+	clusterCancel context.CancelFunc
+	// clusterCfg is the [cluster] table forkd started with: a reload that
+	// changes it is told to take a restart.
+	clusterCfg config.Cluster
+	log        *slog.Logger
+}
+
+// newCluster makes the etcd membership of cfg when it has [cluster]
+// endpoints (nil otherwise, or when it cannot be made: then cluster jobs
+// do not run, and the log says why). Its state goes to STATUS= and the
+// D-Bus Cluster property, its leaderships to the D-Bus signals.
+func newCluster(cfg *config.Config, log *slog.Logger, svc *bus.Service, status *reporter,
+	adopt *workers.Handover) *cluster.Cluster {
+	if !cfg.Cluster.Enabled() {
+		return nil
+	}
+	var lease int64
+	if adopt != nil {
+		lease = supervisor.AdoptedLease(adopt.Jobs)
+	}
+	cl, err := cluster.New(cluster.Options{
+		Config: cfg,
+		Lease:  lease,
+		Logger: log,
+		OnStatus: func(s cluster.Status) {
+			status.clusterStatus(s.State == cluster.StateConnected, s.String())
+			if svc != nil {
+				svc.UpdateCluster(s.String())
+			}
+		},
+		OnLeadership: func(ev cluster.Event) {
+			if svc == nil {
+				return
+			}
+			if ev.Acquired {
+				svc.EmitLeadershipAcquired(ev.Job, uint64(max(ev.Token, 0)))
+			} else {
+				svc.EmitLeadershipLost(ev.Job, ev.Reason)
+			}
+		},
+	})
+	if err != nil {
+		log.Error(`cluster jobs (scope = "cluster") will not run`, "err", err)
+		return nil
+	}
+	return cl
+}
+
+// setCluster gives the supervisor cl for its cluster jobs; it must be
+// called before start.
+func (r *runOnce) setCluster(cl *cluster.Cluster) {
+	r.cluster = cl
+	r.sup.SetCluster(cl)
 }
 
 // newRunOnce prepares the supervisor of cfg's singletons and schedules;
 // attach gives it the arbiter.
 func newRunOnce(cfg *config.Config, socks []activation.Socket, sink hooks.Sink, log *slog.Logger,
 	adopt *workers.Handover, journal bool, cgroups *cgroup.Tree, setJobs func(*supervisor.Supervisor)) *runOnce {
-	r := &runOnce{done: make(chan error, 1), setJobs: setJobs}
+	r := &runOnce{done: make(chan error, 1), setJobs: setJobs, clusterCfg: cfg.Cluster, log: log}
 	opts := supervisor.Options{Config: cfg, Sockets: socks, Hooks: sink, Logger: log, Journal: journal, Cgroups: cgroups}
 	if adopt != nil {
 		opts.Adopt = adopt.Jobs
@@ -96,6 +157,9 @@ func (r *runOnce) options(o *workers.Options) {
 		}
 	}
 	o.Reloaded = func(err error) {
+		if err == nil && r.staged != nil && !reflect.DeepEqual(r.staged.Cluster, r.clusterCfg) {
+			r.log.Warn("[cluster] changed: the etcd connection keeps the table forkd started with until it restarts")
+		}
 		if err == nil && r.staged != nil {
 			if !r.running && hasJobs(r.staged) {
 				r.run()
@@ -122,6 +186,11 @@ func (r *runOnce) start(pool *workers.Pool, cfg *config.Config, adopt *workers.H
 
 // run runs the supervisor until stop.
 func (r *runOnce) run() {
+	if r.cluster != nil {
+		cctx, ccancel := context.WithCancel(context.Background())
+		r.clusterCancel, r.clusterDone = ccancel, make(chan error, 1)
+		go func() { r.clusterDone <- r.cluster.Run(cctx) }()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.running = cancel, true
 	r.sup.SetStarter(r.pool)
@@ -153,5 +222,13 @@ func (r *runOnce) stop() error {
 		return nil
 	}
 	r.cancel()
-	return <-r.done
+	err := <-r.done
+	if r.cluster != nil {
+		// After the processes: leaderships end only once they are gone.
+		r.clusterCancel()
+		if cerr := <-r.clusterDone; err == nil {
+			err = cerr
+		}
+	}
+	return err
 }

@@ -37,8 +37,9 @@ func runTestJob(mode string) int {
 			return
 		}
 		defer c.Close()
-		fmt.Fprintf(c, "EVENT=%s\nRUN_ID=%s\nSCHEDULED_AT=%s\nSINGLETON=%s\nTAG=%s", event, os.Getenv("FORKD_RUN_ID"),
-			os.Getenv("FORKD_SCHEDULED_AT"), os.Getenv("FORKD_SINGLETON"), os.Getenv("JOB_TAG"))
+		fmt.Fprintf(c, "EVENT=%s\nRUN_ID=%s\nSCHEDULED_AT=%s\nSINGLETON=%s\nTAG=%s\nINSTANCE=%s\nTOKEN=%s", event,
+			os.Getenv("FORKD_RUN_ID"), os.Getenv("FORKD_SCHEDULED_AT"), os.Getenv("FORKD_SINGLETON"), os.Getenv("JOB_TAG"),
+			os.Getenv("FORKD_INSTANCE"), os.Getenv("FORKD_FENCING_TOKEN"))
 	}
 	report("start")
 	switch mode {

@@ -331,6 +331,9 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		rec.Reloaded(err)
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, cgTree, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
+	if cl := newCluster(cfg, log, sinks.bus, status, adopt); cl != nil {
+		once.setCluster(cl)
+	}
 	staged := func(c *config.Config) {
 		sinks.stage(c)
 		if c.Metrics.Bind != cfg.Metrics.Bind {

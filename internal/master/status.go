@@ -24,6 +24,9 @@ type reporter struct {
 	log      *slog.Logger
 	boot     time.Duration
 	latest   chan update // capacity 1: only the newest update matters
+	// cluster carries the cluster's note for STATUS= (capacity 1: only
+	// the newest matters).
+	cluster chan string
 
 	// newest is the latest status observed.
 	newest workers.Status
@@ -43,6 +46,27 @@ type update struct {
 	note   string
 }
 
+// clusterStatus puts the connection to etcd in STATUS= ("; cluster jobs
+// wait: etcd unreachable: …") while it is not connected; it may be called
+// from any goroutine and never blocks.
+func (r *reporter) clusterStatus(connected bool, text string) {
+	note := ""
+	if !connected {
+		note = "; cluster jobs wait: " + text
+	}
+	for {
+		select {
+		case r.cluster <- note:
+			return
+		default:
+			select {
+			case <-r.cluster:
+			default:
+			}
+		}
+	}
+}
+
 // reloaded is workers.Options.Reloaded, called on the arbiter's
 // goroutine: a failed reload stays visible in STATUS= ("…; last reload
 // failed: …") until one succeeds.
@@ -60,7 +84,7 @@ func (r *reporter) last() workers.Status { return r.newest }
 
 func newReporter(n *systemd.Notifier, cfg *config.Config, svc *bus.Service, log *slog.Logger) *reporter {
 	return &reporter{notifier: n, bus: svc, log: log, boot: cfg.Server.BootTimeout.Duration,
-		latest: make(chan update, 1)}
+		latest: make(chan update, 1), cluster: make(chan string, 1)}
 }
 
 // sent logs the outcome of a message to systemd: the first failure of a
@@ -106,13 +130,21 @@ func (r *reporter) run(ctx context.Context) error {
 	text := ""
 	ready := 0
 	var reloads uint64
+	var last update
+	cluster := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case cluster = <-r.cluster:
+			if t := workers.StatusText(last.status) + last.note + cluster; t != text && last.status.State != "" {
+				r.sent(r.notifier.Status(t))
+				text = t
+			}
 		case u := <-r.latest:
+			last = u
 			s := u.status
-			t := workers.StatusText(s) + u.note
+			t := workers.StatusText(s) + u.note + cluster
 			if s.Reloads != reloads {
 				if s.State == workers.StateRunning && prev == workers.StateRunning {
 					// A reload came and went unseen (refused before a new

@@ -25,6 +25,18 @@
 //     starts a run at once under the same overlap policy. Each run has
 //     FORKD_SCHEDULE, FORKD_RUN_ID and FORKD_SCHEDULED_AT in its
 //     environment.
+//   - A job with scope = "cluster" runs once across the forkd instances of
+//     its [cluster] name (Options.Cluster, package cluster). A cluster
+//     singleton starts only while this forkd leads its election, with
+//     FORKD_FENCING_TOKEN; a lost leadership stops it at once, with KILL by
+//     the lease's deadline (cluster.Event.KillBy), and no restart until it
+//     leads again; it never holds the workers back (with start =
+//     "before_workers" it may start before them, never gate them). Each
+//     period of a cluster schedule runs only if this forkd claimed it in
+//     etcd, with the claim's FORKD_FENCING_TOKEN; a persistent one catches
+//     up from the period last claimed in etcd, not from the state file. An
+//     upgrade hands the etcd lease over with the singletons
+//     (AdoptedLease).
 //   - Every start and exit is a hook event (hooks.SingletonStarted,
 //     SingletonExited, ScheduleStarted, ScheduleFinished).
 //   - On stop, schedules start no more runs and runs in flight get TERM

@@ -15,6 +15,10 @@ import (
 type handoverState struct {
 	Singletons []handoverSingleton `json:"singletons,omitempty"`
 	Schedules  []handoverSchedule  `json:"schedules,omitempty"`
+	// ClusterLease is the etcd lease of the master's cluster session (0:
+	// none), ClusterRenewed when its last answered renewal was sent.
+	ClusterLease   int64     `json:"cluster_lease,omitempty"`
+	ClusterRenewed time.Time `json:"cluster_renewed,omitzero"`
 }
 
 type handoverSingleton struct {
@@ -27,6 +31,8 @@ type handoverSingleton struct {
 	Failures int              `json:"failures"`
 	Starts   int              `json:"starts"`
 	LastExit string           `json:"last_exit,omitempty"`
+	// Token is a cluster singleton's fencing token (0: not held).
+	Token int64 `json:"token,omitempty"`
 }
 
 type handoverSchedule struct {
@@ -55,12 +61,16 @@ type handoverRun struct {
 // and not made are not in it: the successor makes them again.
 func (s *Supervisor) handover() []byte {
 	var h handoverState
+	if s.opts.Cluster != nil {
+		h.ClusterLease, h.ClusterRenewed = s.opts.Cluster.Lease()
+	}
 	for _, sg := range s.singletons {
 		if sg.proc == nil {
 			continue
 		}
 		h.Singletons = append(h.Singletons, handoverSingleton{Name: sg.cfg.Name, Config: sg.cfg, PID: sg.proc.PID,
-			Started: sg.started, Ready: sg.ready, Failures: sg.failures, Starts: sg.starts, LastExit: sg.lastExit})
+			Started: sg.started, Ready: sg.ready, Failures: sg.failures, Starts: sg.starts, LastExit: sg.lastExit,
+			Token: sg.token})
 	}
 	for _, sc := range s.schedules {
 		hs := handoverSchedule{Name: sc.cfg.Name, Timing: timingText(sc.cfg), Next: sc.next, Waiting: sc.waiting,
@@ -76,6 +86,37 @@ func (s *Supervisor) handover() []byte {
 	}
 	b, _ := json.Marshal(h)
 	return b
+}
+
+// AdoptedLease returns the etcd lease that the master before an in-place
+// upgrade handed over in what Freeze returned (0: none), for
+// cluster.Options.Lease.
+func AdoptedLease(b json.RawMessage) int64 {
+	var h handoverState
+	if len(b) == 0 || json.Unmarshal(b, &h) != nil {
+		return 0
+	}
+	return h.ClusterLease
+}
+
+// adoptLeadership keeps an adopted cluster singleton while the lease the
+// old master held may still be alive: its process is stopped, KILL by the
+// lease's stop deadline, unless the new session took the lease (and the
+// leadership) over by then.
+func (s *Supervisor) adoptLeadership(sg *singleton, renewed time.Time) {
+	cl := s.cfg.Cluster
+	if renewed.IsZero() {
+		renewed = time.Now().Add(-cl.Lease()) // no lease: stop it now
+	}
+	sg.killBy = renewed.Add(cl.Lease() - cl.Margin()/2)
+	proc := sg.proc
+	s.after(time.Until(renewed.Add(cl.Lease()-cl.Margin())), func(s *Supervisor) {
+		if sg.proc == proc && sg.token == 0 {
+			s.log.Warn("adopted cluster singleton: the lease was not taken over in time; stopping it",
+				"singleton", sg.cfg.Name)
+			s.stopSingleton(sg)
+		}
+	})
 }
 
 // adopt takes over what the master before an upgrade handed over: its
@@ -117,6 +158,8 @@ func (s *Supervisor) adopt(b json.RawMessage) {
 		}
 		if sg.removed || sg.successor != nil {
 			s.stopSingleton(sg)
+		} else if sg.clustered() {
+			s.adoptLeadership(sg, h.ClusterRenewed)
 		}
 	}
 	now := time.Now()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -32,6 +33,10 @@ type schedule struct {
 	lastStart  time.Time
 	lastResult string
 	starts     int
+	// holder is who claimed the cluster schedule's last period, and token
+	// that claim's fencing token when it was this forkd.
+	holder string
+	token  int64
 }
 
 // run is one run of a schedule.
@@ -63,6 +68,10 @@ func (s *Supervisor) newSchedule(c config.Schedule, now time.Time) *schedule {
 // was down.
 func (s *Supervisor) catchUp(now time.Time) {
 	for _, sc := range s.schedules {
+		if sc.cfg.Persistent && sc.clustered() {
+			s.catchUpCluster(sc)
+			continue
+		}
 		if !sc.cfg.Persistent || s.state == nil {
 			continue
 		}
@@ -87,6 +96,10 @@ func (s *Supervisor) arm(sc *schedule) {
 			return // settle arms it again when it may run
 		}
 		sc.next = sc.timing.Next(at)
+		if sc.clustered() {
+			s.claim(sc, at)
+			return
+		}
 		s.due(sc, at)
 	})
 }
@@ -130,8 +143,12 @@ func (s *Supervisor) startRun(sc *schedule, at time.Time) {
 	sc.run = r
 	id := jobs.Run{Schedule: sc.cfg.Name, ID: r.id, ScheduledAt: at}
 	r.out = s.newOutput(id)
-	s.start(r, sc.cfg.Program, id.Env(), r.out, false, false, nil)
-	if sc.cfg.Persistent && s.state != nil {
+	env := id.Env()
+	if sc.clustered() {
+		env = append(env, jobs.EnvFencingToken+"="+strconv.FormatInt(sc.token, 10))
+	}
+	s.start(r, sc.cfg.Program, env, r.out, false, false, nil)
+	if sc.cfg.Persistent && s.state != nil && !sc.clustered() {
 		s.state.Set(sc.cfg.Name, at)
 		if err := s.state.Save(); err != nil {
 			s.log.Warn("schedule state not saved", "schedule", sc.cfg.Name, "err", err)
@@ -314,7 +331,7 @@ func (s *Supervisor) apply(cfg *config.Config) {
 // hasPersistent reports whether cfg has a persistent schedule.
 func (s *Supervisor) hasPersistent(cfg *config.Config) bool {
 	for _, c := range cfg.Schedules {
-		if c.Persistent {
+		if c.Persistent && c.Scope != config.ScopeCluster {
 			return true
 		}
 	}
@@ -338,7 +355,8 @@ func (s *Supervisor) openState() {
 // info describes sc.
 func (sc *schedule) info() jobs.Info {
 	in := jobs.Info{Name: sc.cfg.Name, Kind: jobs.KindSchedule, State: "idle", Timing: timingText(sc.cfg),
-		LastStart: sc.lastStart, LastResult: sc.lastResult, NextDue: sc.next, Starts: sc.starts}
+		LastStart: sc.lastStart, LastResult: sc.lastResult, NextDue: sc.next, Starts: sc.starts,
+		Scope: scopeText(sc.cfg.Scope), Holder: sc.holder}
 	if sc.run != nil {
 		in.State = "running"
 		if sc.run.proc != nil {
@@ -349,6 +367,14 @@ func (sc *schedule) info() jobs.Info {
 		in.State = "queued"
 	}
 	return in
+}
+
+// scopeText is a job's scope as jobs.Info says it.
+func scopeText(s config.Scope) string {
+	if s == "" {
+		return string(config.ScopeInstance)
+	}
+	return string(s)
 }
 
 // timingText says when c runs.

@@ -20,6 +20,9 @@ const (
 	stateRunning  = "running"
 	stateBackoff  = "backoff" // restarting after a failure
 	stateStopping = "stopping"
+	// stateCampaigning: a cluster singleton that another host holds, or
+	// that waits for etcd.
+	stateCampaigning = "campaigning"
 )
 
 // singleton is one [[singleton]]: at most one process at any time.
@@ -46,6 +49,12 @@ type singleton struct {
 	// memoryStop says it is being stopped for passing max_memory.
 	cg         *cgroup.Group
 	memoryStop bool
+	// campaigning says a cluster singleton asked the cluster to lead;
+	// token is the fencing token while it leads (0: it does not), and
+	// killBy, after a lost leadership, when its process must be gone.
+	campaigning bool
+	token       int64
+	killBy      time.Time
 }
 
 // wanted reports whether sg should have a process now: not once the
@@ -54,11 +63,15 @@ func (s *Supervisor) wanted(sg *singleton) bool {
 	if s.shutdown || s.stopping || sg.removed || sg.successor != nil {
 		return false
 	}
+	if sg.clustered() && sg.token == 0 {
+		return false
+	}
 	return sg.cfg.Start == config.StartBeforeWorkers || s.workersReady
 }
 
 // ensure starts sg's process when it should run and has none.
 func (s *Supervisor) ensure(sg *singleton) {
+	s.syncLead(sg)
 	if sg.proc != nil || sg.asked || sg.retry != nil || !s.wanted(sg) {
 		return
 	}
@@ -70,8 +83,7 @@ func (s *Supervisor) ensure(sg *singleton) {
 		return
 	}
 	sg.asked, sg.state, sg.cg = true, stateStarting, cg
-	env := []string{"FORKD_SINGLETON=" + sg.cfg.Name}
-	s.start(sg, sg.cfg.Program, env, nil, sg.cfg.Sockets, sg.cfg.Ready == config.ReadyNotify, cg)
+	s.start(sg, sg.cfg.Program, sg.env(), nil, sg.cfg.Sockets, sg.cfg.Ready == config.ReadyNotify, cg)
 }
 
 // singletonStarted takes the outcome of sg's start.
@@ -146,11 +158,14 @@ func (s *Supervisor) singletonExited(sg *singleton, ev exitEvent) {
 		Reason: reason})
 	switch {
 	case sg.removed:
+		s.resign(sg)
 		delete(s.singletons, sg.cfg.Name)
 	case sg.successor != nil:
 		sg.cfg, sg.successor, sg.failures, sg.state = *sg.successor, nil, 0, stateWaiting
 	case s.shutdown:
 		sg.state = stateWaiting
+	case sg.clustered() && sg.token == 0:
+		sg.state = stateCampaigning // lost its leadership: no backoff, no restart
 	case memoryStop || time.Since(sg.started) >= s.opts.MinUptime:
 		sg.failures, sg.state = 0, stateWaiting // ensure restarts it at once
 	default:
@@ -186,7 +201,7 @@ func (s *Supervisor) stopSingleton(sg *singleton) {
 	sg.state = stateStopping
 	proc := sg.proc
 	s.signal(proc, "singleton "+sg.cfg.Name, syscall.SIGTERM)
-	sg.kill = s.after(s.gracefulTimeout(), func(s *Supervisor) {
+	sg.kill = s.after(s.stopGrace(sg), func(s *Supervisor) {
 		sg.kill = nil
 		if sg.proc == proc {
 			s.log.Warn("singleton did not stop in time; killing it", "singleton", sg.cfg.Name, "pid", proc.PID)
@@ -199,7 +214,7 @@ func (s *Supervisor) stopSingleton(sg *singleton) {
 // is ready.
 func (s *Supervisor) beforeWorkersReady() bool {
 	for _, sg := range s.singletons {
-		if sg.cfg.Start == config.StartBeforeWorkers && !sg.removed && !sg.ready {
+		if sg.cfg.Start == config.StartBeforeWorkers && !sg.removed && !sg.ready && !sg.clustered() {
 			return false
 		}
 	}
@@ -240,6 +255,7 @@ func (s *Supervisor) applySingletons(cfg *config.Config) {
 			if sg.retry != nil {
 				sg.retry()
 			}
+			s.resign(sg)
 			delete(s.singletons, name)
 			continue
 		}
@@ -250,7 +266,7 @@ func (s *Supervisor) applySingletons(cfg *config.Config) {
 // info describes sg.
 func (sg *singleton) info() jobs.Info {
 	in := jobs.Info{Name: sg.cfg.Name, Kind: jobs.KindSingleton, State: sg.state, LastStart: sg.started,
-		LastResult: sg.lastExit, Starts: sg.starts}
+		LastResult: sg.lastExit, Starts: sg.starts, Scope: scopeText(sg.cfg.Scope)}
 	if sg.proc != nil {
 		in.PID = sg.proc.PID
 	}

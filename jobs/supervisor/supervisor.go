@@ -13,6 +13,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/cgroup"
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/actor"
@@ -65,6 +66,10 @@ type Options struct {
 	// process gets a cgroup of its own with its table's limits; nil
 	// without one.
 	Cgroups *cgroup.Tree
+	// Cluster elects the singletons and claims the periods of the
+	// schedules with scope = "cluster" (its Run must outlive the
+	// supervisor's). Nil: such jobs do not run, and a warning says so.
+	Cluster *cluster.Cluster
 }
 
 // Supervisor runs the singletons and schedules of one instance. Create it
@@ -79,8 +84,11 @@ type Supervisor struct {
 	exits    chan exitEvent
 	notes    chan notify.Note
 	timers   chan timerEvent
-	done     chan struct{}
-	ready    chan struct{} // closed once the before_workers singletons are ready
+	// leadership and claims carry the cluster's answers.
+	leadership chan cluster.Event
+	claims     chan claimResult
+	done       chan struct{}
+	ready      chan struct{} // closed once the before_workers singletons are ready
 
 	// State below is owned by Run's goroutine.
 	cfg          *config.Config
@@ -101,6 +109,8 @@ type Supervisor struct {
 	// made (see cgroup.go).
 	memory    *cgroup.Watcher
 	cgroupSeq uint64
+	// warnedNoCluster says the missing [cluster] was reported.
+	warnedNoCluster bool
 }
 
 // exitEvent is a reaped process.
@@ -137,6 +147,8 @@ func New(opts Options) *Supervisor {
 		exits:      make(chan exitEvent, 256),
 		notes:      make(chan notify.Note, 256),
 		timers:     make(chan timerEvent, 256),
+		leadership: make(chan cluster.Event, 256),
+		claims:     make(chan claimResult, 256),
 		done:       make(chan struct{}),
 		ready:      make(chan struct{}),
 		singletons: make(map[string]*singleton),
@@ -144,6 +156,10 @@ func New(opts Options) *Supervisor {
 		byPID:      make(map[int]any),
 	}
 }
+
+// SetCluster sets Options.Cluster, for a supervisor made before its
+// cluster; it must be called before Run.
+func (s *Supervisor) SetCluster(cl *cluster.Cluster) { s.opts.Cluster = cl }
 
 // SetStarter sets Options.Starter, for a supervisor made before its
 // arbiter; it must be called before Run.
@@ -203,6 +219,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.handleNote(n)
 		case t := <-s.timers:
 			t.fire(s)
+		case ev := <-s.leadership:
+			s.handleLeadership(ev)
+		case r := <-s.claims:
+			s.handleClaim(r)
 		case req := <-s.requests:
 			req(s)
 		}
@@ -273,12 +293,31 @@ func (s *Supervisor) RunNow(ctx context.Context, name string) error {
 	return err
 }
 
-// ListJobs describes every singleton and schedule, by name.
+// ListJobs describes every singleton and schedule, by name; a cluster
+// singleton held by another forkd has its holder read from etcd.
 func (s *Supervisor) ListJobs(ctx context.Context) ([]jobs.Info, error) {
+	list, err := s.listJobs(ctx)
+	if err == nil {
+		s.clusterHolders(ctx, list)
+	}
+	return list, err
+}
+
+// listJobs describes every singleton and schedule as Run's goroutine
+// knows them.
+func (s *Supervisor) listJobs(ctx context.Context) ([]jobs.Info, error) {
+	member := ""
+	if s.opts.Cluster != nil {
+		member = s.opts.Cluster.Member()
+	}
 	return ask(ctx, s, func(s *Supervisor) []jobs.Info {
 		var list []jobs.Info
 		for _, sg := range s.singletons {
-			list = append(list, sg.info())
+			in := sg.info()
+			if sg.token != 0 {
+				in.Holder = member
+			}
+			list = append(list, in)
 		}
 		for _, sc := range s.schedules {
 			if !sc.removed {
