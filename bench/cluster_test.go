@@ -16,8 +16,8 @@ import (
 	"github.com/forkd/forkd/internal/testkit"
 )
 
-// clusterDoc describes scenario 19 in docs/BENCHMARKS.md.
-const clusterDoc = `- **19 cluster** (forkd only). A one-member etcd (Debian's etcd-server)
+// clusterDoc describes scenario 21 in docs/BENCHMARKS.md.
+const clusterDoc = `- **21 cluster** (forkd only). A one-member etcd (Debian's etcd-server)
   on a unix socket in a temporary directory, reached over loopback TCP.
   Failover: 3 forkd (1 bench worker each, ` + "`[cluster]`" + ` lease_ttl 2 s and
   stop_margin 1 s) with one ` + "`[[singleton]]`" + ` of ` + "`scope = \"cluster\"`" + ` (the bench
@@ -32,7 +32,7 @@ const clusterDoc = `- **19 cluster** (forkd only). A one-member etcd (Debian's e
   (one stream, so one LeaseKeepAlive stream started).
 `
 
-// Scenario 19's shape.
+// Scenario 21's shape.
 const (
 	clusterLease   = 2 * time.Second
 	clusterMargin  = time.Second
@@ -41,7 +41,7 @@ const (
 	clusterMembers = 3
 )
 
-// clusterTOML is the [cluster] table of scenario 19.
+// clusterTOML is the [cluster] table of scenario 21.
 func clusterTOML(endpoint string) string {
 	return fmt.Sprintf("\n[cluster]\nendpoints = [%q]\nname = \"bench\"\nlease_ttl = %q\nstop_margin = %q\n",
 		endpoint, clusterLease.String(), clusterMargin.String())
@@ -61,14 +61,14 @@ func parentPID(pid int) (int, error) {
 	return strconv.Atoi(fields[1])
 }
 
-// BenchmarkCluster is scenario 19 (forkd only): the failover time of a
+// BenchmarkCluster is scenario 21 (forkd only): the failover time of a
 // cluster singleton after SIGKILL of its holder's forkd, against
 // lease_ttl, and the etcd requests per second of an idle forkd with 64
 // cluster schedules.
 func BenchmarkCluster(b *testing.B) {
 	s := env(b)
 	etcd := testkit.StartEtcd(b)
-	const sc = "19 cluster, etcd on loopback (forkd only)"
+	const sc = "21 cluster, etcd on loopback (forkd only)"
 	one := func(v float64) pair { return pair{v, math.NaN()} }
 
 	failover := clusterFailover(b, s, etcd)
@@ -90,7 +90,7 @@ func BenchmarkCluster(b *testing.B) {
 	report.Add(row(sc, "LeaseKeepAlive streams that forkd opened", "", Goal{Text: "1", Limit: 1}, one(streams)))
 }
 
-// clusterFailover runs the failover part of scenario 19 and returns the
+// clusterFailover runs the failover part of scenario 21 and returns the
 // kill → next start times, in ms.
 func clusterFailover(b *testing.B, s *setup, etcd *testkit.Etcd) Sample {
 	singletons, err := ListenInbox(filepath.Join(b.TempDir(), "singletons"))
@@ -168,7 +168,7 @@ func clusterFailover(b *testing.B, s *setup, etcd *testkit.Etcd) Sample {
 	return times
 }
 
-// clusterIdle runs the idle-load part of scenario 19 and returns etcd's
+// clusterIdle runs the idle-load part of scenario 21 and returns etcd's
 // requests per second, those of the lease keep-alives, and the
 // LeaseKeepAlive streams started.
 func clusterIdle(b *testing.B, s *setup, etcd *testkit.Etcd) (total, keep, streams float64) {
