@@ -353,7 +353,7 @@ func (p *Pool) handleSignal(sig os.Signal) {
 		}
 	case syscall.SIGUSR2:
 		if err := p.upgrade("SIGUSR2"); err != nil {
-			p.log.Error("upgrade failed; the old master keeps running", "err", err)
+			p.upgradeRefused(err)
 		}
 	}
 }

@@ -65,6 +65,11 @@ type Options struct {
 	// nil, or why it was rejected or rolled back. It must not block. May
 	// be nil.
 	Reloaded func(err error)
+	// UpgradeRefused is told, on the arbiter's goroutine, why an upgrade
+	// (USR2 or Upgrade) was refused or failed before the master
+	// re-executed; the old master keeps running. It must not block. May be
+	// nil.
+	UpgradeRefused func(err error)
 	// RunHook runs a blocking hook's commands (pre_fork, on_reload)
 	// synchronously on the arbiter's goroutine; an error aborts what the
 	// hook precedes. May be nil.

@@ -142,6 +142,7 @@ func (p *Pool) UpgradeAfter(ctx context.Context, sent <-chan struct{}) error {
 // (true) or gave up (false) — before it re-executes.
 func (p *Pool) startUpgrade(ack <-chan bool) error {
 	if err := p.prepareUpgrade("Upgrade"); err != nil {
+		p.upgradeRefused(err)
 		return err
 	}
 	p.upgradeAck = ack
@@ -156,6 +157,6 @@ func (p *Pool) upgradeAcked(ok bool) {
 		return
 	}
 	if err := p.execUpgrade(); err != nil {
-		p.log.Error("upgrade failed; the old master keeps running", "err", err)
+		p.upgradeRefused(err)
 	}
 }

@@ -169,6 +169,15 @@ func (h *Handover) check() error {
 	return nil
 }
 
+// upgradeRefused logs why an upgrade did not happen and tells
+// Options.UpgradeRefused.
+func (p *Pool) upgradeRefused(err error) {
+	p.log.Error("upgrade failed; the old master keeps running", "err", err)
+	if p.opts.UpgradeRefused != nil {
+		p.opts.UpgradeRefused(err)
+	}
+}
+
 // upgrade re-executes the master, for why (the pre_exec hook's reason);
 // it returns only when that failed.
 func (p *Pool) upgrade(why string) error {

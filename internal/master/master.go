@@ -354,13 +354,14 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 			}
 			return c, nil
 		},
-		Cgroups:  cgTree,
-		Staged:   staged,
-		Signals:  sigs.c,
-		Hooks:    sinks,
-		Observe:  status.observe,
-		Reloaded: reloaded,
-		RunHook:  sinks.runHook,
+		Cgroups:        cgTree,
+		Staged:         staged,
+		Signals:        sigs.c,
+		Hooks:          sinks,
+		Observe:        status.observe,
+		Reloaded:       reloaded,
+		UpgradeRefused: func(error) { rec.UpgradeRefused() },
+		RunHook:        sinks.runHook,
 		RequestStats: func(gen uint64, id, pid int, v string) {
 			sinks.requestStats(log, cfg.Server.Name, gen, id, pid, v)
 		},

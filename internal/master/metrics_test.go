@@ -122,8 +122,8 @@ func (c *busClient) listWorkers(inst string) []struct {
 // TestMaster_Metrics scrapes a running forkd with 3 SDK workers over HTTP:
 // the worker-state gauges match ListWorkers, the workers' requests reach
 // the histogram, promtool accepts the scrape, a SIGKILLed worker counts as
-// crashed, and with the workers stopped (WINCH) the accept-queue gauge
-// counts the connections that wait.
+// crashed, with the workers stopped (WINCH) the accept-queue gauge counts
+// the connections that wait, and a USR2 refused counts as refused.
 func TestMaster_Metrics(t *testing.T) {
 	const inst = "metrics"
 	f, c, url := metricsForkd(t, inst, "sdk", 3)
@@ -246,6 +246,19 @@ func TestMaster_Metrics(t *testing.T) {
 		}
 		if got := s.value(t, `forkd_worker_exits_total{reason="scale"}`); got != 3 {
 			t.Errorf(`forkd_worker_exits_total{reason="scale"} = %v, want 3`, got)
+		}
+	})
+
+	t.Run("a refused USR2 counts as refused", func(t *testing.T) {
+		if err := os.WriteFile(f.cfgPath, []byte("[server\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f.signal(syscall.SIGUSR2) // refused: the new master could not load the file
+		f.signal(syscall.SIGTTIN) // handled after it: its signal says the USR2 was
+		c.collect("NworkersChanged after the refused USR2", testTimeout, is("NworkersChanged", nil))
+		s := getMetrics(t, url)
+		if got := s.value(t, `forkd_upgrades_total{result="refused"}`); got != 1 {
+			t.Errorf(`forkd_upgrades_total{result="refused"} = %v, want 1`, got)
 		}
 	})
 }

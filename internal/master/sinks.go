@@ -191,7 +191,7 @@ var errNotStarted = errors.New("master: workers not started yet")
 type lateController struct {
 	pool atomic.Pointer[workers.Pool]
 	jobs atomic.Pointer[jobRunner]
-	// metrics serves Details (and counts refused upgrades) once set.
+	// metrics serves Details once set.
 	metrics atomic.Pointer[metrics.Recorder]
 }
 
@@ -288,11 +288,7 @@ func (c *lateController) Upgrade(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = p.Upgrade(ctx)
-	if r := c.metrics.Load(); err != nil && r != nil {
-		r.UpgradeRefused()
-	}
-	return err
+	return p.Upgrade(ctx)
 }
 
 // Details returns the status page as JSON, once the metrics recorder is
