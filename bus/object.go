@@ -170,19 +170,10 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 			return nil
 		},
 		"ListWorkers": func() ([]wireWorker, *dbus.Error) {
-			if b.controller == nil {
-				return nil, failed("no controller")
+			list, derr := b.listWorkers(ctx)
+			if derr != nil {
+				return nil, derr
 			}
-			list, err := b.controller.ListWorkers(ctx)
-			if err != nil {
-				return nil, failed(err.Error())
-			}
-			sort.SliceStable(list, func(i, j int) bool {
-				if list[i].Generation != list[j].Generation {
-					return list[i].Generation < list[j].Generation
-				}
-				return list[i].ID < list[j].ID
-			})
 			out := make([]wireWorker, 0, len(list))
 			for _, w := range list {
 				out = append(out, wireWorker{ID: int32(w.ID), PID: toUint32(w.PID),
@@ -203,19 +194,10 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 			return string(page), nil
 		},
 		"ListWorkerUsage": func() ([]WorkerUsage, *dbus.Error) {
-			if b.controller == nil {
-				return nil, failed("no controller")
+			list, derr := b.listWorkers(ctx)
+			if derr != nil {
+				return nil, derr
 			}
-			list, err := b.controller.ListWorkers(ctx)
-			if err != nil {
-				return nil, failed(err.Error())
-			}
-			sort.SliceStable(list, func(i, j int) bool {
-				if list[i].Generation != list[j].Generation {
-					return list[i].Generation < list[j].Generation
-				}
-				return list[i].ID < list[j].ID
-			})
 			out := make([]WorkerUsage, 0, len(list))
 			for _, w := range list {
 				out = append(out, WorkerUsage{ID: int32(w.ID), PID: toUint32(w.PID), Generation: w.Generation,
@@ -311,4 +293,23 @@ func (b *Service) getAll(ctx context.Context, iface string) (map[string]dbus.Var
 
 func failed(msg string) *dbus.Error {
 	return dbus.NewError(ErrorFailed, []any{msg})
+}
+
+// listWorkers asks the controller for the live workers, by generation then
+// id, as ListWorkers and ListWorkerUsage return them.
+func (b *Service) listWorkers(ctx context.Context) ([]workers.Info, *dbus.Error) {
+	if b.controller == nil {
+		return nil, failed("no controller")
+	}
+	list, err := b.controller.ListWorkers(ctx)
+	if err != nil {
+		return nil, failed(err.Error())
+	}
+	sort.SliceStable(list, func(i, j int) bool {
+		if list[i].Generation != list[j].Generation {
+			return list[i].Generation < list[j].Generation
+		}
+		return list[i].ID < list[j].ID
+	})
+	return list, nil
 }
