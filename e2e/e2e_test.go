@@ -47,30 +47,30 @@ ListenStream=
 ListenStream=127.0.0.1:18080
 `
 
-// runnerUnit runs inside.sh once the container is up, then saves the
-// journal and powers off — also when the script fails or times out.
-const runnerUnit = `[Unit]
-Description=forkd end-to-end checks
-After=multi-user.target
+// runnerUnit is forkd-e2e.service: it runs script once the container is
+// up, then saves the journal and powers off — also when the script fails
+// or times out.
+func runnerUnit(description, script string, timeout time.Duration) string {
+	return fmt.Sprintf(`[Unit]
+Description=%s
+After=multi-user.target dbus.service
 
 [Service]
 Type=oneshot
-ExecStart=/usr/lib/forkd-e2e/inside.sh
-TimeoutStartSec=210s
+ExecStart=/usr/lib/forkd-e2e/%s
+TimeoutStartSec=%ds
 StandardOutput=journal+console
 StandardError=journal+console
 ExecStopPost=-/bin/sh -c 'journalctl -b --no-pager -o short-monotonic > /results/journal.txt 2>&1'
 ExecStopPost=/bin/systemctl --no-block poweroff
-`
+`, description, script, int(timeout.Seconds()))
+}
 
-// TestSystemd boots this machine's own systemd as PID 1 in a container on
-// an overlay of /, installs forkd's binaries, units, D-Bus policy and user
-// there, and runs inside.sh's checks against real socket activation,
-// reload, restart and stop. Needs root and systemd-nspawn.
-//
-// FORKD_E2E_BIN=DIR uses prebuilt forkd, forkctl and forkd-demo from DIR
-// (say, from a package) instead of building them.
-func TestSystemd(t *testing.T) {
+// needContainer skips t unless this machine can boot its own root in a
+// container (root, systemd-nspawn, overlayfs) with tools on it, and
+// returns systemd-nspawn's path.
+func needContainer(t *testing.T, tools ...string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("e2e needs root: it mounts an overlay of / and boots systemd in systemd-nspawn")
 	}
@@ -81,20 +81,19 @@ func TestSystemd(t *testing.T) {
 	if fs, err := os.ReadFile("/proc/filesystems"); err != nil || !bytes.Contains(fs, []byte("\toverlay\n")) {
 		t.Skip("the kernel has no overlay file system")
 	}
-	for _, tool := range []string{"/lib/systemd/systemd", "/usr/bin/curl", "/bin/bash"} {
+	for _, tool := range append([]string{"/lib/systemd/systemd", "/usr/bin/curl", "/bin/bash"}, tools...) {
 		if _, err := os.Stat(tool); err != nil {
 			t.Skipf("%s is missing on this machine; the container is made of its root: %v", tool, err)
 		}
 	}
-	repo, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := t.TempDir()
-	bins := binaries(t, repo, filepath.Join(work, "bin"))
-	root := mountOverlay(t, work)
-	install(t, repo, root, bins)
+	return nspawn
+}
 
+// bootAndCheck boots root, where forkd-e2e.service runs script, and
+// reports each of the checks the script wrote to results.txt as a
+// subtest; on a failure it logs the container's journal and console.
+func bootAndCheck(t *testing.T, nspawn, work, root, script string, checks []string, logLines int) {
+	t.Helper()
 	results := filepath.Join(work, "results")
 	if err := os.Mkdir(results, 0o755); err != nil {
 		t.Fatal(err)
@@ -104,7 +103,7 @@ func TestSystemd(t *testing.T) {
 	bootErr := boot(t, nspawn, root, results, console)
 	t.Logf("container ran for %v", time.Since(start).Round(time.Millisecond))
 
-	got := readResults(t, filepath.Join(results, "results.txt"))
+	got := readResults(t, filepath.Join(results, "results.txt"), checks)
 	failed := bootErr != nil
 	if bootErr != nil {
 		t.Errorf("container: %v", bootErr)
@@ -114,7 +113,7 @@ func TestSystemd(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			switch {
 			case !ok:
-				t.Error("not run (inside.sh did not report it)")
+				t.Errorf("not run (%s did not report it)", script)
 			case strings.HasPrefix(r, skipped):
 				t.Skip(strings.TrimPrefix(r, skipped))
 			case r != "":
@@ -125,11 +124,31 @@ func TestSystemd(t *testing.T) {
 			failed = true
 		}
 	}
-	logTail(t, "inside.sh log", filepath.Join(results, "log.txt"), 120)
+	logTail(t, script+" log", filepath.Join(results, "log.txt"), logLines)
 	if failed {
 		logTail(t, "container journal", filepath.Join(results, "journal.txt"), 150)
 		logTail(t, "container console", console, 40)
 	}
+}
+
+// TestSystemd boots this machine's own systemd as PID 1 in a container on
+// an overlay of /, installs forkd's binaries, units, D-Bus policy and user
+// there, and runs inside.sh's checks against real socket activation,
+// reload, restart and stop. Needs root and systemd-nspawn.
+//
+// FORKD_E2E_BIN=DIR uses prebuilt forkd, forkctl and forkd-demo from DIR
+// (say, from a package) instead of building them.
+func TestSystemd(t *testing.T) {
+	nspawn := needContainer(t)
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	bins := binaries(t, repo, filepath.Join(work, "bin"))
+	root := mountOverlay(t, work)
+	install(t, repo, root, bins)
+	bootAndCheck(t, nspawn, work, root, "inside.sh", checks, 120)
 }
 
 // binaries builds forkd, forkctl and forkd-demo into dir — or takes them
@@ -220,7 +239,7 @@ func install(t *testing.T, repo, root string, bins map[string]string) {
 	writeFile(t, root, "/etc/systemd/system/forkd@demo.socket.d/tcp.conf", tcpDropIn, 0o644)
 	copyFile(filepath.Join(repo, "e2e", "inside.sh"), "/usr/lib/forkd-e2e/inside.sh", 0o755)
 	copyFile(filepath.Join(repo, "e2e", "cgworker.py"), "/usr/lib/forkd-e2e/cgworker.py", 0o755)
-	writeFile(t, root, "/etc/systemd/system/forkd-e2e.service", runnerUnit, 0o644)
+	writeFile(t, root, "/etc/systemd/system/forkd-e2e.service", runnerUnit("forkd end-to-end checks", "inside.sh", 210*time.Second), 0o644)
 }
 
 // writeFile writes content to path inside root, creating directories.
@@ -259,6 +278,10 @@ func boot(t *testing.T, nspawn, root, results, console string) error {
 		"systemd.unit=multi-user.target", "systemd.wants=forkd-e2e.service",
 	)
 	cmd.Stdout, cmd.Stderr = out, out
+	// The container gets a cgroup v2 hierarchy even on a host that runs
+	// cgroup v1 or a hybrid, so that forkd's delegation is tested there
+	// too (without controllers where the host keeps them in v1).
+	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
 	// On timeout nspawn gets SIGTERM, which it turns into an orderly
 	// poweroff of the container; WaitDelay later exec kills it.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -304,8 +327,8 @@ func boot(t *testing.T, nspawn, root, results, console string) error {
 const skipped = "skipped: "
 
 // readResults parses results.txt: name → "" for PASS, the detail for FAIL,
-// skipped and the reason for SKIP.
-func readResults(t *testing.T, path string) map[string]string {
+// skipped and the reason for SKIP; a name not among checks is an error.
+func readResults(t *testing.T, path string, checks []string) map[string]string {
 	t.Helper()
 	got := map[string]string{}
 	f, err := os.Open(path)

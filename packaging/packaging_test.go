@@ -217,11 +217,19 @@ func gzipTo(t *testing.T, src, dst string) {
 	}
 }
 
-// buildPackages builds the binaries and runs nfpm with packaging/nfpm.yaml
-// for deb and rpm, the way `make deb rpm` does from the repository root: in
+// buildPackages builds the binaries for this machine's architecture and
+// runs nfpm with packaging/nfpm.yaml for deb and rpm, as buildPackagesFor.
+func buildPackages(t *testing.T) packages {
+	t.Helper()
+	return buildPackagesFor(t, runtime.GOARCH)
+}
+
+// buildPackagesFor builds the binaries for GOARCH arch and runs nfpm with
+// packaging/nfpm.yaml for deb and rpm, the way `make deb rpm ARCH=arch`
+// does from the repository root: in
 // a staging directory that links the repository's directories and holds
 // the freshly built bin/ and dist/man/.
-func buildPackages(t *testing.T) packages {
+func buildPackagesFor(t *testing.T, arch string) packages {
 	t.Helper()
 	need(t, "go", "to build the binaries")
 	nfpm := findNfpm(t)
@@ -234,7 +242,7 @@ func buildPackages(t *testing.T) packages {
 	}
 	// Stripped, as make deb builds them.
 	for name, pkg := range map[string]string{"forkd": "./cmd/forkd", "forkctl": "./cmd/forkctl", "forkd-demo": "./examples/demo"} {
-		mustRun(t, root, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags", "-s -w",
+		mustRun(t, root, []string{"CGO_ENABLED=0", "GOARCH=" + arch}, "go", "build", "-trimpath", "-ldflags", "-s -w",
 			"-o", filepath.Join(stage, "dist", "bin", name), pkg)
 	}
 	man := filepath.Join(stage, "dist", "man")
@@ -255,7 +263,7 @@ func buildPackages(t *testing.T) packages {
 		if err := os.Mkdir(out, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		mustRun(t, stage, []string{"VERSION=" + testVersion, "ARCH=" + runtime.GOARCH}, nfpm,
+		mustRun(t, stage, []string{"VERSION=" + testVersion, "ARCH=" + arch}, nfpm,
 			"package", "--config", "packaging/nfpm.yaml", "--packager", format, "--target", out+"/")
 		built, err := filepath.Glob(filepath.Join(out, "*."+format))
 		if err != nil || len(built) != 1 {
