@@ -25,6 +25,13 @@ type Controller interface {
 	Status(ctx context.Context) (workers.Status, error)
 }
 
+// UsageLister is implemented by a Controller that can tell what each
+// worker uses: ListWorkerUsage is ListWorkers with each Info's Memory and
+// CPU. ListWorkerUsage falls back to ListWorkers (zero usage) without it.
+type UsageLister interface {
+	ListWorkerUsage(ctx context.Context) ([]workers.Info, error)
+}
+
 // Upgrader is implemented by a Controller that can re-execute the master
 // in place (USR2). Upgrade returns once the upgrade is under way (nil) or
 // was refused; the master then re-executes itself, dropping its bus

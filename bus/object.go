@@ -170,7 +170,7 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 			return nil
 		},
 		"ListWorkers": func() ([]wireWorker, *dbus.Error) {
-			list, derr := b.listWorkers(ctx)
+			list, derr := b.listWorkers(ctx, false)
 			if derr != nil {
 				return nil, derr
 			}
@@ -194,7 +194,7 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 			return string(page), nil
 		},
 		"ListWorkerUsage": func() ([]WorkerUsage, *dbus.Error) {
-			list, derr := b.listWorkers(ctx)
+			list, derr := b.listWorkers(ctx, true)
 			if derr != nil {
 				return nil, derr
 			}
@@ -296,12 +296,21 @@ func failed(msg string) *dbus.Error {
 }
 
 // listWorkers asks the controller for the live workers, by generation then
-// id, as ListWorkers and ListWorkerUsage return them.
-func (b *Service) listWorkers(ctx context.Context) ([]workers.Info, *dbus.Error) {
+// id, as ListWorkers and ListWorkerUsage return them; with usage, what
+// each uses too, where the controller can tell.
+func (b *Service) listWorkers(ctx context.Context, usage bool) ([]workers.Info, *dbus.Error) {
 	if b.controller == nil {
 		return nil, failed("no controller")
 	}
-	list, err := b.controller.ListWorkers(ctx)
+	var (
+		list []workers.Info
+		err  error
+	)
+	if u, ok := b.controller.(UsageLister); ok && usage {
+		list, err = u.ListWorkerUsage(ctx)
+	} else {
+		list, err = b.controller.ListWorkers(ctx)
+	}
 	if err != nil {
 		return nil, failed(err.Error())
 	}

@@ -60,14 +60,14 @@ func testRecycleMaxMemory(t *testing.T, tree *cgroup.Tree) {
 	}
 }
 
-// TestPool_ListWorkersUsage: ListWorkers tells each worker's memory and
-// CPU time (from /proc without a cgroup).
+// TestPool_ListWorkersUsage: ListWorkerUsage tells each worker's memory
+// and CPU time (from /proc without a cgroup).
 func TestPool_ListWorkersUsage(t *testing.T) {
 	h := start(t, testConfig(testkit.Executable(t), "serve", 1), nil)
 	pid := h.waitReady(1)[0]
-	list, err := h.pool.ListWorkers(context.Background())
+	list, err := h.pool.ListWorkerUsage(context.Background())
 	if err != nil || len(list) != 1 || list[0].PID != pid {
-		t.Fatalf("ListWorkers = %+v, %v; want worker %d", list, err, pid)
+		t.Fatalf("ListWorkerUsage = %+v, %v; want worker %d", list, err, pid)
 	}
 	if list[0].Memory < 1<<20 {
 		t.Errorf("worker memory %d bytes, want its resident set (a Go program uses more than 1 MiB)", list[0].Memory)

@@ -46,8 +46,23 @@ func (p *Pool) SetWorkers(ctx context.Context, n int) error {
 	return err
 }
 
-// ListWorkers returns the live workers, by generation then id.
+// ListWorkers returns the live workers, by generation then id, without
+// their Memory and CPU (see ListWorkerUsage).
 func (p *Pool) ListWorkers(ctx context.Context) ([]Info, error) {
+	list, err := ask(ctx, p, func(p *Pool) []Info {
+		list := make([]Info, 0, len(p.byPID))
+		for _, w := range p.byPID {
+			list = append(list, w.info())
+		}
+		return list
+	})
+	sortInfo(list)
+	return list, err
+}
+
+// ListWorkerUsage is ListWorkers with each worker's Memory and CPU, read
+// from its cgroup (or /proc) after the arbiter answered.
+func (p *Pool) ListWorkerUsage(ctx context.Context) ([]Info, error) {
 	type entry struct {
 		info  Info
 		meter cgroup.Meter
