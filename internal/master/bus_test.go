@@ -526,3 +526,18 @@ func TestMaster_UpgradeKeepsName(t *testing.T) {
 		t.Errorf("the successor did not warn about the name:\n%s", log)
 	}
 }
+
+// TestMaster_UpgradeSendsPreExec: the PreExec signal of an upgrade reaches
+// the bus before the master re-executes and its connection drops.
+func TestMaster_UpgradeSendsPreExec(t *testing.T) {
+	const inst = "preexec"
+	_, c, f := startOnBus(t, inst, 2)
+	f.signal(syscall.SIGUSR2)
+	got := c.collect("the successor's WhenReady", testTimeout, is("WhenReady", nil))
+	for _, s := range got {
+		if member(s) == "PreExec" {
+			return
+		}
+	}
+	t.Errorf("no PreExec signal before the successor's WhenReady; got\n%s", dump(got))
+}
