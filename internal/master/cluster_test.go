@@ -454,8 +454,9 @@ func TestCluster_Schedule(t *testing.T) {
 	})
 }
 
-// TestCluster_Upgrade: an in-place upgrade of the holder hands its etcd
-// lease over with the singleton: the same process runs on, with no other
+// TestCluster_Upgrade: an in-place upgrade of the holder hands its
+// forkd-cluster sidecar (its etcd session and lease) over with the
+// singleton: the same process runs on, with no other
 // forkd starting one, and the new master holds the leadership.
 func TestCluster_Upgrade(t *testing.T) {
 	t.Parallel()
@@ -486,7 +487,7 @@ func TestCluster_Upgrade(t *testing.T) {
 		t.Errorf("after the upgrade the singletons alive are %+v, want the adopted pid %d alone", alive, first.pid)
 	}
 	tr.checkOneAtATime(t)
-	if log := nodes[0].log(); !strings.Contains(log, "took over the lease handed over by the upgrade") ||
+	if log := nodes[0].log(); !strings.Contains(log, "adopted forkd-cluster handed over by the upgrade") ||
 		!strings.Contains(log, fmt.Sprintf("leadership acquired\" job=scheduler token=%d", first.token)) {
 		t.Errorf("the upgraded master did not take the lease and the leadership (token %d) over", first.token)
 	}
