@@ -520,6 +520,7 @@ func (c *Cluster) stop(sc *sidecar) {
 	if sc == nil {
 		return
 	}
+	c.send(Request{Op: OpStop})
 	c.conn.Close()
 	select {
 	case <-sc.exited:

@@ -23,8 +23,11 @@ import (
 //     the next "attach".
 //   - The sidecar sends "status" on every change of its etcd connection,
 //     "lease" on every renewal, and "log" for each record of its log.
-//   - End of file on the socket means the master is gone: the sidecar
-//     gives up its leaderships, revokes its lease and exits.
+//   - "stop" (the master stops, its singletons gone), then end of file:
+//     the sidecar gives up its leaderships, revokes its lease and exits.
+//     End of file without "stop" means the master died: the sidecar waits
+//     until it is re-parented (the master's children have been sent their
+//     parent-death SIGKILL by then), then does the same.
 
 // Ops of a Request.
 const (
@@ -36,6 +39,7 @@ const (
 	OpLast   = "last"
 	OpHolder = "holder"
 	OpDetach = "detach"
+	OpStop   = "stop"
 )
 
 // Kinds of a Message.

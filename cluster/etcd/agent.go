@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/config"
 )
@@ -86,6 +88,8 @@ func Serve(conn io.ReadWriteCloser) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- c.Run(ctx) }()
+	master, _ := unix.PidfdOpen(os.Getppid(), 0) // -1 when it fails: then no wait
+	stopped := false
 	var wg sync.WaitGroup
 	for in.Scan() {
 		var r cluster.Request
@@ -101,6 +105,8 @@ func Serve(conn io.ReadWriteCloser) error {
 			out.detach()
 		case cluster.OpAttach:
 			out.attach()
+		case cluster.OpStop:
+			stopped = true
 		case cluster.OpClaim, cluster.OpLast, cluster.OpHolder:
 			wg.Add(1)
 			go func() {
@@ -109,9 +115,26 @@ func Serve(conn io.ReadWriteCloser) error {
 			}()
 		}
 	}
+	if !stopped && master >= 0 {
+		exited(master)
+	}
 	cancel() // the master is gone: revoke the lease now
 	wg.Wait()
 	return <-ran
+}
+
+// exited waits, a second at most, until the master (its pidfd) has
+// exited: the kernel sends a dying process's children their parent-death
+// signal before it reports the exit, so the master's singletons have
+// their SIGKILL by then.
+func exited(pidfd int) {
+	defer unix.Close(pidfd)
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, 1000); err != unix.EINTR {
+			return
+		}
+	}
 }
 
 // answer runs a claim, last or holder request.
