@@ -156,6 +156,7 @@ type Cluster struct {
 	done     chan struct{}
 	ready    chan struct{} // closed once a first session exists
 
+	running          atomic.Bool // Run was called
 	connected        atomic.Bool
 	lease, renewedAt atomic.Int64
 	nextID           atomic.Int64
@@ -266,6 +267,7 @@ type sidecar struct {
 // the leaderships (at the lease's deadline) and is started again.
 func (c *Cluster) Run(ctx context.Context) error {
 	defer close(c.done)
+	c.running.Store(true)
 	c.stopping = ctx.Done()
 	c.setStatus(Status{State: StateConnecting})
 	sc, err := c.start()
@@ -629,6 +631,9 @@ func (c *Cluster) Holder(ctx context.Context, job string) (string, error) {
 // and keeps its socket open across execve. It returns nil when there is
 // no sidecar to hand over. Resume undoes it if the upgrade fails.
 func (c *Cluster) Handover(ctx context.Context) (*Agent, error) {
+	if !c.running.Load() {
+		return nil, nil // no cluster jobs: no sidecar started
+	}
 	detached := make(chan struct{})
 	var a *Agent
 	c.tell(func(c *Cluster) {
@@ -673,4 +678,21 @@ func (c *Cluster) Resume() {
 			c.send(Request{Op: OpLead, Job: job})
 		}
 	})
+}
+
+// Release ends a sidecar handed over by an upgrade that this master does
+// not adopt (its config has no [cluster] any more): it kills it without
+// revoking its lease, which lapses after lease_ttl as when the old
+// master's session was not taken over, so that the adopted singletons
+// are gone before another forkd can win; and it reaps it.
+func Release(a *Agent, log *slog.Logger) {
+	syscall.CloseOnExec(a.FD)
+	p, err := os.FindProcess(a.PID)
+	if err == nil {
+		log.Info("forkd-cluster handed over by the upgrade ends, its lease left to lapse: the config has no [cluster] now",
+			"pid", a.PID)
+		_ = p.Kill()
+		go func() { _, _ = p.Wait() }()
+	}
+	syscall.Close(a.FD)
 }

@@ -507,3 +507,73 @@ func TestCluster_ReloadResigns(t *testing.T) {
 	r.tr.waitHolder(t, first.instance, 5*time.Second) // the lease is 10s: only a resign is this quick
 	r.tr.checkOneAtATime(t)
 }
+
+// TestCluster_SidecarOnlyForClusterJobs: forkd-cluster runs only while
+// the config has [cluster] and cluster jobs: not for a config with
+// [cluster] and instance jobs alone; an upgrade keeps the one running
+// (the same pid); an upgrade to a config without [cluster] ends it.
+func TestCluster_SidecarOnlyForClusterJobs(t *testing.T) {
+	t.Parallel()
+	etcd := testkit.StartEtcd(t)
+	probe := testkit.ListenNotify(t)
+	manager := testkit.ListenNotify(t)
+	proxy := testkit.StartProxy(t, etcd.Dial)
+	f := newForkd(t, setup{instance: "side", workers: 1, notify: manager.Path})
+	f.writeConfig("serve", clusterTable("http://"+proxy.Addr)+
+		jobTable("singleton", "local", "wait", probe, `scope = "instance"`))
+	f.start()
+	manager.Wait("READY=1")
+	probe.Wait("SINGLETON=local")
+	if pids := sidecarsOf(f.pid()); len(pids) != 0 {
+		t.Fatalf("forkd-cluster runs (pids %v) without cluster jobs", pids)
+	}
+
+	f.writeConfig("serve", clusterTable("http://"+proxy.Addr)+singletonJob(probe))
+	f.signal(syscall.SIGUSR2)
+	manager.Wait("READY=1")
+	probe.Wait("SINGLETON=scheduler") // elected: the sidecar runs
+	first := sidecarsOf(f.pid())
+	if len(first) != 1 {
+		t.Fatalf("forkd-cluster pids %v after an upgrade to a cluster job, want one", first)
+	}
+	f.signal(syscall.SIGUSR2)
+	manager.Wait("READY=1")
+	if again := sidecarsOf(f.pid()); len(again) != 1 || again[0] != first[0] {
+		t.Errorf("forkd-cluster pids %v after an upgrade, want the adopted %d", again, first[0])
+	}
+
+	f.writeConfig("serve", "")
+	f.signal(syscall.SIGUSR2)
+	manager.Wait("READY=1")
+	gone := testkit.Exited(t, first[0])
+	select {
+	case <-gone:
+	case <-time.After(testTimeout):
+		t.Fatalf("forkd-cluster %d still runs after an upgrade to a config without [cluster]", first[0])
+	}
+	if !strings.Contains(f.log(), "forkd-cluster handed over by the upgrade ends") {
+		t.Error("the log does not say the sidecar ended")
+	}
+}
+
+// sidecarsOf lists the children of pid that run as forkd-cluster.
+func sidecarsOf(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		for _, w := range strings.Fields(string(b)) {
+			env, err := os.ReadFile("/proc/" + w + "/environ")
+			if err != nil || !strings.Contains("\x00"+string(env)+"\x00", "\x00"+testkit.RoleEnv+"=forkd-cluster\x00") {
+				continue
+			}
+			if child, err := strconv.Atoi(w); err == nil {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
+}

@@ -58,6 +58,11 @@ type runOnce struct {
 func newCluster(cfg *config.Config, log *slog.Logger, svc *bus.Service, status *reporter,
 	adopt *workers.Handover) *cluster.Cluster {
 	if !cfg.Cluster.Enabled() {
+		if adopt != nil {
+			if a := supervisor.AdoptedAgent(adopt.Jobs); a != nil {
+				cluster.Release(a, log)
+			}
+		}
 		return nil
 	}
 	var lease int64
