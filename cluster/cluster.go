@@ -99,8 +99,11 @@ func FindExecutable() (string, error) {
 		return p, nil
 	}
 	tried = append(tried, p)
-	return "", fmt.Errorf(`cluster: jobs with scope = "cluster" need the %s executable, found at neither %q`,
-		Executable, tried)
+	where := fmt.Sprintf("%q", tried[0])
+	if len(tried) == 2 {
+		where = fmt.Sprintf("neither %q nor %q", tried[0], tried[1])
+	}
+	return "", fmt.Errorf(`cluster: jobs with scope = "cluster" need the %s executable: found %s`, Executable, where)
 }
 
 func isExecutable(p string) bool {
