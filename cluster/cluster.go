@@ -172,6 +172,8 @@ type Cluster struct {
 	proc      *os.Process
 	detached  bool
 	readyShut bool
+	// startFailed says the failure to start the sidecar was logged.
+	startFailed bool
 	subs      map[string]chan<- Event
 	leading   map[string]bool
 	pending   map[string][]Event // events for singletons not yet led again after an upgrade
@@ -363,7 +365,7 @@ func (c *Cluster) start() (*sidecar, error) {
 		c.opts.Lease = 0
 	}
 	c.enc = json.NewEncoder(c.conn)
-	c.detached = false
+	c.detached, c.startFailed = false, false
 	sc := &sidecar{msgs: make(chan Message), exited: make(chan error, 1)}
 	c.sc = sc
 	go read(c.conn, sc.msgs, c.done)
@@ -410,9 +412,15 @@ func (c *Cluster) send(r Request) {
 	_ = c.enc.Encode(r)
 }
 
-// failed says the sidecar could not be started.
+// failed says, once until a start succeeds, that the sidecar could not
+// be started.
 func (c *Cluster) failed(err error) {
-	c.log.Error(`cluster jobs (scope = "cluster") wait: forkd-cluster not started`, "err", err)
+	if c.startFailed {
+		c.log.Debug("forkd-cluster still not started", "err", err)
+	} else {
+		c.log.Error(`cluster jobs (scope = "cluster") wait: forkd-cluster not started`, "err", err)
+		c.startFailed = true
+	}
 	c.setStatus(Status{State: StateUnreachable, Err: err.Error()})
 }
 
