@@ -510,8 +510,9 @@ func TestCluster_ReloadResigns(t *testing.T) {
 
 // TestCluster_SidecarOnlyForClusterJobs: forkd-cluster runs only while
 // the config has [cluster] and cluster jobs: not for a config with
-// [cluster] and instance jobs alone; an upgrade keeps the one running
-// (the same pid); an upgrade to a config without [cluster] ends it.
+// [cluster] and instance jobs alone, but once a reload adds a cluster
+// job; an upgrade keeps the one running (the same pid); an upgrade to a
+// config without [cluster] ends it.
 func TestCluster_SidecarOnlyForClusterJobs(t *testing.T) {
 	t.Parallel()
 	etcd := testkit.StartEtcd(t)
@@ -529,12 +530,11 @@ func TestCluster_SidecarOnlyForClusterJobs(t *testing.T) {
 	}
 
 	f.writeConfig("serve", clusterTable("http://"+proxy.Addr)+singletonJob(probe))
-	f.signal(syscall.SIGUSR2)
-	manager.Wait("READY=1")
+	f.signal(syscall.SIGHUP)
 	probe.Wait("SINGLETON=scheduler") // elected: the sidecar runs
 	first := sidecarsOf(f.pid())
 	if len(first) != 1 {
-		t.Fatalf("forkd-cluster pids %v after an upgrade to a cluster job, want one", first)
+		t.Fatalf("forkd-cluster pids %v after a reload that adds a cluster job, want one", first)
 	}
 	f.signal(syscall.SIGUSR2)
 	manager.Wait("READY=1")
