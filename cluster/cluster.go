@@ -263,6 +263,7 @@ func (c *Cluster) tell(fn func(c *Cluster)) {
 type sidecar struct {
 	msgs   chan Message
 	exited chan error
+	gone   chan struct{} // closed once Run no longer reads msgs
 }
 
 // Run starts forkd-cluster (or adopts the one handed over) and serves
@@ -366,9 +367,9 @@ func (c *Cluster) start() (*sidecar, error) {
 	}
 	c.enc = json.NewEncoder(c.conn)
 	c.detached, c.startFailed = false, false
-	sc := &sidecar{msgs: make(chan Message), exited: make(chan error, 1)}
+	sc := &sidecar{msgs: make(chan Message), exited: make(chan error, 1), gone: make(chan struct{})}
 	c.sc = sc
-	go read(c.conn, sc.msgs, c.done)
+	go read(c.conn, sc.msgs, sc.gone)
 	proc := c.proc
 	go func() {
 		st, err := proc.Wait()
@@ -384,7 +385,8 @@ func (c *Cluster) start() (*sidecar, error) {
 	return sc, nil
 }
 
-// read decodes the sidecar's lines onto msgs until the socket ends.
+// read decodes the sidecar's lines onto msgs until the socket ends or
+// done is closed.
 func read(conn *os.File, msgs chan<- Message, done <-chan struct{}) {
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
@@ -431,6 +433,7 @@ func (c *Cluster) died(err error) {
 	_, renewed := c.Lease()
 	killBy := renewed.Add(c.ttl - c.margin/2)
 	c.conn.Close()
+	close(c.sc.gone)
 	c.conn, c.enc, c.proc, c.sc = nil, nil, nil, nil
 	c.lease.Store(0)
 	for job := range c.leading {
@@ -535,6 +538,7 @@ func (c *Cluster) stop(sc *sidecar) {
 	}
 	c.send(Request{Op: OpStop})
 	c.conn.Close()
+	close(sc.gone)
 	select {
 	case <-sc.exited:
 	case <-time.After(c.ttl + 2*time.Second):
@@ -683,7 +687,7 @@ func (c *Cluster) Resume() {
 		}
 		syscall.CloseOnExec(c.fd)
 		c.detached = false
-		go read(c.conn, c.sc.msgs, c.done)
+		go read(c.conn, c.sc.msgs, c.sc.gone)
 		c.send(Request{Op: OpAttach})
 		for job := range c.subs {
 			c.send(Request{Op: OpLead, Job: job})
