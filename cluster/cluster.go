@@ -174,12 +174,12 @@ type Cluster struct {
 	readyShut bool
 	// startFailed says the failure to start the sidecar was logged.
 	startFailed bool
-	subs      map[string]chan<- Event
-	leading   map[string]bool
-	pending   map[string][]Event // events for singletons not yet led again after an upgrade
-	asks      map[int64]chan<- Message
-	onDetach  chan<- struct{}
-	stopping  <-chan struct{}
+	subs        map[string]chan<- Event
+	leading     map[string]bool
+	pending     map[string][]Event // events for singletons not yet led again after an upgrade
+	asks        map[int64]chan<- Message
+	onDetach    chan<- struct{}
+	stopping    <-chan struct{}
 }
 
 // HasJobs reports whether cfg has a singleton or schedule with scope =
