@@ -69,6 +69,10 @@ func env(b *testing.B) *setup {
 			s.err = err
 			return
 		}
+		if _, err = clusterBinary.build(); err != nil { // beside forkd, where it looks for it
+			s.err = err
+			return
+		}
 		if s.worker, err = workerBinary.build(); err != nil {
 			s.err = err
 			return

@@ -18,6 +18,7 @@ const binDir = "/tmp/forkd-bench"
 // keep-alive scenarios 14 and 15.
 var (
 	forkdBinary     = &binary{pkg: "./cmd/forkd", path: filepath.Join(binDir, "forkd")}
+	clusterBinary   = &binary{pkg: "./cmd/forkd-cluster", path: filepath.Join(binDir, "forkd-cluster")}
 	workerBinary    = &binary{pkg: "./bench/cmd/bench-worker", path: filepath.Join(binDir, "bench-worker")}
 	goStartBinary   = &binary{pkg: "./bench/cmd/go-start", path: filepath.Join(binDir, "go-start")}
 	runBinary       = &binary{pkg: "./bench/cmd/bench-run", path: filepath.Join(binDir, "bench-run")}

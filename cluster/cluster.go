@@ -1,19 +1,20 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
+	"os/exec"
+	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
-	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/config"
 )
@@ -32,9 +33,9 @@ const (
 // Status is the connection to etcd.
 type Status struct {
 	// State is StateConnecting, StateConnected or StateUnreachable.
-	State string
+	State string `json:"state"`
 	// Err says why etcd is unreachable ("" otherwise).
-	Err string
+	Err string `json:"err,omitempty"`
 }
 
 // String says s in a few words, for STATUS= and the D-Bus Cluster
@@ -49,30 +50,72 @@ func (s Status) String() string {
 // Event is a change of leadership of a singleton.
 type Event struct {
 	// Job is the singleton's name.
-	Job string
+	Job string `json:"job"`
 	// Acquired says this forkd now holds the job; otherwise it lost it.
-	Acquired bool
+	Acquired bool `json:"acquired,omitempty"`
 	// Token is the fencing token of an acquired leadership: the etcd
 	// revision that created this forkd's leader key, larger than any
 	// earlier holder's.
-	Token int64
+	Token int64 `json:"token,omitempty"`
 	// Reason says why the leadership was lost: "lease not renewed",
-	// "lease expired", "resigned", "stopped".
-	Reason string
+	// "lease expired", "resigned", "stopped", "forkd-cluster exited".
+	Reason string `json:"reason,omitempty"`
 	// KillBy, for a lost leadership, is when the holder's process must be
 	// gone (KILL at the latest): half a stop_margin before the lease can
 	// expire. Zero when the lease is not at risk (resigned, stopped).
-	KillBy time.Time
+	KillBy time.Time `json:"kill_by,omitzero"`
 }
 
 // Claim is the outcome of a schedule's claim of a period.
 type Claim struct {
 	// Won says this forkd claimed the period and runs it.
-	Won bool
+	Won bool `json:"won,omitempty"`
 	// Holder is the member that claimed the period (or a later one).
-	Holder string
+	Holder string `json:"holder,omitempty"`
 	// Token is the revision of the claim: larger for every later claim.
-	Token int64
+	Token int64 `json:"token,omitempty"`
+}
+
+// Executable is the file name of the sidecar that talks to etcd.
+const Executable = "forkd-cluster"
+
+// LibDir is where the packages install forkd's helper executables.
+const LibDir = "/usr/lib/forkd"
+
+// FindExecutable returns the path of forkd-cluster: beside the running
+// executable (bin/forkd-cluster in a build tree), else in LibDir. The
+// error names both places.
+func FindExecutable() (string, error) {
+	var tried []string
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), Executable)
+		if isExecutable(p) {
+			return p, nil
+		}
+		tried = append(tried, p)
+	}
+	p := filepath.Join(LibDir, Executable)
+	if isExecutable(p) {
+		return p, nil
+	}
+	tried = append(tried, p)
+	where := fmt.Sprintf("%q", tried[0])
+	if len(tried) == 2 {
+		where = fmt.Sprintf("neither %q nor %q", tried[0], tried[1])
+	}
+	return "", fmt.Errorf(`cluster: jobs with scope = "cluster" need the %s executable: found %s`, Executable, where)
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+}
+
+// Agent is a running forkd-cluster that an in-place upgrade hands over:
+// its pid and the master's end of its socket, kept open across execve.
+type Agent struct {
+	PID int `json:"pid"`
+	FD  int `json:"fd"`
 }
 
 // Options configure a Cluster.
@@ -83,7 +126,8 @@ type Options struct {
 	// Member names this forkd in etcd (the holder that ListJobs shows).
 	// Default: the host name, "/", server.name.
 	Member string
-	// Logger receives the cluster's log; nil discards.
+	// Logger receives the cluster's log, the sidecar's included; nil
+	// discards.
 	Logger *slog.Logger
 	// OnStatus is called on Run's goroutine whenever the connection to
 	// etcd changes state; it must not block. May be nil.
@@ -91,68 +135,72 @@ type Options struct {
 	// OnLeadership is called on Run's goroutine for every Event, whoever
 	// subscribed to it; it must not block. May be nil.
 	OnLeadership func(Event)
-	// Lease is the lease of the master this one replaced by an in-place
-	// upgrade (Cluster.Lease before it), 0 for none: the first session
-	// takes it over if it is still alive, and with it the leader keys, so
-	// the adopted singletons keep their leadership and tokens.
+	// Lease is an etcd lease handed over by an upgrade from a master that
+	// held its session itself (0: none): the sidecar takes it over if
+	// etcd still has it.
 	Lease int64
+	// Adopt is the sidecar an in-place upgrade handed over (nil: start
+	// one).
+	Adopt *Agent
+	// Path is forkd-cluster's path; "" finds it (FindExecutable).
+	Path string
 }
 
-// Cluster is one forkd's membership of a cluster: its etcd session and
-// the elections it campaigns in. Create it with New and run it with Run;
-// the other methods may be called from any goroutine.
+// Cluster is one forkd's membership of a cluster, served by a
+// forkd-cluster sidecar that holds the etcd session and the elections.
+// Create it with New and run it with Run; the other methods may be called
+// from any goroutine, before Run too.
 type Cluster struct {
-	opts   Options
-	log    *slog.Logger
-	cli    *clientv3.Client
-	name   string
-	prefix string
-	ttl    time.Duration
-	margin time.Duration
-	member string
+	opts     Options
+	log      *slog.Logger
+	ttl      time.Duration
+	margin   time.Duration
+	requests chan func(*Cluster)
+	done     chan struct{}
+	ready    chan struct{} // closed once a first session exists
 
-	requests  chan func(*Cluster)
-	done      chan struct{}
-	connected atomic.Bool
-	// lease and renewedAt (Unix nanoseconds) are the current session's,
-	// for Lease (0: none).
+	running          atomic.Bool // Run was called
+	connected        atomic.Bool
 	lease, renewedAt atomic.Int64
-	ready            chan struct{} // closed once a first session exists
+	nextID           atomic.Int64
 
 	// State below is owned by Run's goroutine.
-	stopping   <-chan struct{} // Run's context's Done
-	sess       *session
-	leads      map[string]*lead
-	readyShut  bool
-	warned     bool
-	retry      <-chan time.Time
-	backoff    time.Duration
-	maxBackoff time.Duration
+	conn      *os.File
+	fd        int // conn's descriptor (conn.Fd would make it blocking)
+	sc        *sidecar
+	enc       *json.Encoder
+	proc      *os.Process
+	detached  bool
+	readyShut bool
+	// startFailed says the failure to start the sidecar was logged.
+	startFailed bool
+	subs        map[string]chan<- Event
+	leading     map[string]bool
+	pending     map[string][]Event // events for singletons not yet led again after an upgrade
+	asks        map[int64]chan<- Message
+	onDetach    chan<- struct{}
+	stopping    <-chan struct{}
 }
 
-// session is one etcd session: a lease and its keep-alives.
-type session struct {
-	s       *concurrency.Session
-	ctx     context.Context
-	cancel  context.CancelFunc
-	renewed time.Time
-	alive   chan time.Time
-	gone    chan error
-	expire  *time.Timer
+// HasJobs reports whether cfg has a singleton or schedule with scope =
+// "cluster": what forkd-cluster is started for.
+func HasJobs(cfg *config.Config) bool {
+	for _, s := range cfg.Singletons {
+		if s.Scope == config.ScopeCluster {
+			return true
+		}
+	}
+	for _, s := range cfg.Schedules {
+		if s.Scope == config.ScopeCluster {
+			return true
+		}
+	}
+	return false
 }
 
-// lead is a job this forkd campaigns for.
-type lead struct {
-	job     string
-	events  chan<- Event
-	cancel  context.CancelFunc // the campaign in flight (nil: none)
-	leading bool
-	e       *concurrency.Election
-}
-
-// New returns a Cluster for opts; Run connects it. It fails when the TLS
-// files cannot be used or the client cannot be made; an unreachable etcd
-// is no error.
+// New returns a Cluster for opts; Run starts (or adopts) its sidecar,
+// finding forkd-cluster then (a missing one is logged, and looked for
+// again at each retry).
 func New(opts Options) (*Cluster, error) {
 	if opts.Config == nil || !opts.Config.Cluster.Enabled() {
 		return nil, errors.New("cluster: no [cluster] endpoints")
@@ -160,7 +208,6 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	cc := &opts.Config.Cluster
 	if opts.Member == "" {
 		host, _ := os.Hostname()
 		if host == "" {
@@ -168,43 +215,25 @@ func New(opts Options) (*Cluster, error) {
 		}
 		opts.Member = host + "/" + opts.Config.Server.Name
 	}
-	tc, err := cc.TLS()
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+	c := &Cluster{
+		opts:     opts,
+		log:      opts.Logger,
+		ttl:      opts.Config.Cluster.Lease(),
+		margin:   opts.Config.Cluster.Margin(),
+		requests: make(chan func(*Cluster), 1024),
+		done:     make(chan struct{}),
+		ready:    make(chan struct{}),
+		subs:     make(map[string]chan<- Event),
+		leading:  make(map[string]bool),
+		pending:  make(map[string][]Event),
+		asks:     make(map[int64]chan<- Message),
 	}
-	ttl := cc.Lease()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            cc.Endpoints,
-		DialTimeout:          min(ttl, 5*time.Second),
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: min(ttl, 5*time.Second),
-		TLS:                  tc,
-		Logger:               zap.NewNop(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: etcd client for %s: %w", strings.Join(cc.Endpoints, ","), err)
-	}
-	cli.Lease = sessionLease{cli.Lease}
-	return &Cluster{
-		opts:       opts,
-		log:        opts.Logger,
-		cli:        cli,
-		name:       opts.Config.ClusterName(),
-		prefix:     cc.KeyPrefix(),
-		ttl:        ttl,
-		margin:     cc.Margin(),
-		member:     opts.Member,
-		requests:   make(chan func(*Cluster), 1024),
-		done:       make(chan struct{}),
-		ready:      make(chan struct{}),
-		leads:      make(map[string]*lead),
-		backoff:    200 * time.Millisecond,
-		maxBackoff: min(ttl, 5*time.Second),
-	}, nil
+	c.nextID.Store(time.Now().UnixNano()) // unlike any ID of the master before an upgrade
+	return c, nil
 }
 
 // Member returns the name this forkd holds jobs under.
-func (c *Cluster) Member() string { return c.member }
+func (c *Cluster) Member() string { return c.opts.Member }
 
 // Connected reports whether forkd has an etcd session now.
 func (c *Cluster) Connected() bool { return c.connected.Load() }
@@ -212,46 +241,14 @@ func (c *Cluster) Connected() bool { return c.connected.Load() }
 // Ready is closed once forkd has had an etcd session.
 func (c *Cluster) Ready() <-chan struct{} { return c.ready }
 
-// key returns the etcd key of a job of kind ("singleton", "schedule").
-func (c *Cluster) key(kind, job string) string {
-	return c.prefix + "/" + c.name + "/" + kind + "/" + job
-}
-
-// Run keeps an etcd session and campaigns for the jobs Lead asked for
-// until ctx is done; then it gives up its leaderships (their processes
-// must be gone by then: the master stops the supervisor first), revokes
-// its lease so that another forkd takes over at once, and returns nil.
-// etcd being unreachable is no error: Run keeps trying.
-func (c *Cluster) Run(ctx context.Context) error {
-	defer close(c.done)
-	defer c.cli.Close()
-	c.stopping = ctx.Done()
-	c.setStatus(Status{State: StateConnecting})
-	c.connect(ctx)
-	for {
-		var alive <-chan time.Time
-		var gone <-chan error
-		var expire <-chan time.Time
-		if c.sess != nil {
-			alive, gone, expire = c.sess.alive, c.sess.gone, c.sess.expire.C
-		}
-		select {
-		case <-ctx.Done():
-			c.shutdown()
-			return nil
-		case <-c.retry:
-			c.retry = nil
-			c.connect(ctx)
-		case t := <-alive:
-			c.renewed(t)
-		case err := <-gone:
-			c.lose(err.Error(), c.sess.renewed.Add(c.ttl-c.margin/2))
-		case <-expire:
-			c.lose("lease not renewed", c.sess.renewed.Add(c.ttl-c.margin/2))
-		case req := <-c.requests:
-			req(c)
-		}
+// Lease returns the current session's lease (0: none) and when its last
+// answered renewal was sent.
+func (c *Cluster) Lease() (id int64, renewed time.Time) {
+	id = c.lease.Load()
+	if id == 0 {
+		return 0, time.Time{}
 	}
+	return id, time.Unix(0, c.renewedAt.Load())
 }
 
 // tell runs fn on Run's goroutine, in the order of the calls.
@@ -262,264 +259,293 @@ func (c *Cluster) tell(fn func(c *Cluster)) {
 	}
 }
 
+// sidecar is one forkd-cluster process and what it says.
+type sidecar struct {
+	msgs   chan Message
+	exited chan error
+	gone   chan struct{} // closed once Run no longer reads msgs
+}
+
+// Run starts forkd-cluster (or adopts the one handed over) and serves
+// the methods through it until ctx is done; then it closes the socket,
+// upon which the sidecar gives up its leaderships and revokes its lease,
+// and waits for the sidecar to exit. A sidecar that dies meanwhile loses
+// the leaderships (at the lease's deadline) and is started again.
+func (c *Cluster) Run(ctx context.Context) error {
+	defer close(c.done)
+	c.running.Store(true)
+	c.stopping = ctx.Done()
+	c.setStatus(Status{State: StateConnecting})
+	sc, err := c.start()
+	backoff := 200 * time.Millisecond
+	var retry <-chan time.Time
+	if err != nil {
+		c.failed(err)
+		retry = time.After(backoff)
+	}
+	for {
+		var msgs <-chan Message
+		var exited <-chan error
+		if sc != nil {
+			msgs, exited = sc.msgs, sc.exited
+		}
+		select {
+		case <-ctx.Done():
+			c.stop(sc)
+			return nil
+		case <-retry:
+			retry = nil
+			if sc, err = c.start(); err != nil {
+				c.failed(err)
+				backoff = min(backoff*2, 5*time.Second)
+				retry = time.After(backoff)
+			} else {
+				backoff = 200 * time.Millisecond
+			}
+		case m := <-msgs:
+			c.handle(m)
+		case err := <-exited:
+			c.died(err)
+			sc = nil
+			retry = time.After(backoff)
+		case fn := <-c.requests:
+			fn(c)
+		}
+	}
+}
+
+// start starts (or, the first time, adopts) forkd-cluster and says hello
+// (or attach).
+func (c *Cluster) start() (*sidecar, error) {
+	var first Request
+	if a := c.opts.Adopt; a != nil {
+		c.opts.Adopt = nil
+		syscall.CloseOnExec(a.FD)
+		c.conn, c.fd = os.NewFile(uintptr(a.FD), "forkd-cluster"), a.FD
+		p, err := os.FindProcess(a.PID)
+		if err != nil {
+			c.conn.Close()
+			return nil, fmt.Errorf("cluster: adopt forkd-cluster (pid %d): %w", a.PID, err)
+		}
+		c.proc = p
+		first = Request{Op: OpAttach}
+		c.log.Info("adopted forkd-cluster handed over by the upgrade: its etcd session and leaderships carry on",
+			"pid", a.PID)
+	} else {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: socket pair for forkd-cluster: %w", err)
+		}
+		if err := syscall.SetNonblock(fds[0], true); err != nil {
+			syscall.Close(fds[0])
+			syscall.Close(fds[1])
+			return nil, fmt.Errorf("cluster: socket pair for forkd-cluster: %w", err)
+		}
+		mine, theirs := os.NewFile(uintptr(fds[0]), "forkd-cluster"), os.NewFile(uintptr(fds[1]), "forkd-cluster")
+		path := c.opts.Path
+		if path == "" {
+			if path, err = FindExecutable(); err != nil {
+				syscall.Close(fds[0])
+				syscall.Close(fds[1])
+				return nil, err
+			}
+		}
+		cmd := exec.Command(path)
+		cmd.ExtraFiles = []*os.File{theirs}
+		cmd.Stderr = os.Stderr
+		err = cmd.Start()
+		theirs.Close()
+		if err != nil {
+			mine.Close()
+			return nil, fmt.Errorf("cluster: start %s: %w", path, err)
+		}
+		c.conn, c.fd, c.proc = mine, fds[0], cmd.Process
+		cc := c.opts.Config
+		first = Request{Op: OpHello, Hello: &Hello{Cluster: cc.Cluster, ServerName: cc.Server.Name,
+			Member: c.opts.Member, Lease: c.opts.Lease, Debug: c.log.Enabled(context.Background(), slog.LevelDebug)}}
+		c.opts.Lease = 0
+	}
+	c.enc = json.NewEncoder(c.conn)
+	c.detached, c.startFailed = false, false
+	sc := &sidecar{msgs: make(chan Message), exited: make(chan error, 1), gone: make(chan struct{})}
+	c.sc = sc
+	go read(c.conn, sc.msgs, sc.gone)
+	proc := c.proc
+	go func() {
+		st, err := proc.Wait()
+		if err == nil {
+			err = errors.New(st.String())
+		}
+		sc.exited <- err
+	}()
+	c.send(first)
+	for job := range c.subs {
+		c.send(Request{Op: OpLead, Job: job})
+	}
+	return sc, nil
+}
+
+// read decodes the sidecar's lines onto msgs until the socket ends or
+// done is closed.
+func read(conn *os.File, msgs chan<- Message, done <-chan struct{}) {
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var m Message
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			continue
+		}
+		select {
+		case msgs <- m:
+		case <-done:
+			return
+		}
+		if m.Kind == KindDetached {
+			return // nothing more until the next attach, on the successor's reader
+		}
+	}
+}
+
+// send writes r to the sidecar; a failure shows as its exit.
+func (c *Cluster) send(r Request) {
+	if c.enc == nil || c.detached {
+		return
+	}
+	_ = c.enc.Encode(r)
+}
+
+// failed says, once until a start succeeds, that the sidecar could not
+// be started.
+func (c *Cluster) failed(err error) {
+	if c.startFailed {
+		c.log.Debug("forkd-cluster still not started", "err", err)
+	} else {
+		c.log.Error(`cluster jobs (scope = "cluster") wait: forkd-cluster not started`, "err", err)
+		c.startFailed = true
+	}
+	c.setStatus(Status{State: StateUnreachable, Err: err.Error()})
+}
+
+// died takes the sidecar's exit: its leaderships are lost, their
+// processes to be gone before its lease can expire.
+func (c *Cluster) died(err error) {
+	c.log.Error("forkd-cluster exited: cluster jobs stop until it is started again", "err", err)
+	_, renewed := c.Lease()
+	killBy := renewed.Add(c.ttl - c.margin/2)
+	c.conn.Close()
+	close(c.sc.gone)
+	c.conn, c.enc, c.proc, c.sc = nil, nil, nil, nil
+	c.lease.Store(0)
+	for job := range c.leading {
+		c.publish(Event{Job: job, Reason: "forkd-cluster exited", KillBy: killBy}, false)
+	}
+	c.failAsks()
+	c.setStatus(Status{State: StateUnreachable, Err: "forkd-cluster exited: " + err.Error()})
+}
+
+// failAsks answers every request in flight with ErrUnavailable.
+func (c *Cluster) failAsks() {
+	for id, ch := range c.asks {
+		ch <- Message{Kind: KindReply, ID: id, Unavailable: true}
+		delete(c.asks, id)
+	}
+}
+
+// handle takes one message of the sidecar.
+func (c *Cluster) handle(m Message) {
+	switch m.Kind {
+	case KindReply:
+		if ch, ok := c.asks[m.ID]; ok {
+			delete(c.asks, m.ID)
+			ch <- m
+		}
+	case KindStatus:
+		if m.Status != nil {
+			c.setStatus(*m.Status)
+		}
+	case KindLease:
+		c.lease.Store(m.Lease)
+		c.renewedAt.Store(m.Renewed.UnixNano())
+	case KindEvent:
+		if m.Event != nil {
+			c.publish(*m.Event, m.Replay)
+		}
+	case KindLog:
+		args := make([]any, 0, len(m.Attrs))
+		for _, a := range m.Attrs {
+			args = append(args, a)
+		}
+		c.log.Log(context.Background(), slog.Level(m.Level), m.Msg, args...)
+	case KindDetached:
+		if c.onDetach != nil {
+			close(c.onDetach)
+			c.onDetach = nil
+		}
+	}
+}
+
 // setStatus records and reports the connection's state.
 func (c *Cluster) setStatus(s Status) {
 	c.connected.Store(s.State == StateConnected)
+	if s.State == StateConnected && !c.readyShut {
+		c.readyShut = true
+		close(c.ready)
+	}
 	if c.opts.OnStatus != nil {
 		c.opts.OnStatus(s)
 	}
 }
 
-// connect makes a session: a lease of lease_ttl kept alive, then the
-// campaigns. On failure it says so once and tries again after a backoff.
-func (c *Cluster) connect(ctx context.Context) {
-	gctx, cancel := context.WithTimeout(ctx, c.ttl)
-	asked := time.Now()
-	grant, err := c.resume(gctx)
-	if grant == nil && err == nil {
-		grant, err = c.cli.Grant(gctx, int64(c.ttl/time.Second))
-	}
-	cancel()
-	var s *session
-	if err == nil {
-		s, err = c.newSession(ctx, grant, asked)
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
-		c.unreachable(err)
-		c.retry = time.After(c.backoff)
-		c.backoff = min(c.backoff*2, c.maxBackoff)
-		return
-	}
-	c.sess, c.backoff = s, 200*time.Millisecond
-	if c.warned {
-		c.log.Info("etcd reachable again: cluster jobs resume", "cluster", c.name, "lease", fmt.Sprintf("%x", grant.ID))
-	} else {
-		c.log.Info("etcd connected", "cluster", c.name, "member", c.member, "lease", fmt.Sprintf("%x", grant.ID),
-			"lease_ttl", c.ttl)
-	}
-	c.warned = false
-	c.setStatus(Status{State: StateConnected})
-	if !c.readyShut {
-		c.readyShut = true
-		close(c.ready)
-	}
-	for _, l := range c.leads {
-		c.campaign(l)
-	}
-}
-
-// resume takes over Options.Lease, once: it returns the lease if etcd
-// still has it, nil (and no error) if there is none to take or it expired.
-func (c *Cluster) resume(ctx context.Context) (*clientv3.LeaseGrantResponse, error) {
-	id := clientv3.LeaseID(c.opts.Lease)
-	if id == clientv3.NoLease {
-		return nil, nil
-	}
-	resp, err := c.cli.KeepAliveOnce(ctx, id)
-	switch {
-	case errors.Is(err, rpctypes.ErrLeaseNotFound):
-		c.opts.Lease = 0
-		c.log.Info("the lease handed over by the upgrade expired: campaigning afresh", "lease", fmt.Sprintf("%x", id))
-		return nil, nil
-	case err != nil:
-		return nil, err
-	}
-	c.opts.Lease = 0
-	c.log.Info("took over the lease handed over by the upgrade", "lease", fmt.Sprintf("%x", id))
-	return &clientv3.LeaseGrantResponse{ID: id, TTL: resp.TTL}, nil
-}
-
-// Lease returns the current session's lease (0: none) and when its last
-// answered renewal was sent: what an in-place upgrade hands over.
-func (c *Cluster) Lease() (id int64, renewed time.Time) {
-	id = c.lease.Load()
-	if id == 0 {
-		return 0, time.Time{}
-	}
-	return id, time.Unix(0, c.renewedAt.Load())
-}
-
-// newSession keeps grant's lease, asked for at asked, alive and makes
-// the session of it.
-func (c *Cluster) newSession(ctx context.Context, grant *clientv3.LeaseGrantResponse, asked time.Time) (*session, error) {
-	sctx, cancel := context.WithCancel(ctx)
-	cs, err := concurrency.NewSession(c.cli, concurrency.WithLease(grant.ID), concurrency.WithContext(sctx))
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("etcd session: %w", err)
-	}
-	s := &session{s: cs, ctx: sctx, cancel: cancel, alive: make(chan time.Time), gone: make(chan error),
-		renewed: asked, expire: time.NewTimer(time.Until(asked.Add(c.ttl - c.margin)))}
-	go c.keepAlive(sctx, grant.ID, s.alive, s.gone)
-	c.lease.Store(int64(grant.ID))
-	c.renewedAt.Store(asked.UnixNano())
-	return s, nil
-}
-
-// unreachable says once per outage that etcd cannot be reached.
-func (c *Cluster) unreachable(err error) {
-	msg := errText(err)
-	if !c.warned {
-		c.log.Warn("etcd unreachable: cluster jobs wait until it is back; the workers serve",
-			"endpoints", strings.Join(c.opts.Config.Cluster.Endpoints, ","), "err", msg)
-		c.warned = true
-	} else {
-		c.log.Debug("etcd still unreachable", "err", msg)
-	}
-	c.setStatus(Status{State: StateUnreachable, Err: msg})
-}
-
-// errText shortens what gRPC says about an unreachable etcd.
-func errText(err error) string {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return "no answer in time"
-	}
-	return err.Error()
-}
-
-// renewed records a keep-alive sent at t and answered: the lease holds
-// until t + lease_ttl at least.
-func (c *Cluster) renewed(t time.Time) {
-	s := c.sess
-	if !t.After(s.renewed) {
-		return
-	}
-	s.renewed = t
-	c.renewedAt.Store(t.UnixNano())
-	if !s.expire.Stop() {
-		select {
-		case <-s.expire.C:
-		default:
-		}
-	}
-	s.expire.Reset(time.Until(t.Add(c.ttl - c.margin)))
-}
-
-// lose gives up the session: its lease could not be renewed in time.
-// Every leadership is lost, its process to be gone by killBy, and a new
-// session is tried at once.
-func (c *Cluster) lose(reason string, killBy time.Time) {
-	s := c.sess
-	c.sess = nil
-	c.lease.Store(0)
-	s.expire.Stop()
-	s.cancel()
-	for _, l := range c.leads {
-		c.abandon(l, reason, killBy)
-	}
-	c.unreachable(errors.New(reason))
-	c.retry = time.After(0)
-}
-
-// abandon ends l's campaign, and its leadership with reason.
-func (c *Cluster) abandon(l *lead, reason string, killBy time.Time) {
-	if l.cancel != nil {
-		l.cancel()
-		l.cancel = nil
-	}
-	if l.leading {
-		l.leading, l.e = false, nil
-		c.publish(l, Event{Job: l.job, Reason: reason, KillBy: killBy})
-	}
-}
-
-// publish hands ev to l's subscriber and to OnLeadership.
-func (c *Cluster) publish(l *lead, ev Event) {
+// publish hands ev to OnLeadership (unless it replays a leadership
+// already signalled) and to its singleton's subscriber.
+func (c *Cluster) publish(ev Event, replay bool) {
 	if ev.Acquired {
-		c.log.Info("leadership acquired", "job", ev.Job, "token", ev.Token)
+		c.leading[ev.Job] = true
 	} else {
-		c.log.Warn("leadership lost", "job", ev.Job, "reason", ev.Reason)
+		delete(c.leading, ev.Job)
 	}
-	if c.opts.OnLeadership != nil {
+	if c.opts.OnLeadership != nil && !replay {
 		c.opts.OnLeadership(ev)
 	}
-	if l.events != nil {
-		select {
-		case l.events <- ev:
-		case <-c.stopping: // the subscriber may have stopped reading
-		}
-	}
-}
-
-// campaign campaigns for l in the current session.
-func (c *Cluster) campaign(l *lead) {
-	s := c.sess
-	if s == nil || l.cancel != nil || l.leading {
+	if ev.Reason == "resigned" || ev.Reason == "stopped" {
 		return
 	}
-	ctx, cancel := context.WithCancel(s.ctx)
-	l.cancel = cancel
-	e := concurrency.NewElection(s.s, c.key("singleton", l.job))
-	go func() {
-		err := e.Campaign(ctx, c.member)
-		c.tell(func(c *Cluster) { c.campaigned(l, s, e, err) })
-	}()
-}
-
-// campaigned takes the end of a campaign of l in session s.
-func (c *Cluster) campaigned(l *lead, s *session, e *concurrency.Election, err error) {
-	current := c.leads[l.job] == l && c.sess == s
-	if !current {
-		if err == nil && c.sess == s {
-			go resign(e, c.ttl) // Resign came while it campaigned
+	ch, ok := c.subs[ev.Job]
+	if !ok {
+		if len(c.pending[ev.Job]) < 16 {
+			c.pending[ev.Job] = append(c.pending[ev.Job], ev)
 		}
 		return
 	}
-	l.cancel = nil
-	if err != nil {
-		c.log.Debug("campaign failed; trying again", "job", l.job, "err", err)
-		time.AfterFunc(c.backoff, func() {
-			c.tell(func(c *Cluster) {
-				if c.leads[l.job] == l && c.sess == s {
-					c.campaign(l)
-				}
-			})
-		})
+	select {
+	case ch <- ev:
+	case <-c.stopping: // the subscriber may have stopped reading
+	}
+}
+
+// stop closes the socket and waits for the sidecar to revoke its lease
+// and exit: the master is stopping.
+func (c *Cluster) stop(sc *sidecar) {
+	for job := range c.leading {
+		if c.opts.OnLeadership != nil {
+			c.opts.OnLeadership(Event{Job: job, Reason: "stopped"})
+		}
+	}
+	c.leading = map[string]bool{}
+	c.failAsks()
+	if sc == nil {
 		return
 	}
-	l.leading, l.e = true, e
-	c.publish(l, Event{Job: l.job, Acquired: true, Token: e.Rev()})
-}
-
-// resign gives up e's leadership, within timeout.
-func resign(e *concurrency.Election, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	_ = e.Resign(ctx)
-}
-
-// shutdown gives up every leadership and revokes the lease.
-func (c *Cluster) shutdown() {
-	for _, l := range c.leads {
-		c.abandonQuietly(l)
+	c.send(Request{Op: OpStop})
+	c.conn.Close()
+	close(sc.gone)
+	select {
+	case <-sc.exited:
+	case <-time.After(c.ttl + 2*time.Second):
+		c.log.Warn("forkd-cluster did not exit: killing it")
+		_ = c.proc.Kill()
+		<-sc.exited
 	}
-	if c.sess == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), min(c.ttl, 2*time.Second))
-	defer cancel()
-	if _, err := c.cli.Revoke(ctx, c.sess.s.Lease()); err != nil {
-		c.log.Warn("etcd lease not revoked: the others take over once it expires", "err", errText(err),
-			"lease_ttl", c.ttl)
-	}
-	c.sess.expire.Stop()
-	c.sess.cancel()
-	c.sess = nil
-}
-
-// abandonQuietly ends l at shutdown: its subscriber has stopped.
-func (c *Cluster) abandonQuietly(l *lead) {
-	if l.cancel != nil {
-		l.cancel()
-		l.cancel = nil
-	}
-	if l.leading && c.opts.OnLeadership != nil {
-		c.opts.OnLeadership(Event{Job: l.job, Reason: "stopped"})
-	}
-	l.leading = false
 }
 
 // Lead campaigns for the singleton job, now and whenever a new session
@@ -528,12 +554,15 @@ func (c *Cluster) abandonQuietly(l *lead) {
 // returns.
 func (c *Cluster) Lead(job string, events chan<- Event) {
 	c.tell(func(c *Cluster) {
-		if _, ok := c.leads[job]; ok {
+		if _, ok := c.subs[job]; ok {
 			return
 		}
-		l := &lead{job: job, events: events}
-		c.leads[job] = l
-		c.campaign(l)
+		c.subs[job] = events
+		for _, ev := range c.pending[job] {
+			c.publish(ev, true)
+		}
+		delete(c.pending, job)
+		c.send(Request{Op: OpLead, Job: job})
 	})
 }
 
@@ -542,21 +571,143 @@ func (c *Cluster) Lead(job string, events chan<- Event) {
 // its subscriber; OnLeadership gets one with reason "resigned".
 func (c *Cluster) Resign(job string) {
 	c.tell(func(c *Cluster) {
-		l, ok := c.leads[job]
-		if !ok {
+		if _, ok := c.subs[job]; !ok {
 			return
 		}
-		delete(c.leads, job)
-		if l.cancel != nil {
-			l.cancel()
-			l.cancel = nil
+		delete(c.subs, job)
+		c.send(Request{Op: OpResign, Job: job})
+	})
+}
+
+// ask sends r and waits for its reply, within the request timeout or
+// ctx. Without an etcd session it returns ErrUnavailable at once.
+func (c *Cluster) ask(ctx context.Context, r Request) (Message, error) {
+	if !c.connected.Load() {
+		return Message{}, ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(c.ttl/2, 3*time.Second)+time.Second)
+	defer cancel()
+	r.ID = c.nextID.Add(1)
+	reply := make(chan Message, 1)
+	c.tell(func(c *Cluster) {
+		if c.enc == nil || c.detached {
+			reply <- Message{Kind: KindReply, ID: r.ID, Unavailable: true}
+			return
 		}
-		if l.leading {
-			go resign(l.e, c.ttl)
-			c.log.Info("leadership resigned", "job", job)
-			if c.opts.OnLeadership != nil {
-				c.opts.OnLeadership(Event{Job: job, Reason: "resigned"})
-			}
+		c.asks[r.ID] = reply
+		c.send(r)
+	})
+	select {
+	case m := <-reply:
+		switch {
+		case m.Unavailable:
+			return m, ErrUnavailable
+		case m.Err != "":
+			return m, errors.New(m.Err)
+		}
+		return m, nil
+	case <-ctx.Done():
+		c.tell(func(c *Cluster) { delete(c.asks, r.ID) })
+		return Message{}, fmt.Errorf("cluster: %s %s: forkd-cluster: %w", r.Op, r.Job, ctx.Err())
+	case <-c.done:
+		return Message{}, ErrUnavailable
+	}
+}
+
+// Claim claims the period at of the schedule job for this forkd, with one
+// etcd transaction (two the first time a schedule runs anywhere): it wins
+// when the schedule's key holds an earlier period, or none. A period, or
+// any earlier one, that another forkd claimed first is lost, and Holder
+// says who. While there is no session it returns ErrUnavailable at once.
+func (c *Cluster) Claim(ctx context.Context, job string, at time.Time) (Claim, error) {
+	m, err := c.ask(ctx, Request{Op: OpClaim, Job: job, At: at})
+	if err != nil || m.Claim == nil {
+		return Claim{}, err
+	}
+	return *m.Claim, nil
+}
+
+// Last returns the last period of the schedule job claimed by any forkd
+// of the cluster (the zero Time if none), and who claimed it.
+func (c *Cluster) Last(ctx context.Context, job string) (time.Time, string, error) {
+	m, err := c.ask(ctx, Request{Op: OpLast, Job: job})
+	return m.At, m.Holder, err
+}
+
+// Holder returns the member that holds the singleton job ("" if none
+// does).
+func (c *Cluster) Holder(ctx context.Context, job string) (string, error) {
+	m, err := c.ask(ctx, Request{Op: OpHolder, Job: job})
+	return m.Holder, err
+}
+
+// Handover prepares the sidecar for an in-place upgrade: it stops talking
+// to it (the sidecar queues what it says until the successor attaches)
+// and keeps its socket open across execve. It returns nil when there is
+// no sidecar to hand over. Resume undoes it if the upgrade fails.
+func (c *Cluster) Handover(ctx context.Context) (*Agent, error) {
+	if !c.running.Load() {
+		return nil, nil // no cluster jobs: no sidecar started
+	}
+	detached := make(chan struct{})
+	var a *Agent
+	c.tell(func(c *Cluster) {
+		if c.enc == nil {
+			close(detached)
+			return
+		}
+		a = &Agent{PID: c.proc.Pid, FD: c.fd}
+		c.onDetach = detached
+		c.send(Request{Op: OpDetach})
+		c.detached = true
+		c.failAsks()
+	})
+	select {
+	case <-detached:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("cluster: forkd-cluster did not detach: %w", ctx.Err())
+	case <-c.done:
+		return nil, nil
+	}
+	if a == nil {
+		return nil, nil
+	}
+	if _, err := unix.FcntlInt(uintptr(a.FD), unix.F_SETFD, 0); err != nil {
+		return nil, fmt.Errorf("cluster: keep forkd-cluster's socket across the upgrade: %w", err)
+	}
+	return a, nil
+}
+
+// Resume talks to the sidecar again after Handover: the upgrade did not
+// happen.
+func (c *Cluster) Resume() {
+	c.tell(func(c *Cluster) {
+		if !c.detached || c.conn == nil {
+			return
+		}
+		syscall.CloseOnExec(c.fd)
+		c.detached = false
+		go read(c.conn, c.sc.msgs, c.sc.gone)
+		c.send(Request{Op: OpAttach})
+		for job := range c.subs {
+			c.send(Request{Op: OpLead, Job: job})
 		}
 	})
+}
+
+// Release ends a sidecar handed over by an upgrade that this master does
+// not adopt (its config has no [cluster] any more): it kills it without
+// revoking its lease, which lapses after lease_ttl as when the old
+// master's session was not taken over, so that the adopted singletons
+// are gone before another forkd can win; and it reaps it.
+func Release(a *Agent, log *slog.Logger) {
+	syscall.CloseOnExec(a.FD)
+	p, err := os.FindProcess(a.PID)
+	if err == nil {
+		log.Info("forkd-cluster handed over by the upgrade ends, its lease left to lapse: the config has no [cluster] now",
+			"pid", a.PID)
+		_ = p.Kill()
+		go func() { _, _ = p.Wait() }()
+	}
+	syscall.Close(a.FD)
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // A forkd's membership: run it, lead a singleton, claim a schedule's
-// period. (Compiled, not run: it needs an etcd.)
+// period. (Compiled, not run: it needs forkd-cluster and an etcd.)
 func Example() {
 	cfg := config.Default()
 	cfg.Server.Name = "web1"

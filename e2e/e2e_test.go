@@ -136,7 +136,7 @@ func bootAndCheck(t *testing.T, nspawn, work, root, script string, checks []stri
 // there, and runs inside.sh's checks against real socket activation,
 // reload, restart and stop. Needs root and systemd-nspawn.
 //
-// FORKD_E2E_BIN=DIR uses prebuilt forkd, forkctl and forkd-demo from DIR
+// FORKD_E2E_BIN=DIR uses prebuilt forkd, forkctl, forkd-demo and forkd-cluster from DIR
 // (say, from a package) instead of building them.
 func TestSystemd(t *testing.T) {
 	nspawn := needContainer(t)
@@ -151,12 +151,13 @@ func TestSystemd(t *testing.T) {
 	bootAndCheck(t, nspawn, work, root, "inside.sh", checks, 120)
 }
 
-// binaries builds forkd, forkctl and forkd-demo into dir — or takes them
+// binaries builds forkd, forkctl, forkd-demo and forkd-cluster into dir — or takes them
 // from $FORKD_E2E_BIN — and returns their paths by installed name. It skips
 // the test when one does not build yet.
 func binaries(t *testing.T, repo, dir string) map[string]string {
 	t.Helper()
-	pkgs := map[string]string{"forkd": "./cmd/forkd", "forkctl": "./cmd/forkctl", "forkd-demo": "./examples/demo"}
+	pkgs := map[string]string{"forkd": "./cmd/forkd", "forkctl": "./cmd/forkctl", "forkd-demo": "./examples/demo",
+		"forkd-cluster": "./cmd/forkd-cluster"}
 	out := map[string]string{}
 	if prebuilt := os.Getenv("FORKD_E2E_BIN"); prebuilt != "" {
 		for name := range pkgs {
@@ -168,7 +169,7 @@ func binaries(t *testing.T, repo, dir string) map[string]string {
 		}
 		return out
 	}
-	for _, name := range []string{"forkd", "forkctl", "forkd-demo"} {
+	for _, name := range []string{"forkd", "forkctl", "forkd-demo", "forkd-cluster"} {
 		p := filepath.Join(dir, name)
 		cmd := exec.Command("go", "build", "-o", p, pkgs[name])
 		cmd.Dir = repo

@@ -31,7 +31,9 @@
 // interface in /usr/share/dbus-1; man pages; an empty /etc/forkd with
 // example.toml.sample, a conffile that is not an instance. The demo worker
 // goes to /usr/lib/forkd/forkd-demo: it is an example the sample config
-// runs, not a command, so it stays out of PATH. The Type=notify-reload unit
+// runs, not a command, so it stays out of PATH; so does
+// /usr/lib/forkd/forkd-cluster, the etcd sidecar forkd starts for jobs with
+// scope = "cluster". The Type=notify-reload unit
 // for systemd 253 and later is documentation
 // (/usr/share/doc/forkd/examples/notify-reload/), since the active unit has
 // to work on Debian 12's systemd 252.

@@ -454,8 +454,9 @@ func TestCluster_Schedule(t *testing.T) {
 	})
 }
 
-// TestCluster_Upgrade: an in-place upgrade of the holder hands its etcd
-// lease over with the singleton: the same process runs on, with no other
+// TestCluster_Upgrade: an in-place upgrade of the holder hands its
+// forkd-cluster sidecar (its etcd session and lease) over with the
+// singleton: the same process runs on, with no other
 // forkd starting one, and the new master holds the leadership.
 func TestCluster_Upgrade(t *testing.T) {
 	t.Parallel()
@@ -486,7 +487,7 @@ func TestCluster_Upgrade(t *testing.T) {
 		t.Errorf("after the upgrade the singletons alive are %+v, want the adopted pid %d alone", alive, first.pid)
 	}
 	tr.checkOneAtATime(t)
-	if log := nodes[0].log(); !strings.Contains(log, "took over the lease handed over by the upgrade") ||
+	if log := nodes[0].log(); !strings.Contains(log, "adopted forkd-cluster handed over by the upgrade") ||
 		!strings.Contains(log, fmt.Sprintf("leadership acquired\" job=scheduler token=%d", first.token)) {
 		t.Errorf("the upgraded master did not take the lease and the leadership (token %d) over", first.token)
 	}
@@ -505,4 +506,74 @@ func TestCluster_ReloadResigns(t *testing.T) {
 	holder.f.signal(syscall.SIGHUP)
 	r.tr.waitHolder(t, first.instance, 5*time.Second) // the lease is 10s: only a resign is this quick
 	r.tr.checkOneAtATime(t)
+}
+
+// TestCluster_SidecarOnlyForClusterJobs: forkd-cluster runs only while
+// the config has [cluster] and cluster jobs: not for a config with
+// [cluster] and instance jobs alone, but once a reload adds a cluster
+// job; an upgrade keeps the one running (the same pid); an upgrade to a
+// config without [cluster] ends it.
+func TestCluster_SidecarOnlyForClusterJobs(t *testing.T) {
+	t.Parallel()
+	etcd := testkit.StartEtcd(t)
+	probe := testkit.ListenNotify(t)
+	manager := testkit.ListenNotify(t)
+	proxy := testkit.StartProxy(t, etcd.Dial)
+	f := newForkd(t, setup{instance: "side", workers: 1, notify: manager.Path})
+	f.writeConfig("serve", clusterTable("http://"+proxy.Addr)+
+		jobTable("singleton", "local", "wait", probe, `scope = "instance"`))
+	f.start()
+	manager.Wait("READY=1")
+	probe.Wait("SINGLETON=local")
+	if pids := sidecarsOf(f.pid()); len(pids) != 0 {
+		t.Fatalf("forkd-cluster runs (pids %v) without cluster jobs", pids)
+	}
+
+	f.writeConfig("serve", clusterTable("http://"+proxy.Addr)+singletonJob(probe))
+	f.signal(syscall.SIGHUP)
+	probe.Wait("SINGLETON=scheduler") // elected: the sidecar runs
+	first := sidecarsOf(f.pid())
+	if len(first) != 1 {
+		t.Fatalf("forkd-cluster pids %v after a reload that adds a cluster job, want one", first)
+	}
+	f.signal(syscall.SIGUSR2)
+	manager.Wait("READY=1")
+	if again := sidecarsOf(f.pid()); len(again) != 1 || again[0] != first[0] {
+		t.Errorf("forkd-cluster pids %v after an upgrade, want the adopted %d", again, first[0])
+	}
+
+	f.writeConfig("serve", "")
+	f.signal(syscall.SIGUSR2)
+	manager.Wait("READY=1")
+	gone := testkit.Exited(t, first[0])
+	select {
+	case <-gone:
+	case <-time.After(testTimeout):
+		t.Fatalf("forkd-cluster %d still runs after an upgrade to a config without [cluster]", first[0])
+	}
+	if !strings.Contains(f.log(), "forkd-cluster handed over by the upgrade ends") {
+		t.Error("the log does not say the sidecar ended")
+	}
+}
+
+// sidecarsOf lists the children of pid that run as forkd-cluster.
+func sidecarsOf(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		for _, w := range strings.Fields(string(b)) {
+			env, err := os.ReadFile("/proc/" + w + "/environ")
+			if err != nil || !strings.Contains("\x00"+string(env)+"\x00", "\x00"+testkit.RoleEnv+"=forkd-cluster\x00") {
+				continue
+			}
+			if child, err := strconv.Atoi(w); err == nil {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
 }

@@ -42,6 +42,7 @@ type runOnce struct {
 	// endpoints at start); it runs from before the supervisor until after
 	// it: clusterDone gets its Run's result, clusterCancel stops it.
 	cluster       *cluster.Cluster
+	clusterAdopt  bool
 	clusterDone   chan error
 	clusterCancel context.CancelFunc
 	// clusterCfg is the [cluster] table forkd started with: a reload that
@@ -57,15 +58,24 @@ type runOnce struct {
 func newCluster(cfg *config.Config, log *slog.Logger, svc *bus.Service, status *reporter,
 	adopt *workers.Handover) *cluster.Cluster {
 	if !cfg.Cluster.Enabled() {
+		if adopt != nil {
+			if a := supervisor.AdoptedAgent(adopt.Jobs); a != nil {
+				cluster.Release(a, log)
+			}
+		}
 		return nil
 	}
 	var lease int64
+	var agent *cluster.Agent
 	if adopt != nil {
-		lease = supervisor.AdoptedLease(adopt.Jobs)
+		if agent = supervisor.AdoptedAgent(adopt.Jobs); agent == nil {
+			lease = supervisor.AdoptedLease(adopt.Jobs)
+		}
 	}
 	cl, err := cluster.New(cluster.Options{
 		Config: cfg,
 		Lease:  lease,
+		Adopt:  agent,
 		Logger: log,
 		OnStatus: func(s cluster.Status) {
 			status.clusterStatus(s.State == cluster.StateConnected, s.String())
@@ -93,8 +103,9 @@ func newCluster(cfg *config.Config, log *slog.Logger, svc *bus.Service, status *
 
 // setCluster gives the supervisor cl for its cluster jobs; it must be
 // called before start.
-func (r *runOnce) setCluster(cl *cluster.Cluster) {
+func (r *runOnce) setCluster(cl *cluster.Cluster, adopt *workers.Handover) {
 	r.cluster = cl
+	r.clusterAdopt = adopt != nil && supervisor.AdoptedAgent(adopt.Jobs) != nil
 	r.sup.SetCluster(cl)
 }
 
@@ -162,9 +173,10 @@ func (r *runOnce) options(o *workers.Options) {
 		}
 		if err == nil && r.staged != nil {
 			if !r.running && hasJobs(r.staged) {
-				r.run()
+				r.run(r.staged)
 			}
 			if r.running {
+				r.startCluster(r.staged)
 				r.sup.Apply(r.staged)
 			}
 		}
@@ -180,17 +192,25 @@ func (r *runOnce) options(o *workers.Options) {
 func (r *runOnce) start(pool *workers.Pool, cfg *config.Config, adopt *workers.Handover) {
 	r.pool = pool
 	if hasJobs(cfg) || adopt != nil && len(adopt.Jobs) > 0 {
-		r.run()
+		r.run(cfg)
 	}
 }
 
-// run runs the supervisor until stop.
-func (r *runOnce) run() {
-	if r.cluster != nil {
-		cctx, ccancel := context.WithCancel(context.Background())
-		r.clusterCancel, r.clusterDone = ccancel, make(chan error, 1)
-		go func() { r.clusterDone <- r.cluster.Run(cctx) }()
+// startCluster runs the cluster membership, and with it the forkd-cluster
+// sidecar, once cfg has jobs with scope = "cluster" (or an upgrade handed
+// a sidecar over).
+func (r *runOnce) startCluster(cfg *config.Config) {
+	if r.cluster == nil || r.clusterDone != nil || !cluster.HasJobs(cfg) && !r.clusterAdopt {
+		return
 	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	r.clusterCancel, r.clusterDone = ccancel, make(chan error, 1)
+	go func() { r.clusterDone <- r.cluster.Run(cctx) }()
+}
+
+// run runs the supervisor until stop.
+func (r *runOnce) run(cfg *config.Config) {
+	r.startCluster(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.running = cancel, true
 	r.sup.SetStarter(r.pool)
@@ -223,7 +243,7 @@ func (r *runOnce) stop() error {
 	}
 	r.cancel()
 	err := <-r.done
-	if r.cluster != nil {
+	if r.clusterDone != nil {
 		// After the processes: leaderships end only once they are gone.
 		r.clusterCancel()
 		if cerr := <-r.clusterDone; err == nil {

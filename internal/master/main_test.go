@@ -25,6 +25,8 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/forkd/forkd/activation"
+	"github.com/forkd/forkd/cluster"
+	"github.com/forkd/forkd/cluster/etcd"
 	"github.com/forkd/forkd/internal/forkctl"
 	"github.com/forkd/forkd/internal/testkit"
 	"github.com/forkd/forkd/sdk"
@@ -45,7 +47,7 @@ func init() {
 // "worker MODE", set in the config's [worker.env] over the "forkd" the
 // workers inherit).
 func TestMain(m *testing.M) {
-	testkit.Main(m, testkit.Roles{
+	roles := testkit.Roles{
 		activation.ShimArg: func(args []string) int {
 			err := activation.Shim(args)
 			fmt.Fprintln(os.Stderr, "exec-shim:", err)
@@ -75,7 +77,39 @@ func TestMain(m *testing.M) {
 			}
 			return runTestWorker(args[0])
 		},
-	})
+		cluster.Executable: func([]string) int { return etcd.Main() },
+	}
+	if _, role := roles[firstArg()]; !role && os.Getenv(testkit.RoleEnv) == "" {
+		if err := writeClusterShim(); err != nil {
+			fmt.Fprintln(os.Stderr, "cannot put forkd-cluster beside the test binary:", err)
+			os.Exit(2)
+		}
+	}
+	testkit.Main(m, roles)
+}
+
+func firstArg() string {
+	if len(os.Args) > 1 {
+		return os.Args[1]
+	}
+	return ""
+}
+
+// writeClusterShim puts a forkd-cluster beside the test binary, where
+// forkd looks for it: a script that runs the test binary in role
+// forkd-cluster.
+func writeClusterShim() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(filepath.Dir(exe), cluster.Executable)
+	tmp := path + ".tmp"
+	script := fmt.Sprintf("#!/bin/sh\n%s=%s exec %q \"$@\"\n", testkit.RoleEnv, cluster.Executable, exe)
+	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // runForkd is cmd/forkd's main: Run, and the error mapped to an exit

@@ -26,6 +26,7 @@ import (
 
 	"github.com/forkd/forkd/activation"
 	"github.com/forkd/forkd/cgroup"
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/orphans"
@@ -214,6 +215,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := checkLimits(cfg, t, why); err != nil {
 			return err
 		}
+		if cfg.Cluster.Enabled() && cluster.HasJobs(cfg) {
+			if _, err := cluster.FindExecutable(); err != nil {
+				return fmt.Errorf("%s: %w", o.config, err)
+			}
+		}
 		fmt.Fprintf(stdout, "%s: ok (instance %q, %s of %s)\n", o.config, cfg.Server.Name,
 			config.Workers(cfg.Server.Workers), cfg.Worker.Command)
 		return nil
@@ -332,7 +338,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	}
 	once := newRunOnce(cfg, socks, sinks, log, adopt, sinks.journal != nil, cgTree, func(s *supervisor.Supervisor) { sinks.ctl.setJobs(s) })
 	if cl := newCluster(cfg, log, sinks.bus, status, adopt); cl != nil {
-		once.setCluster(cl)
+		once.setCluster(cl, adopt)
 	}
 	staged := func(c *config.Config) {
 		sinks.stage(c)

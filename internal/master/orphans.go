@@ -28,9 +28,15 @@ func handedOver(h *workers.Handover) []int {
 				PID int `json:"pid"`
 			} `json:"run"`
 		} `json:"schedules"`
+		ClusterAgent *struct {
+			PID int `json:"pid"`
+		} `json:"cluster_agent"`
 	}
 	if err := json.Unmarshal(h.Jobs, &jobs); err != nil {
 		return nil
+	}
+	if jobs.ClusterAgent != nil {
+		pids = append(pids, jobs.ClusterAgent.PID)
 	}
 	for _, s := range jobs.Singletons {
 		pids = append(pids, s.PID)

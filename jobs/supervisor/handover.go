@@ -1,10 +1,12 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
 	"reflect"
 	"time"
 
+	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/internal/process"
 	"github.com/forkd/forkd/jobs"
@@ -19,6 +21,9 @@ type handoverState struct {
 	// none), ClusterRenewed when its last answered renewal was sent.
 	ClusterLease   int64     `json:"cluster_lease,omitempty"`
 	ClusterRenewed time.Time `json:"cluster_renewed,omitzero"`
+	// ClusterAgent is the master's forkd-cluster sidecar, which the
+	// successor adopts (nil: none).
+	ClusterAgent *cluster.Agent `json:"cluster_agent,omitempty"`
 }
 
 type handoverSingleton struct {
@@ -63,6 +68,13 @@ func (s *Supervisor) handover() []byte {
 	var h handoverState
 	if s.opts.Cluster != nil {
 		h.ClusterLease, h.ClusterRenewed = s.opts.Cluster.Lease()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		a, err := s.opts.Cluster.Handover(ctx)
+		cancel()
+		if err != nil {
+			s.log.Error("upgrade: forkd-cluster not handed over; the successor starts its own", "err", err)
+		}
+		h.ClusterAgent = a
 	}
 	for _, sg := range s.singletons {
 		if sg.proc == nil {
@@ -97,6 +109,17 @@ func AdoptedLease(b json.RawMessage) int64 {
 		return 0
 	}
 	return h.ClusterLease
+}
+
+// AdoptedAgent returns the forkd-cluster sidecar that the master before
+// an in-place upgrade handed over in what Freeze returned (nil: none), for
+// cluster.Options.Adopt.
+func AdoptedAgent(b json.RawMessage) *cluster.Agent {
+	var h handoverState
+	if len(b) == 0 || json.Unmarshal(b, &h) != nil {
+		return nil
+	}
+	return h.ClusterAgent
 }
 
 // adoptLeadership keeps an adopted cluster singleton while the lease the

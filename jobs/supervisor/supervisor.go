@@ -356,6 +356,9 @@ func (s *Supervisor) Freeze() (json.RawMessage, error) {
 func (s *Supervisor) Thaw() {
 	s.tell(func(s *Supervisor) {
 		s.frozen = false
+		if s.opts.Cluster != nil {
+			s.opts.Cluster.Resume()
+		}
 		for _, sc := range s.schedules {
 			if sc.run != nil && sc.run.out != nil {
 				sc.run.out.release()

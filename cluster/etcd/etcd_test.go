@@ -1,4 +1,4 @@
-package cluster_test
+package etcd_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/cluster"
+	"github.com/forkd/forkd/cluster/etcd"
 	"github.com/forkd/forkd/config"
 	"github.com/forkd/forkd/internal/testkit"
 )
@@ -21,7 +22,7 @@ const testTimeout = 15 * time.Second
 
 // member is one forkd's membership, running until the test ends or stop.
 type member struct {
-	c      *cluster.Cluster
+	c      *etcd.Cluster
 	events chan cluster.Event
 	status chan cluster.Status
 	stop   func()
@@ -34,7 +35,7 @@ func join(t *testing.T, endpoint, name string, ttl time.Duration) *member {
 	cfg.Server.Name = name
 	cfg.Cluster = config.Cluster{Endpoints: []string{endpoint}, Name: "shop", LeaseTTL: config.Duration{Duration: ttl}}
 	m := &member{events: make(chan cluster.Event, 16), status: make(chan cluster.Status, 64)}
-	c, err := cluster.New(cluster.Options{Config: cfg, Member: name,
+	c, err := etcd.New(etcd.Options{Config: cfg, Member: name,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		OnStatus: func(s cluster.Status) {
 			select {
@@ -182,7 +183,7 @@ func TestNew_badTLS(t *testing.T) {
 	}
 	cfg := config.Default()
 	cfg.Cluster = config.Cluster{Endpoints: []string{"https://127.0.0.1:2379"}, CA: bad}
-	_, err := cluster.New(cluster.Options{Config: cfg})
+	_, err := etcd.New(etcd.Options{Config: cfg})
 	if err == nil || !strings.Contains(err.Error(), "cluster.ca") || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Fatalf("New with a bad CA: %v", err)
 	}
