@@ -239,6 +239,7 @@ func install(t *testing.T, repo, root string, bins map[string]string) {
 	writeFile(t, root, "/etc/forkd/demo.toml", demoConfig, 0o644)
 	writeFile(t, root, "/etc/systemd/system/forkd@demo.socket.d/tcp.conf", tcpDropIn, 0o644)
 	copyFile(filepath.Join(repo, "e2e", "inside.sh"), "/usr/lib/forkd-e2e/inside.sh", 0o755)
+	copyFile(filepath.Join(repo, "e2e", "lib.sh"), "/usr/lib/forkd-e2e/lib.sh", 0o644)
 	copyFile(filepath.Join(repo, "e2e", "cgworker.py"), "/usr/lib/forkd-e2e/cgworker.py", 0o755)
 	writeFile(t, root, "/etc/systemd/system/forkd-e2e.service", runnerUnit("forkd end-to-end checks", "inside.sh", 210*time.Second), 0o644)
 }

@@ -1,14 +1,9 @@
 #!/bin/bash
 # inside.sh — forkd's end-to-end checks, run inside a systemd-nspawn
 # container booted by e2e_test.go (as forkd-e2e.service, after
-# multi-user.target). Each check appends one line to /results/results.txt:
-#
-#   PASS name
-#   FAIL name: what went wrong
-#   SKIP name: what this machine lacks for it
-#
-# and details go to /results/log.txt. The unit's ExecStopPost= saves the
-# journal and powers the container off, whatever happens here.
+# multi-user.target). Each check reports PASS, FAIL or SKIP as lib.sh
+# says. The unit's ExecStopPost= saves the journal and powers the container
+# off, whatever happens here.
 #
 # Installed by the test: /usr/bin/{forkd,forkctl,forkd-demo},
 # /etc/systemd/system/forkd@.{service,socket} with a drop-in that makes
@@ -17,8 +12,6 @@
 
 set -u
 
-RESULTS=/results/results.txt
-LOG=/results/log.txt
 URL=http://127.0.0.1:18080/
 INSTANCE=demo
 SERVICE=forkd@$INSTANCE.service
@@ -26,17 +19,7 @@ SOCKET=forkd@$INSTANCE.socket
 CONFIG=/etc/forkd/$INSTANCE.toml
 DEMO=/usr/bin/forkd-demo
 
-: >"$RESULTS"
-: >"$LOG"
-
-log() { printf '%s %s\n' "$(date +%T.%3N)" "$*" >>"$LOG"; }
-pass() { echo "PASS $1" >>"$RESULTS"; log "PASS $1"; }
-skip() { echo "SKIP $1: $2" >>"$RESULTS"; log "SKIP $1: $2"; }
-fail() {
-	echo "FAIL $1: $2" >>"$RESULTS"
-	log "FAIL $1: $2"
-	systemctl status --no-pager --lines=30 "$SERVICE" "$SOCKET" >>"$LOG" 2>&1
-}
+. "$(dirname "$0")/lib.sh"
 
 # sctl runs systemctl with a deadline, logging the command and its output.
 sctl() {
@@ -51,41 +34,11 @@ sctl() {
 # to start, hence the generous --max-time.
 get() { curl -fsS --max-time 30 "$URL" 2>&1; }
 
-mainpid() { systemctl show -p MainPID --value "$SERVICE"; }
-
-# workers prints the pids, sorted, of the forkd-demo processes whose parent
-# is $1 (forkd execs each worker's command in the process it forked, so the
-# workers are the master's direct children).
-workers() {
-	local parent=$1 pid ppid rest
-	for stat in /proc/[0-9]*/stat; do
-		pid=${stat#/proc/}
-		pid=${pid%/stat}
-		read -r _ _ _ ppid rest <"$stat" 2>/dev/null || continue
-		[ "$ppid" = "$parent" ] || continue
-		[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$DEMO" ] && echo "$pid"
-	done | sort -n | tr '\n' ' ' | sed 's/ $//'
-}
-
-count() { set -- $1; echo $#; }
-
 # alive prints those of the pids in $1 that still exist.
 alive() {
 	local p out=""
 	for p in $1; do [ -d "/proc/$p" ] && out="$out $p"; done
 	echo "${out# }"
-}
-
-# wait_for runs the command "$2…" every 0.1 s until it succeeds or $1
-# seconds have passed (polling: these are states of another machine's
-# processes, which only systemctl and /proc can tell us about here).
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		[ "$SECONDS" -ge "$deadline" ] && return 1
-		sleep 0.1
-	done
 }
 
 is_active() { [ "$(systemctl is-active "$1")" = active ]; }

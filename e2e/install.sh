@@ -2,36 +2,20 @@
 # install.sh — forkd's install test, run inside a systemd-nspawn container
 # booted by install_test.go (as forkd-install.service, after
 # multi-user.target). It does what a new user does with the built .deb,
-# then purges it and looks for anything left behind. Each check appends
-# one line to /results/results.txt:
-#
-#   PASS name
-#   FAIL name: what went wrong
-#
-# and details go to /results/log.txt. The unit's ExecStopPost= saves the
-# journal and powers the container off, whatever happens here. The .deb
-# is /root/forkd_VERSION_ARCH.deb.
+# then purges it and looks for anything left behind. Each check reports
+# PASS or FAIL as lib.sh says. The unit's ExecStopPost= saves the journal
+# and powers the container off, whatever happens here. The .deb is
+# /root/forkd_VERSION_ARCH.deb.
 
 set -u
 
-RESULTS=/results/results.txt
-LOG=/results/log.txt
 INSTANCE=demo
 SERVICE=forkd@$INSTANCE.service
 SOCKET=forkd@$INSTANCE.socket
 SOCK=/run/forkd/$INSTANCE.sock
 DEMO=/usr/lib/forkd/forkd-demo
 
-: >"$RESULTS"
-: >"$LOG"
-
-log() { printf '%s %s\n' "$(date +%T.%3N)" "$*" >>"$LOG"; }
-pass() { echo "PASS $1" >>"$RESULTS"; log "PASS $1"; }
-fail() {
-	echo "FAIL $1: $2" >>"$RESULTS"
-	log "FAIL $1: $2"
-	systemctl status --no-pager --lines=30 "$SERVICE" "$SOCKET" >>"$LOG" 2>&1
-}
+. "$(dirname "$0")/lib.sh"
 
 # run runs a command with a deadline, logging it and its output.
 run() {
@@ -43,35 +27,6 @@ run() {
 }
 
 get() { curl -fsS --max-time 30 --unix-socket "$SOCK" http://localhost/ 2>&1; }
-
-mainpid() { systemctl show -p MainPID --value "$SERVICE"; }
-
-# workers prints the sorted pids of the forkd-demo processes whose parent
-# is $1.
-workers() {
-	local parent=$1 pid ppid
-	for stat in /proc/[0-9]*/stat; do
-		pid=${stat#/proc/}
-		pid=${pid%/stat}
-		read -r _ _ _ ppid _ <"$stat" 2>/dev/null || continue
-		[ "$ppid" = "$parent" ] || continue
-		[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$DEMO" ] && echo "$pid"
-	done | sort -n | tr '\n' ' ' | sed 's/ $//'
-}
-
-count() { set -- $1; echo $#; }
-
-# wait_for runs "$2…" every 0.1 s until it succeeds or $1 seconds have
-# passed (states of systemd's and dpkg's work, which only they and /proc
-# can tell about).
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		[ "$SECONDS" -ge "$deadline" ] && return 1
-		sleep 0.1
-	done
-}
 
 # forkd_procs lists the processes running forkd's programs.
 forkd_procs() {

@@ -41,11 +41,13 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, root, "/root/"+filepath.Base(deb), string(data), 0o644)
-	script, err := os.ReadFile(filepath.Join(repo, "e2e", "install.sh"))
-	if err != nil {
-		t.Fatal(err)
+	for script, mode := range map[string]os.FileMode{"install.sh": 0o755, "lib.sh": 0o644} {
+		b, err := os.ReadFile(filepath.Join(repo, "e2e", script))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, root, "/usr/lib/forkd-e2e/"+script, string(b), mode)
 	}
-	writeFile(t, root, "/usr/lib/forkd-e2e/install.sh", string(script), 0o755)
 	writeFile(t, root, "/etc/systemd/system/forkd-e2e.service", runnerUnit("forkd install test", "install.sh", 120*time.Second), 0o644)
 
 	bootAndCheck(t, nspawn, work, root, "install.sh", installChecks, 80)
