@@ -1108,3 +1108,24 @@ func BenchmarkThousand(b *testing.B) {
 			pair{took, math.NaN()}))
 	}
 }
+
+// example returns the FastAPI example, and skips tb when it cannot run
+// here (a benchmark says so in the report too).
+func example(tb testing.TB) Example {
+	tb.Helper()
+	root, err := ModuleRoot(".")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ex, err := FindExample(root)
+	if errors.Is(err, ErrNoExample) {
+		if _, ok := tb.(*testing.B); ok {
+			report.Note("%s skipped: %v", tb.Name(), err)
+		}
+		tb.Skip(err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ex
+}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -270,18 +269,7 @@ func BenchmarkUpgradeKeepAlive(b *testing.B) {
 // measured in alternating rounds), and 3 HUPs under keep-alive load.
 func BenchmarkExampleKeepAlive(b *testing.B) {
 	s := env(b)
-	root, err := ModuleRoot(".")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ex, err := FindExample(root)
-	if errors.Is(err, ErrNoExample) {
-		report.Note("%s skipped: %v", b.Name(), err)
-		b.Skip(err)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
+	ex := example(b)
 	round := s.wrkKeepAlive(b, kaExConns, kaRound)
 	during := s.wrkKeepAlive(b, kaExConns, kaLoad)
 	rounds := s.exampleRounds(b, ex, round)

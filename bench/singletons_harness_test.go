@@ -105,17 +105,7 @@ func TestReadJobLog(t *testing.T) {
 // TestExample_ForkdConfig rewrites the example's forkd.toml for the
 // benchmark when the example can run here.
 func TestExample_ForkdConfig(t *testing.T) {
-	root, err := ModuleRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ex, err := FindExample(root)
-	if errors.Is(err, ErrNoExample) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	ex := example(t)
 	cfg, err := ex.ForkdConfig(23456, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -138,17 +128,7 @@ func TestExample_ForkdConfig(t *testing.T) {
 // without one; the example's uvicorn command line logs no access lines, as
 // Gunicorn's UvicornWorker does by default (scenario 16 compares both).
 func TestWithWorkers(t *testing.T) {
-	root, err := ModuleRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ex, err := FindExample(root)
-	if errors.Is(err, ErrNoExample) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	ex := example(t)
 	cfg, err := WithWorkers(ex.Config, 2)
 	if err != nil {
 		t.Fatal(err)

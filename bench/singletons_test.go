@@ -391,18 +391,7 @@ type seedFigures struct {
 // and under Gunicorn.
 func BenchmarkSeed(b *testing.B) {
 	s := env(b)
-	root, err := ModuleRoot(".")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ex, err := FindExample(root)
-	if errors.Is(err, ErrNoExample) {
-		report.Note("%s skipped: %v", b.Name(), err)
-		b.Skip(err)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
+	ex := example(b)
 	if _, err := ex.ForkdConfig(1, seedPeriod); err != nil {
 		b.Fatal(err)
 	}
