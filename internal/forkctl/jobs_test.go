@@ -198,21 +198,11 @@ func TestMain_StatusCountsJobs(t *testing.T) {
 func TestMain_MonitorJobSignals(t *testing.T) {
 	addr := startDaemon(t)
 	b := startBus(t, addr, "web", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout := &lineWriter{lines: make(chan string, 64)}
-	stderr := &lineWriter{lines: make(chan string, 64)}
-	done := make(chan error, 1)
-	go func() { done <- Main(ctx, []string{"--bus", addr, "monitor", "--json"}, stdout, stderr) }()
-	select {
-	case <-stderr.lines:
-	case <-time.After(testTimeout):
-		t.Fatal("monitor did not subscribe in time")
-	}
+	stdout, stop := startMonitor(t, "--bus", addr, "monitor", "--json")
 	b.Emit(hooks.Event{Hook: hooks.ScheduleFinished, Job: "cleanup", RunID: "r1", ExitCode: 0,
 		Duration: 2 * time.Second, Result: jobs.ResultOK})
 	select {
-	case line := <-stdout.lines:
+	case line := <-stdout:
 		var ev monitorEvent
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("monitor line %q: %v", line, err)
@@ -230,10 +220,7 @@ func TestMain_MonitorJobSignals(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("monitor printed nothing")
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("monitor: %v", err)
-	}
+	stop()
 }
 
 // TestMain_MonitorLeadership: forkctl monitor prints the cluster's
@@ -242,23 +229,13 @@ func TestMain_MonitorJobSignals(t *testing.T) {
 func TestMain_MonitorLeadership(t *testing.T) {
 	addr := startDaemon(t)
 	b := startBus(t, addr, "web", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout := &lineWriter{lines: make(chan string, 64)}
-	stderr := &lineWriter{lines: make(chan string, 64)}
-	done := make(chan error, 1)
-	go func() { done <- Main(ctx, []string{"--bus", addr, "monitor"}, stdout, stderr) }()
-	select {
-	case <-stderr.lines:
-	case <-time.After(testTimeout):
-		t.Fatal("monitor did not subscribe in time")
-	}
+	stdout, stop := startMonitor(t, "--bus", addr, "monitor")
 	b.EmitLeadershipAcquired("scheduler", 42)
 	b.EmitLeadershipLost("scheduler", "lease not renewed")
 	for _, want := range []string{` web LeadershipAcquired name="scheduler" token=42`,
 		` web LeadershipLost name="scheduler" reason="lease not renewed"`} {
 		select {
-		case line := <-stdout.lines:
+		case line := <-stdout:
 			if !strings.HasSuffix(line, want) {
 				t.Errorf("monitor printed %q, want it to end with %q", line, want)
 			}
@@ -266,8 +243,5 @@ func TestMain_MonitorLeadership(t *testing.T) {
 			t.Fatalf("monitor printed nothing for %q", want)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("monitor: %v", err)
-	}
+	stop()
 }

@@ -215,22 +215,7 @@ func TestMain_MonitorJSON(t *testing.T) {
 	a := startBus(t, addr, "a", nil)
 	other := startBus(t, addr, "b", nil)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout := &lineWriter{lines: make(chan string, 64)}
-	stderr := &lineWriter{lines: make(chan string, 64)}
-	done := make(chan error, 1)
-	go func() { done <- Main(ctx, []string{"--bus", addr, "monitor", "--json", "a"}, stdout, stderr) }()
-	select {
-	case line := <-stderr.lines:
-		if !strings.HasPrefix(line, "Monitoring") {
-			t.Fatalf("monitor said %q on stderr", line)
-		}
-	case err := <-done:
-		t.Fatalf("monitor returned early: %v", err)
-	case <-time.After(testTimeout):
-		t.Fatal("monitor did not subscribe in time")
-	}
+	stdout, stop := startMonitor(t, "--bus", addr, "monitor", "--json", "a")
 
 	other.Emit(hooks.Event{Hook: hooks.OnStarting, Generation: 1}) // not "a": filtered out
 	a.Emit(hooks.Event{Hook: hooks.WorkerExit, Generation: 3, WorkerID: 2, PID: 999, ExitCode: -1, Signal: 9, Reason: "timeout"})
@@ -239,7 +224,7 @@ func TestMain_MonitorJSON(t *testing.T) {
 	var events []monitorEvent
 	for len(events) < 2 {
 		select {
-		case line := <-stdout.lines:
+		case line := <-stdout:
 			var ev monitorEvent
 			if err := json.Unmarshal([]byte(line), &ev); err != nil {
 				t.Fatalf("monitor line %q is not JSON: %v", line, err)
@@ -271,34 +256,52 @@ func TestMain_MonitorJSON(t *testing.T) {
 		}
 	}
 
-	cancel()
+	stop()
+}
+
+// startMonitor runs forkctl with args, a monitor command, and returns once
+// it said on stderr that it is monitoring, with the lines it prints and
+// stop, which ends it as a cancelled context does and checks that it
+// returns nil at once.
+func startMonitor(t *testing.T, args ...string) (lines <-chan string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stdout := &lineWriter{lines: make(chan string, 64)}
+	stderr := &lineWriter{lines: make(chan string, 64)}
+	done := make(chan error, 1)
+	go func() { done <- Main(ctx, args, stdout, stderr) }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("monitor returned %v when its context ended, want nil", err)
+	case line := <-stderr.lines:
+		if !strings.HasPrefix(line, "Monitoring") {
+			t.Fatalf("monitor said %q on stderr", line)
 		}
+	case err := <-done:
+		t.Fatalf("monitor returned early: %v", err)
 	case <-time.After(testTimeout):
-		t.Fatal("monitor did not stop when its context ended")
+		t.Fatal("monitor did not subscribe in time")
+	}
+	return stdout.lines, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("monitor returned %v when its context ended, want nil", err)
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("monitor did not stop when its context ended")
+		}
 	}
 }
 
 func TestMain_MonitorText(t *testing.T) {
 	addr := startDaemon(t)
 	b := startBus(t, addr, "web", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout := &lineWriter{lines: make(chan string, 64)}
-	stderr := &lineWriter{lines: make(chan string, 64)}
-	done := make(chan error, 1)
-	go func() { done <- Main(ctx, []string{"--bus", addr, "monitor"}, stdout, stderr) }()
-	select {
-	case <-stderr.lines:
-	case <-time.After(testTimeout):
-		t.Fatal("monitor did not subscribe in time")
-	}
+	stdout, stop := startMonitor(t, "--bus", addr, "monitor")
 	b.Emit(hooks.Event{Hook: hooks.WorkerAbort, Generation: 1, WorkerID: 0, PID: 42, Reason: "boot timeout"})
 	select {
-	case line := <-stdout.lines:
+	case line := <-stdout:
 		re := `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\S* web WorkerAbort generation=1 worker_id=0 pid=42 reason="boot timeout"$`
 		if !regexp.MustCompile(re).MatchString(line) {
 			t.Errorf("monitor line %q, want it to match %s", line, re)
@@ -306,10 +309,7 @@ func TestMain_MonitorText(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("monitor printed nothing")
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("monitor: %v", err)
-	}
+	stop()
 }
 
 func TestMain_Check(t *testing.T) {
