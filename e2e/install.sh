@@ -28,12 +28,12 @@ run() {
 
 get() { curl -fsS --max-time 30 --unix-socket "$SOCK" http://localhost/ 2>&1; }
 
-# forkd_procs lists the processes running forkd's programs.
+# forkd_procs lists the processes running forkd's programs (the cluster sidecar too).
 forkd_procs() {
 	local exe
 	for p in /proc/[0-9]*; do
 		exe=$(readlink "$p/exe" 2>/dev/null) || continue
-		case $exe in /usr/bin/forkd | /usr/bin/forkctl | "$DEMO") echo "${p#/proc/} $exe" ;; esac
+		case $exe in /usr/bin/forkd | /usr/bin/forkctl | /usr/lib/forkd/forkd-cluster | "$DEMO") echo "${p#/proc/} $exe" ;; esac
 	done
 }
 
