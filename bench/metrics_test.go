@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/forkd/forkd/bus"
 )
 
 // metricsDoc describes BenchmarkMetrics in docs/BENCHMARKS.md.
@@ -21,7 +23,9 @@ const metricsDoc = `- **19 metrics** (forkd only). 64 bench workers and a ` + "`
   divided by 300. Both ask the arbiter once per call; a scrape also reads
   /proc/PID/stat of every worker, the accept queues (sock_diag) and the
   library's process_* and go_* collectors, and encodes about 400 series, off
-  the arbiter's goroutine. Then the FastAPI app of examples/fastapi-scheduler
+  the arbiter's goroutine; ListWorkers also reads every worker's memory and
+  CPU off it, at most once a second (the calls in between share that
+  reading). Then the FastAPI app of examples/fastapi-scheduler
   under forkd, one uvicorn worker each, with its ` + "`forkd_stats`" + ` middleware
   and with ` + "`FORKD_STATS=0`" + `, side by side: 10 rounds of 200 sequential
   keep-alive GETs to each, interleaved; the difference of the medians. And
@@ -74,14 +78,8 @@ func BenchmarkMetrics(b *testing.B) {
 	defer conn.Close()
 	obj := conn.Object("io.github.forkd.bench", "/io/github/forkd")
 	listWorkers := func() error {
-		var list []struct {
-			ID          int32
-			PID         uint32
-			Generation  uint64
-			State       string
-			StartedUsec uint64
-		}
-		if err := obj.Call("io.github.forkd.Manager1.ListWorkers", 0).Store(&list); err != nil {
+		var list []bus.WorkerEntry
+		if err := obj.Call(bus.Interface+".ListWorkers", 0).Store(&list); err != nil {
 			return err
 		}
 		if len(list) != workers {

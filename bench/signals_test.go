@@ -253,13 +253,7 @@ func BenchmarkNotifyFlood(b *testing.B) {
 		end := time.Now().Add(window)
 		for i := 0; time.Now().Before(end); i++ {
 			t := time.Now()
-			var list []struct {
-				ID         int32
-				PID        uint32
-				Generation uint64
-				State      string
-				Started    uint64
-			}
+			var list []bus.WorkerEntry
 			if err := obj.Call(bus.Interface+".ListWorkers", 0).Store(&list); err != nil {
 				b.Fatalf("ListWorkers: %v", err)
 			}

@@ -19,17 +19,11 @@ type Controller interface {
 	// SetWorkers sets the target worker count. An error wrapping
 	// workers.ErrOutOfRange reports an out-of-range n.
 	SetWorkers(ctx context.Context, n int) error
-	// ListWorkers returns the live workers.
+	// ListWorkers returns the live workers, with what each uses (Memory
+	// and CPU, 0 where unknown) as of at most workers.UsageInterval ago.
 	ListWorkers(ctx context.Context) ([]workers.Info, error)
 	// Status returns the arbiter's current state.
 	Status(ctx context.Context) (workers.Status, error)
-}
-
-// UsageLister is implemented by a Controller that can tell what each
-// worker uses: ListWorkerUsage is ListWorkers with each Info's Memory and
-// CPU. ListWorkerUsage falls back to ListWorkers (zero usage) without it.
-type UsageLister interface {
-	ListWorkerUsage(ctx context.Context) ([]workers.Info, error)
 }
 
 // Upgrader is implemented by a Controller that can re-execute the master

@@ -24,21 +24,14 @@ var introspectionXML string
 // arguments.
 func InterfaceXML() string { return introspectionXML }
 
-// wireWorker is one ListWorkers entry, (iutst) on the wire.
-type wireWorker struct {
-	ID          int32
-	PID         uint32
-	Generation  uint64
-	State       string
-	StartedUsec uint64
-}
-
-// WorkerUsage is one ListWorkerUsage entry as it is on the wire,
-// (iutsttt): ListWorkers's fields, then the worker's memory in bytes (its
+// WorkerEntry is one ListWorkers entry as it is on the wire, (iutsttt):
+// the worker's id, pid, generation, state, start time in microseconds
+// since the Unix epoch (0 if unknown), then its memory in bytes (its
 // cgroup's memory.current, else its resident set size; 0 when unknown)
-// and the CPU time it used in microseconds. A client decodes
-// ListWorkerUsage into a []WorkerUsage.
-type WorkerUsage struct {
+// and the CPU time it used in microseconds, both as of at most
+// workers.UsageInterval ago. A client decodes ListWorkers into a
+// []WorkerEntry.
+type WorkerEntry struct {
 	ID          int32
 	PID         uint32
 	Generation  uint64
@@ -169,15 +162,16 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 			}
 			return nil
 		},
-		"ListWorkers": func() ([]wireWorker, *dbus.Error) {
-			list, derr := b.listWorkers(ctx, false)
+		"ListWorkers": func() ([]WorkerEntry, *dbus.Error) {
+			list, derr := b.listWorkers(ctx)
 			if derr != nil {
 				return nil, derr
 			}
-			out := make([]wireWorker, 0, len(list))
+			out := make([]WorkerEntry, 0, len(list))
 			for _, w := range list {
-				out = append(out, wireWorker{ID: int32(w.ID), PID: toUint32(w.PID),
-					Generation: w.Generation, State: w.State, StartedUsec: unixMicro(w.Started)})
+				out = append(out, WorkerEntry{ID: int32(w.ID), PID: toUint32(w.PID), Generation: w.Generation,
+					State: w.State, StartedUsec: unixMicro(w.Started), MemoryBytes: w.Memory,
+					CPUUsec: uint64(max(w.CPU.Microseconds(), 0))})
 			}
 			return out, nil
 		},
@@ -192,19 +186,6 @@ func (b *Service) export(conn *dbus.Conn, mayChange bool) error {
 				return "", failed(err.Error())
 			}
 			return string(page), nil
-		},
-		"ListWorkerUsage": func() ([]WorkerUsage, *dbus.Error) {
-			list, derr := b.listWorkers(ctx, true)
-			if derr != nil {
-				return nil, derr
-			}
-			out := make([]WorkerUsage, 0, len(list))
-			for _, w := range list {
-				out = append(out, WorkerUsage{ID: int32(w.ID), PID: toUint32(w.PID), Generation: w.Generation,
-					State: w.State, StartedUsec: unixMicro(w.Started), MemoryBytes: w.Memory,
-					CPUUsec: uint64(w.CPU.Microseconds())})
-			}
-			return out, nil
 		},
 		"RunNow": func(name string) *dbus.Error {
 			if err := denied("RunNow"); err != nil {
@@ -296,21 +277,12 @@ func failed(msg string) *dbus.Error {
 }
 
 // listWorkers asks the controller for the live workers, by generation then
-// id, as ListWorkers and ListWorkerUsage return them; with usage, what
-// each uses too, where the controller can tell.
-func (b *Service) listWorkers(ctx context.Context, usage bool) ([]workers.Info, *dbus.Error) {
+// id, as ListWorkers returns them.
+func (b *Service) listWorkers(ctx context.Context) ([]workers.Info, *dbus.Error) {
 	if b.controller == nil {
 		return nil, failed("no controller")
 	}
-	var (
-		list []workers.Info
-		err  error
-	)
-	if u, ok := b.controller.(UsageLister); ok && usage {
-		list, err = u.ListWorkerUsage(ctx)
-	} else {
-		list, err = b.controller.ListWorkers(ctx)
-	}
+	list, err := b.controller.ListWorkers(ctx)
 	if err != nil {
 		return nil, failed(err.Error())
 	}

@@ -26,7 +26,6 @@ type busPolicyResult struct {
 	SetWorkers  string
 	RunNow      string
 	ListWorkers string
-	ListUsage   string // ListWorkerUsage
 	ListJobs    string
 	Jobs        int // how many ListJobs returned
 	GetAll      string
@@ -85,13 +84,9 @@ func busPolicyHelper(address string, out io.Writer) error {
 	r.Reload = dbusErrorName(obj.Call(Interface+".Reload", 0).Err)
 	r.SetWorkers = dbusErrorName(obj.Call(Interface+".SetWorkers", 0, uint32(2)).Err)
 	r.RunNow = dbusErrorName(obj.Call(Interface+".RunNow", 0, "cleanup").Err)
-	var list []wireWorker
+	var list []WorkerEntry
 	if err := obj.Call(Interface+".ListWorkers", 0).Store(&list); err != nil {
 		r.ListWorkers = dbusErrorName(err) + " " + err.Error()
-	}
-	var usage []WorkerUsage
-	if err := obj.Call(Interface+".ListWorkerUsage", 0).Store(&usage); err != nil {
-		r.ListUsage = dbusErrorName(err) + " " + err.Error()
 	}
 	var jobList []JobEntry
 	if err := obj.Call(Interface+".ListJobs", 0).Store(&jobList); err != nil {
@@ -232,9 +227,9 @@ func testPolicy(t *testing.T, peer bool) {
 	if result.RunNow != denied {
 		t.Errorf("uid 65534 RunNow: %q, want %s", result.RunNow, denied)
 	}
-	if result.ListWorkers != "" || result.ListUsage != "" || result.ListJobs != "" || result.GetAll != "" || result.Introspect != "" {
-		t.Errorf("uid 65534 reading failed: ListWorkers %q, ListWorkerUsage %q, ListJobs %q, GetAll %q, Introspect %q",
-			result.ListWorkers, result.ListUsage, result.ListJobs, result.GetAll, result.Introspect)
+	if result.ListWorkers != "" || result.ListJobs != "" || result.GetAll != "" || result.Introspect != "" {
+		t.Errorf("uid 65534 reading failed: ListWorkers %q, ListJobs %q, GetAll %q, Introspect %q",
+			result.ListWorkers, result.ListJobs, result.GetAll, result.Introspect)
 	}
 	if result.Jobs != 1 {
 		t.Errorf("uid 65534 ListJobs returned %d jobs, want 1", result.Jobs)

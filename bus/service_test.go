@@ -131,16 +131,13 @@ func TestService_InterfaceXML(t *testing.T) {
 		}
 		methods[m.Name] = args
 	}
-	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutst)"},
-		"ListWorkerUsage": {"out a(iutsttt)"}, "RunNow": {"in s"}, "ListJobs": {"out a(sssuststtss)"}, "Details": {"out s"}}
+	wantMethods := map[string][]string{"Reload": nil, "Upgrade": nil, "SetWorkers": {"in u"}, "ListWorkers": {"out a(iutsttt)"},
+		"RunNow": {"in s"}, "ListJobs": {"out a(sssuststtss)"}, "Details": {"out s"}}
 	if !reflect.DeepEqual(methods, wantMethods) {
 		t.Errorf("XML methods %v, want %v", methods, wantMethods)
 	}
-	if sig := dbus.SignatureOf([]wireWorker{}).String(); sig != "a(iutst)" {
-		t.Errorf("ListWorkers returns %s, XML says a(iutst)", sig)
-	}
-	if sig := dbus.SignatureOf([]WorkerUsage{}).String(); sig != "a(iutsttt)" {
-		t.Errorf("ListWorkerUsage returns %s, XML says a(iutsttt)", sig)
+	if sig := dbus.SignatureOf([]WorkerEntry{}).String(); sig != "a(iutsttt)" {
+		t.Errorf("ListWorkers returns %s, XML says a(iutsttt)", sig)
 	}
 	if sig := dbus.SignatureOf([]JobEntry{}).String(); sig != "a(sssuststtss)" {
 		t.Errorf("ListJobs returns %s, XML says a(sssuststtss)", sig)
@@ -570,30 +567,17 @@ func TestService_ListWorkers(t *testing.T) {
 	runBusTest(t, b)
 	client.waitOwned(t, b.Name())
 
-	var got []wireWorker
+	var got []WorkerEntry
 	if err := client.object("list").Call(Interface+".ListWorkers", 0).Store(&got); err != nil {
 		t.Fatalf("ListWorkers: %v", err)
 	}
-	want := []wireWorker{
-		{0, 200, 1, "stopping", uint64(started.Add(-time.Hour).UnixMicro())},
-		{0, 300, 2, "ready", 0},
-		{1, 301, 2, "starting", uint64(started.UnixMicro())},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("ListWorkers = %+v, want %+v", got, want)
-	}
-
-	var usage []WorkerUsage
-	if err := client.object("list").Call(Interface+".ListWorkerUsage", 0).Store(&usage); err != nil {
-		t.Fatalf("ListWorkerUsage: %v", err)
-	}
-	wantUsage := []WorkerUsage{
+	want := []WorkerEntry{
 		{0, 200, 1, "stopping", uint64(started.Add(-time.Hour).UnixMicro()), 0, 0},
 		{0, 300, 2, "ready", 0, 64 << 20, 1500000},
 		{1, 301, 2, "starting", uint64(started.UnixMicro()), 0, 0},
 	}
-	if !reflect.DeepEqual(usage, wantUsage) {
-		t.Errorf("ListWorkerUsage = %+v, want %+v", usage, wantUsage)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ListWorkers = %+v, want %+v", got, want)
 	}
 }
 

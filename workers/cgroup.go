@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/forkd/forkd/cgroup"
 )
@@ -125,21 +124,4 @@ func (p *Pool) memoryCrossed(w *worker) {
 	}
 	limit := w.gen.cfg.Worker.MaxMemory
 	p.recycleFor(w, ReasonMemory, fmt.Sprintf("max_memory (%v)", limit))
-}
-
-// usage fills in the memory and CPU of each worker of list from its
-// cgroup (its RSS and CPU time from /proc without one); meters are the
-// workers' in list's order. It reads files only, off the arbiter's
-// goroutine.
-func usage(list []Info, meters []cgroup.Meter) {
-	for i, m := range meters {
-		if v, err := m.Memory(); err == nil && v > 0 {
-			list[i].Memory = uint64(v)
-		}
-		if c, ok := m.(interface{ CPU() (time.Duration, error) }); ok {
-			if v, err := c.CPU(); err == nil {
-				list[i].CPU = v
-			}
-		}
-	}
 }

@@ -1,7 +1,6 @@
 package workers
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,20 +56,6 @@ func testRecycleMaxMemory(t *testing.T, tree *cgroup.Tree) {
 	})
 	if x.Reason != ReasonMemory || x.ExitCode != 0 {
 		t.Errorf("exit %+v, want reason %q, code 0 (TERM after successor %d was ready)", x, ReasonMemory, succ.PID)
-	}
-}
-
-// TestPool_ListWorkersUsage: ListWorkerUsage tells each worker's memory
-// and CPU time (from /proc without a cgroup).
-func TestPool_ListWorkersUsage(t *testing.T) {
-	h := start(t, testConfig(testkit.Executable(t), "serve", 1), nil)
-	pid := h.waitReady(1)[0]
-	list, err := h.pool.ListWorkerUsage(context.Background())
-	if err != nil || len(list) != 1 || list[0].PID != pid {
-		t.Fatalf("ListWorkerUsage = %+v, %v; want worker %d", list, err, pid)
-	}
-	if list[0].Memory < 1<<20 {
-		t.Errorf("worker memory %d bytes, want its resident set (a Go program uses more than 1 MiB)", list[0].Memory)
 	}
 }
 

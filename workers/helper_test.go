@@ -72,6 +72,7 @@ func TestMain(m *testing.M) {
 //	slow          like serve, but speaks HTTP/1.1 and takes 50 ms per
 //	              request, one at a time (serveSlow)
 //	grow          like serve, and uses 64 MiB more memory once ready
+//	busy          like serve, having used 50 ms of CPU time before READY=1
 //
 // In every serving mode USR1 makes the worker exit 42, USR2 stops its
 // heartbeats (it hangs, as far as the pool can tell) and HUP makes it send
@@ -132,6 +133,9 @@ func runWorker(mode string) int {
 	}
 	var tick <-chan time.Time
 	var ballast []byte
+	if mode == "busy" {
+		spin(50 * time.Millisecond)
+	}
 	if mode != "hang-boot" {
 		if !notify(daemon.SdNotifyReady) {
 			return 7
@@ -166,6 +170,19 @@ func runWorker(mode string) int {
 				runtime.KeepAlive(ballast)
 				return 0
 			}
+		}
+	}
+}
+
+// spin keeps the CPU busy until the process has used d of CPU time (user
+// and system, getrusage).
+func spin(d time.Duration) {
+	for x := uint64(1); ; x = x*6364136223846793005 + 1 {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil ||
+			time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) >= d {
+			runtime.KeepAlive(x)
+			return
 		}
 	}
 }

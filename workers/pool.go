@@ -134,6 +134,9 @@ type Options struct {
 	// /proc/loadavg's); see pace.go.
 	cpus     int
 	runQueue func() (int, error)
+	// usageNow stands in, in tests, for the clock that times the readings
+	// of the workers' usage (default time.Now; see usage.go).
+	usageNow func() time.Time
 }
 
 // Stats are counters for diagnostics and tests.
@@ -160,6 +163,10 @@ type Pool struct {
 	timers   chan timerEvent
 	requests chan func(*Pool)
 	done     chan struct{} // closed when Run returns
+
+	// usage is the latest reading of the workers' memory and CPU, which
+	// ListWorkers's callers share and take (see usage.go).
+	usage *usageCache
 
 	// State below is owned by the Run goroutine.
 	state    string
@@ -243,6 +250,7 @@ func New(opts Options) *Pool {
 		retiring: make(map[*worker]bool),
 		byPID:    make(map[int]*worker),
 		routes:   make(map[int]chan<- notify.Note),
+		usage:    newUsageCache(UsageInterval, opts.usageNow),
 	}
 }
 

@@ -1,10 +1,9 @@
 package workers
 
 import (
-	"github.com/forkd/forkd/cgroup"
-
 	"context"
 
+	"github.com/forkd/forkd/cgroup"
 	"github.com/forkd/forkd/internal/actor"
 )
 
@@ -46,23 +45,13 @@ func (p *Pool) SetWorkers(ctx context.Context, n int) error {
 	return err
 }
 
-// ListWorkers returns the live workers, by generation then id, without
-// their Memory and CPU (see ListWorkerUsage).
+// ListWorkers returns the live workers, by generation then id, with what
+// each uses (Memory and CPU) as of at most UsageInterval ago: the pool
+// reads its workers' cgroups (or /proc) at most once per UsageInterval,
+// when a call finds its latest reading older than that, off the arbiter's
+// goroutine; calls meanwhile share that reading. A worker started since
+// the reading shows 0 until the next one.
 func (p *Pool) ListWorkers(ctx context.Context) ([]Info, error) {
-	list, err := ask(ctx, p, func(p *Pool) []Info {
-		list := make([]Info, 0, len(p.byPID))
-		for _, w := range p.byPID {
-			list = append(list, w.info())
-		}
-		return list
-	})
-	sortInfo(list)
-	return list, err
-}
-
-// ListWorkerUsage is ListWorkers with each worker's Memory and CPU, read
-// from its cgroup (or /proc) after the arbiter answered.
-func (p *Pool) ListWorkerUsage(ctx context.Context) ([]Info, error) {
 	type entry struct {
 		info  Info
 		meter cgroup.Meter
@@ -74,14 +63,19 @@ func (p *Pool) ListWorkerUsage(ctx context.Context) ([]Info, error) {
 		}
 		return list
 	})
+	if err != nil {
+		return nil, err
+	}
 	list := make([]Info, len(entries))
 	meters := make([]cgroup.Meter, len(entries))
 	for i, e := range entries {
 		list[i], meters[i] = e.info, e.meter
 	}
-	usage(list, meters)
+	if err := p.usage.fill(ctx, list, meters); err != nil {
+		return nil, err
+	}
 	sortInfo(list)
-	return list, err
+	return list, nil
 }
 
 // Status returns the pool's state and worker counts.

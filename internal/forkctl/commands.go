@@ -57,7 +57,8 @@ func properties(ctx context.Context, in instance) (map[string]dbus.Variant, erro
 	return props, nil
 }
 
-// worker is one ListWorkers entry, (iutst) on the wire.
+// worker is one ListWorkers entry of a forkd that predates the workers'
+// memory and CPU, (iutst) on the wire.
 type worker struct {
 	ID          int32
 	PID         uint32
@@ -72,17 +73,17 @@ func listWorkers(ctx context.Context, opts options, name string, stdout io.Write
 		return err
 	}
 	defer in.conn.Close()
-	// ListWorkerUsage adds each worker's memory and CPU; a forkd that
-	// predates it answers ListWorkers only.
-	var list []bus.WorkerUsage
-	err = in.object().CallWithContext(ctx, bus.Interface+".ListWorkerUsage", 0).Store(&list)
-	var de dbus.Error
-	if errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.UnknownMethod" {
+	call := in.object().CallWithContext(ctx, bus.Interface+".ListWorkers", 0)
+	var list []bus.WorkerEntry
+	err = call.Store(&list)
+	if call.Err == nil && err != nil {
+		// A forkd that predates the workers' memory and CPU: (iutst).
 		var old []worker
-		err = in.object().CallWithContext(ctx, bus.Interface+".ListWorkers", 0).Store(&old)
-		list = list[:0]
-		for _, o := range old {
-			list = append(list, bus.WorkerUsage{ID: o.ID, PID: o.PID, Generation: o.Generation, State: o.State, StartedUsec: o.StartedUsec})
+		if call.Store(&old) == nil {
+			list, err = list[:0], nil
+			for _, o := range old {
+				list = append(list, bus.WorkerEntry{ID: o.ID, PID: o.PID, Generation: o.Generation, State: o.State, StartedUsec: o.StartedUsec})
+			}
 		}
 	}
 	if err != nil {

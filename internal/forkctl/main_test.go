@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godbus/dbus/v5"
+
+	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/workers"
 )
@@ -133,6 +136,44 @@ func TestMain_Workers(t *testing.T) {
 	}
 	if f := strings.Fields(lines[2]); strings.Join(f, " ") != "1 1235 2 starting - - - -" {
 		t.Errorf("worker 1 line %q", lines[2])
+	}
+}
+
+// TestMain_WorkersOldForkd: forkctl workers lists the workers of a forkd
+// whose ListWorkers predates the workers' memory and CPU, a(iutst), with
+// "-" for both.
+func TestMain_WorkersOldForkd(t *testing.T) {
+	addr := startDaemon(t)
+	conn, err := dbus.Connect(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	type oldWorker struct {
+		ID          int32
+		PID         uint32
+		Generation  uint64
+		State       string
+		StartedUsec uint64
+	}
+	methods := map[string]any{
+		"ListWorkers": func() ([]oldWorker, *dbus.Error) {
+			return []oldWorker{{0, 1234, 1, "ready", 0}}, nil
+		},
+	}
+	if err := conn.ExportMethodTable(methods, bus.ObjectPath, bus.Interface); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := conn.RequestName(bus.Name("old"), dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("request %s: %v, %v", bus.Name("old"), reply, err)
+	}
+	stdout, _, err := forkctl(t, "--bus", addr, "workers", "old")
+	if err != nil {
+		t.Fatalf("workers: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[1]), " ") != "0 1234 1 ready - - - -" {
+		t.Errorf("workers of an old forkd:\n%s", stdout)
 	}
 }
 

@@ -98,21 +98,9 @@ func metricsForkd(t *testing.T, inst, mode string, n int) (*forkd, *busClient, s
 }
 
 // listWorkers calls ListWorkers.
-func (c *busClient) listWorkers(inst string) []struct {
-	ID          int32
-	PID         uint32
-	Generation  uint64
-	State       string
-	StartedUsec uint64
-} {
+func (c *busClient) listWorkers(inst string) []bus.WorkerEntry {
 	c.t.Helper()
-	var list []struct {
-		ID          int32
-		PID         uint32
-		Generation  uint64
-		State       string
-		StartedUsec uint64
-	}
+	var list []bus.WorkerEntry
 	if err := c.object(inst).Call(bus.Interface+".ListWorkers", 0).Store(&list); err != nil {
 		c.t.Fatalf("ListWorkers: %v", err)
 	}
@@ -133,6 +121,9 @@ func TestMaster_Metrics(t *testing.T) {
 		states := map[string]float64{}
 		for _, w := range c.listWorkers(inst) {
 			states[w.State]++
+			if w.State == "ready" && w.MemoryBytes == 0 {
+				t.Errorf("ListWorkers: ready worker %d with no memory: %+v", w.PID, w)
+			}
 		}
 		for _, st := range []string{"starting", "ready", "stopping"} {
 			if got := s.value(t, `forkd_workers{state="`+st+`"}`); got != states[st] {

@@ -201,7 +201,6 @@ var (
 	_ bus.JobRunner      = (*lateController)(nil)
 	_ bus.ListenerReader = (*lateController)(nil)
 	_ bus.Detailer       = (*lateController)(nil)
-	_ bus.UsageLister    = (*lateController)(nil)
 )
 
 // Listeners returns the pool's listening sockets and their accept queues,
@@ -274,15 +273,6 @@ func (c *lateController) ListWorkers(ctx context.Context) ([]workers.Info, error
 		return nil, err
 	}
 	return p.ListWorkers(ctx)
-}
-
-// ListWorkerUsage is ListWorkers with what each worker uses.
-func (c *lateController) ListWorkerUsage(ctx context.Context) ([]workers.Info, error) {
-	p, err := c.get()
-	if err != nil {
-		return nil, err
-	}
-	return p.ListWorkerUsage(ctx)
 }
 
 func (c *lateController) Status(ctx context.Context) (workers.Status, error) {
