@@ -51,6 +51,12 @@ func TestRSS(t *testing.T) {
 	if c, err := m.CPU(); err != nil || c < 0 {
 		t.Errorf("CPU of this process = %v, %v", c, err)
 	}
+	if mem, c, err := m.Usage(); err != nil || mem < 1<<20 || c < 0 {
+		t.Errorf("Usage of this process = %d, %v, %v; want more than 1 MiB", mem, c, err)
+	}
+	if _, _, err := RSS(-1).Usage(); err == nil {
+		t.Error("Usage of pid -1 did not fail")
+	}
 	if m.EventsFile() != "" {
 		t.Error("RSS has an events file")
 	}

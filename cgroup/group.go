@@ -234,25 +234,33 @@ func (RSS) EventsFile() string { return "" }
 // CPU returns the CPU time process pid used (utime+stime of
 // /proc/PID/stat).
 func (pid RSS) CPU() (time.Duration, error) {
+	_, cpu, err := pid.Usage()
+	return cpu, err
+}
+
+// Usage returns what Memory and CPU do, the resident set size of process
+// pid in bytes and the CPU time it used, from one read of /proc/PID/stat.
+func (pid RSS) Usage() (memory int64, cpu time.Duration, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
 	if err != nil {
-		return 0, fmt.Errorf("cgroup: cpu of %d: %w", int(pid), err)
+		return 0, 0, fmt.Errorf("cgroup: usage of %d: %w", int(pid), err)
 	}
 	// The command name, in parentheses, may hold spaces.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("cgroup: cpu of %d: no command in stat", int(pid))
+		return 0, 0, fmt.Errorf("cgroup: usage of %d: no command in stat", int(pid))
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// After the name: state(0) … utime(11) stime(12).
-	if len(f) < 13 {
-		return 0, fmt.Errorf("cgroup: cpu of %d: short stat", int(pid))
+	// After the name: state(0) … utime(11) stime(12) … rss(21), in pages.
+	if len(f) < 22 {
+		return 0, 0, fmt.Errorf("cgroup: usage of %d: short stat", int(pid))
 	}
 	u, err1 := strconv.ParseInt(f[11], 10, 64)
 	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("cgroup: cpu of %d: %w", int(pid), err)
+	pages, err3 := strconv.ParseInt(f[21], 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return 0, 0, fmt.Errorf("cgroup: usage of %d: %w", int(pid), err)
 	}
 	const hz = 100 // USER_HZ, the unit of utime and stime on Linux
-	return time.Duration(u+s) * time.Second / hz, nil
+	return pages * int64(os.Getpagesize()), time.Duration(u+s) * time.Second / hz, nil
 }

@@ -33,6 +33,14 @@ type use struct {
 // only: it runs off the arbiter's goroutine.
 func measure(m cgroup.Meter) use {
 	var u use
+	if r, ok := m.(interface {
+		Usage() (int64, time.Duration, error)
+	}); ok {
+		if mem, cpu, err := r.Usage(); err == nil {
+			u.memory, u.cpu = uint64(max(mem, 0)), cpu
+		}
+		return u
+	}
 	if v, err := m.Memory(); err == nil && v > 0 {
 		u.memory = uint64(v)
 	}
