@@ -60,7 +60,7 @@ type reading struct {
 }
 
 // usageCache holds the latest reading of the workers' usage. Whichever
-// caller of get finds it older than interval (or none) takes the next one,
+// caller of fill finds it older than interval (or none) takes the next one,
 // on its own goroutine; callers meanwhile wait for that reading and share
 // it, and callers within interval of its start share it too. There is no
 // goroutine of its own: nobody asking, nothing is read. Its methods may be
