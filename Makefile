@@ -25,6 +25,10 @@ FUZZTIME ?= 60s
 # wrk for the autoscaling test, tmux for the status page, promtool, the package
 # linters, etcd) and the ones the benchmarks need.
 TEST_PACKAGES := dbus systemd-container iproute2 curl rpm groff-base man-db lintian rpmlint cpio python3-uvicorn python3-fastapi python3-apscheduler wrk tmux prometheus etcd-server
+# What e2e's virtual machine boots with (x86_64 only; installed without their
+# recommends, which would bring a desktop's emulator and AppArmor): qemu, a
+# static busybox for its initramfs, and Debian's kernel.
+VM_PACKAGES := qemu-system-x86 busybox-static linux-image-amd64
 BENCH_PACKAGES := gunicorn wrk
 
 # Binaries: name:package. `build` skips those whose package has no sources yet.
@@ -34,8 +38,9 @@ BINARIES := forkd:./cmd/forkd forkctl:./cmd/forkctl forkd-demo:./examples/demo f
 .PHONY: help build test deps run lint fuzz bench bench-compare e2e deb rpm clean
 
 # apt-ensure is a shell snippet that installs the Debian packages $(1) that are
-# missing, as root, saying what it does; it says nothing when all are present,
-# and only warns when not root or not on Debian (tests that need them skip).
+# missing, as root, with apt-get's options $(2), saying what it does; it says
+# nothing when all are present, and only warns when not root or not on Debian
+# (tests that need them skip).
 define apt-ensure
 missing=""; \
 if command -v dpkg-query >/dev/null 2>&1; then \
@@ -50,8 +55,8 @@ if [ -n "$$missing" ]; then \
 		echo "$@: installing missing packages:$$missing"; \
 		echo "+ apt-get update"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -q || exit 1; \
-		echo "+ apt-get install -y$$missing"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q$$missing || exit 1; \
+		echo "+ apt-get install -y $(2)$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2)$$missing || exit 1; \
 	else \
 		echo "$@: missing packages:$$missing (run 'make $@' as root to install them)"; \
 	fi; \
@@ -80,6 +85,9 @@ test: deps ## run all tests with the race detector
 
 deps: ## install the Debian packages the tests need (as root, only if missing)
 	@$(call apt-ensure,$(TEST_PACKAGES))
+	@if [ "$$(dpkg --print-architecture 2>/dev/null)" = amd64 ]; then \
+		$(call apt-ensure,$(VM_PACKAGES),--no-install-recommends); \
+	fi
 
 run: build ## build, then run bin/forkd with examples/demo.toml (Ctrl-C stops it)
 	@test -x bin/forkd || { echo "run: bin/forkd was not built (no cmd/forkd sources yet)"; exit 1; }

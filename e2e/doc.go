@@ -14,6 +14,15 @@
 // for any unit, link, process, bus policy or file of forkd's left behind.
 // The .deb comes from `make deb`, or FORKD_E2E_DEB=PATH.
 //
+// TestVM boots the root TestSystemd boots in a virtual machine instead —
+// qemu (emulated, no KVM needed), Debian's kernel, an initramfs of busybox
+// that mounts the root over virtio 9p — for the checks that need a kernel
+// of their own: a cgroup v2 with the memory and pids controllers, which a
+// container cannot have on a host that keeps them in cgroup v1. There it
+// runs inside.sh's cgroup checks (max_memory on memory.current, OOM kills
+// reported "oom", a fork bomb stopped at pids_max), and a skip fails. It
+// needs qemu-system-x86, busybox-static and linux-image-amd64 (make deps).
+//
 //	sudo go test -count=1 -v ./e2e/
 //
 // It needs root and systemd-nspawn (package systemd-container) and skips,

@@ -89,19 +89,32 @@ func needContainer(t *testing.T, tools ...string) string {
 	return nspawn
 }
 
-// bootAndCheck boots root, where forkd-e2e.service runs script, and
-// reports each of the checks the script wrote to results.txt as a
-// subtest; on a failure it logs the container's journal and console.
-func bootAndCheck(t *testing.T, nspawn, work, root, script string, checks []string, logLines int) {
+// machine boots a root where forkd-e2e.service runs a script until it
+// powers itself off; the script's results land in the folder results, the
+// machine's console in the file console.
+type machine func(t *testing.T, results, console string) error
+
+// container returns the machine that boots root in systemd-nspawn, with
+// results bind-mounted at /results.
+func container(nspawn, root string) machine {
+	return func(t *testing.T, results, console string) error {
+		return boot(t, nspawn, root, results, console)
+	}
+}
+
+// bootAndCheck boots m, where forkd-e2e.service runs script, and reports
+// each of the checks the script wrote to results.txt as a subtest; on a
+// failure it logs the machine's journal and console. With strict, a check
+// the script skipped fails: the machine was made to have what it needs.
+func bootAndCheck(t *testing.T, m machine, work, results, script string, checks []string, logLines int, strict bool) {
 	t.Helper()
-	results := filepath.Join(work, "results")
-	if err := os.Mkdir(results, 0o755); err != nil {
+	if err := os.MkdirAll(results, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	console := filepath.Join(work, "console.log")
 	start := time.Now()
-	bootErr := boot(t, nspawn, root, results, console)
-	t.Logf("container ran for %v", time.Since(start).Round(time.Millisecond))
+	bootErr := m(t, results, console)
+	t.Logf("machine ran for %v", time.Since(start).Round(time.Millisecond))
 
 	got := readResults(t, filepath.Join(results, "results.txt"), checks)
 	failed := bootErr != nil
@@ -114,20 +127,22 @@ func bootAndCheck(t *testing.T, nspawn, work, root, script string, checks []stri
 			switch {
 			case !ok:
 				t.Errorf("not run (%s did not report it)", script)
+			case strings.HasPrefix(r, skipped) && strict:
+				t.Errorf("skipped on a machine made for it: %s", strings.TrimPrefix(r, skipped))
 			case strings.HasPrefix(r, skipped):
 				t.Skip(strings.TrimPrefix(r, skipped))
 			case r != "":
 				t.Error(r)
 			}
 		})
-		if !ok || r != "" && !strings.HasPrefix(r, skipped) {
+		if !ok || r != "" && (strict || !strings.HasPrefix(r, skipped)) {
 			failed = true
 		}
 	}
 	logTail(t, script+" log", filepath.Join(results, "log.txt"), logLines)
 	if failed {
-		logTail(t, "container journal", filepath.Join(results, "journal.txt"), 150)
-		logTail(t, "container console", console, 40)
+		logTail(t, "machine journal", filepath.Join(results, "journal.txt"), 150)
+		logTail(t, "machine console", console, 40)
 	}
 }
 
@@ -148,7 +163,7 @@ func TestSystemd(t *testing.T) {
 	bins := binaries(t, repo, filepath.Join(work, "bin"))
 	root := mountOverlay(t, work)
 	install(t, repo, root, bins)
-	bootAndCheck(t, nspawn, work, root, "inside.sh", checks, 120)
+	bootAndCheck(t, container(nspawn, root), work, filepath.Join(work, "results"), "inside.sh", checks, 120, false)
 }
 
 // binaries builds forkd, forkctl, forkd-demo and forkd-cluster into dir — or takes them

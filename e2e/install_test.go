@@ -50,7 +50,7 @@ func TestInstall(t *testing.T) {
 	}
 	writeFile(t, root, "/etc/systemd/system/forkd-e2e.service", runnerUnit("forkd install test", "install.sh", 120*time.Second), 0o644)
 
-	bootAndCheck(t, nspawn, work, root, "install.sh", installChecks, 80)
+	bootAndCheck(t, container(nspawn, root), work, filepath.Join(work, "results"), "install.sh", installChecks, 80, false)
 }
 
 // buildDeb returns the .deb to install: $FORKD_E2E_DEB, or the one `make
