@@ -20,8 +20,10 @@
 // of their own: a cgroup v2 with the memory and pids controllers, which a
 // container cannot have on a host that keeps them in cgroup v1. There it
 // runs inside.sh's cgroup checks (max_memory on memory.current, OOM kills
-// reported "oom", a fork bomb stopped at pids_max), and a skip fails. It
-// needs qemu-system-x86, busybox-static and linux-image-amd64 (make deps).
+// reported "oom", a fork bomb stopped at pids_max) and the Go tests that
+// need such a cgroup (gotests.sh, in a unit with Delegate=yes), and a skip
+// fails. It needs qemu-system-x86, busybox-static and linux-image-amd64
+// (make deps).
 //
 //	sudo go test -count=1 -v ./e2e/
 //

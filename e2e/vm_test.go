@@ -21,7 +21,14 @@ import (
 // vmChecks are the names inside.sh reports in the virtual machine: the
 // checks that need a kernel whose cgroup v2 has the memory and pids
 // controllers.
-var vmChecks = []string{"boot", "cgroup", "cgroup-limits"}
+var vmChecks = []string{"boot", "cgroup", "cgroup-limits", "go-tests"}
+
+// vmGoTests are the Go tests, by package, that skip on a host whose cgroup
+// v2 lacks controllers; the virtual machine runs them (gotests.sh).
+var vmGoTests = map[string][]string{
+	"cgroup":  {"TestTree_NewAndRemove", "TestTree_Limits", "TestTree_Setup", "TestWatcher_Crossing"},
+	"workers": {"TestPool_CgroupPerWorker", "TestPool_RecycleMaxMemory", "TestPool_OOMReason", "TestPool_ListWorkers_Usage"},
+}
 
 // vmTimeout bounds the virtual machine's whole life: boot under emulation,
 // the checks, poweroff.
@@ -47,7 +54,8 @@ var vmModules = []string{"virtio_pci", "9pnet_virtio", "9p"}
 // checks of inside.sh that a container cannot run on a host whose cgroup
 // v2 lacks the memory and pids controllers: per-worker cgroups with
 // max_memory recycling on memory.current, a worker past memory_max
-// OOM-killed and reported "oom", a fork bomb stopped at pids_max. There
+// OOM-killed and reported "oom", a fork bomb stopped at pids_max — and
+// the Go tests of vmGoTests, which skip on such a host (gotests.sh). There
 // every check must run: a skip fails.
 //
 // Needs root, qemu-system-x86_64, a static busybox and a Debian kernel
@@ -63,8 +71,9 @@ func TestVM(t *testing.T) {
 	bins := binaries(t, repo, filepath.Join(work, "bin"))
 	root := mountOverlay(t, work)
 	install(t, repo, root, bins)
+	installGoTests(t, repo, root, filepath.Join(work, "bin"))
 	writeFile(t, root, "/etc/systemd/system/forkd-e2e.service.d/checks.conf",
-		"[Service]\nEnvironment=\"CHECKS=cgroup cgroup_limits\"\nTimeoutStartSec=420\n", 0o644)
+		"[Service]\nEnvironment=\"CHECKS=cgroup cgroup_limits go_tests\"\nTimeoutStartSec=420\n", 0o644)
 	writeFile(t, root, "/etc/systemd/system/forkd-e2e.target", vmTarget, 0o644)
 	writeFile(t, root, "/etc/fstab", "tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0\n", 0o644)
 	// The root is this machine's: if that is a container's, its marker
@@ -77,6 +86,42 @@ func TestVM(t *testing.T) {
 	}
 	initrd := initramfs(t, work, modules, busybox)
 	bootAndCheck(t, virtualMachine(qemu, kernel, initrd, root), work, filepath.Join(root, "results"), "inside.sh", vmChecks, 80, true)
+}
+
+// installGoTests builds the test binaries of vmGoTests' packages into dir
+// and installs them beside gotests.sh, with gotests.list naming the tests
+// to run.
+func installGoTests(t *testing.T, repo, root, dir string) {
+	t.Helper()
+	var list strings.Builder
+	pkgs := make([]string, 0, len(vmGoTests))
+	for pkg := range vmGoTests {
+		pkgs = append(pkgs, pkg)
+	}
+	sort.Strings(pkgs)
+	for _, pkg := range pkgs {
+		bin := filepath.Join(dir, pkg+".test")
+		cmd := exec.Command("go", "test", "-c", "-o", bin, "./"+pkg)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go test -c ./%s: %v\n%s", pkg, err, b)
+		}
+		b, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, root, "/usr/lib/forkd-e2e/"+pkg+".test", string(b), 0o755)
+		for _, test := range vmGoTests[pkg] {
+			fmt.Fprintf(&list, "%s.test %s\n", pkg, test)
+		}
+	}
+	script, err := os.ReadFile(filepath.Join(repo, "e2e", "gotests.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, root, "/usr/lib/forkd-e2e/gotests.sh", string(script), 0o755)
+	writeFile(t, root, "/usr/lib/forkd-e2e/gotests.list", list.String(), 0o644)
 }
 
 // needVM skips t unless this machine can boot a virtual machine of the

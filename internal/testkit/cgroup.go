@@ -11,28 +11,39 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// CgroupEnv names the environment variable that gives Cgroup the cgroup
+// v2 directory to create its cgroups in, one prepared for them: no process
+// of its own, its controllers enabled for its children (a test binary's
+// own cgroup holds the test process, so it can pass no controller on).
+const CgroupEnv = "FORKD_TEST_CGROUP"
+
 // Cgroup returns the directory of a new, empty cgroup v2 that the test may
-// start processes in: a child of the test process's own cgroup in a
-// writable cgroup v2 hierarchy (a hybrid system's /sys/fs/cgroup/unified
-// counts, though it has no controllers). It kills what is left in it and
-// removes it when the test ends. It skips the test, saying why, where
-// there is no such hierarchy or the test may not write it (not root, no
-// delegation).
+// start processes in: a child of $FORKD_TEST_CGROUP, else of the test
+// process's own cgroup in a writable cgroup v2 hierarchy (a hybrid
+// system's /sys/fs/cgroup/unified counts, though it has no controllers).
+// It kills what is left in it and removes it when the test ends. It skips
+// the test, saying why, where there is no such hierarchy or the test may
+// not write it (not root, no delegation).
 func Cgroup(t testing.TB) string {
 	t.Helper()
-	mount := cgroup2Mount()
-	if mount == "" {
-		t.Skip("testkit: no cgroup v2 hierarchy mounted (needs a writable cgroup2 mount, as under systemd with cgroup v2)")
-	}
-	self := ""
-	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if p, ok := strings.CutPrefix(line, "0::"); ok {
-				self = p
+	name := "forkd-test-" + strconv.Itoa(os.Getpid()) + "-" + strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
+	parent := os.Getenv(CgroupEnv)
+	if parent == "" {
+		mount := cgroup2Mount()
+		if mount == "" {
+			t.Skip("testkit: no cgroup v2 hierarchy mounted (needs a writable cgroup2 mount, as under systemd with cgroup v2)")
+		}
+		self := ""
+		if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if p, ok := strings.CutPrefix(line, "0::"); ok {
+					self = p
+				}
 			}
 		}
+		parent = filepath.Join(mount, self)
 	}
-	dir := filepath.Join(mount, self, "forkd-test-"+strconv.Itoa(os.Getpid())+"-"+strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()))
+	dir := filepath.Join(parent, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Skipf("testkit: cannot create a cgroup v2 to test in (needs root and a writable cgroup2 hierarchy, e.g. systemd's Delegate=yes): %v", err)
 	}
