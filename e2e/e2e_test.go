@@ -155,15 +155,24 @@ func bootAndCheck(t *testing.T, m machine, work, results, script string, checks 
 // (say, from a package) instead of building them.
 func TestSystemd(t *testing.T) {
 	nspawn := needContainer(t)
+	_, work, root := installedRoot(t)
+	bootAndCheck(t, container(nspawn, root), work, filepath.Join(work, "results"), "inside.sh", checks, 120, false)
+}
+
+// installedRoot builds forkd's binaries into a new work folder, mounts an
+// overlay of / there with forkd installed in it (install), and returns the
+// repository, the work folder and the overlay's mount point.
+func installedRoot(t *testing.T) (repo, work, root string) {
+	t.Helper()
 	repo, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	work := t.TempDir()
+	work = t.TempDir()
 	bins := binaries(t, repo, filepath.Join(work, "bin"))
-	root := mountOverlay(t, work)
+	root = mountOverlay(t, work)
 	install(t, repo, root, bins)
-	bootAndCheck(t, container(nspawn, root), work, filepath.Join(work, "results"), "inside.sh", checks, 120, false)
+	return repo, work, root
 }
 
 // binaries builds forkd, forkctl, forkd-demo and forkd-cluster into dir — or takes them

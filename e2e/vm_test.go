@@ -63,14 +63,7 @@ var vmModules = []string{"virtio_pci", "9pnet_virtio", "9p"}
 // qemu-system-x86, busybox-static and linux-image-amd64).
 func TestVM(t *testing.T) {
 	qemu, kernel, modules, busybox := needVM(t)
-	repo, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := t.TempDir()
-	bins := binaries(t, repo, filepath.Join(work, "bin"))
-	root := mountOverlay(t, work)
-	install(t, repo, root, bins)
+	repo, work, root := installedRoot(t)
 	installGoTests(t, repo, root, filepath.Join(work, "bin"))
 	writeFile(t, root, "/etc/systemd/system/forkd-e2e.service.d/checks.conf",
 		"[Service]\nEnvironment=\"CHECKS=cgroup cgroup_limits go_tests\"\nTimeoutStartSec=420\n", 0o644)

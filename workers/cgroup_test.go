@@ -20,7 +20,14 @@ import (
 // its memory.current (its RSS again where the cgroup has no memory
 // controller).
 func TestPool_RecycleMaxMemory(t *testing.T) {
-	t.Run("rss", func(t *testing.T) { testRecycleMaxMemory(t, nil) })
+	withAndWithoutCgroup(t, testRecycleMaxMemory)
+}
+
+// withAndWithoutCgroup runs test as subtest "rss" with no cgroup tree,
+// then as "cgroup" with a tree in a new delegated cgroup (skipped without
+// a writable cgroup v2 hierarchy).
+func withAndWithoutCgroup(t *testing.T, test func(*testing.T, *cgroup.Tree)) {
+	t.Run("rss", func(t *testing.T) { test(t, nil) })
 	t.Run("cgroup", func(t *testing.T) {
 		tree, err := cgroup.TreeAt(testkit.Cgroup(t))
 		if err != nil {
@@ -29,7 +36,7 @@ func TestPool_RecycleMaxMemory(t *testing.T) {
 		if err := tree.Enable(); err != nil {
 			t.Skipf("cannot enable controllers in %s: %v", tree.Root, err)
 		}
-		testRecycleMaxMemory(t, tree)
+		test(t, tree)
 	})
 }
 
