@@ -50,7 +50,7 @@ func (p *Pool) SetWorkers(ctx context.Context, n int) error {
 // reads its workers' cgroups (or /proc) at most once per UsageInterval,
 // when a call finds its latest reading older than that, off the arbiter's
 // goroutine; calls meanwhile share that reading. A worker started since
-// the reading shows 0 until the next one.
+// the reading is measured on its own for each call until the next one.
 func (p *Pool) ListWorkers(ctx context.Context) ([]Info, error) {
 	type entry struct {
 		info  Info

@@ -87,7 +87,8 @@ func newUsageCache(interval time.Duration, now func() time.Time) *usageCache {
 // fill sets the Memory and CPU of each worker of list, meters[i] being
 // what measures list[i], from a reading begun less than the interval ago:
 // the latest, or the one under way, or else a new one that fill takes of
-// meters. A worker the reading has not seen (it started since) gets 0.
+// meters. A worker the reading has not seen (it started since) is
+// measured on its own, for this call only.
 // fill returns ctx's error if ctx is done before the reading it waits for,
 // leaving list as it was.
 func (c *usageCache) fill(ctx context.Context, list []Info, meters []cgroup.Meter) error {
@@ -123,7 +124,10 @@ func (c *usageCache) fill(ctx context.Context, list []Info, meters []cgroup.Mete
 		}
 	}
 	for i := range list {
-		u := r.byKey[keyOf(list[i])]
+		u, ok := r.byKey[keyOf(list[i])]
+		if !ok {
+			u = measure(meters[i])
+		}
 		list[i].Memory, list[i].CPU = u.memory, u.cpu
 	}
 	return nil
