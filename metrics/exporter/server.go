@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -52,8 +53,10 @@ func Main() int {
 // Serve serves /metrics on ln, asking the master on conn once per scrape
 // (metrics.Scrape, metrics.Answer), with the process_* families read from
 // /proc/PID of the master's pid. It returns nil once conn reaches end of
-// file (the master closed it): then it stops accepting, lets the scrapes in
-// progress end for a moment, and closes ln.
+// file (the master closed it): then it closes ln, stops keeping
+// connections alive, and answers the scrapes of the connections it
+// accepted, which can no longer ask the master (they get process_*
+// alone), for a moment at most.
 func Serve(ln net.Listener, conn io.ReadWriteCloser, pid int) error {
 	defer conn.Close()
 	gos, err := goFamilies()
@@ -65,7 +68,19 @@ func Serve(ln net.Listener, conn io.ReadWriteCloser, pid int) error {
 	proc.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{
 		PidFn: func() (int, error) { return pid, nil },
 	}))
-	srv := &http.Server{Handler: Handler(Gatherer(m.ask, gos, proc)), ReadHeaderTimeout: 10 * time.Second}
+	// Every connection accepted is answered, the last ones after the
+	// master is gone too (http.Server.Shutdown would close those whose
+	// request it had not read yet, unanswered).
+	var conns sync.WaitGroup
+	srv := &http.Server{Handler: Handler(Gatherer(m.ask, gos, proc)), ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				conns.Done()
+			}
+		}}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -73,12 +88,19 @@ func Serve(ln net.Listener, conn io.ReadWriteCloser, pid int) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-m.gone:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		srv.Close()
+	ln.Close()
+	<-errc // Serve has counted every connection it accepted
+	srv.SetKeepAlivesEnabled(false)
+	answered := make(chan struct{})
+	go func() {
+		conns.Wait()
+		close(answered)
+	}()
+	select {
+	case <-answered:
+	case <-time.After(time.Second):
 	}
-	<-errc
+	srv.Close()
 	return nil
 }
 
@@ -121,17 +143,19 @@ var errMasterGone = errors.New("forkd-metrics: the master closed its socket")
 // master is the master at the other end of the socket: one scrape at a
 // time asks it.
 type master struct {
-	conn    io.Writer
-	turn    chan struct{} // holds a token while a scrape asks
-	answers chan metrics.Answer
-	gone    chan struct{} // closed at the socket's end of file
-	nextID  int64         // guarded by turn
+	conn io.Writer
+	turn chan struct{} // holds a token while a scrape asks
+	gone chan struct{} // closed at the socket's end of file
+
+	mu      sync.Mutex
+	nextID  int64
+	waiting map[int64]chan metrics.Answer // by Scrape.ID, each buffered for its one answer
 }
 
 // newMaster reads conn's answers until its end of file.
 func newMaster(conn io.ReadWriter) *master {
-	m := &master{conn: conn, turn: make(chan struct{}, 1), answers: make(chan metrics.Answer),
-		gone: make(chan struct{})}
+	m := &master{conn: conn, turn: make(chan struct{}, 1), gone: make(chan struct{}),
+		waiting: make(map[int64]chan metrics.Answer)}
 	go func() {
 		defer close(m.gone)
 		in := bufio.NewScanner(conn)
@@ -141,10 +165,12 @@ func newMaster(conn io.ReadWriter) *master {
 			if json.Unmarshal(in.Bytes(), &a) != nil {
 				continue
 			}
-			select {
-			case m.answers <- a:
-			default: // the answer to a scrape that gave up
+			m.mu.Lock()
+			if ch, ok := m.waiting[a.ID]; ok { // else the answer to a scrape that gave up
+				delete(m.waiting, a.ID)
+				ch <- a
 			}
+			m.mu.Unlock()
 		}
 	}()
 	return m
@@ -160,22 +186,27 @@ func (m *master) ask(ctx context.Context) (metrics.Answer, error) {
 		return metrics.Answer{}, errMasterGone
 	}
 	defer func() { <-m.turn }()
+	ch := make(chan metrics.Answer, 1)
+	m.mu.Lock()
 	m.nextID++
 	id := m.nextID
+	m.waiting[id] = ch
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.waiting, id)
+		m.mu.Unlock()
+	}()
 	b, _ := json.Marshal(metrics.Scrape{ID: id})
 	if _, err := m.conn.Write(append(b, '\n')); err != nil {
 		return metrics.Answer{}, fmt.Errorf("forkd-metrics: ask the master: %w", err)
 	}
-	for {
-		select {
-		case a := <-m.answers:
-			if a.ID == id {
-				return a, nil
-			}
-		case <-ctx.Done():
-			return metrics.Answer{}, fmt.Errorf("forkd-metrics: the master's answer: %w", ctx.Err())
-		case <-m.gone:
-			return metrics.Answer{}, errMasterGone
-		}
+	select {
+	case a := <-ch:
+		return a, nil
+	case <-ctx.Done():
+		return metrics.Answer{}, fmt.Errorf("forkd-metrics: the master's answer: %w", ctx.Err())
+	case <-m.gone:
+		return metrics.Answer{}, errMasterGone
 	}
 }
