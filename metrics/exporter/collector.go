@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"time"
@@ -91,29 +92,31 @@ var (
 	allUpgrades = []string{"started", "ok", "refused"}
 )
 
-// collector exports one Answer of the master: forkd's families from its
-// Page, the go_* families from its Runtime. It describes nothing
-// (an unchecked collector): the go_* families are whichever the library's
-// Go collector exports.
+// collector asks the master once per Collect and exports its Answer:
+// forkd's families from its Page, the go_* families (those of gos) from
+// its Runtime. It describes nothing (an unchecked collector): the go_*
+// families are whichever the library's Go collector exports.
 type collector struct {
-	a   metrics.Answer
-	err error // the master did not answer
+	ask func(context.Context) (metrics.Answer, error)
 	gos []goFamily
 }
 
 func (c collector) Describe(chan<- *prometheus.Desc) {}
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	if c.err != nil {
-		ch <- prometheus.NewInvalidMetric(descBuildInfo, c.err)
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	a, err := c.ask(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descBuildInfo, err)
 		return
 	}
-	p := c.a.Page
-	ch <- prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1, p.Version, c.a.Runtime.GoVersion,
+	p := a.Page
+	ch <- prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1, p.Version, a.Runtime.GoVersion,
 		p.Instance)
-	exportGo(ch, c.gos, c.a.Runtime)
-	if c.a.Err != "" {
-		ch <- prometheus.NewInvalidMetric(descState, errors.New(c.a.Err))
+	exportGo(ch, c.gos, a.Runtime)
+	if a.Err != "" {
+		ch <- prometheus.NewInvalidMetric(descState, errors.New(a.Err))
 		return
 	}
 	export(ch, p)

@@ -57,7 +57,7 @@ func TestCollector_Lint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := collector{a: answerOf(t, 3), gos: gos}
+	c := collector{ask: answering(answerOf(t, 3)), gos: gos}
 	problems, err := testutil.CollectAndLint(c)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func TestCollector_GoFamilies(t *testing.T) {
 		t.Fatal(err)
 	}
 	ours := prometheus.NewRegistry()
-	ours.MustRegister(collector{a: answerOf(t, 1), gos: gos})
+	ours.MustRegister(collector{ask: answering(answerOf(t, 1)), gos: gos})
 	got, err := ours.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -122,4 +122,9 @@ func labelsOf(ls []*dto.LabelPair) string {
 		s = append(s, l.GetName())
 	}
 	return strings.Join(s, ",")
+}
+
+// answering returns an ask that answers a.
+func answering(a metrics.Answer) func(context.Context) (metrics.Answer, error) {
+	return func(context.Context) (metrics.Answer, error) { return a, nil }
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/forkd/forkd/metrics"
 )
@@ -64,15 +63,12 @@ func Serve(ln net.Listener, conn io.ReadWriteCloser, pid int) error {
 		return fmt.Errorf("list the go_* families: %w", err)
 	}
 	m := newMaster(conn)
-	proc := prometheus.NewRegistry()
-	proc.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{
-		PidFn: func() (int, error) { return pid, nil },
-	}))
+	reg := Registry(m.ask, gos, pid)
 	// Every connection accepted is answered, the last ones after the
 	// master is gone too (http.Server.Shutdown would close those whose
 	// request it had not read yet, unanswered).
 	var conns sync.WaitGroup
-	srv := &http.Server{Handler: Handler(Gatherer(m.ask, gos, proc)), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: Handler(reg), ReadHeaderTimeout: 10 * time.Second,
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
@@ -122,19 +118,16 @@ func Handler(g prometheus.Gatherer) http.Handler {
 	return mux
 }
 
-// Gatherer returns a prometheus.Gatherer whose every Gather asks once for
-// an Answer and exports it — forkd's families and go_* (of the families
-// gos) — together with what proc gathers.
-func Gatherer(ask func(context.Context) (metrics.Answer, error), gos []goFamily,
-	proc prometheus.Gatherer) prometheus.Gatherer {
-	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-		defer cancel()
-		a, err := ask(ctx)
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collector{a: a, err: err, gos: gos})
-		return prometheus.Gatherers{reg, proc}.Gather()
-	})
+// Registry returns the registry a scrape gathers: one Answer asked for
+// (ask) and exported — forkd's families and go_* (of the families gos) —
+// and the process_* of the process pid (the master's), read from /proc
+// meanwhile.
+func Registry(ask func(context.Context) (metrics.Answer, error), gos []goFamily, pid int) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{ask: ask, gos: gos}, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{
+		PidFn: func() (int, error) { return pid, nil },
+	}))
+	return reg
 }
 
 // errMasterGone is a scrape's error once the master closed the socket.
