@@ -10,47 +10,26 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/internal/libexec"
 )
 
 // Executable is the file name of the sidecar that serves the Prometheus
 // endpoint.
 const Executable = "forkd-metrics"
 
-// LibDir is where the packages install forkd's helper executables.
-const LibDir = "/usr/lib/forkd"
-
 // FindExecutable returns the path of forkd-metrics: beside the running
-// executable (bin/forkd-metrics in a build tree), else in LibDir. The
-// error names both places.
+// executable (bin/forkd-metrics in a build tree), else in
+// /usr/lib/forkd. The error names both places.
 func FindExecutable() (string, error) {
-	var tried []string
-	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), Executable)
-		if isExecutable(p) {
-			return p, nil
-		}
-		tried = append(tried, p)
+	p, err := libexec.Find(Executable)
+	if err != nil {
+		return "", fmt.Errorf("metrics: [metrics] bind needs the %s executable: %w", Executable, err)
 	}
-	p := filepath.Join(LibDir, Executable)
-	if isExecutable(p) {
-		return p, nil
-	}
-	tried = append(tried, p)
-	where := fmt.Sprintf("%q", tried[0])
-	if len(tried) == 2 {
-		where = fmt.Sprintf("neither %q nor %q", tried[0], tried[1])
-	}
-	return "", fmt.Errorf("metrics: [metrics] bind needs the %s executable: found %s", Executable, where)
-}
-
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+	return p, nil
 }
 
 // Socket is the listening socket of [metrics] bind. The master binds it
