@@ -107,6 +107,18 @@ func (s *Socket) Close() error {
 	return err
 }
 
+// Release closes a metrics socket that an in-place upgrade handed over
+// and the config no longer binds, removing its file if it is a unix
+// socket's.
+func Release(f *os.File) {
+	if sa, err := syscall.Getsockname(int(f.Fd())); err == nil {
+		if u, ok := sa.(*syscall.SockaddrUnix); ok && u.Name != "" && u.Name[0] != '@' {
+			os.Remove(u.Name)
+		}
+	}
+	f.Close()
+}
+
 // removeStale removes a unix socket file at path that nothing answers on.
 func removeStale(path string) error {
 	fi, err := os.Lstat(path)

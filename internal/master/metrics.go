@@ -56,7 +56,7 @@ func newMetrics(cfg *config.Config, socks []activation.Socket, s *sinks, adopt *
 
 // adoptMetricsSocket returns the metrics socket that an upgrade handed
 // over, if it is cfg's [metrics] bind; one that is not (the bind changed
-// or went) is closed.
+// or went) is closed, its unix socket file removed.
 func adoptMetricsSocket(cfg *config.Config, adopt *workers.Handover, log *slog.Logger) *metrics.Socket {
 	if adopt == nil {
 		return nil
@@ -69,7 +69,7 @@ func adoptMetricsSocket(cfg *config.Config, adopt *workers.Handover, log *slog.L
 		default:
 			log.Info("upgraded in place: closing the metrics socket handed over, not the config's [metrics] bind now",
 				"bind", s.Addr)
-			s.File.Close()
+			metrics.Release(s.File)
 		}
 	}
 	return sock

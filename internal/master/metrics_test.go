@@ -519,3 +519,24 @@ func TestMaster_MetricsUpgrade(t *testing.T) {
 	}
 	t.Logf("%d scrapes across the upgrade, the slowest %v", r.n, r.slowest)
 }
+
+// TestMaster_MetricsUpgradeMoves: an upgrade to a config whose [metrics]
+// bind changed serves the new address and closes the old one.
+func TestMaster_MetricsUpgradeMoves(t *testing.T) {
+	const inst = "metricsmove"
+	f, c, oldURL := metricsForkd(t, inst, "serve", 1)
+	getMetrics(t, oldURL)
+	mport := freePort(t)
+	f.writeConfig("serve", fmt.Sprintf("\n[metrics]\nbind = \"tcp://127.0.0.1:%d\"\n", mport))
+	f.signal(syscall.SIGUSR2)
+	c.collect("the successor's WhenReady", testTimeout, is("WhenReady", nil))
+	s := getMetrics(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", mport))
+	if got := s.value(t, `forkd_upgrades_total{result="ok"}`); got != 1 {
+		t.Errorf(`forkd_upgrades_total{result="ok"} = %v at the new bind, want 1`, got)
+	}
+	old := strings.TrimSuffix(strings.TrimPrefix(oldURL, "http://"), "/metrics")
+	if conn, err := net.DialTimeout("tcp", old, 5*time.Second); err == nil {
+		conn.Close()
+		t.Errorf("the old bind %s still accepts after the upgrade moved the endpoint", old)
+	}
+}
