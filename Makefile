@@ -32,7 +32,7 @@ VM_PACKAGES := qemu-system-x86 busybox-static linux-image-amd64
 BENCH_PACKAGES := gunicorn wrk
 
 # Binaries: name:package. `build` skips those whose package has no sources yet.
-BINARIES := forkd:./cmd/forkd forkctl:./cmd/forkctl forkd-demo:./examples/demo forkd-cluster:./cmd/forkd-cluster
+BINARIES := forkd:./cmd/forkd forkctl:./cmd/forkctl forkd-demo:./examples/demo forkd-cluster:./cmd/forkd-cluster forkd-metrics:./cmd/forkd-metrics
 
 .DEFAULT_GOAL := help
 .PHONY: help build test deps run lint fuzz bench bench-compare e2e deb rpm clean
@@ -68,7 +68,7 @@ help: ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z0-9 -]*:.*## / { printf "  %-7s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 # Static binaries (no cgo): no dynamic loader or libc start-up on every exec.
-build: ## build bin/forkd, bin/forkctl, bin/forkd-demo and bin/forkd-cluster (those whose sources exist)
+build: ## build bin/forkd, bin/forkctl, bin/forkd-demo, bin/forkd-cluster and bin/forkd-metrics (those whose sources exist)
 	@mkdir -p bin
 	@set -e; for b in $(BINARIES); do \
 		name=$${b%%:*}; pkg=$${b#*:}; \

@@ -73,6 +73,10 @@ func env(b *testing.B) *setup {
 			s.err = err
 			return
 		}
+		if _, err = metricsBinary.build(); err != nil { // the same
+			s.err = err
+			return
+		}
 		if s.worker, err = workerBinary.build(); err != nil {
 			s.err = err
 			return

@@ -19,6 +19,7 @@ const binDir = "/tmp/forkd-bench"
 var (
 	forkdBinary     = &binary{pkg: "./cmd/forkd", path: filepath.Join(binDir, "forkd")}
 	clusterBinary   = &binary{pkg: "./cmd/forkd-cluster", path: filepath.Join(binDir, "forkd-cluster")}
+	metricsBinary   = &binary{pkg: "./cmd/forkd-metrics", path: filepath.Join(binDir, "forkd-metrics")}
 	workerBinary    = &binary{pkg: "./bench/cmd/bench-worker", path: filepath.Join(binDir, "bench-worker")}
 	goStartBinary   = &binary{pkg: "./bench/cmd/go-start", path: filepath.Join(binDir, "go-start")}
 	runBinary       = &binary{pkg: "./bench/cmd/bench-run", path: filepath.Join(binDir, "bench-run")}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/internal/libexec"
 )
 
 // ErrUnavailable is returned (wrapped) by Claim, Last and Holder while
@@ -80,35 +80,17 @@ type Claim struct {
 const Executable = "forkd-cluster"
 
 // LibDir is where the packages install forkd's helper executables.
-const LibDir = "/usr/lib/forkd"
+const LibDir = libexec.LibDir
 
 // FindExecutable returns the path of forkd-cluster: beside the running
 // executable (bin/forkd-cluster in a build tree), else in LibDir. The
 // error names both places.
 func FindExecutable() (string, error) {
-	var tried []string
-	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), Executable)
-		if isExecutable(p) {
-			return p, nil
-		}
-		tried = append(tried, p)
+	p, err := libexec.Find(Executable)
+	if err != nil {
+		return "", fmt.Errorf(`cluster: jobs with scope = "cluster" need the %s executable: %w`, Executable, err)
 	}
-	p := filepath.Join(LibDir, Executable)
-	if isExecutable(p) {
-		return p, nil
-	}
-	tried = append(tried, p)
-	where := fmt.Sprintf("%q", tried[0])
-	if len(tried) == 2 {
-		where = fmt.Sprintf("neither %q nor %q", tried[0], tried[1])
-	}
-	return "", fmt.Errorf(`cluster: jobs with scope = "cluster" need the %s executable: found %s`, Executable, where)
-}
-
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+	return p, nil
 }
 
 // Agent is a running forkd-cluster that an in-place upgrade hands over:

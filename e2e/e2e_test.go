@@ -181,7 +181,7 @@ func installedRoot(t *testing.T) (repo, work, root string) {
 func binaries(t *testing.T, repo, dir string) map[string]string {
 	t.Helper()
 	pkgs := map[string]string{"forkd": "./cmd/forkd", "forkctl": "./cmd/forkctl", "forkd-demo": "./examples/demo",
-		"forkd-cluster": "./cmd/forkd-cluster"}
+		"forkd-cluster": "./cmd/forkd-cluster", "forkd-metrics": "./cmd/forkd-metrics"}
 	out := map[string]string{}
 	if prebuilt := os.Getenv("FORKD_E2E_BIN"); prebuilt != "" {
 		for name := range pkgs {
@@ -193,7 +193,7 @@ func binaries(t *testing.T, repo, dir string) map[string]string {
 		}
 		return out
 	}
-	for _, name := range []string{"forkd", "forkctl", "forkd-demo", "forkd-cluster"} {
+	for _, name := range []string{"forkd", "forkctl", "forkd-demo", "forkd-cluster", "forkd-metrics"} {
 		p := filepath.Join(dir, name)
 		cmd := exec.Command("go", "build", "-o", p, pkgs[name])
 		cmd.Dir = repo

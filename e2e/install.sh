@@ -33,7 +33,7 @@ forkd_procs() {
 	local exe
 	for p in /proc/[0-9]*; do
 		exe=$(readlink "$p/exe" 2>/dev/null) || continue
-		case $exe in /usr/bin/forkd | /usr/bin/forkctl | /usr/lib/forkd/forkd-cluster | "$DEMO") echo "${p#/proc/} $exe" ;; esac
+		case $exe in /usr/bin/forkd | /usr/bin/forkctl | /usr/lib/forkd/forkd-cluster | /usr/lib/forkd/forkd-metrics | "$DEMO") echo "${p#/proc/} $exe" ;; esac
 	done
 }
 

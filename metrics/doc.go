@@ -1,7 +1,18 @@
-// Package metrics is forkd's observability: a Prometheus endpoint (the
-// official client_golang, served by promhttp on a socket of the master's
-// own) and the detailed status page behind forkctl status (package
-// metrics/status).
+// Package metrics is forkd's observability: a Prometheus endpoint on a
+// socket of the master's own, and the detailed status page behind forkctl
+// status (package metrics/status).
+//
+// This package is the master's side and links no Prometheus library: the
+// official client (client_golang, promhttp) lives in a sidecar,
+// forkd-metrics (package metrics/exporter, cmd/forkd-metrics), that an
+// Endpoint starts when [metrics] bind is set. The master binds the socket
+// (Listen) and holds it; the sidecar accepts on it and asks the master
+// once per scrape over a socket pair, in JSON lines (Scrape, Answer; see
+// protocol.go); the master answers with its Page and its Go runtime's
+// statistics (ReadRuntime). The sidecar exits at end of file on its
+// socket; the Endpoint starts it again if it dies, and Pause stops it for
+// an in-place upgrade, whose successor starts its own on the socket handed
+// over.
 //
 // A Recorder is fed without blocking from the arbiter: hook events (worker
 // starts and exits by reason, upgrades, schedule runs), reload outcomes
@@ -28,5 +39,5 @@
 // forkd_request_reports_malformed_total, forkd_hook_signals_dropped_total,
 // forkd_metrics_events_lost_total, forkd_job_runs_total{job,result},
 // forkd_job_last_success_timestamp_seconds{job}; and the library's
-// process_* and go_*.
+// process_* and go_*, both describing the master.
 package metrics

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/workers"
 )
@@ -184,28 +182,5 @@ func TestRecorder_Counters(t *testing.T) {
 	}
 	if p.WorkerList[0].State != "idle" {
 		t.Errorf("worker state %q, want idle (reported 0 in flight)", p.WorkerList[0].State)
-	}
-}
-
-// TestCollector_Lint checks every family against Prometheus' naming
-// conventions (the library's linter, as promtool check metrics runs it).
-func TestCollector_Lint(t *testing.T) {
-	r := startRecorder(t, Options{Instance: "web", Version: "1.0"})
-	r.SetPool(fakePool{3})
-	r.Requests(workers.RequestReport{PID: os.Getpid(), Stats: "2;1000;1,1"})
-	problems, err := testutil.CollectAndLint(r.Collector())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("%s: %s", p.Metric, p.Text)
-	}
-	n, err := testutil.GatherAndCount(r.Registry(), "forkd_workers", "forkd_worker_heartbeat_age_seconds")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// 3 states, and one series per slot: the fake pool's 3 workers.
-	if n != 3+3 {
-		t.Errorf("forkd_workers and heartbeat series: %d, want 6", n)
 	}
 }

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"testing"
 	"time"
@@ -21,19 +22,22 @@ func (f fakePool) Snapshot(context.Context) (workers.Snapshot, error) {
 	return s, nil
 }
 
-// BenchmarkGather is one scrape's work besides the arbiter's Snapshot: 64
-// workers' /proc, the recorder, encoding every family with the library's
-// process and Go collectors.
-func BenchmarkGather(b *testing.B) {
+// BenchmarkAnswer is the master's work for one scrape besides the
+// arbiter's Snapshot: 64 workers' /proc, the recorder, the Go runtime's
+// statistics and the answer's encoding.
+func BenchmarkAnswer(b *testing.B) {
 	r := New(Options{Instance: "bench"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = r.Run(ctx) }()
 	r.SetPool(fakePool{64})
-	reg := r.Registry()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := reg.Gather(); err != nil {
+		a, err := r.answer(ctx, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := json.Marshal(a); err != nil {
 			b.Fatal(err)
 		}
 	}

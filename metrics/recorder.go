@@ -61,9 +61,8 @@ const inboxSize = 4096
 // from one Pool.Snapshot, /proc and the listeners' accept queues.
 //
 // Emit, Requests, Reloaded and UpgradeRefused never block: they queue for
-// the recorder's goroutine (Run), which alone holds the state. Page and
-// the Prometheus collector (Collector) may be called from any goroutine
-// while Run runs.
+// the recorder's goroutine (Run), which alone holds the state. Page may
+// be called from any goroutine while Run runs.
 type Recorder struct {
 	opts    Options
 	log     *slog.Logger

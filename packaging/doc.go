@@ -33,7 +33,8 @@
 // goes to /usr/lib/forkd/forkd-demo: it is an example the sample config
 // runs, not a command, so it stays out of PATH; so does
 // /usr/lib/forkd/forkd-cluster, the etcd sidecar forkd starts for jobs with
-// scope = "cluster". The Type=notify-reload unit
+// scope = "cluster", and /usr/lib/forkd/forkd-metrics, the Prometheus
+// sidecar forkd starts for a [metrics] bind. The Type=notify-reload unit
 // for systemd 253 and later is documentation
 // (/usr/share/doc/forkd/examples/notify-reload/), since the active unit has
 // to work on Debian 12's systemd 252.

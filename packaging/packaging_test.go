@@ -47,6 +47,7 @@ var shipped = []file{
 	{"/usr/bin/forkctl", 0o755, "dist/bin/forkctl", false},
 	{"/usr/lib/forkd/forkd-demo", 0o755, "dist/bin/forkd-demo", false},
 	{"/usr/lib/forkd/forkd-cluster", 0o755, "dist/bin/forkd-cluster", false},
+	{"/usr/lib/forkd/forkd-metrics", 0o755, "dist/bin/forkd-metrics", false},
 	{"/usr/lib/systemd/system/forkd@.socket", 0o644, "systemd/forkd@.socket", false},
 	{"/usr/lib/systemd/system/forkd@.service", 0o644, "systemd/forkd@.service", false},
 	{"/usr/lib/sysusers.d/forkd.conf", 0o644, "systemd/sysusers.d/forkd.conf", false},
@@ -243,7 +244,7 @@ func buildPackagesFor(t *testing.T, arch string) packages {
 	}
 	// Stripped, as make deb builds them.
 	for name, pkg := range map[string]string{"forkd": "./cmd/forkd", "forkctl": "./cmd/forkctl", "forkd-demo": "./examples/demo",
-		"forkd-cluster": "./cmd/forkd-cluster"} {
+		"forkd-cluster": "./cmd/forkd-cluster", "forkd-metrics": "./cmd/forkd-metrics"} {
 		mustRun(t, root, []string{"CGO_ENABLED=0", "GOARCH=" + arch}, "go", "build", "-trimpath", "-ldflags", "-s -w",
 			"-o", filepath.Join(stage, "dist", "bin", name), pkg)
 	}

@@ -106,7 +106,7 @@ func sameHandover(a, b *Handover) bool {
 
 // sampleHandover is what a pool of two workers in the middle of a reload
 // hands over: one worker of the current generation ready, one booting, one
-// of the old generation stopping.
+// of the old generation stopping; and the metrics endpoint's socket.
 func sampleHandover() *Handover {
 	t0 := time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
 	return &Handover{
@@ -128,6 +128,7 @@ func sampleHandover() *Handover {
 		Config: HandoverConfig{Workers: 2, Name: "shop-api", Backlog: 2048,
 			Bind: []string{"tcp://127.0.0.1:8000?name=web", "unix:/run/shop/api.sock?name=admin"}},
 		Failures: []int{0, 3},
+		Extra:    []HandoverSocket{{Name: "metrics", Addr: "tcp://127.0.0.1:9150", FD: 6}},
 	}
 }
 
@@ -163,6 +164,7 @@ func TestTakeHandover_Unusable(t *testing.T) {
 		{"negative config workers", func(h *Handover) { h.Config.Workers = -2 }, "config workers -2 out of range"},
 		{"negative notify fd", func(h *Handover) { h.NotifyFD = -1 }, "notify socket fd -1"},
 		{"negative socket fd", func(h *Handover) { h.Sockets[1].FD = -1 }, "socket unix:/run/shop/api.sock: fd -1"},
+		{"negative extra fd", func(h *Handover) { h.Extra[0].FD = -1 }, "socket tcp://127.0.0.1:9150: fd -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := sampleHandover()

@@ -113,6 +113,10 @@ type Options struct {
 	// fails. It must not wait for the pool. May be nil.
 	Freeze func() (json.RawMessage, error)
 	Thaw   func()
+	// Extra are listening sockets of the master's own that no worker gets
+	// (the metrics endpoint's): an upgrade keeps them open for the
+	// successor, which finds them in Handover.Extra.
+	Extra []activation.Socket
 	// Adopt, when set, is the state of the master this one replaced by an
 	// upgrade (see TakeHandover): Run adopts its workers and sockets.
 	Adopt *Handover

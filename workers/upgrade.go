@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,8 @@ type Handover struct {
 	// Jobs is what Options.Freeze returned: the state of the singletons
 	// and schedules, for package jobs/supervisor.
 	Jobs json.RawMessage `json:"jobs,omitempty"`
+	// Extra are Options.Extra: the master's own listening sockets.
+	Extra []HandoverSocket `json:"extra,omitempty"`
 }
 
 // HandoverConfig holds the settings of the old master's current generation
@@ -105,8 +108,19 @@ func (hw HandoverWorker) left(kind string, def time.Duration) time.Duration {
 
 // SocketsOf returns h's listening sockets as activation.Sockets.
 func (h *Handover) SocketsOf() []activation.Socket {
-	socks := make([]activation.Socket, 0, len(h.Sockets))
-	for _, s := range h.Sockets {
+	return socketsOf(h.Sockets)
+}
+
+// ExtraOf returns h's Extra sockets (the master's own) as
+// activation.Sockets.
+func (h *Handover) ExtraOf() []activation.Socket {
+	return socketsOf(h.Extra)
+}
+
+// socketsOf returns hs as activation.Sockets, close-on-exec.
+func socketsOf(hs []HandoverSocket) []activation.Socket {
+	socks := make([]activation.Socket, 0, len(hs))
+	for _, s := range hs {
 		unix.CloseOnExec(s.FD)
 		socks = append(socks, activation.Socket{Name: s.Name, Addr: s.Addr,
 			File: os.NewFile(uintptr(s.FD), s.Addr)})
@@ -156,7 +170,7 @@ func (h *Handover) check() error {
 	if h.NotifyFD < 0 {
 		return fmt.Errorf("notify socket fd %d", h.NotifyFD)
 	}
-	for _, s := range h.Sockets {
+	for _, s := range append(slices.Clip(h.Sockets), h.Extra...) {
 		if s.FD < 0 {
 			return fmt.Errorf("socket %s: fd %d", s.Addr, s.FD)
 		}
@@ -325,6 +339,14 @@ func (p *Pool) handover() (*Handover, []int, error) {
 			return nil, nil, fmt.Errorf("socket %s: %w", s.Addr, err)
 		}
 		h.Sockets = append(h.Sockets, HandoverSocket{Name: s.Name, Addr: s.Addr, FD: fd})
+		keep = append(keep, fd)
+	}
+	for _, s := range p.opts.Extra {
+		fd, err := rawFD(s.File)
+		if err != nil {
+			return nil, nil, fmt.Errorf("socket %s: %w", s.Addr, err)
+		}
+		h.Extra = append(h.Extra, HandoverSocket{Name: s.Name, Addr: s.Addr, FD: fd})
 		keep = append(keep, fd)
 	}
 	h.Failures = append([]int(nil), p.current.failures...)

@@ -557,7 +557,10 @@ func TestCluster_SidecarOnlyForClusterJobs(t *testing.T) {
 }
 
 // sidecarsOf lists the children of pid that run as forkd-cluster.
-func sidecarsOf(pid int) []int {
+func sidecarsOf(pid int) []int { return childrenAs(pid, "forkd-cluster") }
+
+// childrenAs lists the children of pid that the test binary runs as role.
+func childrenAs(pid int, role string) []int {
 	var out []int
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, task := range tasks {
@@ -567,7 +570,7 @@ func sidecarsOf(pid int) []int {
 		}
 		for _, w := range strings.Fields(string(b)) {
 			env, err := os.ReadFile("/proc/" + w + "/environ")
-			if err != nil || !strings.Contains("\x00"+string(env)+"\x00", "\x00"+testkit.RoleEnv+"=forkd-cluster\x00") {
+			if err != nil || !strings.Contains("\x00"+string(env)+"\x00", "\x00"+testkit.RoleEnv+"="+role+"\x00") {
 				continue
 			}
 			if child, err := strconv.Atoi(w); err == nil {

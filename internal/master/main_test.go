@@ -29,6 +29,8 @@ import (
 	"github.com/forkd/forkd/cluster/etcd"
 	"github.com/forkd/forkd/internal/forkctl"
 	"github.com/forkd/forkd/internal/testkit"
+	"github.com/forkd/forkd/metrics"
+	"github.com/forkd/forkd/metrics/exporter"
 	"github.com/forkd/forkd/sdk"
 )
 
@@ -78,11 +80,14 @@ func TestMain(m *testing.M) {
 			return runTestWorker(args[0])
 		},
 		cluster.Executable: func([]string) int { return etcd.Main() },
+		metrics.Executable: func([]string) int { return exporter.Main() },
 	}
 	if _, role := roles[firstArg()]; !role && os.Getenv(testkit.RoleEnv) == "" {
-		if err := writeClusterShim(); err != nil {
-			fmt.Fprintln(os.Stderr, "cannot put forkd-cluster beside the test binary:", err)
-			os.Exit(2)
+		for _, name := range []string{cluster.Executable, metrics.Executable} {
+			if err := writeSidecarShim(name); err != nil {
+				fmt.Fprintf(os.Stderr, "cannot put %s beside the test binary: %v\n", name, err)
+				os.Exit(2)
+			}
 		}
 	}
 	testkit.Main(m, roles)
@@ -95,17 +100,17 @@ func firstArg() string {
 	return ""
 }
 
-// writeClusterShim puts a forkd-cluster beside the test binary, where
-// forkd looks for it: a script that runs the test binary in role
-// forkd-cluster.
-func writeClusterShim() error {
+// writeSidecarShim puts the sidecar name (forkd-cluster, forkd-metrics)
+// beside the test binary, where forkd looks for it: a script that runs
+// the test binary in role name.
+func writeSidecarShim(name string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(filepath.Dir(exe), cluster.Executable)
+	path := filepath.Join(filepath.Dir(exe), name)
 	tmp := path + ".tmp"
-	script := fmt.Sprintf("#!/bin/sh\n%s=%s exec %q \"$@\"\n", testkit.RoleEnv, cluster.Executable, exe)
+	script := fmt.Sprintf("#!/bin/sh\n%s=%s exec %q \"$@\"\n", testkit.RoleEnv, name, exe)
 	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
 		return err
 	}

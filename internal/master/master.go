@@ -31,6 +31,7 @@ import (
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/orphans"
 	"github.com/forkd/forkd/jobs/supervisor"
+	"github.com/forkd/forkd/metrics"
 	"github.com/forkd/forkd/systemd"
 	"github.com/forkd/forkd/workers"
 )
@@ -220,6 +221,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("%s: %w", o.config, err)
 			}
 		}
+		if cfg.Metrics.Enabled() {
+			if _, err := metrics.FindExecutable(); err != nil {
+				return fmt.Errorf("%s: %w", o.config, err)
+			}
+		}
 		fmt.Fprintf(stdout, "%s: ok (instance %q, %s of %s)\n", o.config, cfg.Server.Name,
 			config.Workers(cfg.Server.Workers), cfg.Worker.Command)
 		return nil
@@ -325,9 +331,12 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		}
 	}
 
-	rec, msrv, err := newMetrics(cfg, socks, sinks, adopt != nil, log)
+	rec, mep, msock, err := newMetrics(cfg, socks, sinks, adopt, log)
 	if err != nil {
 		return err
+	}
+	if msock != nil {
+		defer msock.Close()
 	}
 	status := newReporter(notifier, cfg, sinks.bus, log)
 	sigs.wait() // registered meanwhile; the pool takes them over, and its workers may signal at once
@@ -377,6 +386,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	}
 	popts.Requests = rec.Requests
 	once.options(&popts)
+	pauseMetrics(&popts, mep, msock, log)
 	pool := workers.New(popts)
 	once.start(pool, cfg, adopt)
 	sinks.ctl.pool.Store(pool)
@@ -388,8 +398,8 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	g := newGroup(ctx)
 	g.Go(func(ctx context.Context) error { return status.run(ctx) })
 	g.Go(rec.Run)
-	if msrv != nil {
-		g.Go(msrv.Run)
+	if mep != nil {
+		g.Go(mep.Run)
 	}
 	if reapOrphans {
 		var opts []orphans.Option

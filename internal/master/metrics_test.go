@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -18,9 +20,11 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/forkd/forkd/bus"
 	"github.com/forkd/forkd/internal/testkit"
+	"github.com/forkd/forkd/metrics"
 )
 
 // scrape is one scrape of a metrics endpoint: its body and its samples by
@@ -346,5 +350,193 @@ func TestMaster_MetricsUnix(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`forkd_workers{state="ready"} 1`)) {
 		t.Errorf("scrape over %s: %s\n%s", path, resp.Status, body)
+	}
+}
+
+// metricsSidecar returns the one forkd-metrics that f's master runs,
+// failing the test when there is not exactly one.
+func metricsSidecar(t *testing.T, f *forkd) int {
+	t.Helper()
+	pids := childrenAs(f.pid(), metrics.Executable)
+	if len(pids) != 1 {
+		t.Fatalf("forkd-metrics children of the master: %v, want one", pids)
+	}
+	return pids[0]
+}
+
+// waitGone waits until the process pid has exited, failing the test after
+// testTimeout.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, int(testTimeout/time.Millisecond))
+	if err != nil || n != 1 {
+		t.Fatalf("process %d still runs after %v (%v)", pid, testTimeout, err)
+	}
+}
+
+// startEpoch is when pid started, in seconds since the Unix epoch, as
+// process_start_time_seconds reports it (/proc/stat's btime + the
+// process's starttime).
+func startEpoch(t *testing.T, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var btime float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			btime, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	st, err := procStart(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return btime + st.Seconds()
+}
+
+// TestMaster_MetricsSidecarRestart: the endpoint is served by a
+// forkd-metrics child of the master, which the master starts again when
+// it dies; the scrapes that arrive meanwhile wait and are served, and
+// process_* describe the master, not the sidecar.
+func TestMaster_MetricsSidecarRestart(t *testing.T) {
+	const inst = "sidecar"
+	f, _, url := metricsForkd(t, inst, "serve", 2)
+	getMetrics(t, url) // served: the sidecar runs
+	first := metricsSidecar(t, f)
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, first)
+	s := getMetrics(t, url) // waits in the socket's queue for the next sidecar
+	if got := s.value(t, "forkd_workers_target"); got != 2 {
+		t.Errorf("forkd_workers_target = %v after the sidecar's restart, want 2", got)
+	}
+	second := metricsSidecar(t, f)
+	if second == first {
+		t.Fatalf("forkd-metrics %d still runs after SIGKILL", first)
+	}
+	got, master, side := s.value(t, "process_start_time_seconds"), startEpoch(t, f.pid()), startEpoch(t, second)
+	if math.Abs(got-master) > 0.015 || math.Abs(got-side) < 0.015 {
+		t.Errorf("process_start_time_seconds = %.2f: want the master's %.2f, not the sidecar's %.2f", got, master, side)
+	}
+	if log := f.log(); !strings.Contains(log, "forkd-metrics exited; starting it again") {
+		t.Errorf("the master's log does not say the sidecar exited:\n%s", log)
+	}
+	f.stop()
+	waitGone(t, second)
+}
+
+// TestMaster_MetricsUpgrade: across an in-place upgrade (USR2) the
+// endpoint refuses no connection — scrapes on new connections, one after
+// another, all answered 200 — the old master's forkd-metrics exits and
+// the new master runs one of its own on the same socket, which counts the
+// upgrade.
+func TestMaster_MetricsUpgrade(t *testing.T) {
+	const inst = "metricsup"
+	f, c, url := metricsForkd(t, inst, "serve", 2)
+	getMetrics(t, url) // served: the sidecar runs
+	first := metricsSidecar(t, f)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	stop, scraped := make(chan struct{}), make(chan struct{})
+	type result struct {
+		n       int
+		errs    []string
+		slowest time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		for {
+			r.n++
+			t0 := time.Now()
+			resp, err := hc.Get(url)
+			r.slowest = max(r.slowest, time.Since(t0))
+			if err != nil {
+				r.errs = append(r.errs, err.Error())
+			} else {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					r.errs = append(r.errs, resp.Status)
+				}
+			}
+			select {
+			case scraped <- struct{}{}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	scrapes := func(n int) {
+		for range n {
+			select {
+			case <-scraped:
+			case <-time.After(testTimeout):
+				t.Fatalf("no scrape for %v", testTimeout)
+			}
+		}
+	}
+	scrapes(3)
+	f.signal(syscall.SIGUSR2)
+	// Scrape on while the master re-executes, until its successor is ready.
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		c.collect("the successor's WhenReady", testTimeout, is("WhenReady", nil))
+	}()
+	for waiting := true; waiting; {
+		select {
+		case <-scraped:
+		case <-got:
+			waiting = false
+		}
+	}
+	waitGone(t, first)
+	scrapes(3)
+	s := getMetrics(t, url)
+	close(stop)
+	r := <-done
+	if len(r.errs) > 0 {
+		t.Errorf("%d of %d scrapes across the upgrade failed: %q", len(r.errs), r.n, r.errs)
+	}
+	if got := s.value(t, `forkd_upgrades_total{result="ok"}`); got != 1 {
+		t.Errorf(`forkd_upgrades_total{result="ok"} = %v after the upgrade, want 1`, got)
+	}
+	if second := metricsSidecar(t, f); second == first {
+		t.Errorf("forkd-metrics %d of the old master still runs", first)
+	}
+	t.Logf("%d scrapes across the upgrade, the slowest %v", r.n, r.slowest)
+}
+
+// TestMaster_MetricsUpgradeMoves: an upgrade to a config whose [metrics]
+// bind changed serves the new address and closes the old one.
+func TestMaster_MetricsUpgradeMoves(t *testing.T) {
+	const inst = "metricsmove"
+	f, c, oldURL := metricsForkd(t, inst, "serve", 1)
+	getMetrics(t, oldURL)
+	mport := freePort(t)
+	f.writeConfig("serve", fmt.Sprintf("\n[metrics]\nbind = \"tcp://127.0.0.1:%d\"\n", mport))
+	f.signal(syscall.SIGUSR2)
+	c.collect("the successor's WhenReady", testTimeout, is("WhenReady", nil))
+	s := getMetrics(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", mport))
+	if got := s.value(t, `forkd_upgrades_total{result="ok"}`); got != 1 {
+		t.Errorf(`forkd_upgrades_total{result="ok"} = %v at the new bind, want 1`, got)
+	}
+	old := strings.TrimSuffix(strings.TrimPrefix(oldURL, "http://"), "/metrics")
+	if conn, err := net.DialTimeout("tcp", old, 5*time.Second); err == nil {
+		conn.Close()
+		t.Errorf("the old bind %s still accepts after the upgrade moved the endpoint", old)
 	}
 }

@@ -1,20 +1,17 @@
-package metrics
+package exporter
 
 import (
 	"context"
-	"runtime"
+	"errors"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/forkd/forkd/metrics"
 	"github.com/forkd/forkd/metrics/status"
 	"github.com/forkd/forkd/workers"
 )
-
-// scrapeTimeout bounds how long one scrape waits for the arbiter.
-const scrapeTimeout = 5 * time.Second
 
 // Metric descriptions: every family forkd exports besides process_* and
 // go_*. Labels are bounded: slot and generation, never pid.
@@ -89,45 +86,37 @@ var (
 var (
 	allStates   = []string{workers.StateStarting, workers.StateRunning, workers.StateReloading, workers.StateStopping}
 	allPhases   = []string{"starting", "ready", "stopping"}
-	allStarts   = []string{StartInitial, StartReload, StartScale, StartReplace, StartRecycle}
-	allExits    = []string{ExitCrashed, ExitTimeout, ExitBootTimeout, ExitRecycled, ExitMemory, ExitOOM, ExitReload, ExitScale, ExitAutoscale, ExitExited, ExitStopped, ExitOther}
+	allStarts   = []string{metrics.StartInitial, metrics.StartReload, metrics.StartScale, metrics.StartReplace, metrics.StartRecycle}
+	allExits    = []string{metrics.ExitCrashed, metrics.ExitTimeout, metrics.ExitBootTimeout, metrics.ExitRecycled, metrics.ExitMemory, metrics.ExitOOM, metrics.ExitReload, metrics.ExitScale, metrics.ExitAutoscale, metrics.ExitExited, metrics.ExitStopped, metrics.ExitOther}
 	allReloads  = []string{"ok", "rejected", "failed"}
 	allUpgrades = []string{"started", "ok", "refused"}
 )
 
-// collector is the recorder as a prometheus.Collector: each Collect
-// assembles one Page (one request to the arbiter) and exports it.
-type collector struct{ r *Recorder }
-
-// Collector returns a prometheus.Collector of forkd's metrics: each scrape
-// costs the arbiter one Pool.Snapshot, however many workers there are.
-func (r *Recorder) Collector() prometheus.Collector { return collector{r} }
-
-// Registry returns a registry of r's Collector plus the library's process
-// (process_*) and Go runtime (go_*) collectors.
-func (r *Recorder) Registry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(r.Collector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewGoCollector())
-	return reg
+// collector asks the master once per Collect and exports its Answer:
+// forkd's families from its Page, the go_* families (those of gos) from
+// its Runtime. It describes nothing (an unchecked collector): the go_*
+// families are whichever the library's Go collector exports.
+type collector struct {
+	ask func(context.Context) (metrics.Answer, error)
+	gos []goFamily
 }
 
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBuildInfo, descState, descGeneration, descUptime, descWorkers,
-		descWorkersActivity, descTarget, descReady, descStarts, descExits, descReloads, descUpgrades, descBeatAge,
-		descRSS, descCPU, descWorkerStart, descWorkerRequests, descWorkerInflight, descQueue, descBacklog,
-		descRequests, descMalformed, descDropped, descLost, descJobRuns, descJobSuccess} {
-		ch <- d
-	}
-}
+func (c collector) Describe(chan<- *prometheus.Desc) {}
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
-	p, err := c.r.Page(ctx)
-	ch <- prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1, p.Version, runtime.Version(), p.Instance)
+	a, err := c.ask(ctx)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(descState, err)
+		ch <- prometheus.NewInvalidMetric(descBuildInfo, err)
+		return
+	}
+	p := a.Page
+	ch <- prometheus.MustNewConstMetric(descBuildInfo, prometheus.GaugeValue, 1, p.Version, a.Runtime.GoVersion,
+		p.Instance)
+	exportGo(ch, c.gos, a.Runtime)
+	if a.Err != "" {
+		ch <- prometheus.NewInvalidMetric(descState, errors.New(a.Err))
 		return
 	}
 	export(ch, p)
