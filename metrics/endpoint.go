@@ -323,11 +323,24 @@ func (r *Recorder) answer(ctx context.Context, id int64) (a Answer, err error) {
 	return a, err
 }
 
-// stop closes sc's socket and waits for it to exit, killing it when it
-// takes longer than a moment.
+// StopSignal asks forkd-metrics to stop accepting, answer the scrapes it
+// accepted (still asking the master) and exit.
+const StopSignal = syscall.SIGUSR1
+
+// stop asks sc to stop (StopSignal) while its scrapes are still answered,
+// waits for it to exit, then closes its socket; it closes the socket
+// first, then kills it, when it takes longer than a moment.
 func (e *Endpoint) stop(sc *sidecar) {
 	if sc == nil {
 		return
+	}
+	defer sc.conn.Close()
+	if err := sc.proc.Signal(StopSignal); err == nil {
+		select {
+		case <-sc.exited:
+			return
+		case <-time.After(2 * time.Second):
+		}
 	}
 	sc.conn.Close()
 	select {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/testkit"
+	"github.com/forkd/forkd/metrics/status"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -182,5 +184,66 @@ func TestRecorder_Counters(t *testing.T) {
 	}
 	if p.WorkerList[0].State != "idle" {
 		t.Errorf("worker state %q, want idle (reported 0 in flight)", p.WorkerList[0].State)
+	}
+}
+
+// stuckPool answers no Snapshot: it tells each ask's arrival on asked and
+// waits for the ask's end, as a pool handed over by an upgrade does.
+type stuckPool struct{ asked chan struct{} }
+
+func (p stuckPool) Snapshot(ctx context.Context) (workers.Snapshot, error) {
+	p.asked <- struct{}{}
+	<-ctx.Done()
+	return workers.Snapshot{}, ctx.Err()
+}
+
+// TestRecorder_Hold: once held, Page answers with the held snapshot — an
+// ask already waiting for the pool too — until Release, after which it
+// asks the pool again.
+func TestRecorder_Hold(t *testing.T) {
+	r := startRecorder(t, Options{Instance: "web"})
+	pool := stuckPool{asked: make(chan struct{}, 4)}
+	r.SetPool(pool)
+	type result struct {
+		p   status.Page
+		err error
+	}
+	page := func(ctx context.Context) <-chan result {
+		got := make(chan result, 1)
+		go func() {
+			p, err := r.Page(ctx)
+			got <- result{p, err}
+		}()
+		return got
+	}
+	wait := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(testkit.Deadline):
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+	waiting := page(context.Background())
+	wait("the page's ask of the pool", pool.asked)
+	r.Hold(workers.Snapshot{Status: workers.Status{Generation: 7, Workers: 3}})
+	for i, got := range []<-chan result{waiting, page(context.Background())} {
+		select {
+		case res := <-got:
+			if res.err != nil || res.p.Generation != 7 || res.p.Workers != 3 {
+				t.Errorf("page %d while held: generation %d, %d workers, %v; want the held 7 and 3",
+					i, res.p.Generation, res.p.Workers, res.err)
+			}
+		case <-time.After(testkit.Deadline):
+			t.Fatalf("page %d while held not answered", i)
+		}
+	}
+	r.Release()
+	ctx, cancel := context.WithCancel(context.Background())
+	after := page(ctx)
+	wait("the ask of the pool after Release", pool.asked)
+	cancel()
+	if res := <-after; !errors.Is(res.err, context.Canceled) {
+		t.Errorf("page after Release: %v, want it to have waited for the pool until cancelled", res.err)
 	}
 }

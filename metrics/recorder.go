@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,8 @@ type Recorder struct {
 	log     *slog.Logger
 	started time.Time
 	pool    atomic.Pointer[poolBox]
+	holdMu  sync.Mutex // serializes Hold and Release
+	held    atomic.Pointer[held]
 	inbox   chan input
 	asks    chan func(*state)
 	done    chan struct{}
@@ -75,6 +78,12 @@ type Recorder struct {
 }
 
 type poolBox struct{ Pool }
+
+// held is the pool's last Snapshot before an upgrade (Hold).
+type held struct {
+	set  chan struct{}    // closed by Hold
+	snap workers.Snapshot // written before set is closed
+}
 
 // input is one queued event, report or outcome.
 type input struct {
@@ -91,8 +100,63 @@ func New(opts Options) *Recorder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{opts: opts, log: log, started: time.Now(), inbox: make(chan input, inboxSize),
+	r := &Recorder{opts: opts, log: log, started: time.Now(), inbox: make(chan input, inboxSize),
 		asks: make(chan func(*state)), done: make(chan struct{})}
+	r.held.Store(&held{set: make(chan struct{})})
+	return r
+}
+
+// Hold makes Page answer with snap instead of asking the pool — the asks
+// already waiting for the pool included — until Release: an upgrade is
+// about to hand the pool over, and it answers nothing more
+// (workers.Options.Upgrading). It does not block.
+func (r *Recorder) Hold(snap workers.Snapshot) {
+	r.holdMu.Lock()
+	defer r.holdMu.Unlock()
+	h := r.held.Load()
+	select {
+	case <-h.set:
+		h = &held{set: make(chan struct{})}
+		r.held.Store(h)
+	default:
+	}
+	h.snap = snap
+	close(h.set)
+}
+
+// Release ends Hold: the upgrade did not happen, the pool answers again.
+func (r *Recorder) Release() {
+	r.holdMu.Lock()
+	defer r.holdMu.Unlock()
+	r.held.Store(&held{set: make(chan struct{})})
+}
+
+// snapshot asks p for its Snapshot, or answers with the held one once
+// there is one (Hold), even while the ask waits.
+func (r *Recorder) snapshot(ctx context.Context, p Pool) (workers.Snapshot, error) {
+	h := r.held.Load()
+	select {
+	case <-h.set:
+		return h.snap, nil
+	default:
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		snap workers.Snapshot
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		s, err := p.Snapshot(ctx)
+		got <- result{s, err}
+	}()
+	select {
+	case res := <-got:
+		return res.snap, res.err
+	case <-h.set:
+		return h.snap, nil
+	}
 }
 
 // SetPool gives the recorder the arbiter to ask for its pages; until then
@@ -395,7 +459,7 @@ func (r *Recorder) Page(ctx context.Context) (status.Page, error) {
 		Started: r.started, Uptime: now.Sub(r.started).Seconds(), Listeners: []status.Listener{},
 		WorkerList: []status.Worker{}}
 	if box := r.pool.Load(); box != nil {
-		snap, err := box.Snapshot(ctx)
+		snap, err := r.snapshot(ctx, box.Pool)
 		if err != nil {
 			return p, err
 		}

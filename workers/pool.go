@@ -113,6 +113,12 @@ type Options struct {
 	// fails. It must not wait for the pool. May be nil.
 	Freeze func() (json.RawMessage, error)
 	Thaw   func()
+	// Upgrading, when set, is called on the arbiter's goroutine as an
+	// upgrade is about to hand the pool over, before Freeze, with the
+	// pool's Snapshot then: from that moment the arbiter answers no
+	// request until the re-executed master runs or Thaw is called, so this
+	// is what the pool would have answered. It must not wait for the pool.
+	Upgrading func(Snapshot)
 	// Extra are listening sockets of the master's own that no worker gets
 	// (the metrics endpoint's): an upgrade keeps them open for the
 	// successor, which finds them in Handover.Extra.

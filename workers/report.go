@@ -81,25 +81,35 @@ func sortInfo(list []Info) {
 // status page asks for. The heartbeat times come from the notify socket's
 // own goroutine, not the arbiter's.
 func (p *Pool) Snapshot(ctx context.Context) (Snapshot, error) {
-	s, err := ask(ctx, p, func(p *Pool) Snapshot {
-		s := Snapshot{Status: p.status(), Workers: make([]Info, 0, len(p.byPID))}
-		for _, w := range p.byPID {
-			s.Workers = append(s.Workers, w.info())
-		}
-		return s
-	})
+	s, err := ask(ctx, p, (*Pool).snapshot)
 	if err != nil {
 		return s, err
 	}
+	return p.withBeats(ctx, s), nil
+}
+
+// snapshot is Snapshot without the heartbeat times, on the arbiter's
+// goroutine.
+func (p *Pool) snapshot() Snapshot {
+	s := Snapshot{Status: p.status(), Workers: make([]Info, 0, len(p.byPID))}
+	for _, w := range p.byPID {
+		s.Workers = append(s.Workers, w.info())
+	}
 	sortInfo(s.Workers)
+	return s
+}
+
+// withBeats returns s with each worker's LastBeat from the notify socket,
+// or s as it is when the socket does not answer (suspended or stopped).
+func (p *Pool) withBeats(ctx context.Context, s Snapshot) Snapshot {
 	beats, err := p.ns.LastBeats(ctx)
 	if err != nil {
-		return s, nil // the socket stopped: no heartbeat times, the rest stands
+		return s // no heartbeat times, the rest stands
 	}
 	for i := range s.Workers {
 		if t, ok := beats[s.Workers[i].PID]; ok {
 			s.Workers[i].LastBeat = t
 		}
 	}
-	return s, nil
+	return s
 }

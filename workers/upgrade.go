@@ -257,6 +257,11 @@ func (p *Pool) execHandover(notifyFD int) error {
 		return fmt.Errorf("workers: upgrade: %w", err)
 	}
 	h.NotifyFD = notifyFD
+	if p.opts.Upgrading != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		p.opts.Upgrading(p.withBeats(ctx, p.snapshot()))
+		cancel()
+	}
 	if h.Jobs, err = p.freeze(); err != nil {
 		return fmt.Errorf("workers: upgrade: %w", err)
 	}

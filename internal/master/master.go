@@ -386,7 +386,7 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 	}
 	popts.Requests = rec.Requests
 	once.options(&popts)
-	pauseMetrics(&popts, mep, msock, log)
+	pauseMetrics(&popts, rec, mep, msock, log)
 	pool := workers.New(popts)
 	once.start(pool, cfg, adopt)
 	sinks.ctl.pool.Store(pool)

@@ -78,12 +78,15 @@ func adoptMetricsSocket(cfg *config.Config, adopt *workers.Handover, log *slog.L
 // pauseMetrics wraps the pool's Freeze and Thaw so that an upgrade stops
 // forkd-metrics before the master re-executes itself (its successor starts
 // its own on the same listening socket) and starts it again if the upgrade
-// fails; and hands the socket over.
-func pauseMetrics(o *workers.Options, ep *metrics.Endpoint, sock *metrics.Socket, log *slog.Logger) {
+// fails; and hands the socket over. The scrapes forkd-metrics answers as it
+// stops get the pool as it was when the upgrade began (rec.Hold), since the
+// pool answers nothing more.
+func pauseMetrics(o *workers.Options, rec *metrics.Recorder, ep *metrics.Endpoint, sock *metrics.Socket, log *slog.Logger) {
 	if ep == nil {
 		return
 	}
 	o.Extra = append(o.Extra, activation.Socket{Name: metricsSocketName, Addr: sock.Bind.Raw, File: sock.File})
+	o.Upgrading = rec.Hold
 	freeze, thaw := o.Freeze, o.Thaw
 	o.Freeze = func() (json.RawMessage, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -96,6 +99,7 @@ func pauseMetrics(o *workers.Options, ep *metrics.Endpoint, sock *metrics.Socket
 		}
 		b, err := freeze()
 		if err != nil {
+			rec.Release()
 			ep.Resume()
 		}
 		return b, err
@@ -104,6 +108,7 @@ func pauseMetrics(o *workers.Options, ep *metrics.Endpoint, sock *metrics.Socket
 		if thaw != nil {
 			thaw()
 		}
+		rec.Release()
 		ep.Resume()
 	}
 }

@@ -439,7 +439,8 @@ func TestMaster_MetricsSidecarRestart(t *testing.T) {
 
 // TestMaster_MetricsUpgrade: across an in-place upgrade (USR2) the
 // endpoint refuses no connection — scrapes on new connections, one after
-// another, all answered 200 — the old master's forkd-metrics exits and
+// another, all answered 200 with the pool's families — the old master's
+// forkd-metrics exits and
 // the new master runs one of its own on the same socket, which counts the
 // upgrade.
 func TestMaster_MetricsUpgrade(t *testing.T) {
@@ -466,10 +467,13 @@ func TestMaster_MetricsUpgrade(t *testing.T) {
 			if err != nil {
 				r.errs = append(r.errs, err.Error())
 			} else {
-				_, _ = io.Copy(io.Discard, resp.Body)
+				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
+				switch {
+				case resp.StatusCode != http.StatusOK:
 					r.errs = append(r.errs, resp.Status)
+				case !bytes.Contains(body, []byte("\nforkd_workers{")):
+					r.errs = append(r.errs, "200 without forkd_workers")
 				}
 			}
 			select {

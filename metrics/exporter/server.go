@@ -28,9 +28,12 @@ const scrapeTimeout = 5 * time.Second
 // Main is forkd-metrics' main: it serves /metrics on the listening socket
 // of fd 3 with the numbers of the master on the socket of fd 4 (see
 // Serve), and returns the exit code. SIGINT, SIGTERM and SIGHUP are
-// ignored: the sidecar ends when the master closes its socket.
+// ignored: the sidecar ends when the master closes its socket, or, after
+// answering what it accepted, on SIGUSR1 (StopSignal) from the master.
 func Main() int {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, metrics.StopSignal)
 	lf, conn := os.NewFile(3, "metrics socket"), os.NewFile(4, "forkd")
 	if lf == nil || conn == nil {
 		fmt.Fprintln(os.Stderr, "forkd-metrics: no sockets on fds 3 and 4: forkd starts this program, not a user")
@@ -42,7 +45,7 @@ func Main() int {
 		fmt.Fprintln(os.Stderr, "forkd-metrics: fd 3:", err)
 		return 2
 	}
-	if err := Serve(ln, conn, os.Getppid()); err != nil {
+	if err := Serve(ln, conn, os.Getppid(), stop); err != nil {
 		fmt.Fprintln(os.Stderr, "forkd-metrics:", err)
 		return 1
 	}
@@ -51,12 +54,13 @@ func Main() int {
 
 // Serve serves /metrics on ln, asking the master on conn once per scrape
 // (metrics.Scrape, metrics.Answer), with the process_* families read from
-// /proc/PID of the master's pid. It returns nil once conn reaches end of
-// file (the master closed it): then it closes ln, stops keeping
-// connections alive, and answers the scrapes of the connections it
-// accepted, which can no longer ask the master (they get process_*
-// alone), for a moment at most.
-func Serve(ln net.Listener, conn io.ReadWriteCloser, pid int) error {
+// /proc/PID of the master's pid. It returns nil once something arrives on
+// stop or conn reaches end of file (the master closed it): then it closes
+// ln, stops keeping connections alive, and answers the scrapes of the
+// connections it accepted, for a moment at most — after stop with the
+// master's numbers, after end of file with an HTTP 500 (the master can no
+// longer answer).
+func Serve(ln net.Listener, conn io.ReadWriteCloser, pid int, stop <-chan os.Signal) error {
 	defer conn.Close()
 	gos, err := goFamilies()
 	if err != nil {
@@ -83,6 +87,7 @@ func Serve(ln net.Listener, conn io.ReadWriteCloser, pid int) error {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-m.gone:
+	case <-stop:
 	}
 	ln.Close()
 	<-errc // Serve has counted every connection it accepted
@@ -100,11 +105,14 @@ func Serve(ln net.Listener, conn io.ReadWriteCloser, pid int) error {
 	return nil
 }
 
-// Handler serves g at /metrics (promhttp) and a line naming it at /.
+// Handler serves g at /metrics (promhttp) and a line naming it at /. A
+// scrape that g cannot gather whole (the master did not answer) is an
+// HTTP 500 saying why, which Prometheus records as the target down, rather
+// than a page missing families.
 func Handler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
-		ErrorHandling:       promhttp.ContinueOnError,
+		ErrorHandling:       promhttp.HTTPErrorOnError,
 		MaxRequestsInFlight: 4,
 		Timeout:             scrapeTimeout + time.Second,
 	}))
