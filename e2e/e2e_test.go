@@ -23,7 +23,7 @@ import (
 const bootTimeout = 4 * time.Minute
 
 // checks are the names inside.sh reports, in order; a missing one fails.
-var checks = []string{"boot", "activation", "status", "reload", "reload-invalid", "kill", "upgrade", "fdstore", "jobs", "cgroup", "cgroup-limits", "stop"}
+var checks = []string{"boot", "activation", "status", "reload", "reload-invalid", "kill", "upgrade", "fdstore", "jobs", "metrics", "cgroup", "cgroup-limits", "stop"}
 
 // demoConfig is /etc/forkd/demo.toml inside the container.
 const demoConfig = `# forkd e2e: 4 demo workers on the socket systemd passes
@@ -151,8 +151,9 @@ func bootAndCheck(t *testing.T, m machine, work, results, script string, checks 
 // there, and runs inside.sh's checks against real socket activation,
 // reload, restart and stop. Needs root and systemd-nspawn.
 //
-// FORKD_E2E_BIN=DIR uses prebuilt forkd, forkctl, forkd-demo and forkd-cluster from DIR
-// (say, from a package) instead of building them.
+// FORKD_E2E_BIN=DIR uses prebuilt forkd, forkctl, forkd-demo,
+// forkd-cluster and forkd-metrics from DIR (say, from a package) instead of
+// building them.
 func TestSystemd(t *testing.T) {
 	nspawn := needContainer(t)
 	_, work, root := installedRoot(t)
@@ -175,9 +176,10 @@ func installedRoot(t *testing.T) (repo, work, root string) {
 	return repo, work, root
 }
 
-// binaries builds forkd, forkctl, forkd-demo and forkd-cluster into dir — or takes them
-// from $FORKD_E2E_BIN — and returns their paths by installed name. It skips
-// the test when one does not build yet.
+// binaries builds forkd, forkctl, forkd-demo, forkd-cluster and
+// forkd-metrics into dir — or takes them from $FORKD_E2E_BIN — and returns
+// their paths by installed name. It skips the test when one does not build
+// yet.
 func binaries(t *testing.T, repo, dir string) map[string]string {
 	t.Helper()
 	pkgs := map[string]string{"forkd": "./cmd/forkd", "forkctl": "./cmd/forkctl", "forkd-demo": "./examples/demo",

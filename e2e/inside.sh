@@ -388,6 +388,28 @@ cpu_weight = 200' || { fail $name "systemctl start forkd@cgl.service failed"; re
 	pass $name
 }
 
+check_metrics() {
+	# [metrics] bind under the shipped unit's hardening: forkd-metrics runs
+	# as forkd's child and serves the pool's families and the master's
+	# process_*; it goes with the service.
+	local name=metrics svc=forkd@metrics.service main side body
+	{
+		sed -e 's/^name = .*/name = "metrics"/' -e 's|127.0.0.1:18080|127.0.0.1:18085|' "$CONFIG"
+		printf '\n[metrics]\nbind = "tcp://127.0.0.1:19150"\n'
+	} >/etc/forkd/metrics.toml
+	sctl mask forkd@metrics.socket >>"$LOG" 2>&1
+	sctl start "$svc" || { fail $name "systemctl start $svc failed"; return; }
+	main=$(systemctl show -p MainPID --value "$svc")
+	side=$(pgrep -P "$main" -x forkd-metrics)
+	[ -n "$side" ] || { fail $name "no forkd-metrics under forkd $main"; return; }
+	body=$(curl -fsS --max-time 10 http://127.0.0.1:19150/metrics 2>&1) || { fail $name "scrape failed: $body"; return; }
+	grep -q '^forkd_workers{' <<<"$body" || { fail $name "no forkd_workers in the scrape: $(head -c 300 <<<"$body")"; return; }
+	grep -q '^process_start_time_seconds ' <<<"$body" || { fail $name "no process_start_time_seconds (the master's /proc) in the scrape"; return; }
+	sctl stop "$svc"
+	[ -z "$(alive "$side")" ] || { fail $name "forkd-metrics $side outlived the service"; return; }
+	pass $name
+}
+
 check_go_tests() {
 	# The Go tests that need a cgroup v2 with controllers (gotests.sh), in
 	# a unit with Delegate=yes as forkd's is.
@@ -420,7 +442,7 @@ check_stop() {
 
 # CHECKS, when the runner unit sets it, names the checks to run (their
 # functions without check_), in order; by default all of them.
-for c in ${CHECKS:-activation status reload reload_invalid kill upgrade fdstore jobs cgroup cgroup_limits stop}; do
+for c in ${CHECKS:-activation status reload reload_invalid kill upgrade fdstore jobs metrics cgroup cgroup_limits stop}; do
 	"check_$c"
 done
 log "done"
