@@ -29,6 +29,8 @@ func TestExamples_FastAPIRequestStats(t *testing.T) {
 	}
 	forkd := filepath.Join(t.TempDir(), "forkd")
 	goBuild(t, root, forkd, "./cmd/forkd")
+	// [metrics] bind needs forkd-metrics beside forkd.
+	goBuild(t, root, filepath.Join(filepath.Dir(forkd), "forkd-metrics"), "./cmd/forkd-metrics")
 	addr, maddr := freeAddr(t), freeAddr(t)
 	cfg := filepath.Join(t.TempDir(), "stats.toml")
 	config := fmt.Sprintf(`[server]
