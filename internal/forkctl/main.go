@@ -74,8 +74,8 @@ INSTANCE defaults to the only forkd instance on the bus.
 
 When the bus cannot be reached or has no such instance, forkctl connects to
 the instances' peer-to-peer D-Bus sockets instead (bus.sock in
-/run/forkd/INSTANCE/ or $XDG_RUNTIME_DIR/forkd/INSTANCE/), with the same
-interface.
+/run/forkd/INSTANCE/ or $XDG_RUNTIME_DIR/forkd/INSTANCE/; with INSTANCE
+omitted, only $RUNTIME_DIRECTORY's when it answers), with the same interface.
 
 Options:
   --bus ADDRESS  connect to this D-Bus address (default: the system bus,

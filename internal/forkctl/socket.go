@@ -66,9 +66,11 @@ func dialSocket(ctx context.Context, path string) (instance, error) {
 
 // findSockets connects to the peer-to-peer socket of the instance called
 // name, or of every instance this user can see when name is "", looking
-// where bus.SocketPatterns says. It returns the instances that answered,
-// sorted by name, or an error wrapping errNoSocket that says where it
-// looked and what it found there.
+// where bus.SocketPatterns says; with no name, an instance answering in
+// $RUNTIME_DIRECTORY is the only one (a command of forkd's own unit means
+// that unit's instance). It returns the instances that answered, sorted by
+// name, or an error wrapping errNoSocket that says where it looked and
+// what it found there.
 func findSockets(ctx context.Context, name string) ([]instance, error) {
 	patterns := bus.SocketPatterns(name)
 	seen := map[string]bool{}
@@ -98,6 +100,9 @@ func findSockets(ctx context.Context, name string) ([]instance, error) {
 				found = append(found, in)
 			}
 		}
+		if name == "" && len(found) == 1 && pat == runtimeSocket() {
+			return found, nil
+		}
 	}
 	if len(found) == 0 {
 		what := "none exists"
@@ -108,6 +113,15 @@ func findSockets(ctx context.Context, name string) ([]instance, error) {
 	}
 	sort.Slice(found, func(i, j int) bool { return found[i].name < found[j].name })
 	return found, nil
+}
+
+// runtimeSocket is the pattern bus.SocketPatterns gives for
+// $RUNTIME_DIRECTORY's socket, "" when it is not set.
+func runtimeSocket() string {
+	if os.Getenv("RUNTIME_DIRECTORY") == "" {
+		return ""
+	}
+	return bus.SocketPatterns("")[0]
 }
 
 // unreachable says which sockets that pattern may match this user cannot

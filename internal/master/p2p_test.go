@@ -3,6 +3,8 @@ package master
 import (
 	"bytes"
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -131,6 +133,50 @@ func TestMaster_PeerToPeer(t *testing.T) {
 	oneErr.WaitFor(t, "connected to "+socket+" again")
 	run("scale", "1")
 	one.WaitFor(t, "p2p NworkersChanged generation=2 old=2 new=1")
+}
+
+// TestMaster_PeerToPeerOwnUnit: with no instance named, forkctl run with
+// $RUNTIME_DIRECTORY set — a command of forkd's own unit, such as its
+// ExecReload= — talks to that unit's instance, though another answers too;
+// without it, it asks which.
+func TestMaster_PeerToPeerOwnUnit(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", noBus)
+	t.Setenv("DBUS_SESSION_BUS_ADDRESS", noBus)
+	t.Setenv("FORKCTL_SOCKET", "")
+	sockets := map[string]string{}
+	for _, name := range []string{"own", "other"} {
+		n := testkit.ListenNotify(t)
+		f := startForkd(t, setup{instance: name, workers: 1, bus: noBus, notify: n.Path})
+		n.Wait("READY=1")
+		sockets[name] = filepath.Join(filepath.Dir(f.cfgPath), bus.SocketName)
+	}
+	// Both where forkctl looks for a user's instances.
+	xdg := t.TempDir()
+	for name, socket := range sockets {
+		if err := os.MkdirAll(filepath.Join(xdg, "forkd", name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(socket, filepath.Join(xdg, "forkd", name, bus.SocketName)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("XDG_RUNTIME_DIR", xdg)
+	scale := func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		var out, errOut bytes.Buffer
+		err := forkctl.Main(ctx, []string{"scale", "2"}, &out, &errOut)
+		return out.String(), err
+	}
+
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	if out, err := scale(); !errors.Is(err, forkctl.ErrSeveralInstances) {
+		t.Errorf("forkctl scale 2 with two instances and no RUNTIME_DIRECTORY: %v, want %v\n%s", err, forkctl.ErrSeveralInstances, out)
+	}
+	t.Setenv("RUNTIME_DIRECTORY", filepath.Dir(sockets["own"]))
+	if out, err := scale(); err != nil || out != "own: workers set to 2\n" {
+		t.Errorf("forkctl scale 2 in own's unit: %q, %v; want own scaled", out, err)
+	}
 }
 
 // TestMaster_PeerToPeerNotFound checks what forkctl says when neither the
