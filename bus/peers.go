@@ -113,7 +113,7 @@ func (p *peers) run(ctx context.Context) {
 			}
 		}()
 	}
-	published, _ := p.b.properties(ctx)
+	published, _ := p.b.changing(ctx)
 	set := map[*peer]bool{}
 	next := 0
 	fanout := func(w pendingWrite) {
@@ -158,7 +158,7 @@ func (p *peers) run(ctx context.Context) {
 			for n := len(p.signals); n > 0; n-- {
 				fanout(<-p.signals) // signals emitted before the update go first
 			}
-			now, _ := p.b.properties(ctx)
+			now, _ := p.b.changing(ctx)
 			if changed := changedProperties(published, now, "State", "Generation", "Workers",
 				"ReadyWorkers", "DroppedSignals"); len(changed) > 0 {
 				fanout(pendingWrite{name: "org.freedesktop.DBus.Properties.PropertiesChanged",

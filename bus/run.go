@@ -77,7 +77,7 @@ func (b *Service) runBus(ctx context.Context) error {
 		// The snapshot that property changes are compared with is taken
 		// before the name is owned: whatever changes once a client can see
 		// the name gets announced.
-		published, _ := b.properties(ctx)
+		published, _ := b.changing(ctx)
 		conn, err := b.connect(ctx)
 		b.noteName(err)
 		if b.onAttempt != nil {
@@ -298,7 +298,7 @@ func (b *Service) serve(ctx context.Context, conn *dbus.Conn, published map[stri
 		droppedAt    time.Time
 	)
 	publish := func(names ...string) error {
-		now, _ := b.properties(ctx)
+		now, _ := b.changing(ctx)
 		changed := changedProperties(published, now, names...)
 		if len(changed) == 0 {
 			return nil

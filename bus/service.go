@@ -312,6 +312,21 @@ func (b *Service) currentStatus(ctx context.Context) (workers.Status, error) {
 // properties returns every property's current value; on a failure to get
 // the status it returns the error and the properties it has.
 func (b *Service) properties(ctx context.Context) (map[string]dbus.Variant, error) {
+	props, err := b.changing(ctx)
+	if err != nil {
+		return props, err
+	}
+	props["Listeners"] = dbus.MakeVariant(b.listeners(ctx))
+	return props, nil
+}
+
+// changing returns the current value of every property but Listeners,
+// which PropertiesChanged never announces: the snapshot that changes are
+// found against. Leaving it out spares reading every listening socket's
+// accept queue from the kernel (ListenerReader) at every status update,
+// several times a worker while a generation boots. On a failure to get
+// the status it returns the error and the properties it has.
+func (b *Service) changing(ctx context.Context) (map[string]dbus.Variant, error) {
 	props := map[string]dbus.Variant{
 		"Instance":       dbus.MakeVariant(b.instance),
 		"DroppedSignals": dbus.MakeVariant(b.Dropped()),
@@ -328,7 +343,6 @@ func (b *Service) properties(ctx context.Context) (map[string]dbus.Variant, erro
 	props["Generation"] = dbus.MakeVariant(s.Generation)
 	props["Workers"] = dbus.MakeVariant(toUint32(s.Workers))
 	props["ReadyWorkers"] = dbus.MakeVariant(toUint32(s.ReadyWorkers))
-	props["Listeners"] = dbus.MakeVariant(b.listeners(ctx))
 	return props, nil
 }
 
