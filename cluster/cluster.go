@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -244,7 +243,7 @@ func (c *Cluster) tell(fn func(c *Cluster)) {
 // sidecar is one forkd-cluster process and what it says.
 type sidecar struct {
 	msgs   chan Message
-	exited chan error
+	exited <-chan error
 	gone   chan struct{} // closed once Run no longer reads msgs
 }
 
@@ -314,34 +313,18 @@ func (c *Cluster) start() (*sidecar, error) {
 		c.log.Info("adopted forkd-cluster handed over by the upgrade: its etcd session and leaderships carry on",
 			"pid", a.PID)
 	} else {
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: socket pair for forkd-cluster: %w", err)
-		}
-		if err := syscall.SetNonblock(fds[0], true); err != nil {
-			syscall.Close(fds[0])
-			syscall.Close(fds[1])
-			return nil, fmt.Errorf("cluster: socket pair for forkd-cluster: %w", err)
-		}
-		mine, theirs := os.NewFile(uintptr(fds[0]), "forkd-cluster"), os.NewFile(uintptr(fds[1]), "forkd-cluster")
 		path := c.opts.Path
 		if path == "" {
+			var err error
 			if path, err = FindExecutable(); err != nil {
-				syscall.Close(fds[0])
-				syscall.Close(fds[1])
 				return nil, err
 			}
 		}
-		cmd := exec.Command(path)
-		cmd.ExtraFiles = []*os.File{theirs}
-		cmd.Stderr = os.Stderr
-		err = cmd.Start()
-		theirs.Close()
+		proc, conn, fd, err := libexec.Start(path)
 		if err != nil {
-			mine.Close()
-			return nil, fmt.Errorf("cluster: start %s: %w", path, err)
+			return nil, fmt.Errorf("cluster: %w", err)
 		}
-		c.conn, c.fd, c.proc = mine, fds[0], cmd.Process
+		c.conn, c.fd, c.proc = conn, fd, proc
 		cc := c.opts.Config
 		first = Request{Op: OpHello, Hello: &Hello{Cluster: cc.Cluster, ServerName: cc.Server.Name,
 			Member: c.opts.Member, Lease: c.opts.Lease, Debug: c.log.Enabled(context.Background(), slog.LevelDebug)}}
@@ -349,17 +332,9 @@ func (c *Cluster) start() (*sidecar, error) {
 	}
 	c.enc = json.NewEncoder(c.conn)
 	c.detached, c.startFailed = false, false
-	sc := &sidecar{msgs: make(chan Message), exited: make(chan error, 1), gone: make(chan struct{})}
+	sc := &sidecar{msgs: make(chan Message), exited: libexec.Exited(c.proc), gone: make(chan struct{})}
 	c.sc = sc
 	go read(c.conn, sc.msgs, sc.gone)
-	proc := c.proc
-	go func() {
-		st, err := proc.Wait()
-		if err == nil {
-			err = errors.New(st.String())
-		}
-		sc.exited <- err
-	}()
 	c.send(first)
 	for job := range c.subs {
 		c.send(Request{Op: OpLead, Job: job})

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"syscall"
 	"time"
 
@@ -182,7 +181,7 @@ type sidecar struct {
 	proc    *os.Process
 	conn    *os.File
 	started time.Time
-	exited  chan error
+	exited  <-chan error
 }
 
 // restartBackoff bounds the wait before starting forkd-metrics again after
@@ -259,36 +258,13 @@ func (e *Endpoint) start() (*sidecar, error) {
 			return nil, err
 		}
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	proc, conn, _, err := libexec.Start(path, e.opts.Socket.File)
 	if err != nil {
-		return nil, fmt.Errorf("metrics: socket pair for %s: %w", Executable, err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	// Non-blocking, so that closing the master's end wakes its reader.
-	if err := syscall.SetNonblock(fds[0], true); err != nil {
-		syscall.Close(fds[0])
-		syscall.Close(fds[1])
-		return nil, fmt.Errorf("metrics: socket pair for %s: %w", Executable, err)
-	}
-	mine, theirs := os.NewFile(uintptr(fds[0]), Executable), os.NewFile(uintptr(fds[1]), Executable)
-	cmd := exec.Command(path)
-	cmd.ExtraFiles = []*os.File{e.opts.Socket.File, theirs}
-	cmd.Stderr = os.Stderr
-	err = cmd.Start()
-	theirs.Close()
-	if err != nil {
-		mine.Close()
-		return nil, fmt.Errorf("metrics: start %s: %w", path, err)
-	}
-	sc := &sidecar{proc: cmd.Process, conn: mine, started: time.Now(), exited: make(chan error, 1)}
-	go func() {
-		st, err := cmd.Process.Wait()
-		if err == nil {
-			err = errors.New(st.String())
-		}
-		sc.exited <- err
-	}()
-	go e.answer(mine)
-	e.log.Debug("metrics endpoint: forkd-metrics started", "pid", cmd.Process.Pid)
+	sc := &sidecar{proc: proc, conn: conn, started: time.Now(), exited: libexec.Exited(proc)}
+	go e.answer(conn)
+	e.log.Debug("metrics endpoint: forkd-metrics started", "pid", proc.Pid)
 	return sc, nil
 }
 
