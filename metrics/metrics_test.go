@@ -11,6 +11,7 @@ import (
 
 	"github.com/forkd/forkd/hooks"
 	"github.com/forkd/forkd/internal/testkit"
+	"github.com/forkd/forkd/metrics/metricstest"
 	"github.com/forkd/forkd/metrics/status"
 	"github.com/forkd/forkd/workers"
 )
@@ -124,7 +125,7 @@ func startRecorder(t *testing.T, opts Options) *Recorder {
 // request reports (a malformed one counted and ignored).
 func TestRecorder_Counters(t *testing.T) {
 	r := startRecorder(t, Options{Instance: "web", Version: "1.0", Upgraded: true})
-	r.SetPool(fakePool{2})
+	r.SetPool(metricstest.Pool{N: 2})
 	pid := os.Getpid()
 	for _, e := range []hooks.Event{
 		{Hook: hooks.PostFork, Generation: 1, WorkerID: 0, PID: 100},

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,20 +13,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/forkd/forkd/metrics"
+	"github.com/forkd/forkd/metrics/metricstest"
 	"github.com/forkd/forkd/workers"
 )
-
-// fakePool answers Snapshot with n workers, each this process.
-type fakePool struct{ n int }
-
-func (f fakePool) Snapshot(context.Context) (workers.Snapshot, error) {
-	s := workers.Snapshot{Status: workers.Status{State: workers.StateRunning, Generation: 1, Workers: f.n, ReadyWorkers: f.n}}
-	for i := range f.n {
-		s.Workers = append(s.Workers, workers.Info{ID: i, PID: os.Getpid(), Generation: 1, State: "ready",
-			Started: time.Now(), Inflight: 0, LastBeat: time.Now()})
-	}
-	return s, nil
-}
 
 // answerOf returns this process's answer as a master with a recorder of n
 // workers (each this process) gives it.
@@ -41,7 +29,7 @@ func answerOf(t testing.TB, n int) metrics.Answer {
 		cancel()
 		<-done
 	}()
-	r.SetPool(fakePool{n})
+	r.SetPool(metricstest.Pool{N: n})
 	r.Requests(workers.RequestReport{PID: os.Getpid(), Stats: "2;1000;1,1"})
 	p, err := r.Page(context.Background())
 	if err != nil {
