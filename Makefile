@@ -81,7 +81,7 @@ build: ## build bin/forkd, bin/forkctl, bin/forkd-demo, bin/forkd-cluster and bi
 	done
 
 test: deps ## run all tests with the race detector
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 deps: ## install the Debian packages the tests need (as root, only if missing)
 	@$(call apt-ensure,$(TEST_PACKAGES))
