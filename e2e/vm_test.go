@@ -134,13 +134,17 @@ func needVM(t *testing.T) (qemu, kernel, modules, busybox string) {
 	if err != nil || !static(busybox) {
 		t.Skip("no static busybox for the initramfs (apt-get install busybox-static)")
 	}
+	// Debian points /vmlinuz at the newest kernel installed; any other with
+	// its modules will do.
 	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
-	sort.Strings(kernels)
-	for i := len(kernels) - 1; i >= 0; i-- {
-		version := strings.TrimPrefix(filepath.Base(kernels[i]), "vmlinuz-")
+	if newest, err := filepath.EvalSymlinks("/vmlinuz"); err == nil {
+		kernels = append([]string{newest}, kernels...)
+	}
+	for _, k := range kernels {
+		version := strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
 		dir := filepath.Join("/lib/modules", version)
 		if _, err := os.Stat(filepath.Join(dir, "modules.dep")); err == nil {
-			return qemu, kernels[i], dir, busybox
+			return qemu, k, dir, busybox
 		}
 	}
 	t.Skip("no kernel in /boot with its modules in /lib/modules (apt-get install linux-image-amd64)")
