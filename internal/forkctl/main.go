@@ -108,6 +108,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// flagValue returns the value of the option name, given as arg "name=V" or
+// as arg "name" followed by V, and the arguments after it; an empty or
+// missing value is a usage error saying that name needs what.
+func flagValue(name, what, arg string, rest []string) (value string, after []string, err error) {
+	if v, ok := strings.CutPrefix(arg, name+"="); ok {
+		value, after = v, rest
+	} else if len(rest) > 0 {
+		value, after = rest[0], rest[1:]
+	}
+	if value == "" {
+		return "", nil, usagef("%s needs %s", name, what)
+	}
+	return value, after, nil
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts := options{socket: socketFromEnv()}
 flags:
@@ -120,25 +135,15 @@ flags:
 			return err
 		case arg == "--user":
 			opts.address = "session"
-		case arg == "--bus":
-			if len(args) == 0 || args[0] == "" {
-				return usagef("--bus needs an address")
+		case arg == "--bus" || strings.HasPrefix(arg, "--bus="):
+			var err error
+			if opts.address, args, err = flagValue("--bus", "an address", arg, args); err != nil {
+				return err
 			}
-			opts.address, args = args[0], args[1:]
-		case strings.HasPrefix(arg, "--bus="):
-			opts.address = strings.TrimPrefix(arg, "--bus=")
-			if opts.address == "" {
-				return usagef("--bus needs an address")
-			}
-		case arg == "--socket":
-			if len(args) == 0 || args[0] == "" {
-				return usagef("--socket needs a path")
-			}
-			opts.socket, args = args[0], args[1:]
-		case strings.HasPrefix(arg, "--socket="):
-			opts.socket = strings.TrimPrefix(arg, "--socket=")
-			if opts.socket == "" {
-				return usagef("--socket needs a path")
+		case arg == "--socket" || strings.HasPrefix(arg, "--socket="):
+			var err error
+			if opts.socket, args, err = flagValue("--socket", "a path", arg, args); err != nil {
+				return err
 			}
 		case arg == "--":
 			break flags

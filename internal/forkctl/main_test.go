@@ -34,6 +34,7 @@ func TestMain_Usage(t *testing.T) {
 		{"frobnicate"},
 		{"--bogus", "status"},
 		{"--bus"},
+		{"--bus=", "status"},
 		{"--socket"},
 		{"--socket=", "status"},
 		{"scale"},
@@ -56,6 +57,11 @@ func TestMain_Usage(t *testing.T) {
 	stdout, _, err := forkctl(t, "--help")
 	if err != nil || !strings.Contains(stdout, "Usage: forkctl") {
 		t.Errorf("forkctl --help: %v, stdout %q", err, stdout)
+	}
+	for args, want := range map[string]string{"--bus=": "--bus needs an address", "--socket": "--socket needs a path"} {
+		if _, _, err := forkctl(t, args); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("forkctl %s: %v, want %q", args, err, want)
+		}
 	}
 }
 
@@ -91,7 +97,7 @@ func TestMain_Status(t *testing.T) {
 
 func TestMain_InstanceResolution(t *testing.T) {
 	addr := startDaemon(t)
-	if _, _, err := forkctl(t, "--bus", addr, "status"); !errors.Is(err, ErrNoInstance) {
+	if _, _, err := forkctl(t, "--bus="+addr, "status"); !errors.Is(err, ErrNoInstance) {
 		t.Errorf("status with no instance on the bus: %v, want ErrNoInstance", err)
 	}
 	startBus(t, addr, "a", &testController{status: workers.Status{State: "running"}})
