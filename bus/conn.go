@@ -45,10 +45,12 @@ type boundedConn struct {
 }
 
 // pendingWrite is a signal for the writer: its name (interface.member) and
-// body.
+// body. One with written set is no signal: the writer calls written once
+// everything before it is written.
 type pendingWrite struct {
-	name string
-	body []any
+	name    string
+	body    []any
+	written func()
 }
 
 // newBoundedConn starts the writer of conn, whose writes stop when ctx ends.
@@ -74,7 +76,7 @@ func (c *boundedConn) emit(name string, body ...any) error {
 	if c.stalled {
 		return errUnresponsive
 	}
-	c.writes <- pendingWrite{name, body}
+	c.writes <- pendingWrite{name: name, body: body}
 	c.timer.Reset(c.timeout)
 	defer c.timer.Stop()
 	var why string

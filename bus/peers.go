@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -46,8 +47,9 @@ type peers struct {
 	privileged map[uint32]bool
 	guid       string
 
-	signals       chan pendingWrite // from Service.enqueue and UpdateStatus
-	statusChanged chan struct{}     // capacity 1
+	signals       chan pendingWrite  // from Service.enqueue and UpdateStatus
+	statusChanged chan struct{}      // capacity 1
+	flushes       chan chan struct{} // from flush
 	joins         chan *peer
 	leaves        chan *peer
 	// stopped is closed when run returns.
@@ -71,7 +73,7 @@ type peer struct {
 func newPeers(b *Service, path string) *peers {
 	p := &peers{b: b, path: path, privileged: privilegedUIDs(), guid: newGUID(),
 		signals: make(chan pendingWrite, peerQueue), statusChanged: make(chan struct{}, 1),
-		joins: make(chan *peer), leaves: make(chan *peer), stopped: make(chan struct{})}
+		flushes: make(chan chan struct{}), joins: make(chan *peer), leaves: make(chan *peer), stopped: make(chan struct{})}
 	p.l, p.madeDir, p.listenErr = listenSocket(path)
 	return p
 }
@@ -81,6 +83,23 @@ func (p *peers) enqueue(s queuedSignal) {
 	select {
 	case p.signals <- pendingWrite{name: Interface + "." + s.member, body: s.body}:
 	default:
+	}
+}
+
+// flush returns once the signals enqueued before it are written to every
+// peer connected now, or once ctx ends or run has returned.
+func (p *peers) flush(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case p.flushes <- done:
+	case <-p.stopped:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }
 
@@ -113,7 +132,7 @@ func (p *peers) run(ctx context.Context) {
 			}
 		}()
 	}
-	published, _ := p.b.changing(ctx)
+	published := p.b.announced(p.b.status.Load())
 	set := map[*peer]bool{}
 	next := 0
 	fanout := func(w pendingWrite) {
@@ -122,6 +141,9 @@ func (p *peers) run(ctx context.Context) {
 			case pr.out <- w:
 			default:
 				p.b.log.Warn("D-Bus peer not reading its signals: disconnected", "peer", pr.id, "uid", pr.uid)
+				if w.written != nil {
+					w.written() // nothing more is written to it
+				}
 				delete(set, pr)
 				close(pr.out)
 				pr.raw.Close()
@@ -154,11 +176,22 @@ func (p *peers) run(ctx context.Context) {
 			}
 		case w := <-p.signals:
 			fanout(w)
+		case done := <-p.flushes:
+			for n := len(p.signals); n > 0; n-- {
+				fanout(<-p.signals)
+			}
+			var wg sync.WaitGroup
+			wg.Add(len(set))
+			fanout(pendingWrite{written: wg.Done})
+			go func() {
+				wg.Wait()
+				close(done)
+			}()
 		case <-p.statusChanged:
 			for n := len(p.signals); n > 0; n-- {
 				fanout(<-p.signals) // signals emitted before the update go first
 			}
-			now, _ := p.b.changing(ctx)
+			now := p.b.announced(p.b.status.Load())
 			if changed := changedProperties(published, now, "State", "Generation", "Workers",
 				"ReadyWorkers", "DroppedSignals"); len(changed) > 0 {
 				fanout(pendingWrite{name: "org.freedesktop.DBus.Properties.PropertiesChanged",
@@ -281,6 +314,10 @@ func (p *peers) join(ctx context.Context, c *net.UnixConn, in *bufio.Reader, uid
 func (pr *peer) write() {
 	defer close(pr.done)
 	for w := range pr.out {
+		if w.written != nil {
+			w.written()
+			continue
+		}
 		if err := pr.conn.Emit(ObjectPath, w.name, w.body...); err != nil {
 			pr.raw.Close() // broken: the rest fails at once, and run hears it left
 		}

@@ -77,7 +77,7 @@ func (b *Service) runBus(ctx context.Context) error {
 		// The snapshot that property changes are compared with is taken
 		// before the name is owned: whatever changes once a client can see
 		// the name gets announced.
-		published, _ := b.changing(ctx)
+		published := b.announced(b.status.Load())
 		conn, err := b.connect(ctx)
 		b.noteName(err)
 		if b.onAttempt != nil {
@@ -91,7 +91,9 @@ func (b *Service) runBus(ctx context.Context) error {
 			}
 			warned = false
 			backoff = b.backoffMin
+			b.connected.Store(true)
 			err = b.serve(ctx, conn, published)
+			b.connected.Store(false)
 			if ctx.Err() != nil {
 				b.dropAtExit() // serve drained, unless it lost the bus first
 				return nil
@@ -298,7 +300,7 @@ func (b *Service) serve(ctx context.Context, conn *dbus.Conn, published map[stri
 		droppedAt    time.Time
 	)
 	publish := func(names ...string) error {
-		now, _ := b.changing(ctx)
+		now := b.announced(b.status.Load())
 		changed := changedProperties(published, now, names...)
 		if len(changed) == 0 {
 			return nil
@@ -327,6 +329,11 @@ func (b *Service) serve(ctx context.Context, conn *dbus.Conn, published map[stri
 			err = errors.New("D-Bus connection closed")
 		case s := <-b.queue:
 			err, lost = b.send(c, s), 1
+		case done := <-b.flushes:
+			for n := len(b.queue); n > 0 && err == nil; n-- {
+				err, lost = b.send(c, <-b.queue), 1
+			}
+			close(done)
 		case <-b.statusChanged:
 			// Signals emitted before the update go first.
 			for n := len(b.queue); n > 0 && err == nil; n-- {

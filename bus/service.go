@@ -101,6 +101,10 @@ type Service struct {
 
 	statusChanged chan struct{} // capacity 1: UpdateStatus happened
 	droppedMore   chan struct{} // capacity 1: a signal was dropped
+	// flushes takes Flush's requests to Run's goroutine while it is
+	// connected, which connected says.
+	flushes   chan chan struct{}
+	connected atomic.Bool
 
 	// Reconnection backoff; tests shorten it.
 	backoffMin, backoffMax time.Duration
@@ -141,6 +145,7 @@ func New(opts Options) *Service {
 		queue:          make(chan queuedSignal, n),
 		statusChanged:  make(chan struct{}, 1),
 		droppedMore:    make(chan struct{}, 1),
+		flushes:        make(chan chan struct{}),
 		backoffMin:     100 * time.Millisecond,
 		backoffMax:     10 * time.Second,
 		connectTimeout: defaultConnectTimeout,
@@ -164,6 +169,29 @@ func (b *Service) Name() string { return b.name }
 // the name, lost with a connection that broke or stopped taking them while
 // they were sent, or still queued when Run returned.
 func (b *Service) Dropped() uint64 { return b.dropped.Load() }
+
+// Flush returns once the signals emitted before it are written to the bus
+// and to the peers connected now — handed to their sockets, which deliver
+// them even if this process exits or re-executes itself next — or once
+// ctx ends, whichever comes first. Without a bus connection it does not
+// wait for the bus.
+func (b *Service) Flush(ctx context.Context) {
+	if b.peers != nil {
+		b.peers.flush(ctx)
+	}
+	if b.noBus || !b.connected.Load() {
+		return
+	}
+	done := make(chan struct{})
+	select {
+	case b.flushes <- done:
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	case <-ctx.Done():
+	}
+}
 
 // Emit queues e's signal; it never blocks. Events with an invalid Hook are
 // ignored, as are PreRequest/PostRequest unless Options.RequestSignals
@@ -321,12 +349,25 @@ func (b *Service) properties(ctx context.Context) (map[string]dbus.Variant, erro
 }
 
 // changing returns the current value of every property but Listeners,
-// which PropertiesChanged never announces: the snapshot that changes are
-// found against. Leaving it out spares reading every listening socket's
-// accept queue from the kernel (ListenerReader) at every status update,
-// several times a worker while a generation boots. On a failure to get
-// the status it returns the error and the properties it has.
+// which PropertiesChanged never announces. On a failure to get the status
+// it returns the error and the properties it has.
 func (b *Service) changing(ctx context.Context) (map[string]dbus.Variant, error) {
+	s, err := b.currentStatus(ctx)
+	if err != nil {
+		return b.announced(nil), err
+	}
+	return b.announced(&s), nil
+}
+
+// announced returns the value of every property PropertiesChanged
+// announces, the status ones from s (none when s is nil): the snapshot
+// that changes are found against. Run's loops take s from the latest
+// UpdateStatus, never from the Controller, whose pool may be waiting for
+// them (an upgrade's Flush); the first update then announces the status.
+// Listeners is left out: announcing it would read every listening
+// socket's accept queue from the kernel at every status update, several
+// times a worker while a generation boots.
+func (b *Service) announced(s *workers.Status) map[string]dbus.Variant {
 	props := map[string]dbus.Variant{
 		"Instance":       dbus.MakeVariant(b.instance),
 		"DroppedSignals": dbus.MakeVariant(b.Dropped()),
@@ -335,15 +376,13 @@ func (b *Service) changing(ctx context.Context) (map[string]dbus.Variant, error)
 	if c := b.cluster.Load(); c != nil {
 		props["Cluster"] = dbus.MakeVariant(*c)
 	}
-	s, err := b.currentStatus(ctx)
-	if err != nil {
-		return props, err
+	if s != nil {
+		props["State"] = dbus.MakeVariant(s.State)
+		props["Generation"] = dbus.MakeVariant(s.Generation)
+		props["Workers"] = dbus.MakeVariant(toUint32(s.Workers))
+		props["ReadyWorkers"] = dbus.MakeVariant(toUint32(s.ReadyWorkers))
 	}
-	props["State"] = dbus.MakeVariant(s.State)
-	props["Generation"] = dbus.MakeVariant(s.Generation)
-	props["Workers"] = dbus.MakeVariant(toUint32(s.Workers))
-	props["ReadyWorkers"] = dbus.MakeVariant(toUint32(s.ReadyWorkers))
-	return props, nil
+	return props
 }
 
 // listeners returns the Listeners property: the controller's listening

@@ -392,13 +392,18 @@ func TestService_Properties(t *testing.T) {
 		t.Errorf("GetAll = %v, want %v", got, want)
 	}
 
+	// The first update announces the whole status: Run never asks the
+	// controller, whose pool may be waiting for it.
 	b.UpdateStatus(workers.Status{State: "running", Generation: 1, Workers: 3, ReadyWorkers: 3})
 	s := client.next(t, "org.freedesktop.DBus.Properties.PropertiesChanged")
-	checkChanged(t, s, map[string]any{"State": "running", "ReadyWorkers": uint32(3)})
+	checkChanged(t, s, map[string]any{"State": "running", "Generation": uint64(1), "Workers": uint32(3), "ReadyWorkers": uint32(3)})
+	b.UpdateStatus(workers.Status{State: "running", Generation: 1, Workers: 3, ReadyWorkers: 2})
+	s = client.next(t, "org.freedesktop.DBus.Properties.PropertiesChanged")
+	checkChanged(t, s, map[string]any{"ReadyWorkers": uint32(2)})
 
 	b.UpdateStatus(workers.Status{State: "running", Generation: 2, Workers: 5, ReadyWorkers: 3})
 	s = client.next(t, "org.freedesktop.DBus.Properties.PropertiesChanged")
-	checkChanged(t, s, map[string]any{"Generation": uint64(2), "Workers": uint32(5)})
+	checkChanged(t, s, map[string]any{"Generation": uint64(2), "Workers": uint32(5), "ReadyWorkers": uint32(3)})
 
 	var v dbus.Variant
 	if err := obj.Call("org.freedesktop.DBus.Properties.Get", 0, Interface, "Workers").Store(&v); err != nil {

@@ -79,6 +79,7 @@ func JournalMessageID(h Hook) string {
 // JournalEnabled reports true.
 type Journal struct {
 	queue        chan Event
+	flushes      chan chan struct{} // Flush's requests to Run
 	dropped      atomic.Uint64
 	failed       atomic.Uint64
 	failing      atomic.Bool
@@ -100,6 +101,7 @@ func newJournal(logger *slog.Logger, socket string, queueLen int) *Journal {
 	}
 	return &Journal{
 		queue:        make(chan Event, queueLen),
+		flushes:      make(chan chan struct{}),
 		logger:       logger,
 		socket:       socket,
 		writeTimeout: journalWriteTimeout,
@@ -113,6 +115,20 @@ func (j *Journal) Emit(e Event) {
 	case j.queue <- e:
 	default:
 		j.dropped.Add(1)
+	}
+}
+
+// Flush returns once the events emitted before it are written to the
+// journal (or failed to be), or once ctx ends, whichever comes first.
+func (j *Journal) Flush(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case j.flushes <- done:
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	case <-ctx.Done():
 	}
 }
 
@@ -152,6 +168,11 @@ func (j *Journal) Run(ctx context.Context) error {
 			}
 		case e := <-j.queue:
 			j.deliver(conn, e, time.Now().Add(j.writeTimeout))
+		case done := <-j.flushes:
+			for n := len(j.queue); n > 0; n-- {
+				j.deliver(conn, <-j.queue, time.Now().Add(j.writeTimeout))
+			}
+			close(done)
 		}
 	}
 }

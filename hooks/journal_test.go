@@ -404,3 +404,58 @@ func TestJournalEnabled(t *testing.T) {
 	}
 	t.Logf("JournalEnabled() = %v with %s present", JournalEnabled(), journalSocket)
 }
+
+// TestJournal_Flush: once Flush returns, every event emitted before it is
+// in the journal's socket, and Run goes on delivering. Each round fits the
+// socket's queue (net.unix.max_dgram_qlen, 10 by default), as the test
+// reads only after Flush.
+func TestJournal_Flush(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.socket")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	// queued counts the datagrams waiting in the socket, taking them.
+	queued := func() int {
+		n := 0
+		buf := make([]byte, 64<<10)
+		for {
+			if _, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT); err != nil {
+				return n
+			}
+			n++
+		}
+	}
+
+	j := newJournal(nil, path, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	for round := range 5 {
+		const n = 8
+		for i := range n {
+			j.Emit(Event{Hook: PostFork, WorkerID: i})
+		}
+		fctx, fcancel := context.WithTimeout(context.Background(), testDeadline)
+		j.Flush(fctx)
+		expired := fctx.Err() != nil
+		fcancel()
+		if expired {
+			t.Fatalf("round %d: Flush waited until its deadline", round)
+		}
+		if got := queued(); got != n {
+			t.Fatalf("round %d: %d of %d entries in the journal's socket when Flush returned", round, got, n)
+		}
+	}
+	if j.Dropped() != 0 || j.Failed() != 0 {
+		t.Errorf("Dropped() = %d, Failed() = %d; want 0, 0", j.Dropped(), j.Failed())
+	}
+}

@@ -348,8 +348,12 @@ func (p *Pool) handleSignal(sig os.Signal) {
 	case syscall.SIGINT, syscall.SIGQUIT:
 		p.stop(stopQuick, unix.SignalName(s))
 	case syscall.SIGUSR1:
+		// A worker still booting may not handle USR1 yet, and would die
+		// of it; it opens its logs afresh as it starts anyway.
 		for _, w := range p.byPID {
-			p.signal(w, syscall.SIGUSR1)
+			if w.phase == phaseReady {
+				p.signal(w, syscall.SIGUSR1)
+			}
 		}
 	case syscall.SIGUSR2:
 		if err := p.upgrade("SIGUSR2"); err != nil {

@@ -119,6 +119,13 @@ type Options struct {
 	// request until the re-executed master runs or Thaw is called, so this
 	// is what the pool would have answered. It must not wait for the pool.
 	Upgrading func(Snapshot)
+	// BeforeExec, when set, is called on the arbiter's goroutine right
+	// before the master re-executes itself, and returns by ctx's deadline
+	// at the latest: it delivers what must reach others first (what the
+	// hooks' sinks queued, the pre_exec event among it, on connections
+	// the exec closes) and readies the process for the exec. The function
+	// it returns, if any, undoes the latter when the exec fails.
+	BeforeExec func(ctx context.Context) (undo func())
 	// Extra are listening sockets of the master's own that no worker gets
 	// (the metrics endpoint's): an upgrade keeps them open for the
 	// successor, which finds them in Handover.Extra.

@@ -207,6 +207,22 @@ func TestPool_BootTimeout(t *testing.T) {
 	})
 }
 
+// TestPool_USR1SkipsBooting: USR1 is forwarded to the ready workers only;
+// one still booting may not handle it yet, and would die of it.
+func TestPool_USR1SkipsBooting(t *testing.T) {
+	h := start(t, testConfig(testkit.Executable(t), "hang-boot", 1), nil)
+	f := h.rec.wait(t, 5*time.Second, "post_fork", is(hooks.PostFork))
+	exited := testkit.Exited(t, f.PID)
+	h.sigs <- syscall.SIGUSR1
+	h.sigs <- syscall.SIGTTIN // handled after USR1: its event says USR1 was
+	h.rec.wait(t, 5*time.Second, "nworkers_changed", is(hooks.NworkersChanged))
+	select {
+	case <-exited:
+		t.Fatalf("the booting worker %d exited after USR1", f.PID)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
 func TestPool_HeartbeatTimeout(t *testing.T) {
 	cfg := testConfig(testkit.Executable(t), "no-heartbeat", 1)
 	cfg.Server.Timeout.Duration = 300 * time.Millisecond

@@ -32,6 +32,10 @@ import (
 // upgradeEnv names the environment variable carrying the handover memfd.
 const upgradeEnv = "FORKD_UPGRADE_FD"
 
+// beforeExecTimeout bounds Options.BeforeExec: how long an upgrade waits
+// for what must reach others before the exec.
+const beforeExecTimeout = time.Second
+
 // Handover is what an upgrading master hands to its successor.
 type Handover struct {
 	Sockets    []HandoverSocket `json:"sockets"`
@@ -241,6 +245,10 @@ func (p *Pool) execUpgrade() error {
 		if rerr := p.nc.Resume(); rerr != nil {
 			p.log.Error("upgrade: cannot resume the notify socket", "err", rerr)
 		}
+		var stop *stopFirst
+		if errors.As(err, &stop) {
+			p.handleSignal(stop.sig)
+		}
 		return err
 	}
 	return nil
@@ -288,10 +296,55 @@ func (p *Pool) execHandover(notifyFD int) error {
 		}
 	}
 	env = append(env, upgradeEnv+"="+strconv.Itoa(memfd))
+	var undo func()
+	if p.opts.BeforeExec != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), beforeExecTimeout)
+		undo = p.opts.BeforeExec(ctx)
+		cancel()
+	}
+	if sig := p.stopPending(); sig != nil {
+		if undo != nil {
+			undo()
+		}
+		restoreCloexec(keep)
+		return &stopFirst{sig}
+	}
 	p.log.Info("upgrading: re-executing the master", "exe", p.opts.Exe, "workers", len(h.Workers))
 	err = syscall.Exec(p.opts.Exe, p.args(), env)
+	if undo != nil {
+		undo()
+	}
 	restoreCloexec(keep)
 	return fmt.Errorf("workers: upgrade: exec %s: %w", p.opts.Exe, err)
+}
+
+// stopFirst is why an upgrade did not re-execute the master: a signal
+// asking for a stop came while it was prepared.
+type stopFirst struct{ sig os.Signal }
+
+func (e *stopFirst) Error() string {
+	return fmt.Sprintf("workers: upgrade: %v came first: the master stops instead", e.sig)
+}
+
+// stopPending takes the master's signals that came while an upgrade was
+// prepared, which the exec would lose, and returns the first that asks for
+// a stop (TERM, INT, QUIT), if any. The others are dropped and logged: what
+// they ask for, the upgrade does or refuses (another upgrade, a reload: the
+// new master reads the config file) or the new master does (USR1).
+func (p *Pool) stopPending() os.Signal {
+	for {
+		select {
+		case sig := <-p.opts.Signals:
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+				return sig
+			}
+			s, _ := sig.(syscall.Signal)
+			p.log.Warn("signal ignored: an upgrade is under way", "signal", unix.SignalName(s))
+		default:
+			return nil
+		}
+	}
 }
 
 // canUpgrade says why an upgrade cannot start now (nil: it can).

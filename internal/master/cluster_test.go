@@ -531,6 +531,7 @@ func TestCluster_SidecarOnlyForClusterJobs(t *testing.T) {
 
 	f.writeConfig("serve", clusterTable("http://"+proxy.Addr)+singletonJob(probe))
 	f.signal(syscall.SIGHUP)
+	manager.Wait("READY=1")           // the reload's: the next is the new master's
 	probe.Wait("SINGLETON=scheduler") // elected: the sidecar runs
 	first := sidecarsOf(f.pid())
 	if len(first) != 1 {

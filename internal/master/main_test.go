@@ -327,8 +327,12 @@ func (f *forkd) start() {
 		close(f.done)
 	}()
 	f.t.Cleanup(func() {
+		if f.t.Failed() && !f.exited() {
+			f.t.Logf("forkd (pid %d) when the test failed: %s", f.pid(), testkit.ProcState(f.pid()))
+		}
 		f.stop()
 		if f.t.Failed() {
+			f.t.Logf("forkd ended: %v", f.cmd.ProcessState)
 			if b, err := os.ReadFile(f.logPath); err == nil {
 				f.t.Logf("forkd log:\n%s", b)
 			}

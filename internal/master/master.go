@@ -377,6 +377,10 @@ func serve(ctx context.Context, o options, cfg *config.Config, log *slog.Logger,
 		Reloaded:       reloaded,
 		UpgradeRefused: func(error) { rec.UpgradeRefused() },
 		RunHook:        sinks.runHook,
+		BeforeExec: func(ctx context.Context) func() {
+			sinks.flush(ctx)
+			return sigs.ignoreForExec()
+		},
 		RequestStats: func(gen uint64, id, pid int, v string) {
 			sinks.requestStats(log, cfg.Server.Name, gen, id, pid, v)
 		},

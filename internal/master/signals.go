@@ -34,6 +34,22 @@ func listenSignals() *signals {
 // is lost, and none has its default action (most would end the master).
 func (s *signals) wait() { <-s.registered }
 
+// execIgnored are the caught signals that ask for something other than a
+// stop and whose default action would end or stop the process.
+var execIgnored = []os.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU}
+
+// ignoreForExec ignores execIgnored from now on, as the master is about to
+// re-execute itself: execve resets a caught signal to its default action
+// but keeps an ignored one ignored, until the new master has registered
+// its own. One that arrives meanwhile is dropped, as an upgrade under way
+// refuses another, instead of ending the master and its workers. A stop
+// (TERM, INT, QUIT) keeps its default action: it ends the process. The
+// function returned registers them again, for an exec that failed.
+func (s *signals) ignoreForExec() (undo func()) {
+	signal.Ignore(execIgnored...)
+	return func() { signal.Notify(s.c, execIgnored...) }
+}
+
 // stop unregisters the signals, once they are registered.
 func (s *signals) stop() {
 	s.wait()

@@ -153,6 +153,17 @@ func (s *sinks) Emit(e hooks.Event) {
 	}
 }
 
+// flush delivers what the bus and the journal queued until now, by ctx's
+// deadline at the latest (workers.Options.Flush).
+func (s *sinks) flush(ctx context.Context) {
+	if s.bus != nil {
+		s.bus.Flush(ctx)
+	}
+	if s.journal != nil {
+		s.journal.Flush(ctx)
+	}
+}
+
 // requestStats passes a worker's FORKD_REQUEST_STATS (aggregated by the
 // worker SDK, at most once a second) on as a D-Bus RequestStats signal. A
 // malformed value is logged at debug level and dropped.

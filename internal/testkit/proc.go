@@ -2,7 +2,10 @@ package testkit
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,4 +63,24 @@ func WaitExit(t testing.TB, pid int, d time.Duration) {
 	case <-timeout.C:
 		t.Fatalf("process %d still runs after %v", pid, d)
 	}
+}
+
+// ProcState describes process pid for a failing test's log: its command
+// line, state, what it waits in (wchan), its signal masks and its
+// threads' count, as /proc tells.
+func ProcState(pid int) string {
+	dir := "/proc/" + strconv.Itoa(pid)
+	cmdline, _ := os.ReadFile(dir + "/cmdline")
+	wchan, _ := os.ReadFile(dir + "/wchan")
+	var b strings.Builder
+	fmt.Fprintf(&b, "cmdline %q wchan %q", strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "), wchan)
+	status, _ := os.ReadFile(dir + "/status")
+	for _, line := range strings.Split(string(status), "\n") {
+		for _, k := range []string{"State:", "Threads:", "SigPnd:", "ShdPnd:", "SigBlk:", "SigIgn:", "SigCgt:"} {
+			if strings.HasPrefix(line, k) {
+				b.WriteString("; " + strings.Join(strings.Fields(line), " "))
+			}
+		}
+	}
+	return b.String()
 }
