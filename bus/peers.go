@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/forkd/forkd/internal/actor"
 	"github.com/godbus/dbus/v5"
 )
 
@@ -89,18 +90,7 @@ func (p *peers) enqueue(s queuedSignal) {
 // flush returns once the signals enqueued before it are written to every
 // peer connected now, or once ctx ends or run has returned.
 func (p *peers) flush(ctx context.Context) {
-	done := make(chan struct{})
-	select {
-	case p.flushes <- done:
-	case <-p.stopped:
-		return
-	case <-ctx.Done():
-		return
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	actor.Barrier(ctx, p.flushes, p.stopped)
 }
 
 // updated tells run the status changed; it never blocks.

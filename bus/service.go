@@ -10,6 +10,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/forkd/forkd/hooks"
+	"github.com/forkd/forkd/internal/actor"
 	"github.com/forkd/forkd/workers"
 )
 
@@ -179,17 +180,8 @@ func (b *Service) Flush(ctx context.Context) {
 	if b.peers != nil {
 		b.peers.flush(ctx)
 	}
-	if b.noBus || !b.connected.Load() {
-		return
-	}
-	done := make(chan struct{})
-	select {
-	case b.flushes <- done:
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
-	case <-ctx.Done():
+	if !b.noBus && b.connected.Load() {
+		actor.Barrier(ctx, b.flushes, nil)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"github.com/forkd/forkd/internal/actor"
 	"golang.org/x/sys/unix"
 )
 
@@ -121,15 +122,7 @@ func (j *Journal) Emit(e Event) {
 // Flush returns once the events emitted before it are written to the
 // journal (or failed to be), or once ctx ends, whichever comes first.
 func (j *Journal) Flush(ctx context.Context) {
-	done := make(chan struct{})
-	select {
-	case j.flushes <- done:
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
-	case <-ctx.Done():
-	}
+	actor.Barrier(ctx, j.flushes, nil)
 }
 
 // Dropped returns how many events Emit dropped because its queue was full.

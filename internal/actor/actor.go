@@ -35,3 +35,24 @@ func Ask[A, T any](ctx context.Context, inbox chan<- func(A), done <-chan struct
 		return zero, ctx.Err()
 	}
 }
+
+// Barrier hands a new channel to the actor whose loop receives on inbox
+// and returns once the loop has closed it — which the loop does once what
+// it was asked for is done (everything queued before, say) — or once done
+// is closed (the loop has returned; nil: never) or ctx ends, whichever
+// comes first.
+func Barrier(ctx context.Context, inbox chan<- chan struct{}, done <-chan struct{}) {
+	c := make(chan struct{})
+	select {
+	case inbox <- c:
+	case <-done:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-c:
+	case <-done:
+	case <-ctx.Done():
+	}
+}

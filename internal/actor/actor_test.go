@@ -46,3 +46,31 @@ func TestAsk_GaveUp(t *testing.T) {
 		t.Fatalf("Ask with nobody receiving: %v, want the deadline", err)
 	}
 }
+
+// TestBarrier: Barrier returns once the loop closes the channel it handed
+// over, and no sooner; once done is closed; once ctx ends.
+func TestBarrier(t *testing.T) {
+	inbox := make(chan chan struct{})
+	returned := make(chan struct{})
+	go func() {
+		Barrier(context.Background(), inbox, nil)
+		close(returned)
+	}()
+	c := <-inbox
+	select {
+	case <-returned:
+		t.Fatal("Barrier returned before the loop closed its channel")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(c)
+	<-returned
+
+	done := make(chan struct{})
+	close(done)
+	Barrier(context.Background(), inbox, done) // nobody receives: done ends it
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	go func() { <-inbox }() // taken, never closed: ctx ends it
+	Barrier(ctx, inbox, nil)
+}
