@@ -317,7 +317,7 @@ func (p *Pool) stop(mode stopMode, why string) {
 // handleSignal maps the master's signals to actions, as Gunicorn does.
 func (p *Pool) handleSignal(sig os.Signal) {
 	s, _ := sig.(syscall.Signal)
-	p.log.Info("signal", "signal", unix.SignalName(s))
+	p.log.Info("signal", "signal", signalName(sig))
 	switch s {
 	case syscall.SIGHUP:
 		reply := make(chan error, 1)
@@ -360,6 +360,12 @@ func (p *Pool) handleSignal(sig os.Signal) {
 			p.upgradeRefused(err)
 		}
 	}
+}
+
+// signalName is sig's name as the logs spell it: "SIGTERM".
+func signalName(sig os.Signal) string {
+	s, _ := sig.(syscall.Signal)
+	return unix.SignalName(s)
 }
 
 // now is the pool's clock.

@@ -190,7 +190,11 @@ func (h *Handover) check() error {
 // upgradeRefused logs why an upgrade did not happen and tells
 // Options.UpgradeRefused.
 func (p *Pool) upgradeRefused(err error) {
-	p.log.Error("upgrade failed; the old master keeps running", "err", err)
+	if stop := (*stopFirst)(nil); errors.As(err, &stop) {
+		p.log.Info("upgrade abandoned: the master stops instead", "signal", signalName(stop.sig))
+	} else {
+		p.log.Error("upgrade failed; the old master keeps running", "err", err)
+	}
 	if p.opts.UpgradeRefused != nil {
 		p.opts.UpgradeRefused(err)
 	}
@@ -323,7 +327,7 @@ func (p *Pool) execHandover(notifyFD int) error {
 type stopFirst struct{ sig os.Signal }
 
 func (e *stopFirst) Error() string {
-	return fmt.Sprintf("workers: upgrade: %v came first: the master stops instead", e.sig)
+	return fmt.Sprintf("workers: upgrade: %s came first: the master stops instead", signalName(e.sig))
 }
 
 // stopPending takes the master's signals that came while an upgrade was
@@ -339,8 +343,7 @@ func (p *Pool) stopPending() os.Signal {
 			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
 				return sig
 			}
-			s, _ := sig.(syscall.Signal)
-			p.log.Warn("signal ignored: an upgrade is under way", "signal", unix.SignalName(s))
+			p.log.Warn("signal ignored: an upgrade is under way", "signal", signalName(sig))
 		default:
 			return nil
 		}

@@ -22,6 +22,25 @@ func TestMaster_SignalWhileStarting(t *testing.T) {
 	}
 }
 
+// TestMaster_StopDuringUpgrade: a TERM that comes while an upgrade is
+// prepared — here from its pre_exec hook — would be lost with the exec; it
+// is obeyed instead: forkd re-executes nothing and stops gracefully, exit 0.
+func TestMaster_StopDuringUpgrade(t *testing.T) {
+	notify := testkit.ListenNotify(t)
+	f := newForkd(t, setup{instance: "stopfirst", workers: 1, notify: notify.Path})
+	f.writeConfig("serve", "\n[[hooks.pre_exec]]\nexec = [\"/bin/sh\", \"-c\", \"kill -TERM $PPID\"]\n")
+	f.start()
+	notify.Wait("READY=1")
+	f.signal(syscall.SIGUSR2)
+	if code := f.wait(testTimeout); code != 0 {
+		t.Fatalf("forkd exited with %d after a TERM during its upgrade, want 0 (a graceful stop)", code)
+	}
+	log := f.log()
+	if strings.Contains(log, "upgrading: re-executing the master") || !strings.Contains(log, `"upgrade abandoned: the master stops instead" signal=SIGTERM`) {
+		t.Errorf("the log does not say the TERM was obeyed instead of the exec:\n%s", log)
+	}
+}
+
 // TestMaster_SignalsDuringUpgrade: the signals that ask for something
 // other than a stop (USR2, HUP, USR1, TTIN, TTOU), sent again and again
 // while the master re-executes itself, never end or stop it, though

@@ -154,7 +154,7 @@ func (s *sinks) Emit(e hooks.Event) {
 }
 
 // flush delivers what the bus and the journal queued until now, by ctx's
-// deadline at the latest (workers.Options.Flush).
+// deadline at the latest (workers.Options.BeforeExec).
 func (s *sinks) flush(ctx context.Context) {
 	if s.bus != nil {
 		s.bus.Flush(ctx)
