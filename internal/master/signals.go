@@ -21,9 +21,13 @@ type signals struct {
 }
 
 // listenSignals starts registering the caught signals on a channel.
+// execIgnored are ignored first: one that comes before the registration is
+// dropped rather than ending the master, and the runtime then records
+// SIG_IGN as their disposition before Notify, which ignoreForExec relies on.
 func listenSignals() *signals {
 	s := &signals{c: make(chan os.Signal, 32), registered: make(chan struct{})}
 	go func() {
+		signal.Ignore(execIgnored...)
 		signal.Notify(s.c, caught...)
 		close(s.registered)
 	}()
@@ -42,7 +46,10 @@ var execIgnored = []os.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, 
 // re-execute itself: execve resets a caught signal to its default action
 // but keeps an ignored one ignored, until the new master has registered
 // its own. One that arrives meanwhile is dropped, as an upgrade under way
-// refuses another, instead of ending the master and its workers. A stop
+// refuses another, instead of ending the master and its workers; even one
+// that comes while Ignore switches a signal over, as the runtime then falls
+// back to the disposition it recorded before Notify, SIG_IGN (see
+// listenSignals), not to the default action. A stop
 // (TERM, INT, QUIT) keeps its default action: it ends the process. The
 // function returned registers them again, for an exec that failed.
 func (s *signals) ignoreForExec() (undo func()) {
