@@ -331,7 +331,8 @@ func (e *stopFirst) Error() string {
 }
 
 // stopPending takes the master's signals that came while an upgrade was
-// prepared, which the exec would lose, and returns the first that asks for
+// prepared (those in Options.Signals by now), which the exec would lose,
+// and returns the first that asks for
 // a stop (TERM, INT, QUIT), if any. The others are dropped and logged: what
 // they ask for, the upgrade does or refuses (another upgrade, a reload: the
 // new master reads the config file) or the new master does (USR1).

@@ -28,7 +28,10 @@ func TestMaster_SignalWhileStarting(t *testing.T) {
 func TestMaster_StopDuringUpgrade(t *testing.T) {
 	notify := testkit.ListenNotify(t)
 	f := newForkd(t, setup{instance: "stopfirst", workers: 1, notify: notify.Path})
-	f.writeConfig("serve", "\n[[hooks.pre_exec]]\nexec = [\"/bin/sh\", \"-c\", \"kill -TERM $PPID\"]\n")
+	// The hook runs on a while after the kill: the runtime hands a signal
+	// to the master's channel on a goroutine of its own, and one not there
+	// yet when the exec comes is lost with it.
+	f.writeConfig("serve", "\n[[hooks.pre_exec]]\nexec = [\"/bin/sh\", \"-c\", \"kill -TERM $PPID; sleep 0.2\"]\n")
 	f.start()
 	notify.Wait("READY=1")
 	f.signal(syscall.SIGUSR2)
