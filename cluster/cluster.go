@@ -158,6 +158,7 @@ type Cluster struct {
 	subs        map[string]chan<- Event
 	leading     map[string]bool
 	pending     map[string][]Event // events for singletons not yet led again after an upgrade
+	procs       map[string]int     // the running cluster singletons' pids, by job
 	asks        map[int64]chan<- Message
 	onDetach    chan<- struct{}
 	stopping    <-chan struct{}
@@ -207,6 +208,7 @@ func New(opts Options) (*Cluster, error) {
 		subs:     make(map[string]chan<- Event),
 		leading:  make(map[string]bool),
 		pending:  make(map[string][]Event),
+		procs:    make(map[string]int),
 		asks:     make(map[int64]chan<- Message),
 	}
 	c.nextID.Store(time.Now().UnixNano()) // unlike any ID of the master before an upgrade
@@ -338,6 +340,9 @@ func (c *Cluster) start() (*sidecar, error) {
 	c.send(first)
 	for job := range c.subs {
 		c.send(Request{Op: OpLead, Job: job})
+	}
+	for job, pid := range c.procs {
+		c.send(Request{Op: OpRunning, Job: job, PID: pid})
 	}
 	return sc, nil
 }
@@ -533,6 +538,21 @@ func (c *Cluster) Resign(job string) {
 		}
 		delete(c.subs, job)
 		c.send(Request{Op: OpResign, Job: job})
+	})
+}
+
+// Running tells the sidecar that pid is job's process, or with pid 0
+// that it has exited. Should this forkd die, the sidecar revokes its
+// lease only once the processes it was told of are gone (lease_ttl at
+// most), not merely sent their parent-death KILL.
+func (c *Cluster) Running(job string, pid int) {
+	c.tell(func(c *Cluster) {
+		if pid == 0 {
+			delete(c.procs, job)
+		} else {
+			c.procs[job] = pid
+		}
+		c.send(Request{Op: OpRunning, Job: job, PID: pid})
 	})
 }
 

@@ -36,8 +36,9 @@
 //   - An in-place upgrade hands the sidecar over (Handover, Options.Adopt):
 //     its session, lease and leaderships carry on under the new master.
 //   - The master gone (its end of the socket closed, a crash included):
-//     the sidecar revokes its lease at once and exits, so another forkd
-//     takes over.
+//     the sidecar revokes its lease once the master and the singleton
+//     processes it was told of (Running) have exited, lease_ttl at most,
+//     and exits, so another forkd takes over.
 //   - etcd unreachable, at start or later: one warning in the log, Status
 //     says so, claims fail at once with ErrUnavailable, and the sidecar
 //     keeps trying; nothing else waits for etcd.

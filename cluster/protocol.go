@@ -17,6 +17,8 @@ import (
 //   - "lead" and "resign" name a singleton and get no reply: leaderships
 //     come as "event" Messages. A "lead" for a singleton the sidecar
 //     already holds is answered by a replayed "event".
+//   - "running" names a cluster singleton's process (pid; 0 once it has
+//     exited) and gets no reply: the sidecar keeps a pidfd of it.
 //   - "claim", "last" and "holder" carry an ID that their "reply" repeats.
 //   - "detach" (before an upgrade's exec) is answered by "detached", after
 //     which the sidecar sends nothing, queueing what it has to say, until
@@ -26,20 +28,22 @@ import (
 //   - "stop" (the master stops, its singletons gone), then end of file:
 //     the sidecar gives up its leaderships, revokes its lease and exits.
 //     End of file without "stop" means the master died: the sidecar waits
-//     until it is re-parented (the master's children have been sent their
-//     parent-death SIGKILL by then), then does the same.
+//     until the master has exited (its children have been sent their
+//     parent-death SIGKILL by then) and the singletons named by "running"
+//     have exited too, lease_ttl at most, then does the same.
 
 // Ops of a Request.
 const (
-	OpHello  = "hello"
-	OpAttach = "attach"
-	OpLead   = "lead"
-	OpResign = "resign"
-	OpClaim  = "claim"
-	OpLast   = "last"
-	OpHolder = "holder"
-	OpDetach = "detach"
-	OpStop   = "stop"
+	OpHello   = "hello"
+	OpAttach  = "attach"
+	OpLead    = "lead"
+	OpResign  = "resign"
+	OpRunning = "running"
+	OpClaim   = "claim"
+	OpLast    = "last"
+	OpHolder  = "holder"
+	OpDetach  = "detach"
+	OpStop    = "stop"
 )
 
 // Kinds of a Message.
@@ -58,11 +62,13 @@ type Request struct {
 	Op string `json:"op"`
 	// ID names a claim, last or holder request in its reply.
 	ID int64 `json:"id,omitempty"`
-	// Job is the singleton or schedule of lead, resign, claim, last,
-	// holder.
+	// Job is the singleton or schedule of lead, resign, running, claim,
+	// last, holder.
 	Job string `json:"job,omitempty"`
 	// At is the period a claim claims.
 	At time.Time `json:"at,omitzero"`
+	// PID is running's process (0: Job's process has exited).
+	PID int `json:"pid,omitempty"`
 	// Hello is the sidecar's configuration, with OpHello.
 	Hello *Hello `json:"hello,omitempty"`
 }

@@ -41,7 +41,10 @@ func Main() int {
 // Serve runs the master's Requests arriving on conn against etcd,
 // answering with cluster.Messages, until conn reaches end of file (the
 // master is gone): then it gives up the leaderships, revokes the lease
-// and returns nil. The first request must be a hello.
+// and returns nil. The first request must be a hello. A master that
+// ends without saying "stop" died: the lease is revoked once it and the
+// singleton processes it named ("running") have exited, lease_ttl at
+// most after the end of file.
 func Serve(conn io.ReadWriteCloser) error {
 	defer conn.Close()
 	in := bufio.NewScanner(conn)
@@ -62,11 +65,12 @@ func Serve(conn io.ReadWriteCloser) error {
 	cfg := config.Default()
 	cfg.Server.Name = h.ServerName
 	cfg.Cluster = h.Cluster
+	log := slog.New(&logHandler{out: out, level: level})
 	c, err := New(Options{
 		Config: cfg,
 		Member: h.Member,
 		Lease:  h.Lease,
-		Logger: slog.New(&logHandler{out: out, level: level}),
+		Logger: log,
 		OnStatus: func(s Status) {
 			out.status(s)
 		},
@@ -88,7 +92,11 @@ func Serve(conn io.ReadWriteCloser) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- c.Run(ctx) }()
-	master, _ := unix.PidfdOpen(os.Getppid(), 0) // -1 when it fails: then no wait
+	master, err := unix.PidfdOpen(os.Getppid(), 0) // fails: then no wait
+	if err == nil {
+		defer unix.Close(master)
+	}
+	procs := make(map[string]int) // the singletons' pidfds, by job
 	stopped := false
 	var wg sync.WaitGroup
 	for in.Scan() {
@@ -101,6 +109,12 @@ func Serve(conn io.ReadWriteCloser) error {
 			c.Lead(r.Job, nil)
 		case cluster.OpResign:
 			c.Resign(r.Job)
+		case cluster.OpRunning:
+			running(procs, r.Job, r.PID)
+			if r.PID > 0 {
+				log.Debug("watching the singleton's process: should forkd die, the lease goes once it has exited",
+					"singleton", r.Job, "pid", r.PID)
+			}
 		case cluster.OpDetach:
 			out.detach()
 		case cluster.OpAttach:
@@ -115,25 +129,57 @@ func Serve(conn io.ReadWriteCloser) error {
 			}()
 		}
 	}
-	if !stopped && master >= 0 {
-		exited(master)
+	if !stopped {
+		limit := time.Now().Add(cfg.Cluster.Lease())
+		if err == nil {
+			exited(master, time.Now().Add(time.Second))
+		}
+		for job, fd := range procs {
+			if !exited(fd, limit) {
+				fmt.Fprintf(os.Stderr, "forkd-cluster: singleton %s still runs lease_ttl after the master died: "+
+					"revoking the lease anyway (FORKD_FENCING_TOKEN tells the holders apart)\n", job)
+			}
+		}
 	}
-	cancel() // the master is gone: revoke the lease now
+	for job := range procs {
+		running(procs, job, 0)
+	}
+	cancel() // the master and its singletons are gone: revoke the lease now
 	wg.Wait()
 	return <-ran
 }
 
-// exited waits, a second at most, until the master (its pidfd) has
-// exited: the kernel sends a dying process's children their parent-death
-// signal before it reports the exit, so the master's singletons have
-// their SIGKILL by then.
-func exited(pidfd int) {
-	defer unix.Close(pidfd)
+// exited waits until the process of pidfd has exited, or until
+// deadline, and reports whether it has. The kernel sends
+// a dying process's children their parent-death signal before it reports
+// the exit, so once the master has exited its singletons have their KILL.
+func exited(pidfd int, deadline time.Time) bool {
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	for {
-		if _, err := unix.Poll(fds, 1000); err != unix.EINTR {
-			return
+		wait := max(time.Until(deadline), 0)
+		n, err := unix.Poll(fds, int(wait.Milliseconds()))
+		switch {
+		case n > 0:
+			return true
+		case err == unix.EINTR:
+		case err != nil || wait == 0:
+			return false
 		}
+	}
+}
+
+// running records pid as job's process, keeping a pidfd of it, in place
+// of the one before; pid 0 forgets job.
+func running(procs map[string]int, job string, pid int) {
+	if fd, ok := procs[job]; ok {
+		unix.Close(fd)
+		delete(procs, job)
+	}
+	if pid <= 0 {
+		return
+	}
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil { // ESRCH: gone already
+		procs[job] = fd
 	}
 }
 

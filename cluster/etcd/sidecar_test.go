@@ -2,9 +2,11 @@ package etcd_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/forkd/forkd/cluster"
 	"github.com/forkd/forkd/cluster/etcd"
 	"github.com/forkd/forkd/config"
+	"github.com/forkd/forkd/internal/libexec"
 	"github.com/forkd/forkd/internal/testkit"
 )
 
@@ -239,5 +242,122 @@ func TestSidecar_HandoverResume(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("after Resume the leadership was not replayed")
+	}
+}
+
+// deadMaster is a master's side of forkd-cluster spoken by hand, so that
+// the test can end it as a dead master would: its socket closed without
+// "stop".
+type deadMaster struct {
+	conn *os.File
+	enc  *json.Encoder
+	dec  *json.Decoder
+	exit <-chan error
+}
+
+// newDeadMaster starts a forkd-cluster at path as member name, leads job
+// and waits until it holds it.
+func newDeadMaster(t *testing.T, path, endpoint, name, job string, ttl time.Duration) *deadMaster {
+	t.Helper()
+	proc, conn, _, err := libexec.Start(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &deadMaster{conn: conn, enc: json.NewEncoder(conn), dec: json.NewDecoder(conn), exit: libexec.Exited(proc)}
+	t.Cleanup(func() {
+		conn.Close()
+		_ = proc.Kill()
+		<-m.exit
+	})
+	cc := config.Cluster{Endpoints: []string{endpoint}, Name: "shop", LeaseTTL: config.Duration{Duration: ttl}}
+	m.send(t, cluster.Request{Op: cluster.OpHello, Hello: &cluster.Hello{Cluster: cc, ServerName: name, Member: name}})
+	m.send(t, cluster.Request{Op: cluster.OpLead, Job: job})
+	_ = conn.SetReadDeadline(time.Now().Add(testTimeout))
+	for {
+		var msg cluster.Message
+		if err := m.dec.Decode(&msg); err != nil {
+			t.Fatalf("%s's forkd-cluster: %v before leading %s", name, err, job)
+		}
+		if msg.Kind == cluster.KindEvent && msg.Event.Acquired {
+			return m
+		}
+	}
+}
+
+func (m *deadMaster) send(t *testing.T, r cluster.Request) {
+	t.Helper()
+	if err := m.enc.Encode(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startSleep starts a process that stands for a singleton, killed when
+// the test ends.
+func startSleep(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+// TestSidecar_MasterDiedWaitsForSingleton: when the master dies (its
+// socket ends without "stop"), its sidecar revokes the lease only once
+// the singleton process named by "running" has exited: the other member
+// does not lead while that process lives, and leads at once after it
+// exits, long before the 10 s lease could expire.
+func TestSidecar_MasterDiedWaitsForSingleton(t *testing.T) {
+	path := sidecarPath(t)
+	srv := testkit.StartEtcd(t)
+	proxy := testkit.StartProxy(t, srv.Dial)
+	ep := "http://" + proxy.Addr
+	a := newDeadMaster(t, path, ep, "a", "scheduler", 10*time.Second)
+	sg := startSleep(t)
+	a.send(t, cluster.Request{Op: cluster.OpRunning, Job: "scheduler", PID: sg.Process.Pid})
+	b := newClient(t, path, ep, "b", 10*time.Second)
+	b.c.Lead("scheduler", b.events)
+	ready(t, b.c)
+	a.conn.Close()
+	select {
+	case ev := <-b.events:
+		t.Fatalf("b got %+v while a's singleton still ran", ev)
+	case <-time.After(2500 * time.Millisecond): // the master's own wait is a second
+	}
+	_ = sg.Process.Kill()
+	_ = sg.Wait()
+	killed := time.Now()
+	if ev := wait(t, b.events, "leadership for b"); !ev.Acquired {
+		t.Fatalf("b's event %+v, want acquired", ev)
+	}
+	if d := time.Since(killed); d > 5*time.Second {
+		t.Errorf("b led %v after a's singleton exited: a's lease was not revoked", d)
+	}
+}
+
+// TestSidecar_MasterDiedSingletonStuck: a singleton that outlives its
+// master does not keep the lease past lease_ttl after the master died:
+// the sidecar revokes it anyway, and the other member leads.
+func TestSidecar_MasterDiedSingletonStuck(t *testing.T) {
+	path := sidecarPath(t)
+	srv := testkit.StartEtcd(t)
+	proxy := testkit.StartProxy(t, srv.Dial)
+	ep := "http://" + proxy.Addr
+	a := newDeadMaster(t, path, ep, "a", "scheduler", 2*time.Second)
+	sg := startSleep(t)
+	a.send(t, cluster.Request{Op: cluster.OpRunning, Job: "scheduler", PID: sg.Process.Pid})
+	b := newClient(t, path, ep, "b", 2*time.Second)
+	b.c.Lead("scheduler", b.events)
+	ready(t, b.c)
+	a.conn.Close()
+	if ev := wait(t, b.events, "leadership for b while a's singleton still runs"); !ev.Acquired {
+		t.Fatalf("b's event %+v, want acquired", ev)
+	}
+	if err := sg.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("a's singleton is gone already (%v): the test proves nothing", err)
 	}
 }

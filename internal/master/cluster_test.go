@@ -101,6 +101,10 @@ type life struct {
 	scheduledAt string
 	token       int64
 	start, exit time.Duration // exit 0: alive
+	// overlapped are the singletons (pids) that had not exited yet when
+	// this singleton said it had started.
+	overlapped []int
+	pidfd      int // -1: none
 }
 
 // tracker records every job process that reports to a probe.
@@ -156,12 +160,18 @@ func track(t *testing.T, probe *testkit.Notify) *tracker {
 			tok, _ := n.Field("TOKEN")
 			l.token, _ = strconv.ParseInt(tok, 10, 64)
 			exited := testkit.Exited(t, l.pid)
+			l.pidfd = pidfd(t, l.pid)
 			start, err := procStart(l.pid)
 			if err != nil {
 				start = boottime()
 			}
 			l.start = start
-			tr.update(func() { tr.lives = append(tr.lives, l) })
+			tr.update(func() {
+				if l.singleton != "" {
+					l.overlapped = tr.running(l.singleton)
+				}
+				tr.lives = append(tr.lives, l)
+			})
 			go func() {
 				select {
 				case <-exited:
@@ -177,6 +187,33 @@ func track(t *testing.T, probe *testkit.Notify) *tracker {
 		<-done
 	})
 	return tr
+}
+
+// pidfd opens a pidfd of pid, closed when the test ends; -1 when pid has
+// gone already.
+func pidfd(t *testing.T, pid int) int {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// running returns the processes of singleton recorded so far that have
+// not exited, as their pidfds say now (not as the exit watchers have seen
+// yet); the caller holds tr.mu.
+func (tr *tracker) running(singleton string) []int {
+	var pids []int
+	for _, l := range tr.lives {
+		if l.singleton != singleton || l.pidfd < 0 {
+			continue
+		}
+		if n, err := unix.Poll([]unix.PollFd{{Fd: int32(l.pidfd), Events: unix.POLLIN}}, 0); err == nil && n == 0 {
+			pids = append(pids, l.pid)
+		}
+	}
+	return pids
 }
 
 // update changes the record under the lock and wakes the waiters.
@@ -241,15 +278,11 @@ func (tr *tracker) waitHolder(t *testing.T, not string, d time.Duration) life {
 	return aliveSingletons(lives)[0]
 }
 
-// procTick is the resolution of a process's start time in /proc.
-const procTick = 10 * time.Millisecond
-
 // checkOneAtATime fails the test if two singleton processes ever ran at
-// once: each one's start, as the kernel recorded it, must come after the
-// exit of every one that started before it. The kernel's start time is
-// the start rounded down to procTick, so a start less than procTick before
-// the exit seen is within the measurement's resolution: a takeover by
-// resignation follows the exit by a few milliseconds only.
+// once: when a singleton says it has started, every one before it must
+// have exited, as its pidfd tells then. (The exit times the watchers
+// record come later than the exits by however long they took to be
+// scheduled, so comparing them with start times could only guess.)
 func (tr *tracker) checkOneAtATime(t *testing.T) {
 	t.Helper()
 	var ls []life
@@ -259,17 +292,47 @@ func (tr *tracker) checkOneAtATime(t *testing.T) {
 		}
 	}
 	sort.Slice(ls, func(i, j int) bool { return ls[i].start < ls[j].start })
-	for i := 1; i < len(ls); i++ {
-		prev, cur := ls[i-1], ls[i]
-		if prev.exit == 0 || cur.start+procTick <= prev.exit {
-			t.Errorf("two singletons at once: pid %d on %s (start %v, exit %v) and pid %d on %s (start %v)",
-				prev.pid, prev.instance, prev.start, prev.exit, cur.pid, cur.instance, cur.start)
+	for i, cur := range ls {
+		for _, pid := range cur.overlapped {
+			t.Errorf("two singletons at once: pid %d on %s (start %v) started while pid %d still ran: %+v",
+				cur.pid, cur.instance, cur.start, pid, ls)
 		}
+		if i == 0 {
+			continue
+		}
+		prev := ls[i-1]
 		if cur.token <= prev.token {
 			t.Errorf("fencing token went from %d (pid %d on %s) to %d (pid %d on %s): it must grow",
 				prev.token, prev.pid, prev.instance, cur.token, cur.pid, cur.instance)
 		}
 	}
+}
+
+// waitLog waits until one line of f's log holds every one of subs.
+func (f *forkd) waitLog(t *testing.T, subs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		for line := range strings.Lines(f.log()) {
+			if all(line, subs) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("forkd did not log a line with %q", subs)
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+}
+
+// all reports whether s contains every one of subs.
+func all(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
 
 // singletonJob is a cluster singleton that runs until TERM.
@@ -278,8 +341,9 @@ func singletonJob(probe *testkit.Notify) string {
 }
 
 // TestCluster_SingletonFailover: of three forkd, one runs the cluster
-// singleton; SIGKILL its forkd and another's runs within lease_ttl + 1s,
-// with a larger fencing token; never two at once.
+// singleton and has told its sidecar the process; SIGKILL its forkd and
+// another's runs within lease_ttl + 1s, with a larger fencing token;
+// never two at once.
 func TestCluster_SingletonFailover(t *testing.T) {
 	t.Parallel()
 	r := newClusterRig(t, 3, singletonJob)
@@ -288,6 +352,7 @@ func TestCluster_SingletonFailover(t *testing.T) {
 		t.Errorf("FORKD_FENCING_TOKEN = %d, want a positive token", first.token)
 	}
 	holder := r.node(t, first.instance)
+	holder.f.waitLog(t, "watching the singleton's process", fmt.Sprintf("pid=%d", first.pid))
 	holder.f.signal(syscall.SIGKILL)
 	second := r.tr.waitHolder(t, first.instance, clusterLease+time.Second)
 	if second.token <= first.token {

@@ -66,6 +66,14 @@ func (s *Supervisor) resign(sg *singleton) {
 	s.opts.Cluster.Resign(sg.cfg.Name)
 }
 
+// tellRunning tells the cluster sg's process (pid; 0: it has exited),
+// which the sidecar waits for should this forkd die.
+func (s *Supervisor) tellRunning(sg *singleton, pid int) {
+	if sg.clustered() && s.opts.Cluster != nil {
+		s.opts.Cluster.Running(sg.cfg.Name, pid)
+	}
+}
+
 // handleLeadership takes a change of leadership of a cluster singleton.
 func (s *Supervisor) handleLeadership(ev cluster.Event) {
 	sg, ok := s.singletons[ev.Job]

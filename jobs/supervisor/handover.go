@@ -170,6 +170,7 @@ func (s *Supervisor) adopt(b json.RawMessage) {
 			sg.cfg, sg.successor = hs.Config, &next
 		}
 		sg.proc, sg.started, sg.ready = proc, hs.Started, hs.Ready
+		s.tellRunning(sg, proc.PID)
 		sg.failures, sg.starts, sg.lastExit = hs.Failures, hs.Starts, hs.LastExit
 		sg.state = stateStarting
 		if hs.Ready {

@@ -99,6 +99,7 @@ func (s *Supervisor) singletonStarted(sg *singleton, proc *process.Process, err 
 	}
 	sg.proc, sg.started, sg.ready = proc, time.Now(), false
 	sg.starts++
+	s.tellRunning(sg, proc.PID)
 	s.watch(proc, sg)
 	s.watchMemory(sg)
 	s.log.Info("singleton started", "singleton", sg.cfg.Name, "pid", proc.PID)
@@ -130,6 +131,7 @@ func (s *Supervisor) singletonReady(sg *singleton) {
 // singletonExited takes the exit of sg's process.
 func (s *Supervisor) singletonExited(sg *singleton, ev exitEvent) {
 	sg.proc, sg.ready = nil, false
+	s.tellRunning(sg, 0)
 	for _, c := range []*func(){&sg.kill, &sg.readyTimer} {
 		if *c != nil {
 			(*c)()
