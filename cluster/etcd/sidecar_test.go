@@ -306,23 +306,32 @@ func startSleep(t *testing.T) *exec.Cmd {
 	return cmd
 }
 
+// masterDies makes member a lead "scheduler" with a singleton process
+// named by "running", member b campaign for it too, and then a's master
+// die; it returns b and a's singleton, still running.
+func masterDies(t *testing.T, ttl time.Duration) (*client, *exec.Cmd) {
+	t.Helper()
+	path := sidecarPath(t)
+	srv := testkit.StartEtcd(t)
+	proxy := testkit.StartProxy(t, srv.Dial)
+	ep := "http://" + proxy.Addr
+	a := newDeadMaster(t, path, ep, "a", "scheduler", ttl)
+	sg := startSleep(t)
+	a.send(t, cluster.Request{Op: cluster.OpRunning, Job: "scheduler", PID: sg.Process.Pid})
+	b := newClient(t, path, ep, "b", ttl)
+	b.c.Lead("scheduler", b.events)
+	ready(t, b.c)
+	a.conn.Close()
+	return b, sg
+}
+
 // TestSidecar_MasterDiedWaitsForSingleton: when the master dies (its
 // socket ends without "stop"), its sidecar revokes the lease only once
 // the singleton process named by "running" has exited: the other member
 // does not lead while that process lives, and leads at once after it
 // exits, long before the 10 s lease could expire.
 func TestSidecar_MasterDiedWaitsForSingleton(t *testing.T) {
-	path := sidecarPath(t)
-	srv := testkit.StartEtcd(t)
-	proxy := testkit.StartProxy(t, srv.Dial)
-	ep := "http://" + proxy.Addr
-	a := newDeadMaster(t, path, ep, "a", "scheduler", 10*time.Second)
-	sg := startSleep(t)
-	a.send(t, cluster.Request{Op: cluster.OpRunning, Job: "scheduler", PID: sg.Process.Pid})
-	b := newClient(t, path, ep, "b", 10*time.Second)
-	b.c.Lead("scheduler", b.events)
-	ready(t, b.c)
-	a.conn.Close()
+	b, sg := masterDies(t, 10*time.Second)
 	select {
 	case ev := <-b.events:
 		t.Fatalf("b got %+v while a's singleton still ran", ev)
@@ -343,17 +352,7 @@ func TestSidecar_MasterDiedWaitsForSingleton(t *testing.T) {
 // master does not keep the lease past lease_ttl after the master died:
 // the sidecar revokes it anyway, and the other member leads.
 func TestSidecar_MasterDiedSingletonStuck(t *testing.T) {
-	path := sidecarPath(t)
-	srv := testkit.StartEtcd(t)
-	proxy := testkit.StartProxy(t, srv.Dial)
-	ep := "http://" + proxy.Addr
-	a := newDeadMaster(t, path, ep, "a", "scheduler", 2*time.Second)
-	sg := startSleep(t)
-	a.send(t, cluster.Request{Op: cluster.OpRunning, Job: "scheduler", PID: sg.Process.Pid})
-	b := newClient(t, path, ep, "b", 2*time.Second)
-	b.c.Lead("scheduler", b.events)
-	ready(t, b.c)
-	a.conn.Close()
+	b, sg := masterDies(t, 2*time.Second)
 	if ev := wait(t, b.events, "leadership for b while a's singleton still runs"); !ev.Acquired {
 		t.Fatalf("b's event %+v, want acquired", ev)
 	}
