@@ -92,8 +92,10 @@ func Serve(conn io.ReadWriteCloser) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- c.Run(ctx) }()
-	master, err := unix.PidfdOpen(os.Getppid(), 0) // fails: then no wait
-	if err == nil {
+	master, err := unix.PidfdOpen(os.Getppid(), 0)
+	if err != nil {
+		master = -1 // then no wait for it
+	} else {
 		defer unix.Close(master)
 	}
 	procs := make(map[string]int) // the singletons' pidfds, by job
@@ -131,7 +133,7 @@ func Serve(conn io.ReadWriteCloser) error {
 	}
 	if !stopped {
 		limit := time.Now().Add(cfg.Cluster.Lease())
-		if err == nil {
+		if master >= 0 {
 			exited(master, time.Now().Add(time.Second))
 		}
 		for job, fd := range procs {
@@ -150,14 +152,14 @@ func Serve(conn io.ReadWriteCloser) error {
 }
 
 // exited waits until the process of pidfd has exited, or until
-// deadline, and reports whether it has. The kernel sends
-// a dying process's children their parent-death signal before it reports
-// the exit, so once the master has exited its singletons have their KILL.
+// deadline, and reports whether it has. The kernel sends a dying
+// process's children their parent-death signal before it reports the
+// exit, so once the master has exited its singletons have their KILL.
 func exited(pidfd int, deadline time.Time) bool {
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	for {
 		wait := max(time.Until(deadline), 0)
-		n, err := unix.Poll(fds, int(wait.Milliseconds()))
+		n, err := unix.Poll(fds, int((wait+time.Millisecond-1)/time.Millisecond))
 		switch {
 		case n > 0:
 			return true
